@@ -1,0 +1,32 @@
+# Two commands set everything up on a fresh machine with only python3: `make run`, `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN_DIR ?= runs/demo
+
+.PHONY: run test bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/rlreco prepare --out $(RUN_DIR)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest bench --benchmark-only -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check rlreco tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .benchmarks

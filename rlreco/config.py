@@ -1,0 +1,379 @@
+"""Typed, validated run configuration.
+
+A run is configured by a TOML file (``configs/online_retail.toml``) or by the original design's
+JSON file with ``/* */`` comments (``configs/custprof.json``). Both become one frozen
+:class:`RunConfig`. Validation happens here, at the edge: unknown keys, wrong types and
+out-of-range values raise :class:`~rlreco.errors.ConfigError` with one line naming the key,
+the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+from rlreco.errors import ConfigError
+
+#: The embedded default data set (a copy of the UCI Online Retail data, see data/README.md).
+DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "online_retail.parquet"
+
+#: The original design's click and buy count distributions over 0..9 per visit.
+SEED_CLICK_PROBS = (0.50, 0.35, 0.10, 0.025, 0.015, 0.0055, 0.002, 0.00125, 0.00124, 0.00001)
+SEED_BUY_PROBS = (0.70, 0.15, 0.10, 0.025, 0.015, 0.0055, 0.002, 0.00125, 0.00124, 0.00001)
+
+StateSampling = Literal["uniform", "empirical"]
+
+
+def _check(predicate: Callable[[Any], bool], allowed: str) -> dict[str, Any]:
+    return {"check": predicate, "allowed": allowed}
+
+
+def _probabilities(values: tuple[float, ...]) -> bool:
+    return (
+        len(values) >= 1
+        and all(0.0 <= v <= 1.0 for v in values)
+        and abs(math.fsum(values) - 1.0) <= 1e-6
+    )
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Mapping from rlreco's canonical column names to the columns of the transactions file."""
+
+    order_id: str = "InvoiceNo"
+    product_id: str = "StockCode"
+    product: str = "Description"
+    quantity: str = "Quantity"
+    order_date: str = "InvoiceDate"
+    unit_price: str = "UnitPrice"
+    customer_id: str = "CustomerID"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the transactions are and how to read them."""
+
+    path: Path = DEFAULT_DATA
+    encoding: str = "ISO-8859-1"
+    date_format: str = field(default="%m/%d/%Y %H:%M", metadata=_check(bool, "a strftime format"))
+    columns: Columns = Columns()
+
+
+@dataclass(frozen=True)
+class SegmentationConfig:
+    """RFM segmentation: clusters per dimension and the score -> segment table."""
+
+    n_clusters: int = field(default=4, metadata=_check(lambda v: 1 <= v <= 64, "an integer in [1, 64]"))
+    #: segment name -> cluster-index scores that map to it; other scores get ``default_segment``
+    scores: tuple[tuple[str, tuple[int, ...]], ...] = (
+        ("Q2", (0, 1)),
+        ("Q3", (2,)),
+        ("Q4", (4, 5, 6)),
+    )
+    default_segment: str = field(default="Q1", metadata=_check(bool, "a non-empty name"))
+
+
+@dataclass(frozen=True)
+class StatesConfig:
+    """State space: the day of month after which a visit is in the second month-half."""
+
+    split_day: int = field(default=15, metadata=_check(lambda v: 1 <= v <= 30, "an integer in [1, 30]"))
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Epsilon-greedy slate policy."""
+
+    epsilon: float = field(default=0.1, metadata=_check(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"))
+    slate_size: int = field(default=10, metadata=_check(lambda v: v >= 1, "an integer >= 1"))
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Mean reward of a bought, clicked and ignored product (each draw is N(mean, 1))."""
+
+    buy: float = field(default=5.0, metadata=_check(math.isfinite, "a finite number"))
+    click: float = field(default=1.0, metadata=_check(math.isfinite, "a finite number"))
+    ignore: float = field(default=-2.0, metadata=_check(math.isfinite, "a finite number"))
+
+
+@dataclass(frozen=True)
+class ResponseConfig:
+    """Simulated customer response: ``seed``, ``popularity`` or a path to a truth table."""
+
+    model: str = field(default="seed", metadata=_check(bool, "seed, popularity or a Parquet path"))
+    click_probs: tuple[float, ...] = field(
+        default=SEED_CLICK_PROBS,
+        metadata=_check(_probabilities, "probabilities in [0, 1] summing to 1 within 1e-6"),
+    )
+    buy_probs: tuple[float, ...] = field(
+        default=SEED_BUY_PROBS,
+        metadata=_check(_probabilities, "probabilities in [0, 1] summing to 1 within 1e-6"),
+    )
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Random seed, state sampling, metric blocks and checkpoints of simulated visits."""
+
+    seed: int = field(default=20111209, metadata=_check(lambda v: v >= 0, "an integer >= 0"))
+    state_sampling: StateSampling = "uniform"
+    metrics_block: int = field(default=10_000, metadata=_check(lambda v: v >= 1, "an integer >= 1"))
+    checkpoint_every: int = field(
+        default=5_000_000, metadata=_check(lambda v: v >= 1, "an integer >= 1")
+    )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs, validated."""
+
+    data: DataConfig = DataConfig()
+    segmentation: SegmentationConfig = SegmentationConfig()
+    states: StatesConfig = StatesConfig()
+    policy: PolicyConfig = PolicyConfig()
+    rewards: RewardConfig = RewardConfig()
+    response: ResponseConfig = ResponseConfig()
+    simulation: SimulationConfig = SimulationConfig()
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """Return a copy with dotted keys changed and validated, e.g. ``policy.epsilon=0.2``."""
+        raw = self.to_dict()
+        for dotted, value in changes.items():
+            section, _, key = dotted.replace("__", ".").partition(".")
+            raw.setdefault(section, {})[key] = value
+        return config_from_dict(raw, source="<override>")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/TOML-compatible dict (paths as strings, tuples as lists)."""
+        return _plain(dataclasses.asdict(self))
+
+    def segment_of_score(self) -> dict[int, str]:
+        """Explicit score -> segment table for every possible score."""
+        k = self.segmentation.n_clusters
+        table = {score: self.segmentation.default_segment for score in range(3 * (k - 1) + 1)}
+        for name, scores in self.segmentation.scores:
+            for score in scores:
+                table[score] = name
+        return table
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if "scores" in obj and isinstance(obj["scores"], (list, tuple)):
+            obj = dict(obj)
+            obj["scores"] = {name: list(s) for name, s in obj["scores"]}
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in get_args(tp))
+    if tp is float:
+        return "a number"
+    if tp is int:
+        return "an integer"
+    if tp is str:
+        return "a string"
+    if tp is Path:
+        return "a path string"
+    if origin is tuple:
+        return "a list of numbers"
+    return str(tp)
+
+
+def _coerce(key: str, tp: Any, value: Any, base: Path | None) -> Any:
+    """Convert a raw TOML/JSON value to the field type or raise a one-line ConfigError."""
+
+    def bad(allowed: str) -> ConfigError:
+        return ConfigError(f"key '{key}' = {value!r}: expected {allowed}")
+
+    origin = get_origin(tp)
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise bad(_type_name(tp))
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if tp is Path:
+        if not isinstance(value, str) or not value:
+            raise bad("a path string")
+        path = Path(value).expanduser()
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        return path
+    if origin is tuple and get_args(tp) == (float, ...):
+        if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        ):
+            raise bad("a list of numbers")
+        return tuple(float(v) for v in value)
+    raise bad(_type_name(tp))  # pragma: no cover - every field type is handled above
+
+
+def _scores(key: str, value: Any) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    if not isinstance(value, Mapping) or not all(
+        isinstance(name, str)
+        and isinstance(s, (list, tuple))
+        and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in s)
+        for name, s in value.items()
+    ):
+        raise ConfigError(
+            f"key '{key}' = {value!r}: expected a table of segment name = [scores >= 0]"
+        )
+    seen: dict[int, str] = {}
+    for name, s in value.items():
+        for i in s:
+            if i in seen:
+                raise ConfigError(
+                    f"key '{key}' = {value!r}: score {i} is mapped to both {seen[i]} and {name}"
+                )
+            seen[i] = name
+    return tuple((name, tuple(int(i) for i in s)) for name, s in value.items())
+
+
+def _build(cls: type[Any], raw: Any, prefix: str, base: Path | None) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"key '{prefix}' = {raw!r}: expected a table")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"'{prefix}.{unknown[0]}'" if prefix else f"'{unknown[0]}'"
+        raise ConfigError(f"unknown key {where}: allowed keys are {', '.join(sorted(fields))}")
+    kwargs: dict[str, Any] = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, key, base)
+            continue
+        if name == "scores" and cls is SegmentationConfig:
+            kwargs[name] = _scores(key, value)
+            continue
+        converted = _coerce(key, tp, value, base)
+        meta = fields[name].metadata
+        if "check" in meta and not meta["check"](converted):
+            raise ConfigError(f"key '{key}' = {value!r}: expected {meta['allowed']}")
+        kwargs[name] = converted
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: Mapping[str, Any], *, source: str = "<dict>", base: Path | None = None) -> RunConfig:
+    """Validate a nested mapping (as parsed from TOML) into a :class:`RunConfig`.
+
+    Parameters
+    ----------
+    raw : mapping
+        Sections ``data``, ``segmentation``, ``states``, ``policy``, ``rewards``, ``response``
+        and ``simulation``; every key optional.
+    source : str
+        File name used in error messages.
+    base : Path, optional
+        Directory that relative data paths are resolved against.
+    """
+    try:
+        cfg: RunConfig = _build(RunConfig, raw, "", base)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return cfg
+
+
+_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
+
+#: original JSON key -> (section, key) of RunConfig
+ORIGINAL_KEYS: dict[str, tuple[str, ...]] = {
+    "inputData": ("data", "path"),
+    "order_id": ("data", "columns", "order_id"),
+    "product_id": ("data", "columns", "product_id"),
+    "product": ("data", "columns", "product"),
+    "prod_qnty": ("data", "columns", "quantity"),
+    "order_date": ("data", "columns", "order_date"),
+    "unit_price": ("data", "columns", "unit_price"),
+    "customer_id": ("data", "columns", "customer_id"),
+    "nclust": ("segmentation", "n_clusters"),
+    "monthPer": ("states", "split_day"),
+    "epsilon": ("policy", "epsilon"),
+    "nProducts": ("policy", "slate_size"),
+    "buyReward": ("rewards", "buy"),
+    "clickReward": ("rewards", "click"),
+    "ignore": ("rewards", "ignore"),
+}
+
+
+def _original_to_nested(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in ORIGINAL_KEYS:
+            raise ConfigError(
+                f"{source}: unknown key '{key}': allowed keys are {', '.join(ORIGINAL_KEYS)}"
+            )
+        node = nested
+        *parents, leaf = ORIGINAL_KEYS[key]
+        for p in parents:
+            node = node.setdefault(p, {})
+        # the original stores some numbers as strings ("4", "0.1")
+        if isinstance(value, str) and leaf not in ("path",) and parents[0] != "data":
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        node[leaf] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None) -> RunConfig:
+    """Load a TOML (``.toml``) or original-design JSON (``.json``) config; defaults if None.
+
+    Relative data paths are resolved against the config file's directory.
+    """
+    if path is None:
+        return RunConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    base = path.resolve().parent
+    if path.suffix.lower() == ".json":
+        try:
+            raw = json.loads(_COMMENT.sub("", text))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a JSON object at the top level")
+        return config_from_dict(_original_to_nested(raw, str(path)), source=str(path), base=base)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return config_from_dict(raw, source=str(path), base=base)

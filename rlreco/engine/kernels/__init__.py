@@ -1,0 +1,1 @@
+"""Numba kernels: pure functions over arrays. Imports only numpy and numba."""

@@ -1,0 +1,26 @@
+"""The one decorator factory every kernel uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numba as nb
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def jit(*, parallel: bool = False, fastmath: bool = False) -> Callable[[F], F]:
+    """Return ``numba.njit`` configured for rlreco kernels.
+
+    ``cache=True`` keeps compile time out of every run after the first; ``error_model="numpy"``
+    lets division by zero give inf/nan instead of raising, so loops need no Python exception
+    machinery. ``fastmath`` stays off by default: it would break bit-identical results.
+    """
+
+    def wrap(func: F) -> F:
+        return nb.njit(  # type: ignore[no-any-return]
+            cache=True, error_model="numpy", parallel=parallel, fastmath=fastmath, nogil=True
+        )(func)
+
+    return wrap

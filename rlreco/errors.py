@@ -1,0 +1,32 @@
+"""Exception types for input the user can fix.
+
+Every error raised for bad input derives from :class:`RlrecoError`. Its message is one line
+naming the file, column, key or row at fault and what is allowed; the CLI prints it and exits
+with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class RlrecoError(Exception):
+    """Base class for errors caused by user input (exit code 2 in the CLI)."""
+
+
+class ConfigError(RlrecoError):
+    """A configuration file or option is missing, malformed or out of range."""
+
+
+class DataError(RlrecoError):
+    """A transactions file is missing, unreadable, or has bad columns or values."""
+
+
+class SnapshotError(RlrecoError):
+    """A run directory, snapshot or manifest is missing, corrupt or foreign."""
+
+
+class SimulationError(RlrecoError):
+    """A simulation request cannot be carried out on the given run (e.g. slate too large)."""
+
+
+class SyncError(RlrecoError):
+    """A MongoDB export, import or online visit failed (unreachable server, auth, bad data)."""

@@ -1,0 +1,27 @@
+"""Shared fixtures. Tests that need the real data set skip cleanly when ../shared/data is absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+EMBEDDED_PARQUET = REPO / "data" / "online_retail.parquet"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Directory with the real UCI Online Retail files (online_retail.parquet, .csv.gz)."""
+    if not (SHARED_DATA / "online_retail.csv.gz").is_file():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def embedded_parquet() -> Path:
+    """The embedded default data set shipped in data/."""
+    if not EMBEDDED_PARQUET.is_file():
+        pytest.skip(f"embedded data not found at {EMBEDDED_PARQUET}")
+    return EMBEDDED_PARQUET
