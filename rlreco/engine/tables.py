@@ -1,0 +1,191 @@
+"""Dense (state x product) tables of value, reward, count and recommendation count.
+
+``value`` is its own contiguous float64 array (the top-n search index reads it in runs of
+neighbours) and ``-inf`` marks an unknown cell: a cell is known exactly when its value is finite.
+``cells`` is a record array (:data:`~rlreco.engine.kernels.records.CELL_DTYPE`) holding the
+reward sum, count and recommendation count of each cell together, so updating one slate product
+touches one cache line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from rlreco.engine.history import MONTH_NAMES, WEEKDAY_NAMES
+from rlreco.engine.kernels.records import CELL_DTYPE
+from rlreco.engine.state_space import StateSpace
+from rlreco.errors import SnapshotError
+
+#: Columns of a long-form snapshot (one row per known cell) and their dtypes.
+SNAPSHOT_COLUMNS: dict[str, str] = {
+    "state_id": "int32",
+    "state": "str",
+    "segment": "str",
+    "month": "str",
+    "half": "int8",
+    "weekday": "str",
+    "product_id": "int32",
+    "product_code": "str",
+    "value": "float64",
+    "reward": "float64",
+    "count": "int64",
+    "reco_count": "int64",
+}
+
+
+def round_cents(x: np.ndarray) -> np.ndarray:
+    """Round to 2 decimals the way every kernel does: ``rint(x * 100) / 100``."""
+    return np.rint(x * 100.0) / 100.0
+
+
+@dataclass
+class Tables:
+    """Mutable learned tables of shape (n_states, n_products).
+
+    Attributes
+    ----------
+    value : ndarray of float64, shape (n_states, n_products)
+        Incremental-mean value of each cell; ``-inf`` where the cell is unknown.
+    cells : ndarray of CELL_DTYPE, shape (n_states, n_products)
+        Fields ``reward`` (float64 sum of rewards), ``count`` (int64: historical quantity plus
+        recommendations) and ``reco_count`` (int64 recommendations).
+    """
+
+    value: np.ndarray
+    cells: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(n_states, n_products)."""
+        return (int(self.value.shape[0]), int(self.value.shape[1]))
+
+    @property
+    def known(self) -> np.ndarray:
+        """Boolean mask of known cells, shape (n_states, n_products)."""
+        return np.isfinite(self.value)
+
+    @property
+    def reward(self) -> np.ndarray:
+        """Reward sums (a view), float64 (n_states, n_products)."""
+        return self.cells["reward"]
+
+    @property
+    def count(self) -> np.ndarray:
+        """Counts (a view), int64 (n_states, n_products)."""
+        return self.cells["count"]
+
+    @property
+    def reco_count(self) -> np.ndarray:
+        """Recommendation counts (a view), int64 (n_states, n_products)."""
+        return self.cells["reco_count"]
+
+    def copy(self) -> Tables:
+        """Deep copy."""
+        return Tables(self.value.copy(), self.cells.copy())
+
+    def equals(self, other: Tables) -> bool:
+        """Bit-identical comparison (NaN-free; -inf compares equal)."""
+        return bool(
+            self.value.shape == other.value.shape
+            and np.array_equal(self.value.view(np.int64), other.value.view(np.int64))
+            and np.array_equal(self.cells.view(np.uint8), other.cells.view(np.uint8))
+        )
+
+    @classmethod
+    def empty(cls, n_states: int, n_products: int) -> Tables:
+        """All cells unknown, zero counts."""
+        value = np.full((n_states, n_products), -np.inf)
+        cells = np.zeros((n_states, n_products), dtype=CELL_DTYPE)
+        return cls(value, cells)
+
+    def to_columns(self, space: StateSpace) -> dict[str, np.ndarray]:
+        """Long-form columns, one row per known cell in (state, product) order."""
+        state, product = np.nonzero(self.known)
+        flat = self.cells[state, product]
+        seg = np.asarray(space.segments)[space.state_segment[state]]
+        return {
+            "state_id": state.astype(np.int32),
+            "state": space.state_ids[state],
+            "segment": seg,
+            "month": np.asarray(MONTH_NAMES)[space.state_month[state] - 1],
+            "half": space.state_half[state].astype(np.int8),
+            "weekday": np.asarray(WEEKDAY_NAMES)[space.state_weekday[state]],
+            "product_id": product.astype(np.int32),
+            "product_code": space.product_codes[product],
+            "value": self.value[state, product],
+            "reward": flat["reward"].copy(),
+            "count": flat["count"].copy(),
+            "reco_count": flat["reco_count"].copy(),
+        }
+
+    @classmethod
+    def from_columns(cls, columns: Mapping[str, np.ndarray], space: StateSpace) -> Tables:
+        """Rebuild dense tables from long-form columns, checking them against the state space."""
+        state = np.asarray(columns["state_id"], dtype=np.int64)
+        product = np.asarray(columns["product_id"], dtype=np.int64)
+        n_s, n_p = space.n_states, space.n_products
+        if state.size and (state.min() < 0 or state.max() >= n_s):
+            raise SnapshotError(f"snapshot: state_id outside 0..{n_s - 1}")
+        if product.size and (product.min() < 0 or product.max() >= n_p):
+            raise SnapshotError(f"snapshot: product_id outside 0..{n_p - 1}")
+        value = np.asarray(columns["value"], dtype=np.float64)
+        if not np.all(np.isfinite(value)):
+            raise SnapshotError("snapshot: value column holds a non-finite number")
+        if np.unique(state * n_p + product).size != state.size:
+            raise SnapshotError("snapshot: a (state_id, product_id) cell appears twice")
+        if state.size and not np.array_equal(
+            np.asarray(columns["product_code"]).astype(str), space.product_codes[product]
+        ):
+            raise SnapshotError("snapshot: product codes do not match the run's products")
+        tables = cls.empty(n_s, n_p)
+        tables.value[state, product] = value
+        tables.cells["reward"][state, product] = np.asarray(columns["reward"], dtype=np.float64)
+        tables.cells["count"][state, product] = np.asarray(columns["count"], dtype=np.int64)
+        tables.cells["reco_count"][state, product] = np.asarray(
+            columns["reco_count"], dtype=np.int64
+        )
+        return tables
+
+
+def build_initial_tables(
+    space: StateSpace,
+    row_state: np.ndarray,
+    row_product: np.ndarray,
+    row_quantity: np.ndarray,
+    rng: np.random.Generator,
+) -> Tables:
+    """Initial tables from history.
+
+    ``count`` is the summed historical quantity of each (state, product); a cell is known when
+    it has at least one history row; known cells get ``value`` and ``reward`` drawn
+    N(count, 1) and rounded to 2 decimals (value first, then reward, each in row-major cell
+    order); ``reco_count`` is 0.
+
+    Parameters
+    ----------
+    space : StateSpace
+    row_state : ndarray of int64, shape (n_rows,)
+        State of each history row, -1 for rows without a customer (ignored).
+    row_product : ndarray of int32, shape (n_rows,)
+    row_quantity : ndarray of int64, shape (n_rows,)
+    rng : numpy.random.Generator
+        Stream for the initial draws.
+    """
+    n_s, n_p = space.n_states, space.n_products
+    use = row_state >= 0
+    flat = row_state[use] * n_p + row_product[use]
+    rows_per_cell = np.bincount(flat, minlength=n_s * n_p)
+    # quantities are integers far below 2**53, so float accumulation is exact
+    qty = np.bincount(flat, weights=row_quantity[use], minlength=n_s * n_p)
+    known = rows_per_cell > 0
+    tables = Tables.empty(n_s, n_p)
+    count = np.rint(qty).astype(np.int64)
+    tables.cells["count"].reshape(-1)[:] = count
+    idx = np.flatnonzero(known)
+    mean = count[idx].astype(np.float64)
+    tables.value.reshape(-1)[idx] = round_cents(mean + rng.standard_normal(idx.size))
+    tables.cells["reward"].reshape(-1)[idx] = round_cents(mean + rng.standard_normal(idx.size))
+    return tables

@@ -1,0 +1,326 @@
+"""Run directories: a self-describing folder per run, written atomically.
+
+Layout::
+
+    RUN_DIR/
+      manifest.json                       schema version, run id, config, seed, episodes,
+                                          RNG state, package versions, data file hash, files
+      state_space/states.parquet          state_id, state, segment, month, half, weekday, weight
+      state_space/products.parquet        product_id, product_code, description
+      state_space/catalogues.parquet      segment, product_id
+      snapshots/episodes-<N>.parquet      long-form tables after N visits (one row per known cell)
+      metrics.parquet                     per-block simulation metrics (after the first simulate)
+
+Every file is written to a temporary name in the same folder and renamed into place; the
+manifest is written last and is the commit point, so a crash leaves the previous consistent
+run. ``prepare`` builds the whole folder under a temporary name and renames it.
+Every Parquet file carries ``rlreco`` metadata (kind and schema version) checked on load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rlreco.errors import SnapshotError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+INITIAL_EPISODES = 0
+_META_KEY = b"rlreco"
+
+#: Arrow schema of every Parquet table a run directory holds, by kind.
+SCHEMAS: dict[str, pa.Schema] = {
+    "states": pa.schema(
+        [
+            ("state_id", pa.int32()),
+            ("state", pa.string()),
+            ("segment", pa.string()),
+            ("month", pa.string()),
+            ("half", pa.int8()),
+            ("weekday", pa.string()),
+            ("weight", pa.float64()),
+        ]
+    ),
+    "products": pa.schema(
+        [("product_id", pa.int32()), ("product_code", pa.string()), ("description", pa.string())]
+    ),
+    "catalogues": pa.schema([("segment", pa.string()), ("product_id", pa.int32())]),
+    "snapshot": pa.schema(
+        [
+            ("state_id", pa.int32()),
+            ("state", pa.string()),
+            ("segment", pa.string()),
+            ("month", pa.string()),
+            ("half", pa.int8()),
+            ("weekday", pa.string()),
+            ("product_id", pa.int32()),
+            ("product_code", pa.string()),
+            ("value", pa.float64()),
+            ("reward", pa.float64()),
+            ("count", pa.int64()),
+            ("reco_count", pa.int64()),
+        ]
+    ),
+    "metrics": pa.schema(
+        [
+            ("block", pa.int64()),
+            ("visits", pa.int64()),
+            ("slots", pa.int64()),
+            ("reward_sum", pa.float64()),
+            ("clicks", pa.int64()),
+            ("buys", pa.int64()),
+            ("explored", pa.int64()),
+            ("regret_sum", pa.float64()),
+        ]
+    ),
+}
+
+Columns = Mapping[str, np.ndarray]
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; rename it onto ``target`` on success.
+
+    On an exception the temporary file is removed and ``target`` is left untouched.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def write_table(path: Path, kind: str, columns: Columns) -> None:
+    """Write columns as a Parquet file of the given kind, atomically.
+
+    Parameters
+    ----------
+    path : Path
+    kind : str
+        A key of :data:`SCHEMAS`; columns are cast to that schema.
+    columns : mapping of str to ndarray
+    """
+    schema = SCHEMAS[kind].with_metadata(
+        {_META_KEY: json.dumps({"kind": kind, "schema_version": SCHEMA_VERSION}).encode()}
+    )
+    arrays = [pa.array(np.asarray(columns[f.name]), type=f.type) for f in SCHEMAS[kind]]
+    table = pa.Table.from_arrays(arrays, schema=schema)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_table(path: Path, kind: str) -> dict[str, np.ndarray]:
+    """Read and validate a Parquet file of the given kind into numpy columns.
+
+    Raises
+    ------
+    SnapshotError
+        If the file is missing, not Parquet, not an rlreco file of this kind, or its columns
+        do not match the schema.
+    """
+    if not path.is_file():
+        raise SnapshotError(f"{path}: file not found")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SnapshotError(f"{path}: corrupt or not a Parquet file ({reason})") from None
+    meta = (table.schema.metadata or {}).get(_META_KEY)
+    try:
+        info = json.loads(meta) if meta else None
+    except ValueError:
+        info = None
+    if not info or info.get("kind") != kind:
+        found = info.get("kind") if info else "no rlreco metadata"
+        raise SnapshotError(f"{path}: not an rlreco {kind} file ({found})")
+    if info.get("schema_version") != SCHEMA_VERSION:
+        raise SnapshotError(
+            f"{path}: schema version {info.get('schema_version')}, expected {SCHEMA_VERSION}"
+        )
+    expected = SCHEMAS[kind]
+    if not table.schema.remove_metadata().equals(expected):
+        raise SnapshotError(
+            f"{path}: columns {table.schema.names} with types "
+            f"{[str(t) for t in table.schema.types]} do not match the {kind} schema "
+            f"{expected.names}"
+        )
+    out: dict[str, np.ndarray] = {}
+    for field in expected:
+        col = table.column(field.name)
+        if col.null_count:
+            raise SnapshotError(f"{path}: column '{field.name}' has {col.null_count} missing values")
+        if pa.types.is_string(field.type):
+            out[field.name] = np.asarray(col.to_pylist(), dtype=str) if len(col) else np.array([], dtype=str)
+        else:
+            out[field.name] = col.to_numpy()
+    return out
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def snapshot_name(episodes: int) -> str:
+    """File name of the snapshot taken after ``episodes`` visits."""
+    return f"snapshots/episodes-{episodes:015d}.parquet"
+
+
+class RunDir:
+    """An existing, validated run directory.
+
+    Use :meth:`create` to write a new one and :meth:`open` to load one.
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path = path
+        self.manifest = manifest
+
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        *,
+        manifest: dict[str, Any],
+        space: Mapping[str, Columns],
+        snapshot: Columns,
+        force: bool = False,
+    ) -> RunDir:
+        """Write a new run directory atomically (built under a temporary name, then renamed).
+
+        Raises
+        ------
+        SnapshotError
+            If ``path`` exists and ``force`` is false.
+        """
+        path = Path(path)
+        if path.exists() and not force:
+            raise SnapshotError(f"{path}: already exists; choose another --out or pass --force")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            for kind in ("states", "products", "catalogues"):
+                write_table(tmp / "state_space" / f"{kind}.parquet", kind, space[kind])
+            name = snapshot_name(INITIAL_EPISODES)
+            write_table(tmp / name, "snapshot", snapshot)
+            manifest = {
+                **manifest,
+                "schema_version": SCHEMA_VERSION,
+                "episodes": INITIAL_EPISODES,
+                "snapshot": name,
+                "initial_snapshot": name,
+                "metrics": None,
+                "rng_state": None,
+            }
+            write_json(tmp / MANIFEST, manifest)
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return cls(path, manifest)
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """Open and validate a run directory's manifest."""
+        path = Path(path)
+        mpath = path / MANIFEST
+        if not path.is_dir():
+            raise SnapshotError(f"{path}: run directory not found (create one with rlreco prepare)")
+        if not mpath.is_file():
+            raise SnapshotError(f"{path}: not a run directory ({MANIFEST} missing)")
+        try:
+            manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SnapshotError(f"{mpath}: corrupt manifest ({exc})") from None
+        if not isinstance(manifest, dict):
+            raise SnapshotError(f"{mpath}: corrupt manifest (not a JSON object)")
+        required = ("schema_version", "run_id", "config", "episodes", "snapshot", "initial_snapshot")
+        missing = [k for k in required if k not in manifest]
+        if missing:
+            raise SnapshotError(f"{mpath}: manifest lacks {', '.join(missing)}")
+        if manifest["schema_version"] != SCHEMA_VERSION:
+            raise SnapshotError(
+                f"{mpath}: schema version {manifest['schema_version']}, expected {SCHEMA_VERSION}"
+            )
+        return cls(path, manifest)
+
+    @property
+    def episodes(self) -> int:
+        """Visits simulated so far."""
+        return int(self.manifest["episodes"])
+
+    def read_space(self) -> dict[str, dict[str, np.ndarray]]:
+        """Columns of the states, products and catalogues tables."""
+        return {
+            kind: read_table(self.path / "state_space" / f"{kind}.parquet", kind)
+            for kind in ("states", "products", "catalogues")
+        }
+
+    def read_snapshot(self, which: str = "latest") -> dict[str, np.ndarray]:
+        """Columns of the latest (or ``"initial"``) snapshot."""
+        key = "initial_snapshot" if which == "initial" else "snapshot"
+        return read_table(self.path / self.manifest[key], "snapshot")
+
+    def read_metrics(self) -> dict[str, np.ndarray] | None:
+        """Per-block metrics columns, or None before the first simulation."""
+        name = self.manifest.get("metrics")
+        return read_table(self.path / name, "metrics") if name else None
+
+    def commit(
+        self, *, episodes: int, snapshot: Columns, metrics: Columns, updates: Mapping[str, Any]
+    ) -> None:
+        """Write a new snapshot and metrics, then the manifest (the commit point).
+
+        The previous snapshot is removed only after the new manifest is in place; the initial
+        snapshot is always kept.
+        """
+        name = snapshot_name(episodes)
+        previous = self.manifest["snapshot"]
+        write_table(self.path / name, "snapshot", snapshot)
+        write_table(self.path / "metrics.parquet", "metrics", metrics)
+        manifest = {
+            **self.manifest,
+            **updates,
+            "episodes": episodes,
+            "snapshot": name,
+            "metrics": "metrics.parquet",
+        }
+        write_json(self.path / MANIFEST, manifest)
+        self.manifest = manifest
+        if previous not in (name, manifest["initial_snapshot"]):
+            (self.path / previous).unlink(missing_ok=True)
