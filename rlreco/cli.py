@@ -76,7 +76,9 @@ def prepare(
     data: Annotated[
         Path | None, typer.Option("--data", help="Transactions file (CSV, CSV.gz, Parquet, XLSX).")
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing run directory.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing run directory.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Load transactions, segment customers, build states and tables, write a run directory."""
@@ -96,7 +98,10 @@ def prepare(
             ("customers", f"{summary.customers:,}"),
             ("customers per segment", segs),
             ("products", f"{summary.products:,}"),
-            ("states with history / total", f"{summary.states_with_history:,} / {summary.states_total:,}"),
+            (
+                "states with history / total",
+                f"{summary.states_with_history:,} / {summary.states_total:,}",
+            ),
             ("known (state, product) pairs", f"{summary.known_pairs:,}"),
             (
                 "products per state min / median / max",

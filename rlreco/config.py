@@ -9,15 +9,17 @@ the value and what is allowed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import tomllib
 
 from rlreco.errors import ConfigError
 
@@ -70,7 +72,9 @@ class DataConfig:
 class SegmentationConfig:
     """RFM segmentation: clusters per dimension and the score -> segment table."""
 
-    n_clusters: int = field(default=4, metadata=_check(lambda v: 1 <= v <= 64, "an integer in [1, 64]"))
+    n_clusters: int = field(
+        default=4, metadata=_check(lambda v: 1 <= v <= 64, "an integer in [1, 64]")
+    )
     #: segment name -> cluster-index scores that map to it; other scores get ``default_segment``
     scores: tuple[tuple[str, tuple[int, ...]], ...] = (
         ("Q2", (0, 1)),
@@ -84,14 +88,18 @@ class SegmentationConfig:
 class StatesConfig:
     """State space: the day of month after which a visit is in the second month-half."""
 
-    split_day: int = field(default=15, metadata=_check(lambda v: 1 <= v <= 30, "an integer in [1, 30]"))
+    split_day: int = field(
+        default=15, metadata=_check(lambda v: 1 <= v <= 30, "an integer in [1, 30]")
+    )
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
     """Epsilon-greedy slate policy."""
 
-    epsilon: float = field(default=0.1, metadata=_check(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"))
+    epsilon: float = field(
+        default=0.1, metadata=_check(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+    )
     slate_size: int = field(default=10, metadata=_check(lambda v: v >= 1, "an integer >= 1"))
 
 
@@ -272,7 +280,7 @@ def _build(cls: type[Any], raw: Any, prefix: str, base: Path | None) -> Any:
     for name, value in raw.items():
         key = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, value, key, base)
             continue
         if name == "scores" and cls is SegmentationConfig:
@@ -286,7 +294,9 @@ def _build(cls: type[Any], raw: Any, prefix: str, base: Path | None) -> Any:
     return cls(**kwargs)
 
 
-def config_from_dict(raw: Mapping[str, Any], *, source: str = "<dict>", base: Path | None = None) -> RunConfig:
+def config_from_dict(
+    raw: Mapping[str, Any], *, source: str = "<dict>", base: Path | None = None
+) -> RunConfig:
     """Validate a nested mapping (as parsed from TOML) into a :class:`RunConfig`.
 
     Parameters
@@ -340,11 +350,9 @@ def _original_to_nested(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
         for p in parents:
             node = node.setdefault(p, {})
         # the original stores some numbers as strings ("4", "0.1")
-        if isinstance(value, str) and leaf not in ("path",) and parents[0] != "data":
-            try:
-                value = json.loads(value)
-            except ValueError:
-                pass
+        if isinstance(value, str) and parents[0] != "data":
+            with contextlib.suppress(ValueError):
+                value = json.loads(value)  # noqa: PLW2901
         node[leaf] = value
     return nested
 

@@ -1,4 +1,4 @@
-"""Config: TOML and the original JSON load to the same validated RunConfig; bad values are one line."""
+"""Config: TOML and the original JSON give one validated RunConfig; bad values are one line."""
 
 from __future__ import annotations
 
@@ -45,7 +45,10 @@ def test_original_json_keys_map_to_fields(tmp_path: Path) -> None:
         ({"policy": {"epsilon": "high"}}, "expected a number"),
         ({"policy": {"slate_size": 2.5}}, "expected an integer"),
         ({"bogus": {}}, "unknown key 'bogus'"),
-        ({"policy": {"eps": 0.1}}, "unknown key 'policy.eps': allowed keys are epsilon, slate_size"),
+        (
+            {"policy": {"eps": 0.1}},
+            "unknown key 'policy.eps': allowed keys are epsilon, slate_size",
+        ),
         ({"simulation": {"state_sampling": "random"}}, "'uniform' or 'empirical'"),
         ({"response": {"click_probs": [0.5, 0.4]}}, "summing to 1"),
         ({"segmentation": {"scores": {"Q2": [0], "Q3": [0]}}}, "score 0 is mapped to both"),

@@ -90,7 +90,9 @@ def test_run_dir_round_trip_is_bit_identical(tmp_path: Path) -> None:
     tables.value[0, 0] = 0.1 + 0.2  # a value with no short decimal form
     tables.cells["count"][0, 0] = -5
     run = RunDir.create(
-        tmp_path / "run", manifest={"run_id": "x", "config": {}}, space=space.to_columns(),
+        tmp_path / "run",
+        manifest={"run_id": "x", "config": {}},
+        space=space.to_columns(),
         snapshot=tables.to_columns(space),
     )
     again = RunDir.open(run.path)

@@ -104,12 +104,14 @@ def history_from_frame(frame: pd.DataFrame, *, source: str = "<frame>") -> Histo
         raise DataError(f"{source}: no row has a customer id; nothing to segment")
     cust_codes, customer_ids = pd.factorize(cust, sort=True, use_na_sentinel=True)
     prod_codes, product_codes = pd.factorize(frame["product_id"], sort=True)
-    names = (
-        pd.Series(frame["product"].to_numpy(), dtype=object)
-        .where(frame["product"].notna().to_numpy(), None)
+    names = pd.Series(frame["product"].to_numpy(), dtype=object).where(
+        frame["product"].notna().to_numpy(), None
     )
     first_name = (
-        pd.DataFrame({"p": prod_codes, "n": names}).dropna().drop_duplicates("p").set_index("p")["n"]
+        pd.DataFrame({"p": prod_codes, "n": names})
+        .dropna()
+        .drop_duplicates("p")
+        .set_index("p")["n"]
     )
     product_names = np.full(len(product_codes), "", dtype=object)
     product_names[first_name.index.to_numpy()] = first_name.to_numpy()

@@ -82,9 +82,7 @@ def prepare(
     history = history_from_frame(frame, source=str(path))
     del frame
     segmentation = segment_customers(history, config)
-    space = build_state_space(
-        history, segmentation.customer_segment, segmentation.segment_names
-    )
+    space = build_state_space(history, segmentation.customer_segment, segmentation.segment_names)
     row_state = history_states(history, segmentation.customer_segment, space)
     tables = build_initial_tables(
         space,

@@ -43,7 +43,8 @@ class StateSpace:
     product_names : ndarray of str, shape (n_products,)
         Product descriptions.
     catalog_ptr : ndarray of int64, shape (n_segments + 1,)
-        CSR row pointer: catalogue of segment g is ``catalog_items[catalog_ptr[g]:catalog_ptr[g+1]]``.
+        CSR row pointer: segment g's catalogue is
+        ``catalog_items[catalog_ptr[g]:catalog_ptr[g+1]]``.
     catalog_items : ndarray of int32, shape (nnz,)
         Sorted product ids of each segment's catalogue.
     """

@@ -172,9 +172,13 @@ def read_table(path: Path, kind: str) -> dict[str, np.ndarray]:
     for field in expected:
         col = table.column(field.name)
         if col.null_count:
-            raise SnapshotError(f"{path}: column '{field.name}' has {col.null_count} missing values")
+            raise SnapshotError(
+                f"{path}: column '{field.name}' has {col.null_count} missing values"
+            )
         if pa.types.is_string(field.type):
-            out[field.name] = np.asarray(col.to_pylist(), dtype=str) if len(col) else np.array([], dtype=str)
+            out[field.name] = (
+                np.asarray(col.to_pylist(), dtype=str) if len(col) else np.array([], dtype=str)
+            )
         else:
             out[field.name] = col.to_numpy()
     return out
@@ -269,7 +273,14 @@ class RunDir:
             raise SnapshotError(f"{mpath}: corrupt manifest ({exc})") from None
         if not isinstance(manifest, dict):
             raise SnapshotError(f"{mpath}: corrupt manifest (not a JSON object)")
-        required = ("schema_version", "run_id", "config", "episodes", "snapshot", "initial_snapshot")
+        required = (
+            "schema_version",
+            "run_id",
+            "config",
+            "episodes",
+            "snapshot",
+            "initial_snapshot",
+        )
         missing = [k for k in required if k not in manifest]
         if missing:
             raise SnapshotError(f"{mpath}: manifest lacks {', '.join(missing)}")

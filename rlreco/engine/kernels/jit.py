@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numba as nb
 
@@ -19,8 +19,9 @@ def jit(*, parallel: bool = False, fastmath: bool = False) -> Callable[[F], F]:
     """
 
     def wrap(func: F) -> F:
-        return nb.njit(  # type: ignore[no-any-return]
+        compiled = nb.njit(
             cache=True, error_model="numpy", parallel=parallel, fastmath=fastmath, nogil=True
         )(func)
+        return cast(F, compiled)
 
     return wrap

@@ -1,0 +1,540 @@
+"""Transactions loader: a CSV (optionally gzip), Parquet or XLSX file -> one canonical frame.
+
+The file's columns are mapped to rlreco's canonical names by :class:`rlreco.config.Columns`;
+other columns are dropped. Values are checked and normalised once, here, so that the same
+transactions give the same frame whatever the file format:
+
+- ``order_id``, ``product_id``, ``customer_id``: text, stripped; whole numbers read as numbers
+  (``17850.0`` in Parquet, ``85123`` in XLSX, ``"17850.0"`` in a CSV written from such a frame)
+  become their integer text (``"17850"``, ``"85123"``). Blank values are missing. A missing
+  order or product id is an error; a missing customer id is allowed (the row is kept).
+- ``product``: the description, stripped; blank values are missing.
+- ``quantity`` (int64) and ``unit_price`` (float64): every value must be a finite number, and
+  quantities whole numbers. Cancellations (negative quantities) are kept.
+- ``order_date``: text is parsed with the configured ``date_format`` (vectorised, never per
+  row); native date-time columns (Parquet, XLSX) are taken as they are. Stored as
+  ``datetime64[us]`` wall-clock time (a time zone, if any, is dropped).
+
+Derived columns follow the original design: ``day_number``, ``year``, ``month``, ``day``,
+``month_half``, ``weekday``, ``weekday_name``, ``month_name`` and ``gross``.
+
+Bad input raises :class:`~rlreco.errors.DataError` with one line naming the file, the column and
+the first offending data rows (data row 1 is the first row below the header, or the first row
+of a Parquet file). Nothing is ever written.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import dataclasses
+import importlib.util
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from rlreco.config import DataConfig
+from rlreco.engine.history import MONTH_NAMES, WEEKDAY_NAMES
+from rlreco.errors import DataError
+
+#: lower-case file suffix -> format name
+SUFFIX_FORMATS = {
+    ".csv": "csv",
+    ".txt": "csv",
+    ".gz": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
+}
+SUPPORTED_FORMATS = "CSV (.csv, .txt, .csv.gz, .gz), Parquet (.parquet, .pq), XLSX (.xlsx, .xlsm)"
+
+#: canonical columns read from the file, in output order
+SOURCE_COLUMNS = (
+    "order_id", "product_id", "product", "quantity", "order_date", "unit_price", "customer_id",
+)  # fmt: skip
+DERIVED_COLUMNS = (
+    "day_number", "year", "month", "day", "month_half", "weekday", "weekday_name", "month_name",
+    "gross",
+)  # fmt: skip
+
+_READ_ERRORS = (pa.ArrowException, OSError, ValueError, EOFError, UnicodeError, LookupError)
+_HEADER_BYTES = 1 << 16
+_MAX_SAMPLES = 3
+_MAX_SAMPLE_CHARS = 40
+_MAX_REASON_CHARS = 200
+# Floats above 2**53 are not exact integers any more; they are kept as float text.
+_EXACT_INT_LIMIT = 2.0**53
+_INT64_LIMIT = 2.0**63
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What :func:`load_transactions` read.
+
+    Attributes
+    ----------
+    path : str
+        The file read.
+    format : str
+        ``"csv"``, ``"parquet"`` or ``"xlsx"``.
+    rows_read : int
+        Data rows in the file.
+    rows_without_customer : int
+        Rows whose customer id is missing (kept, with ``customer_id`` NA).
+    rows : int
+        Rows returned; equal to ``rows_read`` (no row is dropped).
+    """
+
+    path: str
+    format: str
+    rows_read: int
+    rows_without_customer: int
+    rows: int
+
+
+def load_transactions(
+    path: str | Path, data: DataConfig, *, split_day: int
+) -> tuple[pd.DataFrame, LoadReport]:
+    """Read a transactions file into the canonical frame.
+
+    Parameters
+    ----------
+    path : str or Path
+        CSV (``.csv``, ``.txt``, gzip-compressed ``.csv.gz``/``.gz``), Parquet (``.parquet``,
+        ``.pq``) or XLSX (``.xlsx``, ``.xlsm``; first sheet, needs ``rlreco[xlsx]``).
+    data : DataConfig
+        Column mapping (``data.columns``), CSV text encoding and the date format of text dates.
+    split_day : int
+        Day of month after which an order is in the second month-half.
+
+    Returns
+    -------
+    frame : DataFrame, shape (n_rows, 16)
+        ``order_id``, ``product_id``, ``product``, ``customer_id`` (str, missing as NA; only
+        ``product`` and ``customer_id`` may be missing), ``quantity`` (int64), ``unit_price``
+        (float64), ``order_date`` (datetime64[us]), and the derived ``day_number`` (int32, days
+        since 1970-01-01), ``year`` (int16), ``month`` (int8, 1..12), ``day`` (int8, day of
+        month), ``month_half`` (int8, 1 when ``day > split_day``), ``weekday`` (int8,
+        0 = Monday), ``weekday_name`` and ``month_name`` (ordered categoricals) and ``gross``
+        (float64, quantity x unit price). Rows keep the file's order.
+    report : LoadReport
+        Row counts.
+
+    Raises
+    ------
+    DataError
+        Missing or unreadable file, unsupported suffix, missing mapped column, values that are
+        not numbers or do not match the date format, or no data rows.
+    """
+    path = Path(path)
+    name = str(path)
+    if not path.is_file():
+        raise DataError(f"{name}: file not found")
+    fmt = _format_of(path)
+    mapping = dataclasses.asdict(data.columns)
+    if fmt == "csv":
+        raw = _read_csv(path, mapping, data.encoding)
+        rows_note = "data row 1 = first row below the header"
+    elif fmt == "parquet":
+        raw = _read_parquet(path, mapping)
+        rows_note = "data row 1 = first row"
+    else:
+        raw = _read_xlsx(path, mapping)
+        rows_note = "data row 1 = first row below the header"
+    if len(raw) == 0:
+        raise DataError(f"{name}: no transactions (empty file)")
+
+    def bad(canonical: str, mask: np.ndarray, problem: tuple[str, str]) -> DataError:
+        source = mapping[canonical]
+        return _bad_values_error(
+            name, source, canonical, raw[source], mask, problem=problem, rows_note=rows_note
+        )
+
+    columns: dict[str, Any] = {}
+    for canonical in ("order_id", "product_id", "product"):
+        text = _text(raw[mapping[canonical]], code=canonical != "product")
+        if canonical != "product" and text.hasnans:
+            raise bad(canonical, text.isna().to_numpy(), ("is missing", "are missing"))
+        columns[canonical] = text
+    quantity, invalid = _whole_numbers(raw[mapping["quantity"]])
+    if invalid is not None:
+        raise bad("quantity", invalid, ("is not a whole number", "are not whole numbers"))
+    columns["quantity"] = quantity
+    order_date, invalid = _dates(raw[mapping["order_date"]], data.date_format, name)
+    if invalid is not None:
+        problem = f"match date format {data.date_format!r}"
+        raise bad("order_date", invalid, (f"does not {problem}", f"do not {problem}"))
+    columns["order_date"] = order_date
+    unit_price, invalid = _numbers(raw[mapping["unit_price"]])
+    if invalid is not None:
+        raise bad("unit_price", invalid, ("is not a number", "are not numbers"))
+    columns["unit_price"] = unit_price
+    columns["customer_id"] = _text(raw[mapping["customer_id"]], code=True)
+    columns.update(_derived(order_date, quantity, unit_price, split_day))
+
+    frame = pd.DataFrame(columns)
+    report = LoadReport(
+        path=name,
+        format=fmt,
+        rows_read=len(raw),
+        rows_without_customer=int(frame["customer_id"].isna().sum()),
+        rows=len(frame),
+    )
+    return frame, report
+
+
+def _format_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIX_FORMATS:
+        raise DataError(
+            f"{path}: unsupported file type {suffix or '(no suffix)'!r}; "
+            f"supported are {SUPPORTED_FORMATS}"
+        )
+    return SUFFIX_FORMATS[suffix]
+
+
+def _reason(exc: BaseException) -> str:
+    """First line of an exception message, shortened, for a one-line DataError."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else type(exc).__name__
+    if len(text) > _MAX_REASON_CHARS:
+        text = text[: _MAX_REASON_CHARS - 3] + "..."
+    return text
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def _check_columns(name: str, available: list[str], mapping: dict[str, str]) -> None:
+    """Raise when a mapped column is not in the file, listing the file's columns."""
+    have = set(available)
+    missing = [(src, canon) for canon, src in mapping.items() if src not in have]
+    if not missing:
+        return
+    listed = ", ".join(f"{_one_line(src)!r} ({canon})" for src, canon in missing)
+    noun = "column" if len(missing) == 1 else "columns"
+    columns = ", ".join(_one_line(c) for c in available)
+    raise DataError(f"{name}: {noun} {listed} not found; columns are: {columns}")
+
+
+def _unique_sources(mapping: dict[str, str]) -> list[str]:
+    return list(dict.fromkeys(mapping.values()))
+
+
+def _read_csv(path: Path, mapping: dict[str, str], encoding: str) -> pd.DataFrame:
+    """Read the mapped columns of a CSV file, all as text (converted later, explicitly)."""
+    name = str(path)
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        raise DataError(f"{name}: unknown text encoding {encoding!r}") from None
+    # Arrow skips transcoding only for the exact name "utf8".
+    arrow_encoding = "utf8" if codec == "utf-8" else encoding
+    compression = "gzip" if path.suffix.lower() == ".gz" else None
+    try:
+        header = _csv_header(path, codec, compression)
+    except _READ_ERRORS as exc:
+        raise DataError(f"{name}: cannot read as CSV: {_reason(exc)}") from None
+    if not header:
+        raise DataError(f"{name}: no transactions (empty file)")
+    _check_columns(name, header, mapping)
+    sources = _unique_sources(mapping)
+    try:
+        with pa.input_stream(str(path), compression=compression) as stream:
+            table = pa_csv.read_csv(
+                stream,
+                read_options=pa_csv.ReadOptions(encoding=arrow_encoding),
+                parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+                convert_options=pa_csv.ConvertOptions(
+                    include_columns=sources,
+                    column_types=dict.fromkeys(sources, pa.string()),
+                ),
+            )
+    except _READ_ERRORS as exc:
+        raise DataError(f"{name}: cannot read as CSV: {_reason(exc)}") from None
+    return table.to_pandas()
+
+
+def _csv_header(path: Path, encoding: str, compression: str | None) -> list[str]:
+    """Column names of a CSV file: its first non-blank row ([] for an empty file)."""
+    with pa.input_stream(str(path), compression=compression) as stream:
+        head = stream.read(_HEADER_BYTES)
+    text = head.decode(encoding, errors="replace").removeprefix("\ufeff")
+    for row in csv.reader(io.StringIO(text)):
+        if any(cell.strip() for cell in row):
+            return row
+    return []
+
+
+def _read_parquet(path: Path, mapping: dict[str, str]) -> pd.DataFrame:
+    """Read the mapped columns of a Parquet file; dictionary columns are decoded.
+
+    pandas metadata (index, categoricals) is ignored: rows are always numbered from 0.
+    """
+    name = str(path)
+    try:
+        schema = pq.read_schema(path)
+    except _READ_ERRORS as exc:
+        raise DataError(f"{name}: cannot read as Parquet: {_reason(exc)}") from None
+    _check_columns(name, list(schema.names), mapping)
+    try:
+        table = pq.read_table(path, columns=_unique_sources(mapping))
+    except _READ_ERRORS as exc:
+        raise DataError(f"{name}: cannot read as Parquet: {_reason(exc)}") from None
+    decoded = [
+        pc.dictionary_decode(col) if pa.types.is_dictionary(col.type) else col
+        for col in table.columns
+    ]
+    return pa.table(decoded, names=table.column_names).to_pandas(ignore_metadata=True)
+
+
+def _read_xlsx(path: Path, mapping: dict[str, str]) -> pd.DataFrame:
+    """Read the first sheet of an XLSX workbook with pandas and openpyxl."""
+    name = str(path)
+    if importlib.util.find_spec("openpyxl") is None:
+        raise DataError(f"{name}: reading XLSX needs openpyxl: pip install rlreco[xlsx]")
+    try:
+        with warnings.catch_warnings():
+            # openpyxl warns about harmless workbook features (styles, data validation)
+            warnings.filterwarnings("ignore", category=UserWarning, module="openpyxl")
+            frame = pd.read_excel(path, sheet_name=0, engine="openpyxl")
+    except Exception as exc:  # corrupt workbooks raise many types (zip, XML, KeyError)
+        raise DataError(f"{name}: cannot read as XLSX: {_reason(exc)}") from None
+    if frame.shape[1] == 0:
+        raise DataError(f"{name}: no transactions (empty file)")
+    frame.columns = [str(c) for c in frame.columns]
+    _check_columns(name, list(frame.columns), mapping)
+    return frame[_unique_sources(mapping)].reset_index(drop=True)
+
+
+def _text(values: pd.Series, *, code: bool) -> pd.Series:
+    """Normalise a column to stripped text (``str`` dtype), blank -> missing.
+
+    Whole numbers stored as numbers become integer text (17850.0 -> "17850"). With ``code``,
+    integer text with a zero fraction ("17850.0") is shortened the same way.
+    """
+    if _is_numeric(values.dtype):
+        arr = _number_text(values)
+    elif isinstance(values.dtype, pd.StringDtype):
+        arr = _arrow_text(values)
+    else:  # mixed Python objects, e.g. XLSX cells holding numbers and text
+        arr = pa.array(
+            [None if _is_missing(v) else _scalar_text(v) for v in values], type=pa.large_string()
+        )
+    arr = pc.utf8_trim_whitespace(arr)
+    if code and pc.any(pc.match_substring(arr, ".")).as_py():
+        arr = pc.replace_substring_regex(arr, r"^([+-]?\d+)\.0*$", r"\1")
+    blank = pc.equal(pc.utf8_length(arr), 0)
+    if pc.any(blank).as_py():
+        arr = pc.if_else(blank, pa.scalar(None, arr.type), arr)
+    return pd.Series(arr.to_pandas(), dtype="str")
+
+
+def _arrow_text(values: pd.Series) -> pa.Array:
+    """The Arrow array behind a ``str`` column, as one contiguous array."""
+    arr = pa.array(values)
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def _number_text(values: pd.Series) -> pa.Array:
+    """Numbers as text: whole numbers without a fraction, others as Arrow formats them."""
+    arr = pa.array(values.to_numpy(), from_pandas=True)
+    if not pa.types.is_floating(arr.type):
+        return pc.cast(arr, pa.string())
+    whole = pc.and_(pc.equal(pc.floor(arr), arr), pc.less(pc.abs(arr), _EXACT_INT_LIMIT))
+    whole = whole.fill_null(False)
+    ints = pc.cast(pc.if_else(whole, arr, 0.0), pa.int64())
+    return pc.if_else(whole, pc.cast(ints, pa.string()), pc.cast(arr, pa.string()))
+
+
+def _is_numeric(dtype: Any) -> bool:
+    """Integer or float dtype (booleans are not numbers here)."""
+    return bool(pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_float_dtype(dtype))
+
+
+def _is_missing(value: Any) -> bool:
+    missing = pd.isna(value)
+    return isinstance(missing, (bool, np.bool_)) and bool(missing)
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_INT_LIMIT:
+        return str(int(value))
+    return str(value)
+
+
+def _numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
+    """Float64 values and the mask of values that are missing or not finite numbers.
+
+    Returns
+    -------
+    numbers : ndarray of float64, shape (n_rows,)
+    invalid : ndarray of bool, shape (n_rows,), or None when every value is valid
+    """
+    if _is_numeric(values.dtype):
+        numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        numbers = _parse_numbers(values, pa.float64())
+    invalid = ~np.isfinite(numbers)
+    return numbers, (invalid if invalid.any() else None)
+
+
+def _whole_numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
+    """Int64 values and the mask of values that are missing or not whole numbers.
+
+    Returns
+    -------
+    numbers : ndarray of int64, shape (n_rows,)
+    invalid : ndarray of bool, shape (n_rows,), or None when every value is valid
+    """
+    dtype = values.dtype
+    if pd.api.types.is_integer_dtype(dtype) and not values.hasnans:
+        return values.to_numpy(dtype=np.int64), None
+    if isinstance(dtype, pd.StringDtype):
+        try:
+            # fast path: clean integer text
+            strict = pc.cast(pa.array(values), pa.int64())
+            if strict.null_count == 0:
+                return strict.to_numpy(), None
+        except pa.ArrowInvalid:
+            pass
+    numbers, invalid = _numbers(values)
+    with np.errstate(invalid="ignore"):
+        not_whole = (np.floor(numbers) != numbers) | (np.abs(numbers) >= _INT64_LIMIT)
+    invalid = not_whole if invalid is None else invalid | not_whole
+    if invalid.any():
+        return np.zeros(len(numbers), dtype=np.int64), invalid
+    return numbers.astype(np.int64), None
+
+
+def _parse_numbers(values: pd.Series, target: pa.DataType) -> np.ndarray:
+    """Parse text (or mixed objects) as float64; unparseable values become NaN."""
+    if isinstance(values.dtype, pd.StringDtype):
+        try:
+            return np.asarray(
+                pc.cast(pa.array(values), target).to_numpy(zero_copy_only=False),
+                dtype=np.float64,
+            )
+        except pa.ArrowInvalid:
+            pass  # some value is not a number: find them all below
+    parsed = pd.to_numeric(values, errors="coerce")
+    if not _is_numeric(parsed.dtype):
+        return np.full(len(values), np.nan)  # e.g. booleans or dates: not numbers
+    return np.asarray(parsed.to_numpy(dtype=np.float64, na_value=np.nan))
+
+
+def _dates(values: pd.Series, date_format: str, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Order dates as datetime64[us] and the mask of values that are missing or unparseable.
+
+    Returns
+    -------
+    dates : ndarray of datetime64[us], shape (n_rows,)
+    invalid : ndarray of bool, shape (n_rows,), or None when every value is valid
+    """
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        dates = _naive_us(values)
+    elif isinstance(values.dtype, pd.StringDtype):
+        # Orders share timestamps (about 23,000 distinct minutes in 541,909 rows of the UCI
+        # data): parse each distinct text once and gather.
+        encoded = pc.dictionary_encode(_arrow_text(values))
+        distinct = pd.Series(encoded.dictionary.to_pandas(), dtype="str")
+        parsed = np.append(_parse_dates(distinct, date_format, name), np.datetime64("NaT"))
+        dates = parsed[encoded.indices.fill_null(len(distinct)).to_numpy()]
+    else:
+        textual = values.dtype == object
+        dates = _parse_dates(values if textual else values.astype("str"), date_format, name)
+    invalid = np.isnat(dates)
+    return dates, (invalid if invalid.any() else None)
+
+
+def _parse_dates(text: pd.Series, date_format: str, name: str) -> np.ndarray:
+    """Vectorised ``strptime`` with pandas; unparseable values become NaT (datetime64[us])."""
+    try:
+        parsed = pd.to_datetime(text, format=date_format, errors="coerce", cache=False)
+    except (ValueError, TypeError) as exc:
+        raise DataError(
+            f"{name}: cannot parse dates with format {date_format!r}: {_reason(exc)}"
+        ) from None
+    return _naive_us(parsed)
+
+
+def _naive_us(dates: pd.Series) -> np.ndarray:
+    """Datetime series -> datetime64[us] wall-clock times (a time zone is dropped)."""
+    if getattr(dates.dtype, "tz", None) is not None:
+        dates = dates.dt.tz_localize(None)
+    return np.asarray(dates.to_numpy(dtype="datetime64[us]"))
+
+
+def _derived(
+    order_date: np.ndarray, quantity: np.ndarray, unit_price: np.ndarray, split_day: int
+) -> dict[str, Any]:
+    """Calendar columns of the original design and the gross amount.
+
+    The calendar fields are computed once per day of the covered date range and gathered,
+    which is cheaper than converting every row.
+    """
+    day_number = order_date.astype("datetime64[D]").astype(np.int64)
+    first = int(day_number.min())
+    offset = day_number - first
+    calendar = np.arange(first, int(day_number.max()) + 1).astype("datetime64[D]")
+    months = calendar.astype("datetime64[M]")
+    month0 = (months.astype(np.int64) % 12).astype(np.int8)[offset]  # 0 = January
+    day = ((calendar - months).astype(np.int64) + 1).astype(np.int8)[offset]
+    year = (calendar.astype("datetime64[Y]").astype(np.int64) + 1970).astype(np.int16)[offset]
+    weekday = ((day_number + 3) % 7).astype(np.int8)  # 1970-01-01 was a Thursday (3)
+    return {
+        "day_number": day_number.astype(np.int32),
+        "year": year,
+        "month": month0 + np.int8(1),
+        "day": day,
+        "month_half": (day > split_day).astype(np.int8),
+        "weekday": weekday,
+        "weekday_name": pd.Categorical.from_codes(weekday, WEEKDAY_NAMES, ordered=True),
+        "month_name": pd.Categorical.from_codes(month0, MONTH_NAMES, ordered=True),
+        "gross": quantity * unit_price,
+    }
+
+
+def _sample(value: Any) -> str:
+    if _is_missing(value):
+        return "missing"
+    text = str(value)
+    if len(text) > _MAX_SAMPLE_CHARS:
+        text = text[: _MAX_SAMPLE_CHARS - 3] + "..."
+    return repr(text)
+
+
+def _bad_values_error(
+    name: str,
+    source: str,
+    canonical: str,
+    values: pd.Series,
+    invalid: np.ndarray,
+    *,
+    problem: tuple[str, str],
+    rows_note: str,
+) -> DataError:
+    """One-line error: count of bad values, their first data rows (1-based) and samples."""
+    rows = np.flatnonzero(invalid)
+    first = rows[:_MAX_SAMPLES]
+    count = int(rows.size)
+    what = f"1 value {problem[0]}" if count == 1 else f"{count} values {problem[1]}"
+    at = ", ".join(str(int(i) + 1) for i in first)
+    more = ", ..." if count > _MAX_SAMPLES else ""
+    samples = ", ".join(_sample(values.iloc[int(i)]) for i in first)
+    label = "data row" if count == 1 else "data rows"
+    return DataError(
+        f"{name}: column {_one_line(source)!r} ({canonical}): {what} "
+        f"(first at {label} {at}{more}: {samples}; {rows_note})"
+    )
