@@ -105,7 +105,7 @@ def test_no_traceback_from_the_console_script(tmp_path: Path) -> None:
             str(tmp_path / "nope.csv"),
             "--out",
             str(tmp_path / "o"),
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         check=False,
