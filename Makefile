@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest bench -o python_files='bench_*.py' --benchmark-only -q
+	$(BIN)/python -m pytest bench -o python_files='bench_*.py' -o python_functions='bench_*' --benchmark-only -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check rlreco tests bench

@@ -17,7 +17,7 @@ from rlreco.engine.segmentation import kmeans_1d, segment_customers
 
 
 @pytest.mark.parametrize("n", [1_000, 4_372, 20_000])
-def test_kmeans_1d(benchmark: BenchmarkFixture, n: int) -> None:
+def bench_kmeans_1d(benchmark: BenchmarkFixture, n: int) -> None:
     # skewed, mostly distinct values like monetary value: the DP works on distinct values
     values = np.random.default_rng(n).lognormal(mean=5.0, sigma=1.5, size=n)
     kmeans_1d(values, 4)  # warm-up: numba compile / cache load stays out of the timing
@@ -36,7 +36,7 @@ def retail_history() -> History:
     return history_from_frame(frame, source=str(path))
 
 
-def test_segment_customers(benchmark: BenchmarkFixture, retail_history: History) -> None:
+def bench_segment_customers(benchmark: BenchmarkFixture, retail_history: History) -> None:
     cfg = RunConfig()
     segment_customers(retail_history, cfg)  # warm-up
     seg = benchmark(segment_customers, retail_history, cfg)
