@@ -1,0 +1,405 @@
+"""MongoDB document layouts of a learned-table snapshot (pure conversions, no I/O).
+
+Two layouts hold the same long-form snapshot (one row per known (state, product) cell):
+
+``seed``
+    The original design's database: collections :data:`SEED_COLLECTIONS` (``rlQuantdic`` count,
+    ``rlValuedic`` value, ``rlRewarddic`` reward, ``rlRecotrack`` reco_count), one document per
+    state per collection shaped ``{"_id": "<state id>", "<state id>": {"<StockCode>": number}}``.
+    Counts are stored as integers, values and rewards as doubles. There is no run id and no
+    manifest; ``state_id`` and ``product_id`` are not stored.
+
+``tidy``
+    Collection :data:`CELLS` with one document per (run, state, product) holding the state's
+    components, both ids, the four numbers, ``episodes`` (the run's visit count when the state
+    was last exported) and ``updated_at``; unique index (run_id, state, product_code).
+    Collection :data:`RUNS` holds each run's manifest under ``_id = run_id``.
+
+Field-name escaping (seed layout only, where state ids and StockCodes become field names):
+``%`` -> ``%25``, ``.`` -> ``%2E``, ``$`` -> ``%24``, NUL -> ``%00``. Every ``%`` of an escaped
+name starts one of these four escapes, so decoding is a single left-to-right pass and the
+scheme is reversible for any string; names without those characters are stored unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from rlreco.errors import SnapshotError, SyncError
+
+Layout = Literal["seed", "tidy"]
+LAYOUTS: tuple[Layout, ...] = ("seed", "tidy")
+
+#: Default database: the original design's (its spelling).
+DEFAULT_DB = "rlRecomendation"
+#: Seed collections by snapshot column, in the order an online visit writes them.
+SEED_COLLECTIONS: dict[str, str] = {
+    "count": "rlQuantdic",
+    "reco_count": "rlRecotrack",
+    "value": "rlValuedic",
+    "reward": "rlRewarddic",
+}
+#: Tidy collections.
+CELLS = "cells"
+RUNS = "runs"
+CELLS_INDEX = "run_state_product"
+#: Bookkeeping collections shared by both layouts (never read by the original's code).
+SYNC_STATE = "sync_state"
+STATE_VERSIONS = "state_versions"
+#: Per-document version field written by online visits (absent means 0).
+VERSION_FIELD = "_v"
+
+#: Columns and dtypes of the long-form snapshot frame, in order.
+SNAPSHOT_DTYPES: dict[str, str] = {
+    "state_id": "int32",
+    "state": "str",
+    "segment": "str",
+    "month": "str",
+    "half": "int8",
+    "weekday": "str",
+    "product_id": "int32",
+    "product_code": "str",
+    "value": "float64",
+    "reward": "float64",
+    "count": "int64",
+    "reco_count": "int64",
+}
+_STR_COLUMNS = tuple(c for c, d in SNAPSHOT_DTYPES.items() if d == "str")
+#: Numbers stored per cell, with the Python type BSON gets.
+CELL_NUMBERS: dict[str, type] = {"value": float, "reward": float, "count": int, "reco_count": int}
+
+_ESCAPES = {"%": "%25", ".": "%2E", "$": "%24", "\x00": "%00"}
+_UNESCAPES = {v: k for k, v in _ESCAPES.items()}
+_NEEDS_ESCAPE = re.compile(r"[%.$\x00]")
+_ESCAPED = re.compile(r"%(?:25|2E|24|00)")
+
+
+@dataclass(frozen=True)
+class CodeIndex:
+    """Integer indices of the caller's state space, used where a layout does not store them.
+
+    Attributes
+    ----------
+    states : Mapping[str, int]
+        State id string -> ``state_id``.
+    products : Mapping[str, int]
+        StockCode -> ``product_id``.
+    """
+
+    states: Mapping[str, int]
+    products: Mapping[str, int]
+
+
+def check_layout(layout: str) -> Layout:
+    """Return ``layout`` if it names a layout, else raise :class:`SyncError`."""
+    if layout == "seed":
+        return "seed"
+    if layout == "tidy":
+        return "tidy"
+    raise SyncError(f"MongoDB layout must be 'seed' or 'tidy', got {layout!r}")
+
+
+def escape_field(name: str) -> str:
+    """Escape ``name`` into a valid MongoDB field name (see the module docstring)."""
+    if _NEEDS_ESCAPE.search(name) is None:
+        return name
+    return "".join(_ESCAPES.get(ch, ch) for ch in name)
+
+
+def unescape_field(name: str) -> str:
+    """Invert :func:`escape_field`."""
+    if "%" not in name:
+        return name
+    return _ESCAPED.sub(lambda m: _UNESCAPES[m.group(0)], name)
+
+
+def format_state(segment: str, month: str, half: int, weekday: str) -> str:
+    """The original's state id string ``f"{segment}_{month}_{half}_{weekday}"``."""
+    return f"{segment}_{month}_{half}_{weekday}"
+
+
+def parse_state(state: str) -> tuple[str, str, int, str]:
+    """Split a state id into (segment, month, half, weekday).
+
+    Splits from the right, so a segment name may itself contain ``_``.
+
+    Raises
+    ------
+    SyncError
+        If ``state`` does not have the form ``segment_month_half_weekday`` with half 0 or 1.
+    """
+    parts = state.rsplit("_", 3)
+    if len(parts) != 4 or parts[2] not in ("0", "1") or not all(parts):
+        raise SyncError(
+            f"state id {state!r} is not of the form segment_month_half_weekday (half 0 or 1)"
+        )
+    return parts[0], parts[1], int(parts[2]), parts[3]
+
+
+def empty_snapshot() -> pd.DataFrame:
+    """A snapshot frame with no rows and the right dtypes."""
+    return pd.DataFrame({c: pd.Series([], dtype=d) for c, d in SNAPSHOT_DTYPES.items()})
+
+
+def conform_snapshot(frame: pd.DataFrame, what: str = "snapshot") -> pd.DataFrame:
+    """Check a snapshot frame and return it with exactly the snapshot columns and dtypes.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Long-form cells with at least the columns of :data:`SNAPSHOT_DTYPES`.
+    what : str
+        Name used in error messages.
+
+    Returns
+    -------
+    pandas.DataFrame
+        New frame, columns in :data:`SNAPSHOT_DTYPES` order, fresh RangeIndex.
+
+    Raises
+    ------
+    SnapshotError
+        Missing column, value not castable, missing strings, state id not matching its
+        components, or a (state, product_code) pair present twice.
+    """
+    missing = [c for c in SNAPSHOT_DTYPES if c not in frame.columns]
+    if missing:
+        raise SnapshotError(
+            f"{what} lacks column(s) {', '.join(missing)}; required: {', '.join(SNAPSHOT_DTYPES)}"
+        )
+    result = frame[list(SNAPSHOT_DTYPES)].reset_index(drop=True)
+    holes = result.isna().to_numpy().any(axis=0)
+    if holes.any():
+        col = list(SNAPSHOT_DTYPES)[int(np.flatnonzero(holes)[0])]
+        raise SnapshotError(f"{what} column {col!r} has missing values")
+    for col, dtype in SNAPSHOT_DTYPES.items():
+        series = result[col]
+        if series.dtype == dtype:
+            continue
+        try:
+            cast = series.astype(dtype)
+        except (TypeError, ValueError) as exc:
+            raise SnapshotError(f"{what} column {col!r} cannot be read as {dtype}: {exc}") from exc
+        if dtype.startswith("int") and not np.array_equal(
+            cast.to_numpy(np.float64), series.to_numpy(np.float64)
+        ):
+            raise SnapshotError(f"{what} column {col!r} has values that are not {dtype}")
+        result[col] = cast
+    # Plain Python over the rows: cheaper than vectorised string ops for small frames and
+    # about 0.1 s for a full snapshot.
+    states = result["state"].tolist()
+    parts = (result[c].tolist() for c in ("segment", "month", "half", "weekday"))
+    for row, (state, *pieces) in enumerate(zip(states, *parts, strict=True)):
+        if state != format_state(*pieces):
+            raise SnapshotError(
+                f"{what} row {row}: state {state!r} is not segment_month_half_weekday of its "
+                f"components ({format_state(*pieces)!r})"
+            )
+    codes = result["product_code"].tolist()
+    if len(set(zip(states, codes, strict=True))) != len(codes):
+        row = int(np.flatnonzero(result.duplicated(["state", "product_code"]).to_numpy())[0])
+        raise SnapshotError(
+            f"{what} row {row}: cell (state {states[row]!r}, product {codes[row]!r}) "
+            "appears more than once"
+        )
+    return result
+
+
+def sort_snapshot(frame: pd.DataFrame) -> pd.DataFrame:
+    """Canonical row order: (state_id, product_id, state, product_code)."""
+    return frame.sort_values(
+        ["state_id", "product_id", "state", "product_code"], kind="stable", ignore_index=True
+    )
+
+
+def state_slices(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, int, int]]]:
+    """Sort cells by (state, product_code) and cut them into per-state row ranges.
+
+    Returns
+    -------
+    sorted_frame : pandas.DataFrame
+        ``frame`` sorted by (state, product_code), fresh RangeIndex.
+    slices : list of (state, start, stop)
+        Half-open row ranges of ``sorted_frame``, one per state, in state order.
+    """
+    ordered = frame.sort_values(["state", "product_code"], kind="stable", ignore_index=True)
+    states = ordered["state"].to_numpy(dtype=object)
+    if states.size == 0:
+        return ordered, []
+    starts = np.concatenate(([0], np.flatnonzero(states[1:] != states[:-1]) + 1))
+    stops = np.concatenate((starts[1:], [states.size]))
+    return ordered, [(str(states[a]), int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
+
+
+def state_digests(
+    ordered: pd.DataFrame, slices: list[tuple[str, int, int]], layout: Layout
+) -> dict[str, str]:
+    """Content digest of each state's stored cells (what the layout writes, nothing else).
+
+    Parameters
+    ----------
+    ordered, slices
+        Output of :func:`state_slices`.
+    layout : {"seed", "tidy"}
+        The seed layout stores codes and the four numbers; tidy also stores both ids.
+
+    Returns
+    -------
+    dict
+        State id -> 32-hex-digit BLAKE2b digest of its codes and the raw bytes of its numbers.
+    """
+    codes = ordered["product_code"].tolist()
+    arrays = [ordered[c].to_numpy() for c in CELL_NUMBERS]
+    if layout == "tidy":
+        arrays += [ordered["product_id"].to_numpy(), ordered["state_id"].to_numpy()]
+    digests: dict[str, str] = {}
+    for state, a, b in slices:
+        h = hashlib.blake2b(layout.encode(), digest_size=16)
+        h.update("\x00".join(codes[a:b]).encode())
+        for arr in arrays:
+            h.update(np.ascontiguousarray(arr[a:b]).tobytes())
+        digests[state] = h.hexdigest()
+    return digests
+
+
+def seed_documents(
+    ordered: pd.DataFrame, slices: list[tuple[str, int, int]], column: str
+) -> list[dict[str, Any]]:
+    """One seed document per state for one snapshot column.
+
+    Returns
+    -------
+    list of dict
+        ``{"_id": state, escape_field(state): {escape_field(code): number}}`` in state order.
+    """
+    codes = [escape_field(c) for c in ordered["product_code"].tolist()]
+    numbers = ordered[column].tolist()  # Python int/float, as BSON wants
+    return [
+        {"_id": state, escape_field(state): dict(zip(codes[a:b], numbers[a:b], strict=True))}
+        for state, a, b in slices
+    ]
+
+
+def tidy_documents(
+    ordered: pd.DataFrame, start: int, stop: int, *, run_id: str, episodes: int, now: datetime
+) -> list[dict[str, Any]]:
+    """Tidy cell documents for rows ``start:stop`` of a snapshot frame."""
+    part = ordered.iloc[start:stop]
+    columns = {c: part[c].tolist() for c in SNAPSHOT_DTYPES}
+    rows = zip(*columns.values(), strict=True)
+    docs = []
+    for row in rows:
+        doc: dict[str, Any] = {"run_id": run_id}
+        doc.update(zip(columns, row, strict=True))
+        doc["episodes"] = episodes
+        doc["updated_at"] = now
+        docs.append(doc)
+    return docs
+
+
+def tidy_key(run_id: str, state: str, product_code: str) -> dict[str, str]:
+    """Filter selecting one tidy cell by its unique key."""
+    return {"run_id": run_id, "state": state, "product_code": product_code}
+
+
+def frame_from_tidy(docs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Snapshot frame from tidy cell documents (extra fields ignored), canonical order."""
+    columns: dict[str, list[Any]] = {c: [] for c in SNAPSHOT_DTYPES}
+    for doc in docs:
+        for col, values in columns.items():
+            values.append(doc[col])
+    return _frame(columns)
+
+
+def frame_from_seed(
+    tables: Mapping[str, Mapping[str, Mapping[str, Any]]], index: CodeIndex | None
+) -> pd.DataFrame:
+    """Snapshot frame from the four seed tables.
+
+    Parameters
+    ----------
+    tables : mapping
+        Snapshot column (``count``, ``reco_count``, ``value``, ``reward``) -> state id ->
+        StockCode -> number, with field names already unescaped.
+    index : CodeIndex or None
+        Gives ``state_id`` and ``product_id``; without it both are -1.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per product present in any of the four tables of a state; a number missing from
+        one table is 0 there. Canonical order.
+
+    Raises
+    ------
+    SyncError
+        A state id that does not parse, or a code missing from ``index``.
+    """
+    columns: dict[str, list[Any]] = {c: [] for c in SNAPSHOT_DTYPES}
+    states = sorted(set().union(*(t.keys() for t in tables.values())))
+    for state in states:
+        segment, month, half, weekday = parse_state(state)
+        per_column = {c: tables[c].get(state, {}) for c in CELL_NUMBERS}
+        codes = sorted(set().union(*(d.keys() for d in per_column.values())))
+        state_id = _lookup(index.states, state, "state") if index else -1
+        for code in codes:
+            columns["state_id"].append(state_id)
+            columns["state"].append(state)
+            columns["segment"].append(segment)
+            columns["month"].append(month)
+            columns["half"].append(half)
+            columns["weekday"].append(weekday)
+            columns["product_id"].append(_lookup(index.products, code, "product") if index else -1)
+            columns["product_code"].append(code)
+            for col, kind in CELL_NUMBERS.items():
+                columns[col].append(kind(per_column[col].get(code, 0)))
+    return _frame(columns)
+
+
+def _frame(columns: Mapping[str, list[Any]]) -> pd.DataFrame:
+    """Snapshot frame from column lists, canonical order."""
+    typed = {
+        col: pd.array(values, dtype="str") if dtype == "str" else np.asarray(values, dtype=dtype)
+        for (col, values), dtype in zip(columns.items(), SNAPSHOT_DTYPES.values(), strict=True)
+    }
+    return sort_snapshot(pd.DataFrame(typed))
+
+
+def _lookup(mapping: Mapping[str, int], key: str, kind: str) -> int:
+    try:
+        return int(mapping[key])
+    except KeyError:
+        raise SyncError(
+            f"{kind} {key!r} found in MongoDB is not in the given {kind} index"
+        ) from None
+
+
+def state_record_id(layout: Layout, run_id: str | None, state: str) -> dict[str, str]:
+    """``_id`` of a state's records in :data:`SYNC_STATE` and :data:`STATE_VERSIONS`.
+
+    The seed layout holds one snapshot per database, so its records are keyed by state alone;
+    tidy records by (run, state). Records also carry these fields flat, for queries.
+    """
+    if layout == "seed":
+        return {"layout": layout, "state": state}
+    return {"layout": layout, "run_id": str(run_id), "state": state}
+
+
+def state_record_scope(layout: Layout, run_id: str | None) -> dict[str, str]:
+    """Filter selecting every state record of a layout (seed) or of a run (tidy)."""
+    if layout == "seed":
+        return {"layout": layout}
+    return {"layout": layout, "run_id": str(run_id)}
+
+
+def older_than(version: int) -> dict[str, Any]:
+    """Filter matching documents whose version field is below ``version`` (absent counts 0)."""
+    return {"$or": [{VERSION_FIELD: {"$exists": False}}, {VERSION_FIELD: {"$lt": version}}]}
