@@ -124,21 +124,21 @@ def tidy_on_mongomock(cells: int = SMALL_TIDY) -> dict[str, Any]:
     return figures(report, time.perf_counter() - started)
 
 
-def test_seed_export_full_size_mongomock(benchmark: Any) -> None:
+def bench_seed_export_full_size_mongomock(benchmark: Any) -> None:
     result = benchmark.pedantic(seed_on_mongomock, rounds=1, iterations=1)
     benchmark.extra_info.update(result)
     assert result["full"]["documents"] == 5 * STATES  # 4 collections + digests
     assert result["two_states"]["documents"] == 5 * 2
 
 
-def test_tidy_export_full_size_over_the_wire(benchmark: Any) -> None:
+def bench_tidy_export_full_size_over_the_wire(benchmark: Any) -> None:
     result = benchmark.pedantic(tidy_over_the_wire, rounds=1, iterations=1)
     benchmark.extra_info.update(result)
     assert result["full"]["round_trips"] == result["full"]["wire_commands"]
     assert result["full"]["round_trips_per_1000_documents"] <= 3
 
 
-def test_tidy_export_reduced_mongomock(benchmark: Any) -> None:
+def bench_tidy_export_reduced_mongomock(benchmark: Any) -> None:
     result = benchmark.pedantic(tidy_on_mongomock, rounds=1, iterations=1)
     benchmark.extra_info.update(result)
 

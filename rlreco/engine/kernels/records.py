@@ -34,3 +34,36 @@ ResponseModel = _ResponseModel()
 StateSampling = _StateSampling()
 #: Outcome of one slate product.
 Outcome = _Outcome()
+
+
+#: True response of one (state, product) cell under a known truth (``popularity`` model or a
+#: user truth table): click and buy probability and the expected reward ``mu`` of showing the
+#: product. Packed together because a slate product's response reads all three at once.
+TRUTH_DTYPE = np.dtype([("p_click", np.float64), ("p_buy", np.float64), ("mu", np.float64)])
+
+#: Sums of one block of consecutive visits (block ``b`` holds global visits
+#: ``b * metrics_block .. (b + 1) * metrics_block - 1``). ``clicks`` counts click events,
+#: including products that were also bought; ``regret_visits`` counts the visits whose expected
+#: regret is known (those simulated under a known truth), ``regret_sum`` their regret.
+METRICS_DTYPE = np.dtype(
+    [
+        ("visits", np.int64),
+        ("slots", np.int64),
+        ("reward_sum", np.float64),
+        ("clicks", np.int64),
+        ("buys", np.int64),
+        ("explored", np.int64),
+        ("regret_visits", np.int64),
+        ("regret_sum", np.float64),
+    ]
+)
+
+
+class _TopNSearch(NamedTuple):
+    index: int = 0
+    scan: int = 1
+
+
+#: How greedy slots find the best remaining product: the 8-ary max tree (``index``) or a full
+#: scan of the value row (``scan``, the O(n_products) baseline kept for benchmarks and tests).
+TopNSearch = _TopNSearch()
