@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/rlreco prepare --out $(RUN_DIR)
+	$(BIN)/rlreco prepare --out $(RUN_DIR) --force
+	$(BIN)/rlreco simulate $(RUN_DIR) --episodes 1000000
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -76,18 +76,51 @@ SCHEMAS: dict[str, pa.Schema] = {
     "metrics": pa.schema(
         [
             ("block", pa.int64()),
+            ("first_visit", pa.int64()),
             ("visits", pa.int64()),
             ("slots", pa.int64()),
             ("reward_sum", pa.float64()),
             ("clicks", pa.int64()),
             ("buys", pa.int64()),
             ("explored", pa.int64()),
+            ("regret_visits", pa.int64()),
             ("regret_sum", pa.float64()),
         ]
     ),
 }
 
 Columns = Mapping[str, np.ndarray]
+
+
+@contextlib.contextmanager
+def staged_directory(path: Path, *, force: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``path``; rename it onto ``path`` on success.
+
+    An existing ``path`` is replaced only with ``force``. On an exception the temporary folder
+    is removed and ``path`` is left untouched.
+
+    Raises
+    ------
+    SnapshotError
+        If ``path`` exists and ``force`` is false.
+    """
+    if path.exists() and not force:
+        raise SnapshotError(f"{path}: already exists; choose another --out or pass --force")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager
@@ -226,11 +259,7 @@ class RunDir:
             If ``path`` exists and ``force`` is false.
         """
         path = Path(path)
-        if path.exists() and not force:
-            raise SnapshotError(f"{path}: already exists; choose another --out or pass --force")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with staged_directory(path, force=force) as tmp:
             for kind in ("states", "products", "catalogues"):
                 write_table(tmp / "state_space" / f"{kind}.parquet", kind, space[kind])
             name = snapshot_name(INITIAL_EPISODES)
@@ -245,17 +274,6 @@ class RunDir:
                 "rng_state": None,
             }
             write_json(tmp / MANIFEST, manifest)
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return cls(path, manifest)
 
     @classmethod
@@ -313,25 +331,76 @@ class RunDir:
         return read_table(self.path / name, "metrics") if name else None
 
     def commit(
-        self, *, episodes: int, snapshot: Columns, metrics: Columns, updates: Mapping[str, Any]
+        self,
+        *,
+        episodes: int,
+        snapshot: Columns,
+        metrics: Columns | None,
+        updates: Mapping[str, Any],
     ) -> None:
         """Write a new snapshot and metrics, then the manifest (the commit point).
 
-        The previous snapshot is removed only after the new manifest is in place; the initial
-        snapshot is always kept.
+        ``metrics=None`` keeps the current metrics (e.g. after an online visit, which is not part
+        of a simulated block). The previous snapshot is removed only after the new manifest is
+        in place; the initial snapshot is always kept.
         """
         name = snapshot_name(episodes)
         previous = self.manifest["snapshot"]
         write_table(self.path / name, "snapshot", snapshot)
-        write_table(self.path / "metrics.parquet", "metrics", metrics)
+        if metrics is not None:
+            write_table(self.path / "metrics.parquet", "metrics", metrics)
         manifest = {
             **self.manifest,
             **updates,
             "episodes": episodes,
             "snapshot": name,
-            "metrics": "metrics.parquet",
+            "metrics": "metrics.parquet" if metrics is not None else self.manifest.get("metrics"),
         }
         write_json(self.path / MANIFEST, manifest)
         self.manifest = manifest
         if previous not in (name, manifest["initial_snapshot"]):
             (self.path / previous).unlink(missing_ok=True)
+
+    def derive(
+        self,
+        path: str | Path,
+        *,
+        snapshot: Columns,
+        updates: Mapping[str, Any],
+        force: bool = False,
+    ) -> RunDir:
+        """Write a new run directory with this run's state space and ``snapshot`` as its tables.
+
+        The state space files are copied byte for byte and the manifest is this one's with
+        ``updates`` applied (``episodes`` among them, default this run's). With episodes 0 the
+        snapshot is also the new run's initial snapshot; otherwise this run's initial snapshot
+        is copied too. Metrics are copied when the episodes are this run's (they count exactly
+        those visits) and dropped otherwise. Built under a temporary name and renamed, like
+        :meth:`create`.
+
+        Raises
+        ------
+        SnapshotError
+            If ``path`` exists and ``force`` is false, or ``path`` is this run directory.
+        """
+        path = Path(path)
+        if path.resolve() == self.path.resolve():
+            raise SnapshotError(f"{path}: is the run directory being derived from; choose another")
+        manifest = {**self.manifest, **updates}
+        episodes = int(manifest["episodes"])
+        name = snapshot_name(episodes)
+        metrics = self.manifest.get("metrics") if episodes == self.episodes else None
+        with staged_directory(path, force=force) as tmp:
+            shutil.copytree(self.path / "state_space", tmp / "state_space")
+            initial = name
+            if episodes != INITIAL_EPISODES:
+                initial = self.manifest["initial_snapshot"]
+                (tmp / initial).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(self.path / initial, tmp / initial)
+            if metrics:
+                shutil.copyfile(self.path / metrics, tmp / metrics)
+            write_table(tmp / name, "snapshot", snapshot)
+            manifest.update(episodes=episodes, snapshot=name, initial_snapshot=initial,
+                            metrics=metrics)
+            write_json(tmp / MANIFEST, manifest)
+        return type(self)(path, manifest)

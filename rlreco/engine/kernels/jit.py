@@ -10,7 +10,9 @@ import numba as nb
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def jit(*, parallel: bool = False, fastmath: bool = False, inline: bool = False) -> Callable[[F], F]:
+def jit(
+    *, parallel: bool = False, fastmath: bool = False, inline: bool = False
+) -> Callable[[F], F]:
     """Return ``numba.njit`` configured for rlreco kernels.
 
     ``cache=True`` keeps compile time out of every run after the first; ``error_model="numpy"``

@@ -37,9 +37,10 @@ Outcome = _Outcome()
 
 
 #: True response of one (state, product) cell under a known truth (``popularity`` model or a
-#: user truth table): click and buy probability and the expected reward ``mu`` of showing the
-#: product. Packed together because a slate product's response reads all three at once.
-TRUTH_DTYPE = np.dtype([("p_click", np.float64), ("p_buy", np.float64), ("mu", np.float64)])
+#: user truth table): click and buy probability, read together by a slate product's response.
+#: 16 bytes, so a cell never straddles two cache lines (the expected reward is recomputed from
+#: them rather than stored: a third field would make a third of the cells straddle).
+TRUTH_DTYPE = np.dtype([("p_click", np.float64), ("p_buy", np.float64)])
 
 #: Sums of one block of consecutive visits (block ``b`` holds global visits
 #: ``b * metrics_block .. (b + 1) * metrics_block - 1``). ``clicks`` counts click events,
@@ -60,10 +61,10 @@ METRICS_DTYPE = np.dtype(
 
 
 class _TopNSearch(NamedTuple):
-    index: int = 0
+    tree: int = 0
     scan: int = 1
 
 
-#: How greedy slots find the best remaining product: the 8-ary max tree (``index``) or a full
-#: scan of the value row (``scan``, the O(n_products) baseline kept for benchmarks and tests).
+#: How greedy slots find the best products: the 8-ary max tree index (``tree``) or a full scan
+#: of the value row (``scan``, the O(n_products) baseline kept for benchmarks and tests).
 TopNSearch = _TopNSearch()

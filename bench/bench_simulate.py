@@ -1,0 +1,269 @@
+"""Simulated visits per second on a state space of the real shape, and the cost of each step.
+
+Target: at least 1,000,000 visits/s on one core over 10,000,000 visits after warm-up (576
+states x 4,070 products, segment catalogues of ~3,300, slate 10, epsilon 0.1), peak memory
+under 1 GB. Cases:
+
+* ``synthetic``: 576 x 4,070, 4 segment catalogues of ~3,300, ~460 random known products per
+  state (counts 1..60, values and rewards N(count, 1) rounded to cents, as ``prepare`` does);
+* ``real``: the state space ``prepare`` builds from ``../shared/data/online_retail.parquet``
+  (skipped when absent).
+
+Each is run with the ``seed`` and ``popularity`` responses, with the top-n index (``tree``)
+and with the full-scan baseline (``scan``, over 200,000 visits: it is ~11x slower). Each round
+starts from the initial tables, so the 10M visits include the growth of every state from ~460
+to ~3,300 known products. Peak memory is measured in a fresh process
+(``python bench/bench_simulate.py SPACE RESPONSE`` prints visits/s and ``ru_maxrss``).
+
+Run pinned to one core::
+
+    taskset -c 0 .venv/bin/python -m pytest bench/bench_simulate.py \\
+        -o python_files='bench_*.py' -o python_functions='bench_*' --benchmark-only -s
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from rlreco.engine.kernels.jit import jit
+from rlreco.engine.kernels.topn import depth_of_width_nb, find_top_nb, new_index, scan_top_nb
+from rlreco.engine.response import Response, build_response
+from rlreco.engine.simulation import SimulationParams, Simulator
+from rlreco.engine.state_space import StateSpace
+from rlreco.engine.tables import Tables, round_cents
+
+VISITS = 10_000_000
+SCAN_VISITS = 200_000
+WARMUP = 200_000
+REAL_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def synthetic_space(seed: int = 0) -> tuple[StateSpace, Tables]:
+    """576 states (4 segments x 12 months x 2 halves x 6 weekdays) x 4,070 products."""
+    rng = np.random.default_rng(seed)
+    n_products, n_segments = 4_070, 4
+    grid = np.indices((n_segments, 12, 2, 6)).reshape(4, -1)
+    n_states = grid.shape[1]
+    sizes = (3_350, 3_300, 3_250, 3_200)
+    catalogues = [np.sort(rng.choice(n_products, k, replace=False)) for k in sizes]
+    tables = Tables.empty(n_states, n_products)
+    for state in range(n_states):
+        known = rng.choice(catalogues[grid[0, state]], 460, replace=False)
+        count = rng.integers(1, 61, known.size)
+        tables.cells["count"][state, known] = count
+        tables.value[state, known] = round_cents(count + rng.standard_normal(known.size))
+        tables.cells["reward"][state, known] = round_cents(count + rng.standard_normal(known.size))
+    space = StateSpace(
+        segments=("Q1", "Q2", "Q3", "Q4"),
+        months=tuple(range(1, 13)),
+        halves=(0, 1),
+        weekdays=(0, 1, 2, 3, 4, 6),
+        state_segment=grid[0].astype(np.int16),
+        state_month=(grid[1] + 1).astype(np.int8),
+        state_half=grid[2].astype(np.int8),
+        state_weekday=np.array([0, 1, 2, 3, 4, 6], dtype=np.int8)[grid[3]],
+        state_weight=tables.cells["count"].sum(axis=1).astype(np.float64),
+        product_codes=np.array([f"{10000 + p}" for p in range(n_products)]),
+        product_names=np.array([f"product {p}" for p in range(n_products)]),
+        catalog_ptr=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        catalog_items=np.concatenate(catalogues).astype(np.int32),
+    )
+    return space, tables
+
+
+def real_space(folder: Path) -> tuple[StateSpace, Tables]:
+    """The state space and initial tables ``prepare`` builds from the real data."""
+    from rlreco.config import RunConfig
+    from rlreco.engine.preparation import prepare
+    from rlreco.io.run_dir import RunDir
+
+    prepare(RunConfig(), out=folder / "run", data=REAL_DATA / "online_retail.parquet")
+    run = RunDir.open(folder / "run")
+    space = StateSpace.from_columns(run.read_space())
+    return space, Tables.from_columns(run.read_snapshot("initial"), space)
+
+
+def load_space(name: str, folder: Path) -> tuple[StateSpace, Tables]:
+    if name == "synthetic":
+        return synthetic_space()
+    if not (REAL_DATA / "online_retail.parquet").is_file():
+        pytest.skip(f"real data not found at {REAL_DATA}")
+    return real_space(folder)
+
+
+def response_of(space: StateSpace, tables: Tables, name: str) -> Response:
+    params = SimulationParams(response=name)
+    return build_response(
+        name,
+        space,
+        rewards=params.rewards,
+        slate_size=params.slate_size,
+        click_probs=params.click_probs,
+        buy_probs=params.buy_probs,
+        history_count=tables.count,
+    )
+
+
+@pytest.fixture(scope="module")
+def spaces(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """State spaces, built once per module on first use."""
+    cache: dict[str, Any] = {}
+
+    def get(name: str) -> tuple[StateSpace, Tables]:
+        if name not in cache:
+            cache[name] = load_space(name, tmp_path_factory.mktemp(name))
+        return cache[name]  # type: ignore[no-any-return]
+
+    return {"get": get}
+
+
+@pytest.mark.parametrize("search", ["tree", "scan"])
+@pytest.mark.parametrize("response", ["seed", "popularity"])
+@pytest.mark.parametrize("space_name", ["synthetic", "real"])
+def bench_simulate(
+    benchmark: Any, spaces: dict[str, Any], space_name: str, response: str, search: str
+) -> None:
+    space, initial = spaces["get"](space_name)
+    shared = response_of(space, initial, response)
+    params = SimulationParams(epsilon=0.1, slate_size=10, response=response, search=search)
+    visits = VISITS if search == "tree" else SCAN_VISITS
+    Simulator(space, initial.copy(), params, response=shared).run(WARMUP)  # compile, caches
+
+    def fresh() -> tuple[tuple[Simulator], dict[str, Any]]:
+        return (Simulator(space, initial.copy(), params, seed=1, response=shared),), {}
+
+    summaries = []
+
+    def simulate(simulator: Simulator) -> None:
+        summaries.append(simulator.run(visits, chunk=1_000_000))
+
+    benchmark.pedantic(simulate, setup=fresh, rounds=1, iterations=1)
+    summary = summaries[-1]
+    assert summary.episodes == visits
+    benchmark.extra_info["visits"] = visits
+    benchmark.extra_info["visits_per_second"] = visits / benchmark.stats.stats.mean
+    benchmark.extra_info["mean_reward"] = summary.mean_reward
+    benchmark.extra_info["mean_regret"] = summary.mean_regret
+    benchmark.extra_info["ru_maxrss_mb_pytest"] = (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    print(
+        f"\n{space_name} {response} {search}: {visits / benchmark.stats.stats.mean:,.0f} visits/s"
+    )
+
+
+@pytest.mark.parametrize("response", ["seed", "popularity"])
+@pytest.mark.parametrize("space_name", ["synthetic", "real"])
+def bench_peak_memory(benchmark: Any, space_name: str, response: str) -> None:
+    """10M visits in a fresh process: visits/s and peak resident memory (target < 1 GB)."""
+    if space_name == "real" and not (REAL_DATA / "online_retail.parquet").is_file():
+        pytest.skip(f"real data not found at {REAL_DATA}")
+
+    def child() -> dict[str, float]:
+        done = subprocess.run(
+            [sys.executable, __file__, space_name, response],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+    result = benchmark.pedantic(child, rounds=1, iterations=1)
+    benchmark.extra_info.update(result)
+    print(f"\n{space_name} {response}: {result}")
+    assert result["peak_rss_mb"] < 1024
+
+
+@jit()
+def query_all_nb(
+    value: np.ndarray, index: np.ndarray, states: np.ndarray, n: int, scan: bool
+) -> int:
+    """Top-n of each listed state by the tree index or by a full scan (benchmark helper)."""
+    depth = depth_of_width_nb(index.shape[1])
+    top_value = np.empty(n + 1)
+    top_product = np.empty(n + 1, dtype=np.int64)
+    frontier = np.empty((3, 1 << (3 * depth)), dtype=np.int64)
+    found = 0
+    for state in states:
+        if scan:
+            found += scan_top_nb(value, state, n, top_value, top_product)
+        else:
+            found += find_top_nb(value, index, state, depth, n, top_value, top_product, frontier)
+    return found
+
+
+@jit()
+def draw_like_visits_nb(rng: np.random.Generator, visits: int, truth: bool) -> float:
+    """The draws of ``visits`` visits without any table work (epsilon 0.1, slate 10)."""
+    total = 0.0
+    for _ in range(visits):
+        total += rng.random()  # state
+        for _ in range(10):
+            total += rng.random()  # slot: explore or greedy
+        total += rng.random()  # ~1 explored product
+        for _ in range(20 if truth else 4):
+            total += rng.random()  # response
+        for _ in range(10):
+            total += rng.normal(1.0, 1.0)  # rewards
+    return total
+
+
+@pytest.mark.parametrize("method", ["tree", "scan"])
+def bench_topn_query(benchmark: Any, method: str) -> None:
+    """One top-10 query on a grown state (~3,300 known products): tree index vs full scan."""
+    space, tables = synthetic_space()
+    Simulator(space, tables, SimulationParams(epsilon=0.5), seed=3).run(2_000_000)
+    index = new_index(tables.value)
+    states = np.random.default_rng(0).integers(0, space.n_states, 200_000)
+    scan = method == "scan"
+    query_all_nb(tables.value, index, states[:10], 10, scan)
+    benchmark.pedantic(
+        query_all_nb, args=(tables.value, index, states, 10, scan), rounds=3, iterations=1
+    )
+    benchmark.extra_info["ns_per_query"] = benchmark.stats.stats.mean / states.size * 1e9
+
+
+@pytest.mark.parametrize("response", ["seed", "popularity"])
+def bench_draws_only(benchmark: Any, response: str) -> None:
+    """Cost of a visit's random draws alone (PCG64 through numba's Generator)."""
+    rng = np.random.default_rng(1)
+    draw_like_visits_nb(rng, 10, response == "popularity")
+    benchmark.pedantic(
+        draw_like_visits_nb,
+        args=(rng, 2_000_000, response == "popularity"),
+        rounds=3,
+        iterations=1,
+    )
+    benchmark.extra_info["ns_per_visit"] = benchmark.stats.stats.mean / 2_000_000 * 1e9
+
+
+def main(space_name: str, response: str) -> None:
+    """Child process of :func:`bench_peak_memory`: print one JSON line."""
+    with tempfile.TemporaryDirectory() as folder:
+        space, initial = (
+            synthetic_space() if space_name == "synthetic" else real_space(Path(folder))
+        )
+        params = SimulationParams(epsilon=0.1, slate_size=10, response=response)
+        Simulator(space, initial.copy(), params).run(WARMUP)
+        summary = Simulator(space, initial, params, seed=1).run(VISITS, chunk=1_000_000)
+    print(
+        json.dumps(
+            {
+                "visits_per_second": summary.episodes_per_second,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,407 @@
+"""Simulated customer response models, as the arrays the visit kernels read.
+
+``seed``
+    The original design's model: the numbers of clicks ``C`` and purchases ``B`` of a visit are
+    drawn from categorical distributions over 0, 1, 2, ... (capped at the slate size) and land on
+    uniformly chosen slate products, whatever was shown. Every policy earns the same expected
+    reward, so regret is not defined.
+
+``popularity``
+    Every (state, product) has a true click and buy probability derived from the history; each
+    slate product responds independently: clicked with probability ``p_click``, bought with
+    probability ``p_buy`` (a bought product counts as bought, with the buy reward). With
+    ``q = max(0, count)`` the historical count of a cell (the initial snapshot's ``count``), a
+    state ``s`` of segment ``g`` with catalogue ``K_g`` gives each product ``p`` of the catalogue
+    the weight
+
+        w[s, p] = 0.45 * q[s, p] / Q[s] + 0.45 * q_g[p] / Q_g + 0.10 / |K_g|
+
+    where ``Q[s]`` sums ``q[s, :]``, ``q_g[p]`` sums ``q[:, p]`` over the segment's states and
+    ``Q_g`` sums ``q_g``. A state without history puts its 0.45 on the segment term, and a segment
+    without history everything on the uniform term (so the weights of a catalogue sum to 1 and
+    are all positive). Then
+
+        p_click[s, p] = 1 - exp(-k_click[s] * w[s, p]),    p_buy = 1 - exp(-k_buy[s] * w)
+
+    with ``k`` solved per state (Newton's method; the mean is concave in ``k``) so that the mean
+    of ``p_click`` over the catalogue is ``E[min(C, n)] / n`` under the seed model's click
+    distribution (0.074326 for the defaults and ``n = 10``), and likewise for ``p_buy``: a
+    uniformly random slate gets the seed model's mean clicks and purchases (0.743 and 0.543 per
+    10 products). Products outside the segment catalogue have probability 0.
+
+truth table
+    A user-supplied Parquet file of the same probabilities (:mod:`rlreco.io.truth`).
+
+Under a known truth each cell's expected reward is
+
+    mu = p_buy * R_buy + (1 - p_buy) * p_click * R_click + (1 - p_buy) * (1 - p_click) * R_ignore
+
+and the expected regret of a visit is the sum of the ``n`` largest ``mu`` of the state's
+catalogue (the best slate) minus the sum of ``mu`` over the slate shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rlreco.engine.kernels.records import TRUTH_DTYPE, ResponseModel
+from rlreco.engine.state_space import StateSpace
+from rlreco.errors import DataError, SimulationError
+from rlreco.io.truth import read_truth_table
+
+#: Weights of the state, segment and uniform terms of the popularity formula.
+STATE_SHARE, SEGMENT_SHARE, UNIFORM_SHARE = 0.45, 0.45, 0.10
+
+
+@dataclass(frozen=True)
+class Response:
+    """A response model as kernel arrays.
+
+    Attributes
+    ----------
+    name : str
+        ``"seed"``, ``"popularity"`` or the truth table's path.
+    rewards : (float, float, float)
+        Mean reward of a purchase, a click and an ignored product.
+    model : int
+        :data:`~rlreco.engine.kernels.records.ResponseModel` code.
+    click_cdf, buy_cdf : ndarray of float64, shape (k,)
+        Cumulative click and purchase count distributions (used by ``seed``).
+    truth : ndarray of TRUTH_DTYPE, shape (n_states, n_products) or (n_states, 0)
+        True ``p_click`` and ``p_buy`` of every cell (empty under ``seed``).
+    best_mu : ndarray of float64, shape (n_states,)
+        Expected reward of the best slate of each state (zeros under ``seed``).
+    """
+
+    name: str
+    rewards: tuple[float, float, float]
+    model: int
+    click_cdf: np.ndarray
+    buy_cdf: np.ndarray
+    truth: np.ndarray
+    best_mu: np.ndarray
+
+    @property
+    def knows_regret(self) -> bool:
+        """Whether the expected regret of a visit is defined."""
+        return self.model == ResponseModel.truth
+
+    @property
+    def mu(self) -> np.ndarray:
+        """Expected reward of every cell, shape (n_states, n_products) (or (n_states, 0))."""
+        return expected_reward(self.truth["p_click"], self.truth["p_buy"], self.rewards)
+
+
+def count_cdf(probs: Sequence[float], what: str) -> np.ndarray:
+    """Cumulative distribution of a count, checked.
+
+    Parameters
+    ----------
+    probs : sequence of float
+        ``P(count = 0), P(count = 1), ...``: in [0, 1], summing to 1 within 1e-6.
+    what : str
+        Name for error messages, e.g. ``"click_probs"``.
+
+    Returns
+    -------
+    ndarray of float64, shape (len(probs),)
+        Last entry exactly 1, so an inverse-CDF draw on ``[0, 1)`` always lands.
+    """
+    values = np.asarray(probs, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0:
+        raise SimulationError(f"{what}: expected a non-empty list of probabilities")
+    if not np.all((values >= 0.0) & (values <= 1.0)):
+        raise SimulationError(f"{what} = {list(probs)}: every entry must be in [0, 1]")
+    total = float(np.sum(values))
+    if abs(total - 1.0) > 1e-6:
+        raise SimulationError(f"{what} = {list(probs)}: sums to {total!r}, not 1 (within 1e-6)")
+    cdf = np.cumsum(values)
+    cdf[-1] = 1.0
+    return cdf
+
+
+def mean_per_slot(probs: Sequence[float], slate_size: int) -> float:
+    """``E[min(count, n)] / n`` for a count distribution: the seed model's rate per slot."""
+    values = np.asarray(probs, dtype=np.float64)
+    counts = np.minimum(np.arange(values.size), slate_size)
+    return float(np.dot(values, counts)) / slate_size
+
+
+def expected_reward(
+    p_click: np.ndarray, p_buy: np.ndarray, rewards: tuple[float, float, float]
+) -> np.ndarray:
+    """Expected reward ``mu`` of showing a product (see the module docstring).
+
+    Parameters
+    ----------
+    p_click, p_buy : ndarray of float64
+    rewards : (float, float, float)
+        Mean reward of a purchase, a click and an ignored product.
+    """
+    buy, click, ignore = rewards
+    return p_buy * buy + (1.0 - p_buy) * (p_click * click + (1.0 - p_click) * ignore)
+
+
+def calibrate_rates(weight: np.ndarray, target: float) -> np.ndarray:
+    """``1 - exp(-k * weight)`` with ``k`` per row such that each row's mean is ``target``.
+
+    Parameters
+    ----------
+    weight : ndarray of float64, shape (m, K)
+        Positive weights.
+    target : float
+        Wanted mean per row, in [0, 1].
+
+    Returns
+    -------
+    ndarray of float64, shape (m, K)
+    """
+    if target <= 0.0:
+        return np.zeros_like(weight)
+    if target >= 1.0:
+        return np.ones_like(weight)
+    k = np.zeros(weight.shape[0])
+    # f(k) = mean(1 - exp(-k w)) - target is increasing and concave with f(0) < 0: Newton's
+    # iterates from k = 0 rise monotonically to the root, without overshoot
+    for _ in range(200):
+        decay = np.exp(-k[:, None] * weight)
+        gap = target - (1.0 - decay).mean(axis=1)
+        if np.all(gap <= 1e-12 * target):
+            break
+        k = k + gap / (weight * decay).mean(axis=1)
+    rates: np.ndarray = -np.expm1(-k[:, None] * weight)
+    return rates
+
+
+def popularity_probabilities(
+    space: StateSpace,
+    history_count: np.ndarray,
+    click_target: float,
+    buy_target: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """True click and buy probabilities of the ``popularity`` model (module docstring).
+
+    Parameters
+    ----------
+    space : StateSpace
+    history_count : ndarray of int64, shape (n_states, n_products)
+        Historical count of every cell (the initial snapshot's ``count``).
+    click_target, buy_target : float
+        Mean probability per catalogue product (:func:`mean_per_slot`).
+
+    Returns
+    -------
+    (ndarray, ndarray) of float64, shape (n_states, n_products)
+        ``p_click`` and ``p_buy``; 0 outside each state's segment catalogue.
+    """
+    n_states, n_products = space.n_states, space.n_products
+    if history_count.shape != (n_states, n_products):
+        raise SimulationError(
+            f"history counts have shape {history_count.shape}, expected {(n_states, n_products)}"
+        )
+    p_click = np.zeros((n_states, n_products))
+    p_buy = np.zeros((n_states, n_products))
+    for segment in range(space.n_segments):
+        states = np.flatnonzero(space.state_segment == segment)
+        catalogue = space.catalogue(segment)
+        if states.size == 0 or catalogue.size == 0:
+            continue
+        q = np.maximum(history_count[np.ix_(states, catalogue)], 0).astype(np.float64)
+        q_state = q.sum(axis=1, keepdims=True)
+        q_segment = q.sum(axis=0)
+        uniform = UNIFORM_SHARE / catalogue.size
+        if q_segment.sum() > 0:
+            segment_term = q_segment / q_segment.sum()
+            with np.errstate(invalid="ignore", divide="ignore"):
+                state_term = q / q_state
+            # a state without history gives its share to the segment term
+            weight = np.where(
+                q_state > 0,
+                STATE_SHARE * state_term + SEGMENT_SHARE * segment_term + uniform,
+                (STATE_SHARE + SEGMENT_SHARE) * segment_term + uniform,
+            )
+        else:
+            weight = np.full(q.shape, 1.0 / catalogue.size)
+        p_click[np.ix_(states, catalogue)] = calibrate_rates(weight, click_target)
+        p_buy[np.ix_(states, catalogue)] = calibrate_rates(weight, buy_target)
+    return p_click, p_buy
+
+
+def truth_from_frame(
+    space: StateSpace, frame: pd.DataFrame, *, source: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check a truth table (:func:`rlreco.io.truth.read_truth_table`) against a state space.
+
+    Parameters
+    ----------
+    space : StateSpace
+    frame : DataFrame
+        Columns ``state_id``, ``product_id`` (str), ``p_click``, ``p_buy`` (float64 in [0, 1]).
+    source : str
+        File name for error messages.
+
+    Returns
+    -------
+    (ndarray, ndarray) of float64, shape (n_states, n_products)
+        ``p_click`` and ``p_buy``; 0 outside each state's segment catalogue.
+
+    Raises
+    ------
+    DataError
+        One line naming the file and the first unknown state, unknown product, product outside
+        its state's segment catalogue, duplicate cell, or missing (state, catalogue product).
+    """
+    n_states, n_products = space.n_states, space.n_products
+    state_ids = space.state_ids
+    state_of = {sid: i for i, sid in enumerate(state_ids.tolist())}
+    product_of = space.product_index()
+    states = np.array([state_of.get(s, -1) for s in frame["state_id"].tolist()], dtype=np.int64)
+    products = np.array(
+        [product_of.get(p, -1) for p in frame["product_id"].tolist()], dtype=np.int64
+    )
+    for ids, codes, what, example in (
+        (states, frame["state_id"], "state_id", state_ids[0]),
+        (products, frame["product_id"], "product_id", space.product_codes[0]),
+    ):
+        unknown = np.flatnonzero(ids < 0)
+        if unknown.size:
+            row = int(unknown[0])
+            raise DataError(
+                f"{source}: row {row}: {what} {codes.iloc[row]!r} is not in this run "
+                f"(ids look like {example!r})"
+            )
+    in_catalogue = np.zeros((space.n_segments, n_products), dtype=bool)
+    for segment in range(space.n_segments):
+        in_catalogue[segment, space.catalogue(segment)] = True
+    outside = np.flatnonzero(~in_catalogue[space.state_segment[states], products])
+    if outside.size:
+        row = int(outside[0])
+        segment = space.segments[space.state_segment[states[row]]]
+        raise DataError(
+            f"{source}: row {row}: product {frame['product_id'].iloc[row]!r} is not in the "
+            f"catalogue of segment {segment} (state {frame['state_id'].iloc[row]!r})"
+        )
+    cell = states * n_products + products
+    order = np.argsort(cell, kind="stable")
+    repeated = order[1:][cell[order][1:] == cell[order][:-1]]
+    if repeated.size:
+        row = int(repeated.min())
+        raise DataError(
+            f"{source}: row {row}: cell ({frame['state_id'].iloc[row]!r}, "
+            f"{frame['product_id'].iloc[row]!r}) appears more than once"
+        )
+    present = np.zeros((n_states, n_products), dtype=bool)
+    present[states, products] = True
+    expected = in_catalogue[space.state_segment]
+    missing = np.argwhere(expected & ~present)
+    if missing.size:
+        state, product = (int(i) for i in missing[0])
+        raise DataError(
+            f"{source}: state {state_ids[state]!r} has no row for catalogue product "
+            f"{space.product_codes[product]!r} ({len(missing)} (state, product) rows missing in "
+            "all; every state needs one row per product of its segment catalogue)"
+        )
+    p_click = np.zeros((n_states, n_products))
+    p_buy = np.zeros((n_states, n_products))
+    p_click[states, products] = frame["p_click"].to_numpy(dtype=np.float64)
+    p_buy[states, products] = frame["p_buy"].to_numpy(dtype=np.float64)
+    return p_click, p_buy
+
+
+def truth_arrays(
+    space: StateSpace,
+    p_click: np.ndarray,
+    p_buy: np.ndarray,
+    rewards: tuple[float, float, float],
+    slate_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pack true probabilities for the kernels, and the best slate's expected reward per state.
+
+    Parameters
+    ----------
+    space : StateSpace
+    p_click, p_buy : ndarray of float64, shape (n_states, n_products)
+    rewards : (float, float, float)
+        Mean reward of a purchase, a click and an ignored product.
+    slate_size : int
+
+    Returns
+    -------
+    truth : ndarray of TRUTH_DTYPE, shape (n_states, n_products)
+    best_mu : ndarray of float64, shape (n_states,)
+        Sum of the ``slate_size`` largest ``mu`` over each state's catalogue.
+    """
+    truth = np.empty(p_click.shape, dtype=TRUTH_DTYPE)
+    truth["p_click"] = p_click
+    truth["p_buy"] = p_buy
+    expected = expected_reward(p_click, p_buy, rewards)
+    best_mu = np.zeros(space.n_states)
+    for segment in range(space.n_segments):
+        states = np.flatnonzero(space.state_segment == segment)
+        mu = expected[np.ix_(states, space.catalogue(segment))]
+        best = -np.sort(-mu, axis=1)[:, :slate_size]
+        best_mu[states] = best.sum(axis=1)
+    return truth, best_mu
+
+
+def build_response(
+    spec: str | Path,
+    space: StateSpace,
+    *,
+    rewards: tuple[float, float, float],
+    slate_size: int,
+    click_probs: Sequence[float],
+    buy_probs: Sequence[float],
+    history_count: np.ndarray | None,
+) -> Response:
+    """The response model named by ``spec``: ``"seed"``, ``"popularity"`` or a truth table path.
+
+    Parameters
+    ----------
+    spec : str or Path
+    space : StateSpace
+    rewards : (float, float, float)
+        Mean reward of a purchase, a click and an ignored product.
+    slate_size : int
+    click_probs, buy_probs : sequence of float
+        Seed model count distributions (also the popularity model's calibration targets).
+    history_count : ndarray of int64, shape (n_states, n_products), optional
+        Historical counts; required by ``popularity``.
+    """
+    click_cdf = count_cdf(click_probs, "click_probs")
+    buy_cdf = count_cdf(buy_probs, "buy_probs")
+    name = str(spec)
+    if name == "seed":
+        return Response(
+            name,
+            rewards,
+            ResponseModel.seed,
+            click_cdf,
+            buy_cdf,
+            np.empty((space.n_states, 0), dtype=TRUTH_DTYPE),
+            np.zeros(space.n_states),
+        )
+    if name == "popularity":
+        if history_count is None:
+            raise SimulationError("the popularity response needs the historical counts")
+        p_click, p_buy = popularity_probabilities(
+            space,
+            history_count,
+            mean_per_slot(click_probs, slate_size),
+            mean_per_slot(buy_probs, slate_size),
+        )
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise SimulationError(
+                f"response {name!r}: expected seed, popularity or the path of a truth-table "
+                "Parquet file"
+            )
+        p_click, p_buy = truth_from_frame(space, read_truth_table(path), source=name)
+    truth, best_mu = truth_arrays(space, p_click, p_buy, rewards, slate_size)
+    return Response(name, rewards, ResponseModel.truth, click_cdf, buy_cdf, truth, best_mu)

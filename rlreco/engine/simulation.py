@@ -1,0 +1,427 @@
+"""Simulating visits: the driver around the fused visit kernel.
+
+:class:`Simulator` owns the random streams, the top-n index and the per-block metrics of one
+run, and advances the run's :class:`~rlreco.engine.tables.Tables` in place, chunk by chunk.
+Persistence is the caller's: :attr:`Simulator.rng_state`, :meth:`Simulator.metrics_frame` and
+the tables are what a snapshot must hold to resume.
+
+Determinism
+-----------
+Every draw comes from one PCG64 stream, ``streams.generator(seed, *stream)``. A visit consumes
+a fixed pattern of draws (see :mod:`rlreco.engine.kernels.visit`) and metric blocks are keyed by
+the global visit index, so N visits in one call, in any chunks, or interrupted and resumed from
+(tables, RNG state, metrics) give bit-identical tables and metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rlreco.config import SEED_BUY_PROBS, SEED_CLICK_PROBS, RunConfig
+from rlreco.engine import streams
+from rlreco.engine.kernels.records import CELL_DTYPE, METRICS_DTYPE, TopNSearch
+from rlreco.engine.kernels.topn import new_index
+from rlreco.engine.kernels.visit import simulate_visits_nb
+from rlreco.engine.response import Response, build_response
+from rlreco.engine.state_space import StateSpace
+from rlreco.engine.tables import Tables
+from rlreco.errors import SimulationError, SnapshotError
+
+#: Raw per-block sums, as stored (see :data:`~rlreco.engine.kernels.records.METRICS_DTYPE`).
+METRIC_SUMS: tuple[str, ...] = tuple(METRICS_DTYPE.names or ())
+#: Columns of :meth:`Simulator.metrics_frame`.
+METRIC_COLUMNS = (
+    "block",
+    "first_visit",
+    *METRIC_SUMS,
+    "mean_reward",
+    "click_rate",
+    "buy_rate",
+    "explored_share",
+    "mean_regret",
+)
+STATE_SAMPLING = {"uniform": 0, "empirical": 1}
+TOPN_SEARCH = {"tree": TopNSearch.tree, "scan": TopNSearch.scan}
+
+
+@dataclass(frozen=True)
+class SimulationParams:
+    """What to simulate.
+
+    Attributes
+    ----------
+    epsilon : float
+        Exploration probability per slot, in [0, 1].
+    slate_size : int
+        Products per slate (at most the smallest segment catalogue).
+    rewards : (float, float, float)
+        Mean reward of a purchase, a click and an ignored product (each draw is N(mean, 1)).
+    response : str
+        ``"seed"``, ``"popularity"`` or the path of a truth-table Parquet file.
+    click_probs, buy_probs : tuple of float
+        Seed model distributions of the click and purchase counts per visit.
+    state_sampling : str
+        ``"uniform"`` over all states or ``"empirical"`` (by historical transactions).
+    metrics_block : int
+        Visits per metric block.
+    search : str
+        Top-n search: ``"tree"`` (the 8-ary max tree index) or ``"scan"`` (the O(n_products)
+        baseline; same results, for benchmarks).
+    """
+
+    epsilon: float = 0.1
+    slate_size: int = 10
+    rewards: tuple[float, float, float] = (5.0, 1.0, -2.0)
+    response: str = "seed"
+    click_probs: tuple[float, ...] = SEED_CLICK_PROBS
+    buy_probs: tuple[float, ...] = SEED_BUY_PROBS
+    state_sampling: str = "uniform"
+    metrics_block: int = 10_000
+    search: str = "tree"
+
+    @classmethod
+    def from_config(cls, config: RunConfig, **changes: Any) -> SimulationParams:
+        """Parameters of a run configuration, with optional overrides (e.g. ``epsilon=0.2``)."""
+        params = cls(
+            epsilon=config.policy.epsilon,
+            slate_size=config.policy.slate_size,
+            rewards=(config.rewards.buy, config.rewards.click, config.rewards.ignore),
+            response=str(config.response.model),
+            click_probs=tuple(config.response.click_probs),
+            buy_probs=tuple(config.response.buy_probs),
+            state_sampling=config.simulation.state_sampling,
+            metrics_block=config.simulation.metrics_block,
+        )
+        return dataclasses.replace(params, **changes)
+
+
+@dataclass(frozen=True)
+class SimulationSummary:
+    """Outcome of one :meth:`Simulator.run` call (rates over the visits of that call).
+
+    Attributes
+    ----------
+    episodes : int
+        Visits simulated by the call.
+    episodes_total : int
+        Visits simulated by the run so far.
+    seconds : float
+        Wall time of the call's kernel work.
+    episodes_per_second : float
+    mean_reward : float
+        Reward per visit (sum over the slate).
+    click_rate, buy_rate : float
+        Click events and purchases per shown product.
+    mean_regret : float or None
+        Expected regret per visit; None when the response model does not know the truth.
+    explored_share : float
+        Share of explored slots.
+    stopped : bool
+        Whether ``should_stop`` ended the call early.
+    """
+
+    episodes: int
+    episodes_total: int
+    seconds: float
+    episodes_per_second: float
+    mean_reward: float
+    click_rate: float
+    buy_rate: float
+    mean_regret: float | None
+    explored_share: float
+    stopped: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible dict (NaN becomes None)."""
+        return {
+            k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+            for k, v in dataclasses.asdict(self).items()
+        }
+
+
+class Simulator:
+    """Simulates visits of a run, advancing its tables in place.
+
+    Parameters
+    ----------
+    space : StateSpace
+    tables : Tables
+        The run's tables; updated in place by :meth:`run`.
+    params : SimulationParams
+    seed : int
+        Seed of the random stream when ``rng_state`` is None.
+    stream : tuple of int
+        Stream key under ``seed`` (default ``(streams.SIMULATION,)``; sweeps use their own).
+    rng_state : dict, optional
+        :attr:`rng_state` of an earlier simulator of this run, to continue its streams.
+    episodes_done : int
+        Visits already simulated on ``tables``.
+    metrics : DataFrame, optional
+        :meth:`metrics_frame` of those visits (required when ``episodes_done > 0``).
+    history_count : ndarray of int64, shape (n_states, n_products), optional
+        Historical counts (the initial snapshot's ``count``) for the ``popularity`` response;
+        defaults to ``tables.count`` when no visit has been simulated yet.
+    response : Response, optional
+        A prebuilt response model (overrides ``params.response``), e.g. shared by many runs.
+
+    Raises
+    ------
+    SimulationError
+        Bad parameters (one line: epsilon, slate size larger than a catalogue, probabilities,
+        state sampling, response).
+    SnapshotError
+        RNG state or metrics inconsistent with each other or with ``episodes_done``.
+    """
+
+    def __init__(
+        self,
+        space: StateSpace,
+        tables: Tables,
+        params: SimulationParams,
+        *,
+        seed: int = 0,
+        stream: tuple[int, ...] = (streams.SIMULATION,),
+        rng_state: Mapping[str, Any] | None = None,
+        episodes_done: int = 0,
+        metrics: pd.DataFrame | None = None,
+        history_count: np.ndarray | None = None,
+        response: Response | None = None,
+    ) -> None:
+        self.space = space
+        self.tables = tables
+        self.params = params
+        _check_params(space, tables, params)
+        if history_count is None and episodes_done == 0:
+            history_count = tables.count.copy()
+        self.response = response or build_response(
+            params.response,
+            space,
+            rewards=params.rewards,
+            slate_size=params.slate_size,
+            click_probs=params.click_probs,
+            buy_probs=params.buy_probs,
+            history_count=history_count,
+        )
+        self._rng = streams.generator(seed, *stream)
+        if rng_state is not None:
+            self._restore_rng(rng_state)
+        self._episodes = int(episodes_done)
+        self._blocks = _blocks_from_frame(metrics, params.metrics_block, self._episodes)
+        self._index = (
+            new_index(tables.value)
+            if params.search == "tree"
+            else np.empty((space.n_states, 0), dtype=np.float64)
+        )
+        weight = np.asarray(space.state_weight, dtype=np.float64)
+        self._state_cdf = np.cumsum(weight) if params.state_sampling == "empirical" else np.empty(0)
+        self._state_segment = np.ascontiguousarray(space.state_segment, dtype=np.int16)
+        self._catalog_ptr = np.ascontiguousarray(space.catalog_ptr, dtype=np.int64)
+        self._catalog_items = np.ascontiguousarray(space.catalog_items, dtype=np.int32)
+        buy, click, ignore = params.rewards
+        self._outcome_reward = np.array([ignore, click, buy], dtype=np.float64)
+
+    @property
+    def episodes_total(self) -> int:
+        """Visits simulated on the tables so far."""
+        return self._episodes
+
+    @property
+    def rng_state(self) -> dict[str, Any]:
+        """JSON-serialisable ``bit_generator.state`` of the random stream (to resume)."""
+        return _plain(self._rng.bit_generator.state)
+
+    def metrics_frame(self) -> pd.DataFrame:
+        """Per-block metrics so far: raw sums and derived rates (see :data:`METRIC_COLUMNS`).
+
+        ``mean_reward`` is per visit; ``click_rate``, ``buy_rate`` and ``explored_share`` per
+        shown product; ``mean_regret`` per visit with a known truth (NaN without).
+        """
+        blocks = self._blocks
+        frame = pd.DataFrame(
+            {
+                "block": np.arange(blocks.size, dtype=np.int64),
+                "first_visit": np.arange(blocks.size, dtype=np.int64) * self.params.metrics_block,
+            }
+        )
+        for name in METRIC_SUMS:
+            frame[name] = blocks[name].copy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frame["mean_reward"] = blocks["reward_sum"] / blocks["visits"]
+            frame["click_rate"] = blocks["clicks"] / blocks["slots"]
+            frame["buy_rate"] = blocks["buys"] / blocks["slots"]
+            frame["explored_share"] = blocks["explored"] / blocks["slots"]
+            frame["mean_regret"] = blocks["regret_sum"] / blocks["regret_visits"]
+        return frame
+
+    def run(
+        self,
+        episodes: int,
+        *,
+        chunk: int = 500_000,
+        progress: Callable[[int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> SimulationSummary:
+        """Simulate ``episodes`` visits (fewer if ``should_stop`` returns True at a chunk end).
+
+        Parameters
+        ----------
+        episodes : int
+            Visits to simulate (>= 0).
+        chunk : int
+            Visits per kernel call; ``progress`` and ``should_stop`` are called between chunks.
+        progress : callable, optional
+            Called with the number of visits simulated by this call so far.
+        should_stop : callable, optional
+            Polled after every chunk (e.g. set by a SIGINT handler); True ends the call there,
+            with tables, RNG state and metrics consistent.
+        """
+        if episodes < 0 or chunk < 1:
+            raise SimulationError(f"episodes = {episodes}, chunk = {chunk}: need >= 0 and >= 1")
+        params, response = self.params, self.response
+        block = params.metrics_block
+        start_blocks = self._blocks.copy()
+        done = 0
+        seconds = 0.0
+        stopped = False
+        while done < episodes:
+            n = min(chunk, episodes - done)
+            first = self._episodes
+            first_block = first // block
+            out = np.zeros((first + n - 1) // block - first_block + 1, dtype=METRICS_DTYPE)
+            if first_block < self._blocks.size:
+                out[0] = self._blocks[first_block]  # continue the partial block's sums
+            t0 = time.perf_counter()
+            simulate_visits_nb(
+                self._rng,
+                first,
+                n,
+                self.tables.value,
+                self._index,
+                self.tables.cells,
+                self._state_segment,
+                self._catalog_ptr,
+                self._catalog_items,
+                self._state_cdf,
+                params.epsilon,
+                params.slate_size,
+                TOPN_SEARCH[params.search],
+                response.model,
+                response.click_cdf,
+                response.buy_cdf,
+                response.truth,
+                response.best_mu,
+                self._outcome_reward,
+                block,
+                out,
+            )
+            seconds += time.perf_counter() - t0
+            self._blocks = np.concatenate([self._blocks[:first_block], out])
+            self._episodes += n
+            done += n
+            if progress is not None:
+                progress(done)
+            if done < episodes and should_stop is not None and should_stop():
+                stopped = True
+                break
+        return self._summary(start_blocks, done, seconds, stopped)
+
+    def _summary(
+        self, start_blocks: np.ndarray, done: int, seconds: float, stopped: bool
+    ) -> SimulationSummary:
+        """Rates over this call's visits: block sums now minus block sums before the call."""
+        totals = {}
+        for name in METRIC_SUMS:
+            totals[name] = float(np.sum(self._blocks[name])) - float(np.sum(start_blocks[name]))
+        slots = totals["slots"]
+        regret_visits = totals["regret_visits"]
+        return SimulationSummary(
+            episodes=done,
+            episodes_total=self._episodes,
+            seconds=seconds,
+            episodes_per_second=done / seconds if seconds > 0 else float("nan"),
+            mean_reward=totals["reward_sum"] / done if done else float("nan"),
+            click_rate=totals["clicks"] / slots if slots else float("nan"),
+            buy_rate=totals["buys"] / slots if slots else float("nan"),
+            mean_regret=totals["regret_sum"] / regret_visits if regret_visits else None,
+            explored_share=totals["explored"] / slots if slots else float("nan"),
+            stopped=stopped,
+        )
+
+    def _restore_rng(self, rng_state: Mapping[str, Any]) -> None:
+        try:
+            self._rng.bit_generator.state = dict(rng_state)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SnapshotError(f"rng_state: not the state of a PCG64 generator ({exc})") from None
+
+
+def _plain(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A bit generator state as plain JSON types (its integers are Python ints already)."""
+    return {k: (_plain(v) if isinstance(v, Mapping) else v) for k, v in state.items()}
+
+
+def _check_params(space: StateSpace, tables: Tables, params: SimulationParams) -> None:
+    shape = (space.n_states, space.n_products)
+    if tables.value.shape != shape or tables.cells.shape != shape:
+        raise SimulationError(f"tables have shape {tables.value.shape}, the state space {shape}")
+    if tables.value.dtype != np.float64 or tables.cells.dtype != CELL_DTYPE:
+        raise SimulationError("tables must be float64 values and CELL_DTYPE cells")
+    if not (tables.value.flags.c_contiguous and tables.cells.flags.c_contiguous):
+        raise SimulationError("tables must be C-contiguous")
+    if not 0.0 <= params.epsilon <= 1.0:
+        raise SimulationError(f"epsilon = {params.epsilon!r}: expected a number in [0, 1]")
+    if params.slate_size < 1:
+        raise SimulationError(f"slate size = {params.slate_size}: expected an integer >= 1")
+    sizes = np.diff(space.catalog_ptr)
+    used = np.unique(space.state_segment)
+    smallest = used[np.argmin(sizes[used])]
+    if params.slate_size > sizes[smallest]:
+        raise SimulationError(
+            f"slate size {params.slate_size} exceeds the catalogue of segment "
+            f"{space.segments[smallest]} ({sizes[smallest]} products); use a slate size <= "
+            f"{sizes[smallest]}"
+        )
+    if params.state_sampling not in STATE_SAMPLING:
+        raise SimulationError(
+            f"state sampling {params.state_sampling!r}: expected uniform or empirical"
+        )
+    if params.state_sampling == "empirical" and not np.sum(space.state_weight) > 0:
+        raise SimulationError("empirical state sampling: no state has historical transactions")
+    if params.metrics_block < 1:
+        raise SimulationError(f"metrics block = {params.metrics_block}: expected >= 1")
+    if params.search not in TOPN_SEARCH:
+        raise SimulationError(f"search {params.search!r}: expected tree or scan")
+    if not isinstance(params.response, (str, Path)):
+        raise SimulationError(f"response {params.response!r}: expected a string")
+
+
+def _blocks_from_frame(
+    metrics: pd.DataFrame | None, metrics_block: int, episodes: int
+) -> np.ndarray:
+    """Per-block sums from a :meth:`Simulator.metrics_frame`, checked against the visit count."""
+    if metrics is None or len(metrics) == 0:
+        if episodes:
+            raise SnapshotError(f"metrics: missing for the {episodes} visits already simulated")
+        return np.zeros(0, dtype=METRICS_DTYPE)
+    missing = [name for name in ("block", *METRIC_SUMS) if name not in metrics.columns]
+    if missing:
+        raise SnapshotError(f"metrics: missing column(s) {', '.join(missing)}")
+    if not np.array_equal(metrics["block"].to_numpy(), np.arange(len(metrics))):
+        raise SnapshotError("metrics: blocks are not 0, 1, 2, ... in order")
+    blocks = np.zeros(len(metrics), dtype=METRICS_DTYPE)
+    for name in METRIC_SUMS:
+        blocks[name] = metrics[name].to_numpy(dtype=blocks.dtype[name])
+    expected = np.minimum(metrics_block, episodes - np.arange(len(metrics)) * metrics_block)
+    if int(blocks["visits"].sum()) != episodes or not np.array_equal(blocks["visits"], expected):
+        raise SnapshotError(
+            f"metrics: {int(blocks['visits'].sum())} visits in blocks of {metrics_block} do not "
+            f"match the {episodes} visits simulated"
+        )
+    return blocks
