@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from rlreco.config import load_config
@@ -108,6 +119,234 @@ def prepare(
                 f"{summary.products_per_state_min:,} / {summary.products_per_state_median:,.0f}"
                 f" / {summary.products_per_state_max:,}",
             ),
+            ("wall time", f"{summary.seconds:.2f} s"),
+        ],
+    )
+
+
+@contextlib.contextmanager
+def visit_progress(
+    total: int, *, enabled: bool, label: str = "visits"
+) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar over visits with visits/s; yields an ``update(done)`` callback."""
+    if not enabled:
+        yield lambda done: None
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    start = time.perf_counter()
+    with Progress(*columns, console=err_console, transient=False) as bar:
+        task = bar.add_task(label, total=total, rate="")
+
+        def update(done: int) -> None:
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            bar.update(task, completed=done, rate=f"{rate:,.0f} visits/s")
+
+        yield update
+
+
+def fmt(value: float | None, spec: str = ",.4f") -> str:
+    """Format a number, or "n/a" for None/NaN."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    return format(value, spec)
+
+
+@app.command()
+@user_errors
+def simulate(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory from rlreco prepare.")],
+    episodes: Annotated[int, typer.Option("--episodes", "-n", help="Visits to simulate.")],
+    epsilon: Annotated[
+        float | None, typer.Option("--epsilon", help="Exploration probability in [0, 1].")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed (only before the run's first visit).")
+    ] = None,
+    response: Annotated[
+        str | None,
+        typer.Option("--response", help="seed, popularity, or a truth-table Parquet file."),
+    ] = None,
+    state_sampling: Annotated[
+        str | None, typer.Option("--state-sampling", help="uniform or empirical.")
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option("--checkpoint-every", help="Visits between snapshots.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Simulate visits on a run directory, continuing from its latest snapshot.
+
+    Ctrl-C stops at the next chunk boundary and saves everything simulated so far.
+    """
+    from rlreco.engine.runs import simulate_run
+
+    with visit_progress(episodes, enabled=not as_json and sys.stderr.isatty()) as update:
+        summary = simulate_run(
+            run_dir,
+            episodes,
+            epsilon=epsilon,
+            seed=seed,
+            response=response,
+            state_sampling=state_sampling,
+            checkpoint_every=checkpoint_every,
+            progress=update,
+        )
+    if as_json:
+        print_json(summary.to_dict())
+        return
+    print_pairs(
+        f"rlreco simulate -> {run_dir}"
+        + ("  (stopped by Ctrl-C, saved)" if summary.stopped else ""),
+        [
+            (
+                "visits (this call / run total)",
+                f"{summary.episodes:,} / {summary.episodes_total:,}",
+            ),
+            ("visits/s", f"{summary.episodes_per_second:,.0f}"),
+            ("mean reward per visit", fmt(summary.mean_reward)),
+            ("click rate per shown product", fmt(summary.click_rate)),
+            ("buy rate per shown product", fmt(summary.buy_rate)),
+            ("explored share of slots", fmt(summary.explored_share)),
+            ("mean expected regret per visit", fmt(summary.mean_regret)),
+        ],
+    )
+
+
+@app.command("export-mongo")
+@user_errors
+def export_mongo(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory whose latest tables to export.")],
+    *,
+    uri: Annotated[
+        str,
+        typer.Option(
+            "--uri",
+            help="MongoDB connection string, e.g. mongodb://user:pw@host:27017 "
+            "(the password is never printed).",
+        ),
+    ],
+    db: Annotated[str, typer.Option("--db", help="Database.")] = "rlRecomendation",
+    layout: Annotated[
+        str,
+        typer.Option(
+            "--layout",
+            help="seed: the original's collections, one document per "
+            "state; tidy: one document per (run, state, product) plus the manifest.",
+        ),
+    ] = "seed",
+    timeout_ms: Annotated[
+        int, typer.Option("--timeout-ms", help="An unreachable server fails after this.")
+    ] = 5000,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Most documents per bulk write.")
+    ] = 1000,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rewrite every state, changed or not.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a run's tables to MongoDB; only states changed since the last export are written."""
+    from rlreco.engine.sync import export_run
+    from rlreco.io.mongo import redact_uri
+
+    report = export_run(
+        run_dir,
+        uri=uri,
+        db=db,
+        layout=layout,
+        timeout_ms=timeout_ms,
+        batch_size=batch_size,
+        force=force,
+    )
+    if as_json:
+        print_json({**report.to_dict(), "uri": redact_uri(uri)})
+        return
+    rows = [
+        ("layout", report.layout),
+        ("run id", report.run_id or "-"),
+        (
+            "states written / unchanged / deleted",
+            f"{report.states_written:,} / {report.states_unchanged:,} / {report.states_deleted:,}",
+        ),
+    ]
+    rows += [
+        (
+            f"{name}: documents written / unchanged / deleted",
+            f"{c.written:,} / {c.unchanged:,} / {c.deleted:,}",
+        )
+        for name, c in sorted(report.collections.items())
+    ]
+    rows += [
+        ("documents written", f"{report.documents_written:,}"),
+        ("round trips", f"{report.round_trips:,}"),
+        ("wall time", f"{report.seconds:.2f} s"),
+    ]
+    print_pairs(f"rlreco export-mongo -> {redact_uri(uri)} {report.database}", rows)
+
+
+@app.command("import-mongo")
+@user_errors
+def import_mongo(
+    *,
+    uri: Annotated[
+        str,
+        typer.Option("--uri", help="MongoDB connection string (the password is never printed)."),
+    ],
+    run: Annotated[
+        Path,
+        typer.Option(
+            "--run",
+            help="Base run directory: the state space the stored tables "
+            "belong to (its state space and manifest are copied).",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")],
+    db: Annotated[str, typer.Option("--db", help="Database.")] = "rlRecomendation",
+    layout: Annotated[str, typer.Option("--layout", help="seed or tidy.")] = "seed",
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run-id", help="Tidy layout: the run to load (default: the only one)."),
+    ] = None,
+    timeout_ms: Annotated[
+        int, typer.Option("--timeout-ms", help="An unreachable server fails after this.")
+    ] = 5000,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing run directory.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Load tables from MongoDB (either layout) into a new run directory."""
+    from rlreco.engine.sync import import_run
+    from rlreco.io.mongo import redact_uri
+
+    summary = import_run(
+        uri=uri,
+        base_run=run,
+        out=out,
+        db=db,
+        layout=layout,
+        run_id=run_id,
+        timeout_ms=timeout_ms,
+        force=force,
+    )
+    if as_json:
+        print_json(summary.to_dict())
+        return
+    print_pairs(
+        f"rlreco import-mongo {redact_uri(uri)} {summary.database} -> {summary.run_dir}",
+        [
+            ("layout", summary.layout),
+            ("base run", summary.base_run),
+            ("run id", summary.run_id),
+            ("states / known cells", f"{summary.states:,} / {summary.cells:,}"),
+            ("episodes", f"{summary.episodes:,}"),
             ("wall time", f"{summary.seconds:.2f} s"),
         ],
     )

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from bson import BSON
 from mongo_suite import (
     AWKWARD_CODES,
     FAST,
@@ -38,9 +39,12 @@ from rlreco.io.mongo import (
     redact_uri,
 )
 from rlreco.io.mongo_layout import (
+    BIG_INT,
     CELLS,
     STATE_VERSIONS,
     SYNC_STATE,
+    decode_manifest,
+    encode_manifest,
     escape_field,
     parse_state,
     unescape_field,
@@ -89,6 +93,17 @@ def test_escaping_is_reversible_on_random_strings() -> None:
 def test_plain_codes_are_stored_unchanged() -> None:
     assert escape_field("85123A") == "85123A"
     assert escape_field("Q1_December_0_Thursday") == "Q1_December_0_Thursday"
+
+
+def test_manifest_encoding_is_bson_safe_and_exact() -> None:
+    manifest = {"rng_state": {"state": {"state": 2**127 + 3, "inc": -(2**64)}}, "n": 2**63 - 1,
+                "a.b": [1, {"$x": True}], "%int": "kept", "nested": {"%int": 5}}
+    encoded = encode_manifest(manifest)
+    assert encoded["rng_state"]["state"]["state"] == {BIG_INT: str(2**127 + 3)}
+    assert encoded["n"] == 2**63 - 1  # fits int64: stored as a number
+    assert "a%2Eb" in encoded and "%24x" in encoded["a%2Eb"][1]
+    BSON.encode(encoded)  # raises if a key or an integer is not storable
+    assert decode_manifest(encoded) == manifest
 
 
 def test_state_ids_parse_from_the_right() -> None:

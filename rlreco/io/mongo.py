@@ -51,6 +51,8 @@ from rlreco.io.mongo_layout import (
     Layout,
     check_layout,
     conform_snapshot,
+    decode_manifest,
+    encode_manifest,
     escape_field,
     frame_from_seed,
     frame_from_tidy,
@@ -386,7 +388,7 @@ def export_snapshot(
         exporter.write_tidy(changed, episodes, fresh)
     exporter.remove_states(vanished)
     if kind == "tidy":
-        exporter.write_manifest(manifest_doc)
+        exporter.write_manifest(encode_manifest(manifest_doc))
     return ExportReport(
         layout=kind,
         database=link.db.name,
@@ -447,7 +449,8 @@ def import_snapshot(
     docs = link.find_all(CELLS, {"run_id": run}, hidden)
     if record is None and not docs:
         raise SyncError(f"run {run!r} not found in {link.db.name}.{RUNS} or .{CELLS}")
-    manifest = record.get("manifest") if record is not None else None
+    stored = record.get("manifest") if record is not None else None
+    manifest = decode_manifest(stored) if stored is not None else None
     return frame_from_tidy(docs), manifest
 
 

@@ -15,10 +15,15 @@ Two layouts hold the same long-form snapshot (one row per known (state, product)
     was last exported) and ``updated_at``; unique index (run_id, state, product_code).
     Collection :data:`RUNS` holds each run's manifest under ``_id = run_id``.
 
-Field-name escaping (seed layout only, where state ids and StockCodes become field names):
-``%`` -> ``%25``, ``.`` -> ``%2E``, ``$`` -> ``%24``, NUL -> ``%00``. Every ``%`` of an escaped
-name starts one of these four escapes, so decoding is a single left-to-right pass and the
-scheme is reversible for any string; names without those characters are stored unchanged.
+Field-name escaping (seed layout, where state ids and StockCodes become field names, and the
+keys of a stored manifest): ``%`` -> ``%25``, ``.`` -> ``%2E``, ``$`` -> ``%24``, NUL -> ``%00``.
+Every ``%`` of an escaped name starts one of these four escapes, so decoding is a single
+left-to-right pass and the scheme is reversible for any string; names without those characters
+are stored unchanged.
+
+A manifest is stored with its keys escaped and each integer outside BSON's int64 range (a
+PCG64 generator state has 128-bit integers) as ``{"%int": "<decimal digits>"}``; no escaped key
+can be ``%int``, so :func:`decode_manifest` inverts :func:`encode_manifest` exactly.
 """
 
 from __future__ import annotations
@@ -76,6 +81,10 @@ _STR_COLUMNS = tuple(c for c, d in SNAPSHOT_DTYPES.items() if d == "str")
 #: Numbers stored per cell, with the Python type BSON gets.
 CELL_NUMBERS: dict[str, type] = {"value": float, "reward": float, "count": int, "reco_count": int}
 
+#: Key of the stand-in for an integer that BSON cannot hold (see the module docstring).
+BIG_INT = "%int"
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
 _ESCAPES = {"%": "%25", ".": "%2E", "$": "%24", "\x00": "%00"}
 _UNESCAPES = {v: k for k, v in _ESCAPES.items()}
 _NEEDS_ESCAPE = re.compile(r"[%.$\x00]")
@@ -119,6 +128,29 @@ def unescape_field(name: str) -> str:
     if "%" not in name:
         return name
     return _ESCAPED.sub(lambda m: _UNESCAPES[m.group(0)], name)
+
+
+def encode_manifest(value: Any) -> Any:
+    """A JSON-like manifest as BSON can store it (see the module docstring)."""
+    if isinstance(value, Mapping):
+        return {escape_field(str(k)): encode_manifest(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [encode_manifest(v) for v in value]
+    big = isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX
+    if big and not isinstance(value, bool):
+        return {BIG_INT: str(value)}
+    return value
+
+
+def decode_manifest(value: Any) -> Any:
+    """Invert :func:`encode_manifest`."""
+    if isinstance(value, Mapping):
+        if set(value) == {BIG_INT}:
+            return int(value[BIG_INT])
+        return {unescape_field(str(k)): decode_manifest(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_manifest(v) for v in value]
+    return value
 
 
 def format_state(segment: str, month: str, half: int, weekday: str) -> str:

@@ -1,0 +1,270 @@
+"""`rlreco export-mongo`, `import-mongo` and `recommend` end to end against mongomock.
+
+The CLI runs unchanged; only the connect function of :mod:`rlreco.engine.sync` is replaced by
+one returning a shared (patched) mongomock client. Real-server runs of the same MongoDB code go
+through the ``RLRECO_MONGO_URI``-gated suite in ``tests/test_mongo.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mongomock
+import numpy as np
+import pandas as pd
+import pytest
+from mongo_suite import patch_mongomock
+from typer.testing import CliRunner
+
+import rlreco.engine.sync
+from rlreco.cli import app
+from rlreco.config import RunConfig
+from rlreco.engine.preparation import prepare
+from rlreco.engine.state_space import StateSpace
+from rlreco.engine.tables import Tables
+from rlreco.io.mongo_layout import CELLS, RUNS, SEED_COLLECTIONS, escape_field
+from rlreco.io.run_dir import MANIFEST, RunDir
+
+runner = CliRunner()
+LAYOUTS = ("seed", "tidy")
+#: Product codes that are not valid MongoDB field names as they are.
+AWKWARD_CODES = ("A.B", "$X", "50%OFF")
+URI = "mongodb://alice:s3cr3t-pw@db.example:27017/?authSource=admin"
+PASSWORD = "s3cr3t-pw"
+
+
+def write_transactions(path: Path, seed: int = 0, n_rows: int = 500) -> None:
+    """A small transactions CSV in the UCI layout: 40 customers, 24 products, 3 months."""
+    rng = np.random.default_rng(seed)
+    codes = np.asarray([*AWKWARD_CODES, *(str(21000 + i) for i in range(21))])
+    customer = rng.integers(0, 40, n_rows)
+    day = rng.integers(0, 90, n_rows)
+    product = codes[rng.integers(0, codes.size, n_rows)]
+    dates = pd.Timestamp("2011-01-01 09:00") + pd.to_timedelta(day, unit="D")
+    pd.DataFrame({
+        "InvoiceNo": [f"5{c:03d}{d:03d}" for c, d in zip(customer, day, strict=True)],
+        "StockCode": product,
+        "Description": [f"ITEM {c}" for c in product],
+        "Quantity": rng.integers(1, 25, n_rows),
+        "InvoiceDate": dates.strftime("%m/%d/%Y %H:%M"),
+        "UnitPrice": rng.integers(50, 1000, n_rows) / 100,
+        "CustomerID": (12000 + customer).astype(float),
+        "Country": "United Kingdom",
+    }).to_csv(path, index=False)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared run of the small CSV (168 states, ~460 known cells); copy before changing."""
+    root = tmp_path_factory.mktemp("prepared")
+    write_transactions(root / "tx.csv")
+    prepare(RunConfig(), out=root / "run", data=root / "tx.csv")
+    return root / "run"
+
+
+@pytest.fixture
+def run(prepared: Path, tmp_path: Path) -> Path:
+    """A private copy of the prepared run."""
+    return Path(shutil.copytree(prepared, tmp_path / "run"))
+
+
+@pytest.fixture
+def mongo(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A mongomock client that every ``connect`` of :mod:`rlreco.engine.sync` returns."""
+    patch_mongomock()
+    client = mongomock.MongoClient()
+    seen: list[str] = []
+
+    def connect(uri: str, timeout_ms: int = 5000, **kwargs: Any) -> Any:
+        seen.append(uri)
+        return client
+
+    monkeypatch.setattr(rlreco.engine.sync, "connect", connect)
+    yield client
+    assert set(seen) <= {URI}
+
+
+def invoke(*args: str) -> Any:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def invoke_json(*args: str) -> dict[str, Any]:
+    result = invoke(*args, "--json")
+    assert result.exit_code == 0, result.output
+    assert PASSWORD not in result.output
+    out: dict[str, Any] = json.loads(result.stdout)
+    return out
+
+
+def one_line_error(result: Any) -> str:
+    """The single stderr line of a failed command (exit code 2, no traceback)."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr and PASSWORD not in result.output
+    line: str = lines[0]
+    return line
+
+
+def tables_of(path: Path, space: StateSpace) -> Tables:
+    return Tables.from_columns(RunDir.open(path).read_snapshot(), space)
+
+
+def space_of(path: Path) -> StateSpace:
+    return StateSpace.from_columns(RunDir.open(path).read_space())
+
+
+# ------------------------------------------------------------------ export and import
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_export_then_import_is_exact(mongo: Any, run: Path, tmp_path: Path, layout: str) -> None:
+    space = space_of(run)
+    assert set(AWKWARD_CODES) <= set(RunDir.open(run).read_snapshot()["product_code"])
+    report = invoke_json("export-mongo", run, "--uri", URI, "--layout", layout)
+    n_states = int(tables_of(run, space).known.any(axis=1).sum())
+    assert report["states_written"] == n_states and report["states_deleted"] == 0
+    assert report["uri"] == "mongodb://***@db.example:27017/?authSource=admin"
+    if layout == "seed":
+        for name in SEED_COLLECTIONS.values():
+            assert report["collections"][name]["written"] == n_states
+    out = tmp_path / "imported"
+    summary = invoke_json("import-mongo", "--uri", URI, "--run", run, "--out", out,
+                          "--layout", layout)
+    assert (summary["states"], summary["episodes"]) == (n_states, 0)
+    assert tables_of(out, space).equals(tables_of(run, space))
+    assert (out / "state_space" / "products.parquet").read_bytes() == \
+        (run / "state_space" / "products.parquet").read_bytes()
+    original, imported = RunDir.open(run).manifest, RunDir.open(out).manifest
+    assert imported["imported_from"]["layout"] == layout
+    assert imported["data"] == original["data"]
+    # tidy restores the same run (so its re-export writes nothing); seed has no run metadata
+    assert (imported["run_id"] == original["run_id"]) == (layout == "tidy")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_second_export_writes_nothing(mongo: Any, run: Path, layout: str) -> None:
+    invoke_json("export-mongo", run, "--uri", URI, "--layout", layout)
+    db = mongo["rlRecomendation"]
+    before = {n: list(db[n].find({})) for n in db.list_collection_names()}
+    again = invoke_json("export-mongo", run, "--uri", URI, "--layout", layout)
+    assert again["documents_written"] == 0 and again["states_written"] == 0
+    assert {n: list(db[n].find({})) for n in db.list_collection_names()} == before
+
+
+def test_seed_documents_escape_awkward_codes(mongo: Any, run: Path) -> None:
+    invoke_json("export-mongo", run, "--uri", URI, "--db", "other")
+    snap = pd.DataFrame(RunDir.open(run).read_snapshot())
+    row = snap[snap["product_code"] == "A.B"].iloc[0]
+    doc = mongo["other"]["rlValuedic"].find_one({row["state"]: {"$exists": True}})
+    assert doc[row["state"]][escape_field("A.B")] == row["value"]
+    assert "A%2EB" in doc[row["state"]]
+
+
+def test_tidy_import_restores_episodes_and_a_128_bit_rng_state(
+    mongo: Any, run: Path, tmp_path: Path
+) -> None:
+    manifest = json.loads((run / MANIFEST).read_text())
+    rng_state = np.random.PCG64(5).state  # 128-bit integers: beyond BSON's int64
+    manifest.update(episodes=1234, rng_state=rng_state)
+    (run / MANIFEST).write_text(json.dumps(manifest))
+    invoke_json("export-mongo", run, "--uri", URI, "--layout", "tidy")
+    assert mongo["rlRecomendation"][RUNS].count_documents({}) == 1
+    out = tmp_path / "back"
+    summary = invoke_json("import-mongo", "--uri", URI, "--run", run, "--out", out,
+                          "--layout", "tidy")
+    assert summary["episodes"] == 1234
+    back = RunDir.open(out)
+    assert back.manifest["rng_state"] == rng_state
+    assert back.episodes == 1234 and back.manifest["metrics"] is None
+    space = space_of(run)
+    assert Tables.from_columns(back.read_snapshot("initial"), space).equals(
+        Tables.from_columns(RunDir.open(run).read_snapshot("initial"), space))
+    assert tables_of(out, space).equals(tables_of(run, space))
+
+
+def test_human_export_report(mongo: Any, run: Path) -> None:
+    result = invoke("export-mongo", run, "--uri", URI, "--layout", "tidy")
+    assert result.exit_code == 0, result.output
+    for needle in ("mongodb://***@db.example", "cells: documents written", "round trips"):
+        assert needle in result.stdout
+    assert PASSWORD not in result.output
+
+
+@pytest.mark.parametrize("command", ["export-mongo", "import-mongo"])
+def test_unreachable_server_is_one_line_without_the_password(
+    run: Path, tmp_path: Path, command: str
+) -> None:
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uri = f"mongodb://alice:{PASSWORD}@127.0.0.1:{port}/"
+    args = [run] if command == "export-mongo" else ["--run", run, "--out", tmp_path / "o"]
+    result = invoke(command, *args, "--uri", uri, "--timeout-ms", "300")
+    line = one_line_error(result)
+    assert f"cannot reach MongoDB at 127.0.0.1:{port}" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_layout_and_malformed_uri_are_one_line(run: Path) -> None:
+    line = one_line_error(invoke("export-mongo", run, "--uri", URI, "--layout", "wide"))
+    assert "layout must be 'seed' or 'tidy'" in line
+    line = one_line_error(invoke("export-mongo", run, "--uri", f"mongodb://a:{PASSWORD}@"))
+    assert "MongoDB URI" in line
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda db, state: db["rlValuedic"].insert_one({"Q9_May_0_Monday": {"21001": 1.0}}),
+         "state 'Q9_May_0_Monday' is not in the state space of"),
+        (lambda db, state: db["rlValuedic"].update_one(
+            {"_id": state}, {"$set": {f"{state}.NOPE": 1.0}}),
+         "product 'NOPE' (state "),
+    ],
+)
+def test_import_of_cells_outside_the_state_space_is_one_line(
+    mongo: Any, run: Path, tmp_path: Path, edit: Any, needle: str
+) -> None:
+    invoke_json("export-mongo", run, "--uri", URI)
+    state = RunDir.open(run).read_snapshot()["state"][0]
+    edit(mongo["rlRecomendation"], state)
+    out = tmp_path / "o"
+    line = one_line_error(invoke("import-mongo", "--uri", URI, "--run", run, "--out", out))
+    assert needle in line and str(run) in line
+    assert not out.exists()
+
+
+def test_tidy_cell_with_a_foreign_product_id_is_refused(
+    mongo: Any, run: Path, tmp_path: Path
+) -> None:
+    invoke_json("export-mongo", run, "--uri", URI, "--layout", "tidy")
+    cells = mongo["rlRecomendation"][CELLS]
+    doc = cells.find_one({"product_code": "A.B"})
+    cells.update_one({"_id": doc["_id"]}, {"$set": {"product_id": doc["product_id"] + 1}})
+    line = one_line_error(invoke("import-mongo", "--uri", URI, "--run", run, "--out",
+                                 tmp_path / "o", "--layout", "tidy"))
+    assert "has product_id" in line and "'A.B'" in line
+
+
+def test_import_of_a_product_outside_its_segment_catalogue_is_refused(
+    mongo: Any, run: Path, tmp_path: Path
+) -> None:
+    space = space_of(run)
+    sizes = np.diff(space.catalog_ptr)
+    segment = int(np.argmin(sizes))
+    assert sizes[segment] < space.n_products  # the fixture has a segment missing some product
+    outside = sorted(set(range(space.n_products)) - set(space.catalogue(segment).tolist()))[0]
+    code = str(space.product_codes[outside])
+    state = str(space.state_ids[np.flatnonzero(space.state_segment == segment)[0]])
+    invoke_json("export-mongo", run, "--uri", URI)
+    mongo["rlRecomendation"]["rlValuedic"].update_one(
+        {"_id": state}, {"$set": {f"{state}.{escape_field(code)}": 1.0}}, upsert=True)
+    line = one_line_error(invoke("import-mongo", "--uri", URI, "--run", run, "--out",
+                                 tmp_path / "o"))
+    assert f"product {code!r} of state {state} is not in the catalogue of segment" in line
