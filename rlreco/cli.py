@@ -352,6 +352,100 @@ def import_mongo(
     )
 
 
+@app.command()
+@user_errors
+def recommend(
+    run_dir: Annotated[
+        Path,
+        typer.Argument(help="Run directory. Alone: its tables are read and a new snapshot is "
+                       "committed. With --uri: it supplies the state space, product "
+                       "descriptions and config, and is not changed."),
+    ],
+    *,
+    uri: Annotated[
+        str | None,
+        typer.Option("--uri", help="Visit the tables stored in MongoDB instead (the password "
+                     "is never printed)."),
+    ] = None,
+    db: Annotated[str, typer.Option("--db", help="Database.")] = "rlRecomendation",
+    layout: Annotated[str, typer.Option("--layout", help="seed or tidy.")] = "seed",
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run-id", help="Tidy layout: the stored run (default: RUN_DIR's id)."),
+    ] = None,
+    state: Annotated[
+        str | None,
+        typer.Option("--state", help="State id, e.g. Q1_December_0_Thursday (default: drawn "
+                     "uniformly)."),
+    ] = None,
+    respond: Annotated[
+        str | None,
+        typer.Option("--respond", help="simulate (the seed model, default), given (implied by "
+                     "--clicked/--bought), or none (dry run: show the slate, change nothing)."),
+    ] = None,
+    clicked: Annotated[
+        str, typer.Option("--clicked", help="Comma-separated product codes clicked.")
+    ] = "",
+    bought: Annotated[
+        str, typer.Option("--bought", help="Comma-separated product codes bought.")
+    ] = "",
+    visit: Annotated[
+        int | None,
+        typer.Option("--visit", help="Key of the visit's random stream (default: RUN_DIR's "
+                     "episode count; random with --uri). The same key replays the same slate."),
+    ] = None,
+    timeout_ms: Annotated[
+        int, typer.Option("--timeout-ms", help="An unreachable server fails after this.")
+    ] = 5000,
+    as_json: JsonOpt = False,
+) -> None:
+    """One customer visit: recommend a slate by epsilon-greedy, apply the response, update."""
+    from rlreco.engine.sync import recommend as run_visit
+
+    clicked_codes = [c.strip() for c in clicked.split(",") if c.strip()]
+    bought_codes = [c.strip() for c in bought.split(",") if c.strip()]
+    if respond is None:
+        respond = "given" if clicked_codes or bought_codes else "simulate"
+    report = run_visit(run_dir, uri=uri, db=db, layout=layout, run_id=run_id, state=state,
+                       respond=respond, clicked=clicked_codes, bought=bought_codes, visit=visit,
+                       timeout_ms=timeout_ms)
+    if as_json:
+        print_json(report.to_dict())
+        return
+    where = ("dry run" if report.respond == "none"
+             else f"episodes {report.episodes:,}" if report.episodes is not None
+             else f"state version {report.version}")
+    table = Table(
+        title=f"rlreco recommend: {report.state} (visit {report.visit}, {report.source}, "
+              f"{where})",
+        title_justify="left",
+    )
+    for column in ("slot", "product", "description", "outcome", "reward", "value",
+                   "reward sum", "reco_count"):
+        table.add_column(column, justify="left" if column in ("product", "description",
+                                                              "outcome") else "right")
+
+    def change(item: dict[str, Any], key: str, spec: str) -> str:
+        old = "new" if item["before"] is None else format(item["before"][key], spec)
+        return old if item["after"] is None else f"{old} -> {format(item['after'][key], spec)}"
+
+    for item in report.slate:
+        table.add_row(
+            str(item["slot"] + 1), item["product_code"], item["description"],
+            item["outcome"] or "-",
+            "-" if item["reward"] is None else f"{item['reward']:.2f}",
+            change(item, "value", ".4f"), change(item, "reward", ".2f"),
+            change(item, "reco_count", ","),
+        )
+    console.print(table)
+    console.print(
+        f"epsilon {report.epsilon}, {report.explored} explored slot(s); response "
+        f"{report.respond}: {report.clicks} click(s), {report.buys} purchase(s), total reward "
+        f"{report.total_reward:.2f}",
+        highlight=False,
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -22,6 +22,7 @@ from mongo_suite import patch_mongomock
 from typer.testing import CliRunner
 
 import rlreco.engine.sync
+import rlreco.io.mongo
 from rlreco.cli import app
 from rlreco.config import RunConfig
 from rlreco.engine.preparation import prepare
@@ -268,3 +269,158 @@ def test_import_of_a_product_outside_its_segment_catalogue_is_refused(
     line = one_line_error(invoke("import-mongo", "--uri", URI, "--run", run, "--out",
                                  tmp_path / "o"))
     assert f"product {code!r} of state {state} is not in the catalogue of segment" in line
+
+
+# ------------------------------------------------------------------ online visits
+
+STATE = "Q4_January_1_Friday"  # a state of the fixture with known products
+
+
+def visit_json(*args: Any) -> dict[str, Any]:
+    return invoke_json("recommend", *args)
+
+
+def check_update(report: dict[str, Any], before: Tables, after: Tables, state_id: int) -> None:
+    """Every slate cell got the kernel update; nothing else changed."""
+    slate = [item["product_id"] for item in report["slate"]]
+    for item in report["slate"]:
+        p, r = item["product_id"], item["reward"]
+        assert after.reco_count[state_id, p] == before.reco_count[state_id, p] + 1
+        assert after.count[state_id, p] == before.count[state_id, p] + 1
+        if np.isfinite(before.value[state_id, p]):
+            assert after.reward[state_id, p] == before.reward[state_id, p] + r
+            old = before.value[state_id, p]
+            assert after.value[state_id, p] == old + (r - old) / after.reco_count[state_id, p]
+        else:
+            assert item["before"] is None and after.value[state_id, p] == r
+        assert item["after"]["value"] == after.value[state_id, p]
+    untouched = np.ones(before.shape, dtype=bool)
+    untouched[state_id, slate] = False
+    assert np.array_equal(before.value[untouched], after.value[untouched])
+    assert np.array_equal(before.cells[untouched], after.cells[untouched])
+
+
+def test_recommend_on_a_run_dir_updates_the_slate_cells(run: Path) -> None:
+    space = space_of(run)
+    before = tables_of(run, space)
+    report = visit_json(run, "--state", STATE)
+    state_id = space.state_index()[STATE]
+    assert (report["state"], report["state_id"], report["episodes"]) == (STATE, state_id, 1)
+    slate = [item["product_id"] for item in report["slate"]]
+    catalogue = space.catalogue(int(space.state_segment[state_id])).tolist()
+    assert len(set(slate)) == len(slate) == report["slate_size"] == 10
+    assert set(slate) <= set(catalogue)
+    assert {i["outcome"] for i in report["slate"]} <= {"ignored", "clicked", "bought"}
+    assert all(i["description"] == f"ITEM {i['product_code']}" for i in report["slate"])
+    check_update(report, before, tables_of(run, space), state_id)
+    assert report["total_reward"] == pytest.approx(sum(i["reward"] for i in report["slate"]))
+    after = RunDir.open(run)
+    assert after.episodes == 1 and after.read_metrics()["visits"].tolist() == [1]
+
+
+def test_given_response_updates_exactly_the_named_cells(run: Path) -> None:
+    space = space_of(run)
+    before = tables_of(run, space)
+    preview = visit_json(run, "--state", STATE, "--respond", "none")
+    assert RunDir.open(run).episodes == 0 and tables_of(run, space).equals(before)
+    codes = [i["product_code"] for i in preview["slate"]]
+    report = visit_json(run, "--state", STATE, "--clicked", f"{codes[0]},{codes[1]}",
+                        "--bought", codes[1])
+    assert [i["product_code"] for i in report["slate"]] == codes  # same key, same slate
+    outcomes = [i["outcome"] for i in report["slate"]]
+    assert outcomes == ["clicked", "bought"] + ["ignored"] * 8
+    assert (report["clicks"], report["buys"], report["respond"]) == (2, 1, "given")
+    check_update(report, before, tables_of(run, space), space.state_index()[STATE])
+
+
+def test_recommend_is_deterministic(run: Path, tmp_path: Path) -> None:
+    twin = Path(shutil.copytree(run, tmp_path / "twin"))
+    first, second = visit_json(run), visit_json(twin)
+    assert first["slate"] == second["slate"] and first["state"] == second["state"]
+    space = space_of(run)
+    assert tables_of(run, space).equals(tables_of(twin, space))
+    assert visit_json(run)["visit"] == 1  # the next visit has the next key
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--state", "Q9_May_0_Monday"], "state 'Q9_May_0_Monday' is not in the state space"),
+        (["--clicked", "NOPE"], "product 'NOPE' given in --clicked is not a product of"),
+        (["--state", STATE, "--bought", "21000,X.Y"], "product 'X.Y' given in --bought is not"),
+        (["--respond", "maybe"], "respond 'maybe'"),
+    ],
+)
+def test_bad_visit_requests_are_one_line_and_change_nothing(
+    run: Path, args: list[str], needle: str
+) -> None:
+    before = (run / MANIFEST).read_text()
+    line = one_line_error(invoke("recommend", run, *args))
+    assert needle in line
+    assert (run / MANIFEST).read_text() == before
+
+
+def test_given_product_outside_the_slate_is_refused(run: Path) -> None:
+    space = space_of(run)
+    preview = visit_json(run, "--state", STATE, "--respond", "none")
+    shown = {i["product_code"] for i in preview["slate"]}
+    other = next(str(c) for c in space.product_codes if str(c) not in shown)
+    line = one_line_error(invoke("recommend", run, "--state", STATE, "--clicked", other))
+    assert f"product {other!r} given in --clicked is not in the slate" in line
+    assert RunDir.open(run).episodes == 0
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_recommend_via_mongodb_updates_only_that_state(
+    mongo: Any, run: Path, layout: str
+) -> None:
+    space = space_of(run)
+    invoke_json("export-mongo", run, "--uri", URI, "--layout", layout)
+    manifest_before = (run / MANIFEST).read_text()
+    report = visit_json(run, "--uri", URI, "--layout", layout, "--state", STATE,
+                        "--visit", "7")
+    assert (report["version"], report["attempts"], report["visit"]) == (1, 1, 7)
+    assert report["source"].startswith("mongodb://***@db.example")
+    assert (run / MANIFEST).read_text() == manifest_before  # the run directory is only read
+    frame, _ = rlreco.io.mongo.import_snapshot(mongo, layout=layout)
+    after = rlreco.engine.sync.tables_in_space(frame, space, source="test", base=run)
+    check_update(report, tables_of(run, space), after, space.state_index()[STATE])
+    # a second visit sees the first one's update
+    assert visit_json(run, "--uri", URI, "--layout", layout, "--state", STATE)["version"] == 2
+
+
+def test_imported_run_keeps_the_metrics_of_its_visits(
+    mongo: Any, run: Path, tmp_path: Path
+) -> None:
+    visit_json(run, "--state", STATE)
+    invoke_json("export-mongo", run, "--uri", URI, "--layout", "tidy")
+    out = tmp_path / "back"
+    summary = invoke_json("import-mongo", "--uri", URI, "--run", run, "--out", out,
+                          "--layout", "tidy")
+    assert summary["episodes"] == 1
+    original, back = RunDir.open(run), RunDir.open(out)
+    assert back.read_metrics() is not None
+    assert back.read_metrics()["visits"].tolist() == original.read_metrics()["visits"].tolist()
+    space = space_of(run)
+    assert tables_of(out, space).equals(tables_of(run, space))
+
+
+def test_recommend_prints_the_slate_as_a_table(run: Path) -> None:
+    result = invoke("recommend", run, "--state", STATE, "--clicked", "", "--respond", "none")
+    assert result.exit_code == 0, result.output
+    assert f"rlreco recommend: {STATE}" in result.stdout and "dry run" in result.stdout
+    report = visit_json(run, "--state", STATE, "--respond", "none")
+    for item in report["slate"]:
+        assert item["product_code"] in result.stdout
+    result = invoke("recommend", run, "--state", STATE)
+    assert result.exit_code == 0, result.output
+    assert "->" in result.stdout and "total reward" in result.stdout
+
+
+def test_recommend_against_an_unreachable_server_is_one_line(run: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uri = f"mongodb://alice:{PASSWORD}@127.0.0.1:{port}/"
+    line = one_line_error(invoke("recommend", run, "--uri", uri, "--timeout-ms", "300"))
+    assert f"cannot reach MongoDB at 127.0.0.1:{port}" in line

@@ -10,14 +10,17 @@ and call :func:`export_run`, :func:`import_run` and :func:`recommend`.
   directory (the run whose state space the tables belong to) and writes a new run directory
   with that state space and the imported tables. Export then import is exact: the new run's
   tables equal the exported ones bit for bit.
-* **Online visits**: see :func:`recommend`.
+* **Online visits**: :func:`recommend` plays one customer visit with the simulator's kernels
+  (``choose_slate_nb``, ``respond_seed_nb``, ``update_cells_nb``) on one state's row, against
+  a run directory or MongoDB (atomic per state: concurrent visits lose no update).
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,25 +28,41 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rlreco.config import RunConfig, config_from_dict
+from rlreco.engine import streams
+from rlreco.engine.kernels.records import CELL_DTYPE, Outcome, TopNSearch
+from rlreco.engine.kernels.visit import (
+    choose_slate_nb,
+    draw_state_nb,
+    respond_seed_nb,
+    update_cells_nb,
+)
+from rlreco.engine.response import count_cdf
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
-from rlreco.errors import SyncError
+from rlreco.errors import SimulationError, SyncError
 from rlreco.io.mongo import (
     DEFAULT_DB,
+    CodeIndex,
     ExportReport,
     RetryPolicy,
+    apply_visit,
     connect,
     export_snapshot,
     import_snapshot,
+    read_state,
+    redact_uri,
 )
 from rlreco.io.mongo_layout import check_layout, conform_snapshot
-from rlreco.io.run_dir import RunDir
+from rlreco.io.run_dir import SCHEMAS, RunDir
 
 __all__ = [
     "DEFAULT_DB",
     "ImportSummary",
+    "VisitReport",
     "export_run",
     "import_run",
+    "recommend",
 ]
 
 #: Per-operation socket timeout: a server that stops answering fails (and is retried) after it.
@@ -320,3 +339,453 @@ def cell_ids(
             f"of segment {space.segments[segment[row]]} {where}"
         )
     return state_id.astype(np.int32), product_id.astype(np.int32)
+
+
+# ------------------------------------------------------------------ online visits
+
+#: Outcome names by :data:`Outcome` code.
+OUTCOME_NAMES = ("ignored", "clicked", "bought")
+
+
+@dataclass(frozen=True)
+class VisitReport:
+    """One online visit (what :func:`recommend` returns).
+
+    Attributes
+    ----------
+    source : str
+        The run directory, or ``mongodb://***@host/db (layout)``.
+    state, state_id : str, int
+        The visited state.
+    visit : int
+        Key of the visit's random stream ``streams.generator(seed, ONLINE, visit)``.
+    epsilon, slate_size : float, int
+        From the run's config.
+    respond : str
+        ``simulate``, ``given`` or ``none`` (dry run: nothing updated or written).
+    explored : int
+        Slots filled by exploration.
+    clicks, buys : int
+        Click events and purchases of the response.
+    total_reward : float
+        Sum of the slate's drawn rewards.
+    slate : list of dict
+        Per slot: ``slot``, ``product_id``, ``product_code``, ``description``, ``outcome``,
+        ``reward`` (this visit's draw), and ``before`` / ``after``: the cell's ``value``,
+        ``reward``, ``count`` and ``reco_count`` (``before`` is None for a product new to the
+        state; ``after`` and ``outcome`` are None in a dry run).
+    episodes : int or None
+        Run directory: its visit count after this visit.
+    version : int or None
+        MongoDB: visits committed to the state since its last export, this one included.
+    attempts : int
+        1 + the times a concurrent visit to the state committed first (MongoDB).
+    """
+
+    source: str
+    state: str
+    state_id: int
+    visit: int
+    epsilon: float
+    slate_size: int
+    respond: str
+    explored: int
+    clicks: int
+    buys: int
+    total_reward: float
+    slate: list[dict[str, Any]]
+    episodes: int | None = None
+    version: int | None = None
+    attempts: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (for ``--json``)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Visit:
+    """Everything one visit needs besides the state's cells."""
+
+    space: StateSpace
+    state_id: int
+    epsilon: float
+    slate_size: int
+    click_cdf: np.ndarray
+    buy_cdf: np.ndarray
+    outcome_reward: np.ndarray  # mean reward by Outcome code
+    respond: str
+    clicked: frozenset[str]
+    bought: frozenset[str]
+    rng_state: Mapping[str, Any]  # the stream after the state draw
+
+
+def play_visit(plan: _Visit, value: np.ndarray, cells: np.ndarray) -> dict[str, Any]:
+    """Choose a slate, respond and update, with the engine's kernels, on one state's row.
+
+    Parameters
+    ----------
+    plan : _Visit
+    value : ndarray of float64, shape (1, n_products)
+        The state's values (-inf unknown); updated in place unless a dry run.
+    cells : ndarray of CELL_DTYPE, shape (1, n_products)
+        The state's reward sums and counts; updated in place unless a dry run.
+
+    Returns
+    -------
+    dict
+        ``slate`` (product ids), ``outcome`` (codes or None), ``explored``, ``clicks``,
+        ``buys``, ``total_reward``.
+
+    Raises
+    ------
+    SimulationError
+        A given clicked or bought product that is not in the slate.
+    """
+    rng = np.random.Generator(np.random.PCG64())
+    rng.bit_generator.state = dict(plan.rng_state)  # the same draws however often it runs
+    n = plan.slate_size
+    segment = int(plan.space.state_segment[plan.state_id])
+    first = int(plan.space.catalog_ptr[segment])
+    size = int(plan.space.catalog_ptr[segment + 1]) - first
+    no_index = np.empty((1, 0), dtype=np.float64)
+    cache = (np.zeros(1), np.full(1, -1, dtype=np.int64), np.zeros((1, 1), dtype=np.int64))
+    slate = np.empty(n, dtype=np.int64)
+    explored = choose_slate_nb(
+        rng, value, no_index, 0, 0, TopNSearch.scan, plan.space.catalog_items, first, size,
+        plan.epsilon, slate, np.empty(n + 1), np.empty(n + 1, dtype=np.int64),
+        np.empty((3, 1), dtype=np.int64), *cache,
+    )
+    played: dict[str, Any] = {"slate": slate, "outcome": None, "explored": int(explored),
+                              "clicks": 0, "buys": 0, "total_reward": 0.0}
+    if plan.respond == "none":
+        return played
+    outcome = np.zeros(n, dtype=np.int8)
+    if plan.respond == "simulate":
+        clicks, buys = respond_seed_nb(rng, plan.click_cdf, plan.buy_cdf, outcome,
+                                       np.empty(n, dtype=np.int64))
+    else:
+        codes = plan.space.product_codes[slate].tolist()
+        for option, given in (("--clicked", plan.clicked), ("--bought", plan.bought)):
+            outside = sorted(given - set(codes))
+            if outside:
+                raise SimulationError(
+                    f"product {outside[0]!r} given in {option} is not in the slate "
+                    f"({', '.join(codes)})"
+                )
+        outcome[np.isin(codes, list(plan.clicked))] = Outcome.clicked
+        outcome[np.isin(codes, list(plan.bought))] = Outcome.bought  # a purchase wins
+        clicks, buys = len(plan.clicked), len(plan.bought)
+    total = update_cells_nb(
+        rng, value, no_index, cells, 0, 0, TopNSearch.scan, slate, outcome,
+        plan.outcome_reward, np.empty(n), *cache,
+    )
+    played.update(outcome=outcome, clicks=int(clicks), buys=int(buys), total_reward=total)
+    return played
+
+
+def slate_rows(
+    plan: _Visit, played: Mapping[str, Any], before: tuple[np.ndarray, np.ndarray],
+    after: tuple[np.ndarray, np.ndarray],
+) -> list[dict[str, Any]]:
+    """The slate of a played visit as report rows (see :class:`VisitReport`)."""
+
+    def cell(row: tuple[np.ndarray, np.ndarray], product: int) -> dict[str, Any] | None:
+        value, cells = row
+        if not np.isfinite(value[0, product]):
+            return None
+        return {"value": float(value[0, product]),
+                "reward": float(cells["reward"][0, product]),
+                "count": int(cells["count"][0, product]),
+                "reco_count": int(cells["reco_count"][0, product])}
+
+    rows = []
+    outcome = played["outcome"]
+    for slot, product in enumerate(played["slate"].tolist()):
+        old, new = cell(before, product), cell(after, product) if outcome is not None else None
+        reward = None
+        if new is not None:
+            # the drawn reward, recovered exactly: rewards are multiples of 0.01
+            reward = new["value"] if old is None else float(
+                np.rint((new["reward"] - old["reward"]) * 100.0) / 100.0)
+        rows.append({
+            "slot": slot,
+            "product_id": product,
+            "product_code": str(plan.space.product_codes[product]),
+            "description": str(plan.space.product_names[product]),
+            "outcome": OUTCOME_NAMES[outcome[slot]] if outcome is not None else None,
+            "reward": reward,
+            "before": old,
+            "after": new,
+        })
+    return rows
+
+
+def state_rows(frame: pd.DataFrame, plan: _Visit) -> tuple[np.ndarray, np.ndarray]:
+    """One state's cells (snapshot frame with checked ids) as (1, n_products) rows."""
+    n_products = plan.space.n_products
+    value = np.full((1, n_products), -np.inf)
+    cells = np.zeros((1, n_products), dtype=CELL_DTYPE)
+    product = frame["product_id"].to_numpy(np.int64)
+    value[0, product] = frame["value"].to_numpy(np.float64)
+    for name in ("reward", "count", "reco_count"):
+        cells[name][0, product] = frame[name].to_numpy(cells.dtype[name])
+    return value, cells
+
+
+def changed_frame(
+    plan: _Visit, slate: np.ndarray, value: np.ndarray, cells: np.ndarray
+) -> pd.DataFrame:
+    """Snapshot rows of the slate's cells after a visit (what MongoDB writes)."""
+    space, state_id = plan.space, plan.state_id
+    columns = Tables(value, cells).to_columns(space)  # row 0 of a one-state table
+    keep = np.isin(columns["product_id"], slate)
+    frame = pd.DataFrame({k: v[keep] for k, v in columns.items()})
+    states = space.to_columns()["states"]
+    for name in ("state", "segment", "month", "half", "weekday"):
+        frame[name] = states[name][state_id]
+    frame["state_id"] = np.int32(state_id)
+    return frame
+
+
+def recommend(
+    run_dir: str | Path,
+    *,
+    uri: str | None = None,
+    db: str = DEFAULT_DB,
+    layout: str = "seed",
+    run_id: str | None = None,
+    state: str | None = None,
+    respond: str = "simulate",
+    clicked: Sequence[str] = (),
+    bought: Sequence[str] = (),
+    visit: int | None = None,
+    timeout_ms: int = 5000,
+    policy: RetryPolicy | None = None,
+) -> VisitReport:
+    """One customer visit, as the original ``rlRecoMain.py`` does it, with the engine's kernels.
+
+    Pick the state (``state``, or uniformly from the state space), read only that state's
+    cells, recommend a slate by epsilon-greedy (epsilon and slate size from the run's config),
+    apply the simulated (``seed`` model) or the given response, update the slate's cells
+    exactly as a simulated visit does, and write back only that state.
+
+    Parameters
+    ----------
+    run_dir : path
+        The run. Without ``uri`` its latest snapshot is read and a new snapshot is committed
+        (episodes + 1; the visit is added to the current metrics block). With ``uri`` the run
+        directory is only read, for its state space, product descriptions and config; the
+        tables are MongoDB's.
+    uri, db, layout, timeout_ms, policy
+        MongoDB target, as for :func:`export_run`.
+    run_id : str, optional
+        Tidy layout: the stored run (default: the run directory's run id).
+    state : str, optional
+        State id such as ``Q1_December_0_Thursday``; default: drawn uniformly.
+    respond : {"simulate", "given", "none"}
+        ``simulate``: the seed model's click and purchase counts; ``given``: ``clicked`` and
+        ``bought`` (a product in both counts as bought; others are ignored); ``none``: a dry
+        run that shows the slate and changes nothing.
+    clicked, bought : sequence of str
+        Product codes of the given response; they must be in the slate.
+    visit : int, optional
+        Key of the visit's random stream ``streams.generator(seed, streams.ONLINE, visit)``
+        (state draw, slate, response and reward draws, in the simulator's order). Default:
+        the run's episode count (run directory: repeating a dry run's key gives its slate) or a
+        random key (MongoDB; reported, so a visit can be replayed).
+
+    Returns
+    -------
+    VisitReport
+
+    Raises
+    ------
+    SimulationError
+        One line: unknown state id or product code, a given product not in the slate, bad
+        ``respond``, or a slate larger than the state's catalogue.
+    SyncError, SnapshotError
+        MongoDB or run directory errors (one line).
+    """
+    run = RunDir.open(run_dir)
+    config = config_from_dict(run.manifest["config"], source=f"{run.path}/manifest.json")
+    space = StateSpace.from_columns(run.read_space())
+    if respond not in ("simulate", "given", "none"):
+        raise SimulationError(f"respond {respond!r}: expected simulate, given or none")
+    if respond != "given" and (clicked or bought):
+        raise SimulationError("--clicked/--bought give the response: do not combine them with "
+                              f"--respond {respond}")
+    products = space.product_index()
+    for option, codes in (("--clicked", clicked), ("--bought", bought)):
+        unknown = [c for c in codes if c not in products]
+        if unknown:
+            raise SimulationError(f"product {unknown[0]!r} given in {option} is not a product "
+                                  f"of {run.path}")
+    if visit is None:
+        visit = run.episodes if uri is None else secrets.randbits(63)
+    if visit < 0:
+        raise SimulationError(f"visit key {visit}: expected an integer >= 0")
+    rng = streams.generator(int(run.manifest.get("seed", config.simulation.seed)),
+                            streams.ONLINE, visit)
+    state_id = pick_state(space, state, rng, run.path)
+    segment = int(space.state_segment[state_id])
+    size = int(space.catalog_ptr[segment + 1] - space.catalog_ptr[segment])
+    if config.policy.slate_size > size:
+        raise SimulationError(
+            f"slate size {config.policy.slate_size} exceeds the catalogue of segment "
+            f"{space.segments[segment]} ({size} products)"
+        )
+    rewards = config.rewards
+    plan = _Visit(
+        space=space,
+        state_id=state_id,
+        epsilon=config.policy.epsilon,
+        slate_size=config.policy.slate_size,
+        click_cdf=count_cdf(config.response.click_probs, "click_probs"),
+        buy_cdf=count_cdf(config.response.buy_probs, "buy_probs"),
+        outcome_reward=np.array([rewards.ignore, rewards.click, rewards.buy]),
+        respond=respond,
+        clicked=frozenset(clicked),
+        bought=frozenset(bought),
+        rng_state=rng.bit_generator.state,
+    )
+    if uri is None:
+        return _visit_run_dir(run, config, plan, visit)
+    return _visit_mongo(run, plan, visit, uri=uri, db=db, layout=layout,
+                        run_id=run_id, timeout_ms=timeout_ms, policy=policy)
+
+
+def pick_state(
+    space: StateSpace, state: str | None, rng: np.random.Generator, where: Path
+) -> int:
+    """Integer id of ``state``, or a uniform draw (the simulator's ``draw_state_nb``)."""
+    if state is None:
+        return int(draw_state_nb(rng, np.empty(0), space.n_states))
+    found = space.state_index().get(state)
+    if found is None:
+        raise SimulationError(
+            f"state {state!r} is not in the state space of {where} (e.g. {space.state_ids[0]}; "
+            "form segment_month_half_weekday)"
+        )
+    return found
+
+
+def _visit_run_dir(run: RunDir, config: RunConfig, plan: _Visit, visit: int) -> VisitReport:
+    """A visit on a run directory's latest snapshot, committed as a new snapshot."""
+    space = plan.space
+    tables = Tables.from_columns(run.read_snapshot(), space)
+    row = slice(plan.state_id, plan.state_id + 1)
+    value, cells = tables.value[row], tables.cells[row]  # views: the kernels update the tables
+    before = (value.copy(), cells.copy())
+    played = play_visit(plan, value, cells)
+    episodes = run.episodes
+    if played["outcome"] is not None:
+        metrics = add_to_metrics(run.read_metrics(), episodes,
+                                 config.simulation.metrics_block, plan.slate_size, played)
+        episodes += 1
+        run.commit(episodes=episodes, snapshot=tables.to_columns(space), metrics=metrics,
+                   updates={})
+    return _report(plan, played, before, (value, cells), str(run.path), visit,
+                   episodes=episodes)
+
+
+def _visit_mongo(
+    run: RunDir,
+    plan: _Visit,
+    visit: int,
+    *,
+    uri: str,
+    db: str,
+    layout: str,
+    run_id: str | None,
+    timeout_ms: int,
+    policy: RetryPolicy | None,
+) -> VisitReport:
+    """A visit on one state's documents in MongoDB (atomic per state, see ``apply_visit``)."""
+    kind = check_layout(layout)
+    space = plan.space
+    state = str(space.state_ids[plan.state_id])
+    source = f"{redact_uri(uri)} {db} ({kind} layout)"
+    index = CodeIndex(space.state_index(), space.product_index()) if kind == "seed" else None
+    stored_run = (run_id or str(run.manifest["run_id"])) if kind == "tidy" else None
+    outcome: dict[str, Any] = {}
+
+    def step(frame: pd.DataFrame) -> pd.DataFrame:
+        cell_ids(frame, space, source=source, base=run.path)
+        value, cells = state_rows(frame, plan)
+        before = (value.copy(), cells.copy())
+        played = play_visit(plan, value, cells)
+        outcome.update(played=played, before=before, after=(value, cells))
+        return changed_frame(plan, played["slate"], value, cells)
+
+    client = connect(uri, timeout_ms, socket_timeout_ms=SOCKET_TIMEOUT_MS, policy=policy)
+    try:
+        common: dict[str, Any] = {"layout": kind, "db": db, "run_id": stored_run, "index": index,
+                  "policy": policy}
+        if plan.respond == "none":
+            step(read_state(client, state, **common))
+            version, attempts = None, 1
+        else:
+            result = apply_visit(client, state, step, **common)
+            version, attempts = result.version, result.attempts
+    finally:
+        client.close()
+    return _report(plan, outcome["played"], outcome["before"], outcome["after"], source, visit,
+                   version=version, attempts=attempts)
+
+
+def _report(
+    plan: _Visit,
+    played: Mapping[str, Any],
+    before: tuple[np.ndarray, np.ndarray],
+    after: tuple[np.ndarray, np.ndarray],
+    source: str,
+    visit: int,
+    **extra: Any,
+) -> VisitReport:
+    return VisitReport(
+        source=source,
+        state=str(plan.space.state_ids[plan.state_id]),
+        state_id=plan.state_id,
+        visit=visit,
+        epsilon=plan.epsilon,
+        slate_size=plan.slate_size,
+        respond=plan.respond,
+        explored=played["explored"],
+        clicks=played["clicks"],
+        buys=played["buys"],
+        total_reward=float(played["total_reward"]),
+        slate=slate_rows(plan, played, before, after),
+        **extra,
+    )
+
+
+def add_to_metrics(
+    metrics: Mapping[str, np.ndarray] | None,
+    episodes: int,
+    block_size: int,
+    slate_size: int,
+    played: Mapping[str, Any],
+) -> dict[str, np.ndarray]:
+    """Per-block metrics with one more visit (global index ``episodes``) counted in its block.
+
+    Keeps the metrics consistent with the episode count, as ``rlreco simulate`` requires; an
+    online visit has no known truth, so it adds no regret.
+    """
+    names = SCHEMAS["metrics"].names
+    columns = {n: np.asarray(metrics[n]).copy() if metrics else np.zeros(0, dtype=np.int64)
+               for n in names}
+    block = episodes // block_size
+    if block == columns["block"].size:
+        for name in names:
+            extra = {"block": block, "first_visit": block * block_size}.get(name, 0)
+            columns[name] = np.append(columns[name], extra)
+    columns["visits"][block] += 1
+    columns["slots"][block] += slate_size
+    columns["reward_sum"] = columns["reward_sum"].astype(np.float64)
+    columns["reward_sum"][block] += played["total_reward"]
+    columns["clicks"][block] += played["clicks"]
+    columns["buys"][block] += played["buys"]
+    columns["explored"][block] += played["explored"]
+    columns["regret_sum"] = columns["regret_sum"].astype(np.float64)
+    return columns
