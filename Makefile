@@ -31,3 +31,4 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .benchmarks
+	find rlreco bench tests -name '*.nb[ic]' -delete

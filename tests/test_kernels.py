@@ -17,12 +17,15 @@ from rlreco.engine.kernels.intrinsics import (
 )
 from rlreco.engine.kernels.records import METRICS_DTYPE, TRUTH_DTYPE, ResponseModel, TopNSearch
 from rlreco.engine.kernels.topn import (
+    CACHE_CAPACITY,
     build_index_nb,
     depth_of_width_nb,
+    find_top_cached_nb,
     find_top_nb,
     index_depth,
     index_width,
     new_index,
+    refresh_cache_nb,
     repair_index_nb,
     scan_top_nb,
 )
@@ -113,6 +116,38 @@ def test_repair_matches_rebuild(n_products: int) -> None:
         build_index_nb(value, expected)
         assert np.array_equal(index, expected)
         assert top_of(value, index, state, 10) == ranked(value[state], 10)
+
+
+@pytest.mark.parametrize("n_products", [40, 700])
+def test_cached_query_stays_exact(n_products: int) -> None:
+    rng = np.random.default_rng(n_products)
+    n_states, n = 3, 10
+    value = random_values(rng, (n_states, n_products), 0.3)
+    index = new_index(value)
+    depth = index_depth(n_products)
+    cache_floor = np.zeros(n_states)
+    cache_size = np.full(n_states, -1, dtype=np.int64)
+    cache_items = np.zeros((n_states, CACHE_CAPACITY), dtype=np.int64)
+    top_value = np.empty(n + 1)
+    top_product = np.empty(n + 1, dtype=np.int64)
+    frontier = np.empty((3, 8**depth), dtype=np.int64)
+    served = 0
+    for _ in range(600):
+        state = int(rng.integers(n_states))
+        before = int(cache_size[state])
+        found = find_top_cached_nb(
+            value, index, state, depth, n, top_value, top_product, frontier,
+            cache_floor, cache_size, cache_items,
+        )  # fmt: skip
+        served += n <= before <= 24
+        assert top_product[:found].tolist() == ranked(value[state], n)
+        # a visit: the best few drop, others rise, tie or become known
+        slate = np.unique(np.concatenate([top_product[: found // 2], rng.choice(n_products, 4)]))
+        previous = value[state, slate].copy()
+        value[state, slate] = rng.choice([-3.0, 0.0, 0.5, 1.0, 9.0], slate.size)
+        repair_index_nb(value, index, state, depth, slate)
+        refresh_cache_nb(value, state, slate, previous, cache_floor, cache_size, cache_items)
+    assert served > 50  # the cache did answer queries
 
 
 @nb.njit
@@ -232,6 +267,9 @@ def test_visits_match_naive(case: str) -> None:
     generators = [np.random.Generator(np.random.PCG64(11)) for _ in range(2)]
     block = 170
     out = np.zeros(2000 // block + 2, dtype=METRICS_DTYPE)
+    cache_floor = np.zeros(n_states)
+    cache_size = np.full(n_states, -1, dtype=np.int64)
+    cache_items = np.zeros((n_states, CACHE_CAPACITY), dtype=np.int64)
     for first, n in ((0, 999), (999, 1001)):  # a chunk boundary inside a metric block
         part = np.zeros((first + n - 1) // block - first // block + 1, dtype=METRICS_DTYPE)
         part[0] = out[first // block]
@@ -257,6 +295,9 @@ def test_visits_match_naive(case: str) -> None:
             np.array([-2.0, 1.0, 5.0]),
             block,
             part,
+            cache_floor,
+            cache_size,
+            cache_items,
         )
         out[first // block : first // block + part.size] = part
         simulate(world, generators[1], first, n, block)

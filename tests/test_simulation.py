@@ -18,7 +18,12 @@ from rlreco.engine.response import (
     mean_per_slot,
     popularity_probabilities,
 )
-from rlreco.engine.simulation import METRIC_COLUMNS, SimulationParams, Simulator
+from rlreco.engine.simulation import (
+    METRIC_COLUMNS,
+    SimulationParams,
+    SimulationSummary,
+    Simulator,
+)
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.errors import DataError, SimulationError, SnapshotError
@@ -102,6 +107,22 @@ def test_metrics_frame_and_summary() -> None:
     # a second call reports its own visits only
     again = sim.run(500)
     assert again.episodes == 500 and again.episodes_total == 3_000
+
+
+def test_summaries_of_consecutive_calls_combine() -> None:
+    space, tables = synthetic_world()
+    sim = Simulator(space, tables, params(response="popularity"), seed=4)
+    parts = [sim.run(n) for n in (1_000, 2_500, 500)]
+    whole = SimulationSummary.combine(parts)
+    frame = sim.metrics_frame()
+    assert whole.episodes == whole.episodes_total == 4_000
+    assert whole.mean_reward == pytest.approx(frame["reward_sum"].sum() / 4_000)
+    assert whole.click_rate == pytest.approx(frame["clicks"].sum() / frame["slots"].sum())
+    assert whole.explored_share == pytest.approx(frame["explored"].sum() / frame["slots"].sum())
+    assert whole.mean_regret == pytest.approx(frame["regret_sum"].sum() / 4_000)
+    assert whole.seconds == pytest.approx(sum(p.seconds for p in parts))
+    with pytest.raises(SimulationError, match="no simulation summaries"):
+        SimulationSummary.combine([])
 
 
 def test_epsilon_one_slates_are_uniform_over_the_catalogue() -> None:

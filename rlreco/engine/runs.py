@@ -3,7 +3,7 @@
 :func:`simulate_run` is what ``rlreco simulate`` calls. It continues from the run's latest
 snapshot (tables, RNG state and metrics), writes a checkpoint every ``checkpoint_every`` visits
 and at the end, and stops cleanly at a chunk boundary on Ctrl-C (SIGINT), saving everything
-simulated so far. Because every checkpoint holds the complete state (tables, both RNG streams,
+simulated so far. Because every checkpoint holds the complete state (tables, the RNG state,
 per-block metric sums), a run of N visits gives bit-identical tables and metrics whether it is
 simulated in one call, with checkpoints, or interrupted and resumed.
 """

@@ -1,9 +1,11 @@
 """Simulating visits: the driver around the fused visit kernel.
 
-:class:`Simulator` owns the random streams, the top-n index and the per-block metrics of one
-run, and advances the run's :class:`~rlreco.engine.tables.Tables` in place, chunk by chunk.
-Persistence is the caller's: :attr:`Simulator.rng_state`, :meth:`Simulator.metrics_frame` and
-the tables are what a snapshot must hold to resume.
+:class:`Simulator` owns the random stream, the per-block metrics and the kernels' derived
+arrays of one run (values padded to whole cache lines per row, the top-n index and its
+candidate caches; rebuilt from the tables at every :meth:`Simulator.run`), and advances the
+run's :class:`~rlreco.engine.tables.Tables` in place, chunk by chunk. Persistence is the
+caller's: :attr:`Simulator.rng_state`, :meth:`Simulator.metrics_frame` and the tables are what
+a snapshot must hold to resume.
 
 Determinism
 -----------
@@ -16,8 +18,9 @@ the global visit index, so N visits in one call, in any chunks, or interrupted a
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +30,9 @@ import pandas as pd
 
 from rlreco.config import SEED_BUY_PROBS, SEED_CLICK_PROBS, RunConfig
 from rlreco.engine import streams
+from rlreco.engine.kernels.intrinsics import LANES, aligned_empty
 from rlreco.engine.kernels.records import CELL_DTYPE, METRICS_DTYPE, TopNSearch
-from rlreco.engine.kernels.topn import new_index
+from rlreco.engine.kernels.topn import CACHE_CAPACITY, build_index_nb, index_width
 from rlreco.engine.kernels.visit import simulate_visits_nb
 from rlreco.engine.response import Response, build_response
 from rlreco.engine.state_space import StateSpace
@@ -139,6 +143,42 @@ class SimulationSummary:
     explored_share: float
     stopped: bool
 
+    @classmethod
+    def combine(cls, parts: Sequence[SimulationSummary]) -> SimulationSummary:
+        """One summary of consecutive :meth:`Simulator.run` calls of one simulator.
+
+        Rates are weighted by visits (every visit shows the same number of products), regret by
+        the visits of the parts that know it.
+        """
+        if not parts:
+            raise SimulationError("no simulation summaries to combine")
+        episodes = sum(p.episodes for p in parts)
+        seconds = sum(p.seconds for p in parts)
+
+        def mean(name: str) -> float:
+            if not episodes:
+                return float("nan")
+            return math.fsum(getattr(p, name) * p.episodes for p in parts if p.episodes) / episodes
+
+        known = [p for p in parts if p.mean_regret is not None and p.episodes]
+        regret_visits = sum(p.episodes for p in known)
+        return cls(
+            episodes=episodes,
+            episodes_total=parts[-1].episodes_total,
+            seconds=seconds,
+            episodes_per_second=episodes / seconds if seconds > 0 else float("nan"),
+            mean_reward=mean("mean_reward"),
+            click_rate=mean("click_rate"),
+            buy_rate=mean("buy_rate"),
+            mean_regret=(
+                math.fsum((p.mean_regret or 0.0) * p.episodes for p in known) / regret_visits
+                if regret_visits
+                else None
+            ),
+            explored_share=mean("explored_share"),
+            stopped=any(p.stopped for p in parts),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible dict (NaN becomes None)."""
         return {
@@ -161,7 +201,7 @@ class Simulator:
     stream : tuple of int
         Stream key under ``seed`` (default ``(streams.SIMULATION,)``; sweeps use their own).
     rng_state : dict, optional
-        :attr:`rng_state` of an earlier simulator of this run, to continue its streams.
+        :attr:`rng_state` of an earlier simulator of this run, to continue its stream.
     episodes_done : int
         Visits already simulated on ``tables``.
     metrics : DataFrame, optional
@@ -201,7 +241,7 @@ class Simulator:
         _check_params(space, tables, params)
         if history_count is None and episodes_done == 0:
             history_count = tables.count.copy()
-        self.response = response or build_response(
+        self.response = response if response is not None else build_response(
             params.response,
             space,
             rewards=params.rewards,
@@ -215,11 +255,18 @@ class Simulator:
             self._restore_rng(rng_state)
         self._episodes = int(episodes_done)
         self._blocks = _blocks_from_frame(metrics, params.metrics_block, self._episodes)
-        self._index = (
-            new_index(tables.value)
-            if params.search == "tree"
-            else np.empty((space.n_states, 0), dtype=np.float64)
+        # values padded to whole cache lines per row: a group of 8 leaves is then exactly one
+        # line (a 4,070-wide row starts at a different offset in each state's line)
+        width = -(-space.n_products // LANES) * LANES
+        self._value = aligned_empty((space.n_states, width), np.float64)
+        self._value[:, space.n_products :] = -np.inf
+        # the index is aligned too: a group of 8 sibling maxima is one line
+        self._index = aligned_empty(
+            (space.n_states, index_width(width) if params.search == "tree" else 0), np.float64
         )
+        self._cache_floor = np.zeros(space.n_states)
+        self._cache_size = np.full(space.n_states, -1, dtype=np.int64)
+        self._cache_items = np.zeros((space.n_states, CACHE_CAPACITY), dtype=np.int64)
         weight = np.asarray(space.state_weight, dtype=np.float64)
         self._state_cdf = np.cumsum(weight) if params.state_sampling == "empirical" else np.empty(0)
         self._state_segment = np.ascontiguousarray(space.state_segment, dtype=np.int16)
@@ -287,6 +334,11 @@ class Simulator:
             raise SimulationError(f"episodes = {episodes}, chunk = {chunk}: need >= 0 and >= 1")
         params, response = self.params, self.response
         block = params.metrics_block
+        # the tables may have been edited since the last call: take their values afresh
+        self._value[:, : self.space.n_products] = self.tables.value
+        if params.search == "tree":
+            build_index_nb(self._value, self._index)
+        self._cache_size[:] = -1
         start_blocks = self._blocks.copy()
         done = 0
         seconds = 0.0
@@ -303,7 +355,7 @@ class Simulator:
                 self._rng,
                 first,
                 n,
-                self.tables.value,
+                self._value,
                 self._index,
                 self.tables.cells,
                 self._state_segment,
@@ -321,7 +373,11 @@ class Simulator:
                 self._outcome_reward,
                 block,
                 out,
+                self._cache_floor,
+                self._cache_size,
+                self._cache_items,
             )
+            self.tables.value[...] = self._value[:, : self.space.n_products]
             seconds += time.perf_counter() - t0
             self._blocks = np.concatenate([self._blocks[:first_block], out])
             self._episodes += n

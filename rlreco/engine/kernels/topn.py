@@ -36,6 +36,15 @@ Top-n query (:func:`find_top_nb`)
 No step branches on the data per node: a mispredicted branch per candidate would cost more
 than the whole query. On a state grown to ~3,300 known products a query takes ~0.4 us; a
 full scan of the row takes ~9 us.
+
+Candidate cache (:func:`find_top_cached_nb`)
+--------------------------------------------
+The ~20 products a query ranks are kept per state with their floor, as the exact set of known
+products ``>= floor``: after every visit the slate products that fell below the floor leave
+and those that rose to it join (:func:`refresh_cache_nb`). While the set holds at least ``n``
+(and at most :data:`CACHE_RANKED`) products, the next query of the state just ranks it,
+reading no tree line; a greedy visit consumes about ``n`` of the top products, so about every
+other query of a state is served this way (1.08M -> 1.4M visits/s on the synthetic bench).
 """
 
 from __future__ import annotations
@@ -56,6 +65,11 @@ from rlreco.engine.kernels.jit import jit
 FANOUT = 8
 #: Candidate counts up to this are ranked by counting (quadratic but vectorised and branch-free).
 RANK_BY_COUNTING = 64
+#: Products a state's candidate cache holds at most.
+CACHE_CAPACITY = 64
+#: A cache with more products than this is not ranked (ranking is quadratic) but refreshed by a
+#: tree query, which sets a tighter floor.
+CACHE_RANKED = 24
 #: ``FANOUT == 1 << FANOUT_BITS``: level sizes are shifts (integer ``**`` compiles with an
 #: error path for negative exponents).
 FANOUT_BITS = 3
@@ -370,8 +384,33 @@ def find_top_nb(
     int
         Number of products found: ``min(n, known products)``.
     """
+    _, kept = collect_candidates_nb(value, index, state, depth, n, top_value, top_product, frontier)
+    return rank_top_nb(value, state, frontier, depth & 1, kept, n, top_value, top_product)
+
+
+@jit(inline=True)
+def collect_candidates_nb(
+    value: np.ndarray,
+    index: np.ndarray,
+    state: int,
+    depth: int,
+    n: int,
+    top_value: np.ndarray,
+    top_product: np.ndarray,
+    frontier: np.ndarray,
+) -> tuple[float, int]:
+    """Steps 1 and 2 of the query: the floor, and every known product at or above it.
+
+    The products are left in ``frontier[depth & 1]``; other parameters as :func:`find_top_nb`
+    (``top_*`` are scratch here).
+
+    Returns
+    -------
+    (float, int)
+        The floor and the number of products at or above it.
+    """
     if index[state, 0] == -np.inf:
-        return 0
+        return -np.inf, 0
     floor = find_floor_nb(value, index, state, depth, n, top_value, top_product)
     frontier[0, 0] = 0
     kept = 1
@@ -381,7 +420,104 @@ def find_top_nb(
         kept = descend_nb(
             value, index, state, depth, level, floor, frontier, row, kept, frontier, 1 - row
         )
-    return rank_top_nb(value, state, frontier, depth & 1, kept, n, top_value, top_product)
+    return floor, kept
+
+
+@jit(inline=True)
+def find_top_cached_nb(
+    value: np.ndarray,
+    index: np.ndarray,
+    state: int,
+    depth: int,
+    n: int,
+    top_value: np.ndarray,
+    top_product: np.ndarray,
+    frontier: np.ndarray,
+    cache_floor: np.ndarray,
+    cache_size: np.ndarray,
+    cache_items: np.ndarray,
+) -> int:
+    """:func:`find_top_nb` using, while it holds ``n`` products, the state's cached candidates.
+
+    The cache of state ``s`` lists exactly the known products with value ``>= cache_floor[s]``
+    (kept so by :func:`refresh_cache_nb` after every visit), so when it holds at least ``n``
+    of them the top ``n`` are among them and no tree is read. Otherwise the tree query runs
+    and its candidates become the new cache.
+
+    Parameters
+    ----------
+    value, index, state, depth, n, top_value, top_product, frontier
+        As for :func:`find_top_nb`.
+    cache_floor : ndarray of float64, shape (n_states,)
+    cache_size : ndarray of int64, shape (n_states,)
+        Products cached per state; -1 when the cache is not valid.
+    cache_items : ndarray of int64, shape (n_states, CACHE_CAPACITY)
+    """
+    size = cache_size[state]
+    if n <= size <= max(CACHE_RANKED, n):
+        for k in range(size):
+            frontier[0, k] = cache_items[state, k]
+        return rank_top_nb(value, state, frontier, 0, size, n, top_value, top_product)
+    floor, kept = collect_candidates_nb(
+        value, index, state, depth, n, top_value, top_product, frontier
+    )
+    row = depth & 1
+    if kept <= CACHE_CAPACITY:
+        cache_floor[state] = floor
+        cache_size[state] = kept
+        for k in range(kept):
+            cache_items[state, k] = frontier[row, k]
+    else:
+        cache_size[state] = -1
+    return rank_top_nb(value, state, frontier, row, kept, n, top_value, top_product)
+
+
+@jit(inline=True)
+def refresh_cache_nb(
+    value: np.ndarray,
+    state: int,
+    products: np.ndarray,
+    previous: np.ndarray,
+    cache_floor: np.ndarray,
+    cache_size: np.ndarray,
+    cache_items: np.ndarray,
+) -> None:
+    """Keep a state's cache exact after ``products`` changed value (from ``previous``).
+
+    Parameters
+    ----------
+    value : ndarray of float64, shape (n_states, n_products)
+        Already holds the new values.
+    state : int
+    products : ndarray of int64, shape (m,)
+        Distinct products whose value changed.
+    previous : ndarray of float64, shape (m,)
+        Their values before the change.
+    cache_floor, cache_size, cache_items
+        As for :func:`find_top_cached_nb`.
+    """
+    size = cache_size[state]
+    if size < 0:
+        return
+    floor = cache_floor[state]
+    # members stay while they reach the floor (only changed products can have fallen)
+    kept = 0
+    for k in range(size):
+        product = cache_items[state, k]
+        cache_items[state, kept] = product
+        kept += value[state, product] >= floor
+    # products that rose to the floor join (they were below it, so not yet members)
+    for i in range(products.shape[0]):
+        product = products[i]
+        # membership is "finite and >= floor", as in the query's filter
+        was_member = previous[i] >= floor and previous[i] != -np.inf
+        if not was_member and value[state, product] >= floor:
+            if kept == CACHE_CAPACITY:
+                cache_size[state] = -1
+                return
+            cache_items[state, kept] = product
+            kept += 1
+    cache_size[state] = kept
 
 
 @jit(inline=True)

@@ -42,8 +42,9 @@ from rlreco.engine.kernels.topn import (
     FANOUT,
     FANOUT_BITS,
     depth_of_width_nb,
-    find_top_nb,
+    find_top_cached_nb,
     level_start_nb,
+    refresh_cache_nb,
     repair_index_nb,
     scan_top_nb,
 )
@@ -121,6 +122,9 @@ def choose_slate_nb(
     top_value: np.ndarray,
     top_product: np.ndarray,
     frontier: np.ndarray,
+    cache_floor: np.ndarray,
+    cache_size: np.ndarray,
+    cache_items: np.ndarray,
 ) -> int:
     """Fill a slate by epsilon-greedy choice (step 2 of the module docstring).
 
@@ -155,6 +159,8 @@ def choose_slate_nb(
         Workspace: their product ids.
     frontier : ndarray of int64, shape (3, 8**depth)
         Workspace of :func:`~rlreco.engine.kernels.topn.find_top_nb`.
+    cache_floor, cache_size, cache_items : ndarray
+        Candidate caches (:func:`~rlreco.engine.kernels.topn.find_top_cached_nb`).
 
     Returns
     -------
@@ -171,8 +177,18 @@ def choose_slate_nb(
         if u >= epsilon:
             if found < 0:
                 if search == TopNSearch.tree:
-                    found = find_top_nb(
-                        value, index, state, depth, n, top_value, top_product, frontier
+                    found = find_top_cached_nb(
+                        value,
+                        index,
+                        state,
+                        depth,
+                        n,
+                        top_value,
+                        top_product,
+                        frontier,
+                        cache_floor,
+                        cache_size,
+                        cache_items,
                     )
                 else:
                     found = scan_top_nb(value, state, n, top_value, top_product)
@@ -350,6 +366,10 @@ def update_cells_nb(
     slate: np.ndarray,
     outcome: np.ndarray,
     outcome_reward: np.ndarray,
+    previous: np.ndarray,
+    cache_floor: np.ndarray,
+    cache_size: np.ndarray,
+    cache_items: np.ndarray,
 ) -> float:
     """Bookkeeping, rewards and incremental means of one slate (step 4).
 
@@ -370,6 +390,10 @@ def update_cells_nb(
     outcome : ndarray of int8, shape (n,)
     outcome_reward : ndarray of float64, shape (3,)
         Mean reward per :data:`Outcome` code (ignored, clicked, bought).
+    previous : ndarray of float64, shape (n,)
+        Workspace: the values before the update.
+    cache_floor, cache_size, cache_items : ndarray
+        Candidate caches, kept exact (:func:`~rlreco.engine.kernels.topn.refresh_cache_nb`).
 
     Returns
     -------
@@ -381,6 +405,7 @@ def update_cells_nb(
         product = slate[i]
         cell = cells[state, product]
         mean = value[state, product]
+        previous[i] = mean
         if mean == -np.inf:
             mean = 0.0
             cell.reward = round_cents_nb(rng.standard_normal())
@@ -393,6 +418,7 @@ def update_cells_nb(
         total += reward
     if search == TopNSearch.tree:
         repair_index_nb(value, index, state, depth, slate)
+        refresh_cache_nb(value, state, slate, previous, cache_floor, cache_size, cache_items)
     return total
 
 
@@ -419,6 +445,9 @@ def simulate_visits_nb(
     outcome_reward: np.ndarray,
     metrics_block: int,
     metrics: np.ndarray,
+    cache_floor: np.ndarray,
+    cache_size: np.ndarray,
+    cache_items: np.ndarray,
 ) -> None:
     """Simulate visits ``first_visit .. first_visit + n_visits - 1`` and add their metrics.
 
@@ -429,9 +458,11 @@ def simulate_visits_nb(
     first_visit : int
         Global index of the first visit (places visits in metric blocks).
     n_visits : int
-    value : ndarray of float64, shape (n_states, n_products)
-        Cell values (``-inf`` = unknown); updated in place.
-    index : ndarray of float64, shape (n_states, index_width(n_products)) or (n_states, 0)
+    value : ndarray of float64, shape (n_states, width)
+        Cell values (``-inf`` = unknown); updated in place. ``width >= n_products``: columns
+        beyond the products are ``-inf`` padding (a width that is a multiple of 8 makes every
+        group of 8 leaves one cache line).
+    index : ndarray of float64, shape (n_states, index_width(width)) or (n_states, 0)
         Top-n index matching ``value`` (:func:`~rlreco.engine.kernels.topn.new_index`), updated
         in place; width 0 under ``scan`` search.
     cells : ndarray of CELL_DTYPE, shape (n_states, n_products)
@@ -461,6 +492,12 @@ def simulate_visits_nb(
     metrics : ndarray of METRICS_DTYPE, shape (n_blocks,)
         Sums of blocks ``first_visit // metrics_block`` onwards; visits are added to the
         running sums already present (a block continued from the previous chunk).
+    cache_floor : ndarray of float64, shape (n_states,)
+    cache_size : ndarray of int64, shape (n_states,)
+    cache_items : ndarray of int64, shape (n_states, CACHE_CAPACITY)
+        Candidate caches of the ``tree`` search
+        (:func:`~rlreco.engine.kernels.topn.find_top_cached_nb`), updated in place; start with
+        ``cache_size`` all -1 (empty) whenever ``value`` was changed outside this kernel.
     """
     depth = depth_of_width_nb(index.shape[1]) if search == TopNSearch.tree else 1
     n = slate_size
@@ -472,6 +509,7 @@ def simulate_visits_nb(
         np.empty((3, capacity), dtype=np.int64),  # frontier of the top-n query
         np.empty(n + 1, dtype=np.float64),  # top values
         np.empty(n + 1, dtype=np.int64),  # top products
+        np.empty(n, dtype=np.float64),  # values before the update
     )
     run_visits_nb(
         rng,
@@ -495,6 +533,9 @@ def simulate_visits_nb(
         outcome_reward,
         metrics_block,
         metrics,
+        cache_floor,
+        cache_size,
+        cache_items,
         workspace,
     )
 
@@ -522,6 +563,9 @@ def run_visits_nb(
     outcome_reward: np.ndarray,
     metrics_block: int,
     metrics: np.ndarray,
+    cache_floor: np.ndarray,
+    cache_size: np.ndarray,
+    cache_items: np.ndarray,
     workspace: tuple[np.ndarray, ...],
 ) -> None:
     """The loop of :func:`simulate_visits_nb` (same parameters, plus ``depth`` and the
@@ -542,6 +586,10 @@ def run_visits_nb(
     frontier = borrow_nb(workspace[3])
     top_value = borrow_nb(workspace[4])
     top_product = borrow_nb(workspace[5])
+    previous = borrow_nb(workspace[6])
+    cache_floor = borrow_nb(cache_floor)
+    cache_size = borrow_nb(cache_size)
+    cache_items = borrow_nb(cache_items)
     n = slate.shape[0]
     n_states = value.shape[0]
     first_block = first_visit // metrics_block
@@ -563,6 +611,9 @@ def run_visits_nb(
             top_value,
             top_product,
             frontier,
+            cache_floor,
+            cache_size,
+            cache_items,
         )
         prefetch_slate_nb(value, index, cells, truth, state, depth, slate)
         if response == ResponseModel.seed:
@@ -573,7 +624,20 @@ def run_visits_nb(
                 rng, truth, state, slate, outcome, outcome_reward
             )
         reward = update_cells_nb(
-            rng, value, index, cells, state, depth, search, slate, outcome, outcome_reward
+            rng,
+            value,
+            index,
+            cells,
+            state,
+            depth,
+            search,
+            slate,
+            outcome,
+            outcome_reward,
+            previous,
+            cache_floor,
+            cache_size,
+            cache_items,
         )
         block = visit // metrics_block - first_block
         metrics[block].visits += 1
