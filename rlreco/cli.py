@@ -25,7 +25,7 @@ from rich.progress import (
 from rich.table import Table
 
 from rlreco.config import load_config
-from rlreco.errors import RlrecoError
+from rlreco.errors import ConfigError, RlrecoError
 
 app = typer.Typer(
     name="rlreco",
@@ -219,6 +219,178 @@ def simulate(
     )
 
 
+def split_list(text: str | None, cast: Callable[[str], Any], option: str) -> list[Any] | None:
+    """Parse a comma-separated option value; one-line ConfigError on a bad item."""
+    if text is None:
+        return None
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        return [cast(item) for item in items]
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: expected a comma-separated list") from None
+
+
+@app.command()
+@user_errors
+def sweep(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory from rlreco prepare.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Sweep directory (resumable).")],
+    epsilons: Annotated[
+        str, typer.Option("--epsilons", help="Comma-separated epsilons of eps-greedy.")
+    ] = "0,0.01,0.05,0.1,0.2,0.5",
+    replicates: Annotated[
+        int, typer.Option("--replicates", "-r", help="Replicates per setting.")
+    ] = 8,
+    episodes: Annotated[int, typer.Option("--episodes", "-n", help="Visits per cell.")] = 1_000_000,
+    response: Annotated[
+        str | None,
+        typer.Option("--response", help="Comma-separated: seed, popularity, truth Parquet files."),
+    ] = None,
+    policies: Annotated[
+        str,
+        typer.Option(
+            "--policies", help="Comma-separated: eps-greedy, decaying, softmax, ucb1, thompson."
+        ),
+    ] = "eps-greedy",
+    slate_sizes: Annotated[
+        str | None, typer.Option("--slate-sizes", help="Comma-separated slate sizes.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Sweep seed.")] = None,
+    blocks: Annotated[int, typer.Option("--blocks", help="Learning-curve points per cell.")] = 100,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", "-w", help="Local worker processes (default: all cores)."),
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="Dask scheduler address tcp://HOST:PORT.")
+    ] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG plots.")] = True,
+    force: Annotated[
+        bool, typer.Option("--force", help="Discard a sweep directory with another spec.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sweep epsilons (and policies, slate sizes, response models) x replicates from one run.
+
+    Re-running the same command resumes: finished cells are skipped.
+    """
+    from rlreco.engine.sweep import SweepSpec, run_sweep
+
+    spec = SweepSpec(
+        epsilons=split_list(epsilons, float, "--epsilons") or [],
+        replicates=replicates,
+        episodes=episodes,
+        policies=split_list(policies, str, "--policies") or [],
+        slate_sizes=split_list(slate_sizes, int, "--slate-sizes"),
+        responses=split_list(response, str, "--response"),
+        seed=seed,
+        blocks=blocks,
+    )
+    show = not as_json and sys.stderr.isatty()
+    with sweep_progress(enabled=show) as update:
+        result = run_sweep(
+            run_dir,
+            spec,
+            out,
+            workers=workers,
+            scheduler=scheduler,
+            progress=update,
+            force=force,
+            plots=plots,
+        )
+    if as_json:
+        print_json(
+            {
+                "settings": result.to_json(),
+                "best": result.best,
+                "failures": result.failures,
+                "cells_total": result.cells_total,
+                "cells_run": result.cells_run,
+                "cells_skipped": result.cells_skipped,
+                "seconds": result.seconds,
+                "out": str(result.out),
+                "plots": [str(p) for p in result.plots],
+            }
+        )
+        return
+    print_sweep(result)
+
+
+@contextlib.contextmanager
+def sweep_progress(*, enabled: bool) -> Iterator[Callable[[Any], None]]:
+    """A rich progress bar across sweep cells with visits/s."""
+    if not enabled:
+        yield lambda progress: None
+        return
+    columns = (
+        TextColumn("[bold]cells"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console) as bar:
+        task = bar.add_task("cells", total=None, rate="")
+
+        def update(progress: Any) -> None:
+            bar.update(
+                task,
+                total=progress.cells_total,
+                completed=progress.cells_done,
+                rate=f"{progress.visits_per_second:,.0f} visits/s"
+                + (f", {progress.cells_failed} failed" if progress.cells_failed else ""),
+            )
+
+        yield update
+
+
+def print_sweep(result: Any) -> None:
+    """Summary table (mean [95% CI]) per setting, best settings, failures and plot files."""
+    table = Table(title=f"rlreco sweep -> {result.out}", title_justify="left")
+    metrics = [
+        ("reward_per_visit", "reward/visit", ",.3f"),
+        ("click_rate", "click rate", ".4f"),
+        ("buy_rate", "buy rate", ".4f"),
+        ("regret", "cum. regret", ",.0f"),
+        ("visits_per_second", "visits/s", ",.0f"),
+    ]
+    table.add_column("setting")
+    table.add_column("reps", justify="right")
+    for _, title, _ in metrics:
+        table.add_column(f"{title} mean [95% CI]", justify="right")
+    for row in result.summary.to_dict(orient="records"):
+        cells = [str(row["label"]), str(row["replicates"])]
+        for key, _, spec in metrics:
+            mean, low, high = row[f"{key}_mean"], row[f"{key}_low"], row[f"{key}_high"]
+            cells.append(
+                "n/a"
+                if mean is None or math.isnan(mean)
+                else f"{fmt(mean, spec)} [{fmt(low, spec)}, {fmt(high, spec)}]"
+            )
+        table.add_row(*cells)
+    console.print(table)
+    for best in result.best:
+        if best["metric"] not in ("reward_per_visit", "regret", "buy_rate"):
+            continue
+        verdict = "n/a"
+        if best["p_value"] is not None:
+            verdict = ("significantly" if best["significant"] else "not significantly") + (
+                f" better than {best['runner_up']} (Welch p = {best['p_value']:.3g})"
+            )
+        console.print(f"best {best['metric']}: [bold]{best['best']}[/] - {verdict}")
+    for failure in result.failures:
+        err_console.print(
+            f"[red]failed cell[/] {failure['label']} #{failure['replicate']}: {failure['error']}"
+        )
+    console.print(
+        f"{result.cells_run} cell(s) run, {result.cells_skipped} found finished, "
+        f"{len(result.failures)} failed, {result.seconds:.1f} s"
+    )
+    for path in result.plots:
+        console.print(f"plot: {path}")
+
+
 @app.command("export-mongo")
 @user_errors
 def export_mongo(
@@ -357,15 +529,19 @@ def import_mongo(
 def recommend(
     run_dir: Annotated[
         Path,
-        typer.Argument(help="Run directory. Alone: its tables are read and a new snapshot is "
-                       "committed. With --uri: it supplies the state space, product "
-                       "descriptions and config, and is not changed."),
+        typer.Argument(
+            help="Run directory. Alone: its tables are read and a new snapshot is "
+            "committed. With --uri: it supplies the state space, product "
+            "descriptions and config, and is not changed."
+        ),
     ],
     *,
     uri: Annotated[
         str | None,
-        typer.Option("--uri", help="Visit the tables stored in MongoDB instead (the password "
-                     "is never printed)."),
+        typer.Option(
+            "--uri",
+            help="Visit the tables stored in MongoDB instead (the password is never printed).",
+        ),
     ] = None,
     db: Annotated[str, typer.Option("--db", help="Database.")] = "rlRecomendation",
     layout: Annotated[str, typer.Option("--layout", help="seed or tidy.")] = "seed",
@@ -375,13 +551,17 @@ def recommend(
     ] = None,
     state: Annotated[
         str | None,
-        typer.Option("--state", help="State id, e.g. Q1_December_0_Thursday (default: drawn "
-                     "uniformly)."),
+        typer.Option(
+            "--state", help="State id, e.g. Q1_December_0_Thursday (default: drawn uniformly)."
+        ),
     ] = None,
     respond: Annotated[
         str | None,
-        typer.Option("--respond", help="simulate (the seed model, default), given (implied by "
-                     "--clicked/--bought), or none (dry run: show the slate, change nothing)."),
+        typer.Option(
+            "--respond",
+            help="simulate (the seed model, default), given (implied by "
+            "--clicked/--bought), or none (dry run: show the slate, change nothing).",
+        ),
     ] = None,
     clicked: Annotated[
         str, typer.Option("--clicked", help="Comma-separated product codes clicked.")
@@ -391,8 +571,11 @@ def recommend(
     ] = "",
     visit: Annotated[
         int | None,
-        typer.Option("--visit", help="Key of the visit's random stream (default: RUN_DIR's "
-                     "episode count; random with --uri). The same key replays the same slate."),
+        typer.Option(
+            "--visit",
+            help="Key of the visit's random stream (default: RUN_DIR's "
+            "episode count; random with --uri). The same key replays the same slate.",
+        ),
     ] = None,
     timeout_ms: Annotated[
         int, typer.Option("--timeout-ms", help="An unreachable server fails after this.")
@@ -406,24 +589,46 @@ def recommend(
     bought_codes = [c.strip() for c in bought.split(",") if c.strip()]
     if respond is None:
         respond = "given" if clicked_codes or bought_codes else "simulate"
-    report = run_visit(run_dir, uri=uri, db=db, layout=layout, run_id=run_id, state=state,
-                       respond=respond, clicked=clicked_codes, bought=bought_codes, visit=visit,
-                       timeout_ms=timeout_ms)
+    report = run_visit(
+        run_dir,
+        uri=uri,
+        db=db,
+        layout=layout,
+        run_id=run_id,
+        state=state,
+        respond=respond,
+        clicked=clicked_codes,
+        bought=bought_codes,
+        visit=visit,
+        timeout_ms=timeout_ms,
+    )
     if as_json:
         print_json(report.to_dict())
         return
-    where = ("dry run" if report.respond == "none"
-             else f"episodes {report.episodes:,}" if report.episodes is not None
-             else f"state version {report.version}")
+    where = (
+        "dry run"
+        if report.respond == "none"
+        else f"episodes {report.episodes:,}"
+        if report.episodes is not None
+        else f"state version {report.version}"
+    )
     table = Table(
-        title=f"rlreco recommend: {report.state} (visit {report.visit}, {report.source}, "
-              f"{where})",
+        title=f"rlreco recommend: {report.state} (visit {report.visit}, {report.source}, {where})",
         title_justify="left",
     )
-    for column in ("slot", "product", "description", "outcome", "reward", "value",
-                   "reward sum", "reco_count"):
-        table.add_column(column, justify="left" if column in ("product", "description",
-                                                              "outcome") else "right")
+    for column in (
+        "slot",
+        "product",
+        "description",
+        "outcome",
+        "reward",
+        "value",
+        "reward sum",
+        "reco_count",
+    ):
+        table.add_column(
+            column, justify="left" if column in ("product", "description", "outcome") else "right"
+        )
 
     def change(item: dict[str, Any], key: str, spec: str) -> str:
         old = "new" if item["before"] is None else format(item["before"][key], spec)
@@ -431,10 +636,13 @@ def recommend(
 
     for item in report.slate:
         table.add_row(
-            str(item["slot"] + 1), item["product_code"], item["description"],
+            str(item["slot"] + 1),
+            item["product_code"],
+            item["description"],
             item["outcome"] or "-",
             "-" if item["reward"] is None else f"{item['reward']:.2f}",
-            change(item, "value", ".4f"), change(item, "reward", ".2f"),
+            change(item, "value", ".4f"),
+            change(item, "reward", ".2f"),
             change(item, "reco_count", ","),
         )
     console.print(table)

@@ -1,0 +1,222 @@
+"""PNG plots of a sweep: learning curves and final metrics vs epsilon.
+
+Figures are drawn with matplotlib's object API on an Agg canvas (no pyplot, no global backend
+switch, safe in any thread). One figure per response model, because reward scales differ
+between models:
+
+- ``learning_<response>.png``: reward per visit of each block of visits and cumulative
+  expected regret (when the response model knows the truth) against visits, one line per
+  setting with its 95% confidence band over replicates.
+- ``epsilon_<response>.png``: mean reward per visit over the run, reward per visit over the
+  final 10% of visits and cumulative expected regret against epsilon, with 95% error bars; one
+  line per slate size for epsilon-greedy, and a horizontal line with a band for every setting
+  of the other policies (which do not use epsilon).
+
+The inputs are the frames :mod:`rlreco.engine.sweep` computes (``curves`` and ``summary``);
+nothing here does statistics.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+#: metric -> (panel title, y-axis label)
+METRIC_LABELS: dict[str, tuple[str, str]] = {
+    "reward_per_visit": ("Reward per visit", "mean reward per visit (reward units)"),
+    "final_reward_per_visit": (
+        "Reward per visit, last 10% of visits",
+        "mean reward per visit (reward units)",
+    ),
+    "regret": ("Cumulative expected regret", "expected regret (reward units)"),
+    "click_rate": ("Click rate", "clicks per shown product"),
+    "buy_rate": ("Buy rate", "purchases per shown product"),
+}
+#: the setting columns, in label order
+SETTING_COLUMNS = ("policy", "param_name", "param", "slate_size", "response")
+GREEDY = "eps-greedy"
+_DPI = 120
+
+
+def file_stem(name: str) -> str:
+    """File-name-safe form of a response model name (a truth table path becomes its stem)."""
+    stem = Path(name).stem if ("/" in name or "." in name) else name
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", stem) or "response"
+
+
+def setting_labels(frame: pd.DataFrame) -> pd.Series:
+    """Legend label per row: policy and parameter, plus the slate size when it varies.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Rows with the setting columns (response fixed within a figure).
+    """
+    greek = {"epsilon": "ε", "tau": "τ", "sigma": "σ"}
+    show_slate = frame["slate_size"].nunique() > 1
+    labels = []
+    for row in frame.itertuples(index=False):
+        label = str(row.policy)
+        if isinstance(row.param_name, str) and row.param_name:
+            label += f" {greek.get(row.param_name, row.param_name)}={row.param:g}"
+        if show_slate:
+            label += f", n={row.slate_size}"
+        labels.append(label)
+    return pd.Series(labels, index=frame.index, dtype=object)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=_DPI)
+    return path
+
+
+def _colors(n: int) -> list[tuple[float, float, float, float]]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _legend(fig: Figure, axes: list[Axes]) -> None:
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right center", fontsize="small", title="setting")
+
+
+def plot_learning_curves(curves: pd.DataFrame, response: str, path: Path) -> Path:
+    """Learning curves of one response model.
+
+    Parameters
+    ----------
+    curves : DataFrame
+        Setting columns, ``metric`` (``reward_per_visit`` or ``regret``), ``visits``
+        (visits simulated at the end of the block), ``mean``, ``low``, ``high``.
+    response : str
+        Response model drawn (rows of other models are ignored).
+    path : Path
+        PNG file to write.
+    """
+    data = curves[curves["response"] == response]
+    metrics = [m for m in ("reward_per_visit", "regret") if m in set(data["metric"])]
+    regret = data[data["metric"] == "regret"]
+    if regret.empty or not np.isfinite(regret["mean"].to_numpy(dtype=float)).any():
+        metrics = ["reward_per_visit"]
+    settings = data[list(SETTING_COLUMNS)].drop_duplicates().reset_index(drop=True)
+    labels = setting_labels(settings)
+    colors = _colors(len(settings))
+    fig = Figure(figsize=(6.0 * len(metrics) + 2.5, 4.5), layout="constrained")
+    axes = [fig.add_subplot(1, len(metrics), i + 1) for i in range(len(metrics))]
+    for ax, metric in zip(axes, metrics, strict=True):
+        rows = data[data["metric"] == metric]
+        for i, setting in settings.iterrows():
+            mask = np.ones(len(rows), dtype=bool)
+            for col in SETTING_COLUMNS:
+                mask &= (rows[col] == setting[col]).to_numpy() | (
+                    rows[col].isna().to_numpy() & pd.isna(setting[col])
+                )
+            line = rows[mask].sort_values("visits")
+            x = line["visits"].to_numpy(dtype=float)
+            ax.plot(x, line["mean"].to_numpy(dtype=float), color=colors[i], label=labels[i], lw=1.3)
+            ax.fill_between(
+                x,
+                line["low"].to_numpy(dtype=float),
+                line["high"].to_numpy(dtype=float),
+                color=colors[i],
+                alpha=0.18,
+                lw=0,
+            )
+        title, ylabel = METRIC_LABELS[metric]
+        if metric == "reward_per_visit":
+            title += " (per block of visits)"
+        ax.set_title(title)
+        ax.set_xlabel("visits simulated")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3))
+    fig.suptitle(f"Learning curves, response model '{response}' (mean and 95% CI over replicates)")
+    _legend(fig, axes)
+    return _save(fig, path)
+
+
+def plot_metrics_vs_epsilon(summary: pd.DataFrame, response: str, path: Path) -> Path:
+    """Final metrics against epsilon for one response model.
+
+    Parameters
+    ----------
+    summary : DataFrame
+        One row per setting: setting columns and ``<metric>_mean``, ``<metric>_low``,
+        ``<metric>_high`` for ``reward_per_visit``, ``final_reward_per_visit`` and ``regret``.
+    response : str
+    path : Path
+        PNG file to write.
+    """
+    data = summary[summary["response"] == response].reset_index(drop=True)
+    metrics = ["reward_per_visit", "final_reward_per_visit"]
+    if np.isfinite(data["regret_mean"].to_numpy(dtype=float)).any():
+        metrics.append("regret")
+    greedy = data[data["policy"] == GREEDY]
+    others = data[data["policy"] != GREEDY].reset_index(drop=True)
+    slates = sorted(greedy["slate_size"].unique().tolist())
+    colors = _colors(len(slates) + len(others))
+    other_labels = setting_labels(others) if len(others) else pd.Series([], dtype=object)
+    eps = greedy["param"].to_numpy(dtype=float)
+    positive = eps[eps > 0]
+    fig = Figure(figsize=(5.0 * len(metrics) + 2.5, 4.5), layout="constrained")
+    axes = [fig.add_subplot(1, len(metrics), i + 1) for i in range(len(metrics))]
+    for ax, metric in zip(axes, metrics, strict=True):
+        mean, low, high = (f"{metric}_{k}" for k in ("mean", "low", "high"))
+        for i, slate in enumerate(slates):
+            line = greedy[greedy["slate_size"] == slate].sort_values("param")
+            y = line[mean].to_numpy(dtype=float)
+            err = np.vstack(
+                [y - line[low].to_numpy(dtype=float), line[high].to_numpy(dtype=float) - y]
+            )
+            label = f"{GREEDY}, n={slate}" if len(slates) > 1 else GREEDY
+            ax.errorbar(
+                line["param"].to_numpy(dtype=float),
+                y,
+                yerr=np.nan_to_num(err),
+                color=colors[i],
+                marker="o",
+                capsize=3,
+                label=label,
+            )
+        for j, row in others.iterrows():
+            color = colors[len(slates) + j]
+            ax.axhline(row[mean], color=color, ls="--", lw=1.2, label=other_labels[j])
+            if np.isfinite(row[low]) and np.isfinite(row[high]):
+                ax.axhspan(row[low], row[high], color=color, alpha=0.15, lw=0)
+        if positive.size and positive.max() / positive.min() >= 20:
+            # small epsilons matter most; symlog keeps 0 on the axis
+            ax.set_xscale("symlog", linthresh=float(positive.min()))
+            ax.set_xlim(-0.3 * float(positive.min()), 1.3 * float(positive.max()))
+        if eps.size:
+            ticks = np.unique(eps)
+            ax.set_xticks(ticks, [f"{e:g}" for e in ticks])
+            ax.minorticks_off()
+        title, ylabel = METRIC_LABELS[metric]
+        ax.set_title(title)
+        ax.set_xlabel("epsilon (exploration probability per slot)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Metrics vs epsilon, response model '{response}' (mean and 95% CI)")
+    _legend(fig, axes)
+    return _save(fig, path)
+
+
+def write_sweep_plots(curves: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Write both figures for every response model of a sweep; return the PNG paths."""
+    paths: list[Path] = []
+    for response in sorted(summary["response"].unique().tolist()):
+        stem = file_stem(response)
+        paths.append(plot_learning_curves(curves, response, out_dir / f"learning_{stem}.png"))
+        paths.append(plot_metrics_vs_epsilon(summary, response, out_dir / f"epsilon_{stem}.png"))
+    return paths

@@ -1,0 +1,209 @@
+"""Sweep directories: one folder per sweep, resumable cell by cell.
+
+Layout::
+
+    SWEEP_DIR/
+      sweep.json                 base of every cell (run id, snapshot, seed, visits per cell,
+                                 metric block) and the grid of the latest invocation
+      cells/<cell-key>.parquet   per-block metrics of one finished cell (replicate of a setting);
+                                 the setting, replicate, wall time and base ride in the metadata
+      cells/<cell-key>.error.txt last failure of a cell, removed when the cell succeeds
+      results.parquet            every finished cell of the current grid, one row per block
+      summary.parquet            one row per setting: means and 95% confidence bounds
+      summary.json               the same, the best setting per metric, and failed cells
+      plots/*.png                learning curves and final metrics vs epsilon
+
+Every file is written to a temporary name and renamed into place, so a cell file exists only
+when its cell is complete: an interrupted sweep loses at most the cells that were running.
+A cell's numbers depend only on the base and on the cell itself, so cells of any grid over
+the same base can be reused; a directory whose base differs is refused (or wiped with
+``force``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rlreco.errors import ConfigError, SnapshotError
+from rlreco.io.run_dir import atomic_path, write_json
+
+SWEEP_SCHEMA_VERSION = 1
+SWEEP_FILE = "sweep.json"
+_META_KEY = b"rlreco"
+
+
+def _write_frame(path: Path, kind: str, frame: pd.DataFrame, meta: Mapping[str, Any]) -> None:
+    """Write a frame as Parquet with rlreco metadata (kind, schema version, ``meta``)."""
+    info = {"kind": kind, "schema_version": SWEEP_SCHEMA_VERSION, **meta}
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), _META_KEY: json.dumps(info, sort_keys=True).encode()}
+    )
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def _read_frame(path: Path, kind: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read a Parquet file written by :func:`_write_frame`; check its kind and version."""
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SnapshotError(f"{path}: corrupt or not a Parquet file ({reason})") from None
+    raw = (table.schema.metadata or {}).get(_META_KEY)
+    try:
+        info = json.loads(raw) if raw else None
+    except ValueError:
+        info = None
+    if not isinstance(info, dict) or info.get("kind") != kind:
+        raise SnapshotError(f"{path}: not an rlreco {kind} file")
+    if info.get("schema_version") != SWEEP_SCHEMA_VERSION:
+        raise SnapshotError(
+            f"{path}: schema version {info.get('schema_version')}, expected {SWEEP_SCHEMA_VERSION}"
+        )
+    return table.to_pandas(), info
+
+
+class SweepDir:
+    """A sweep directory whose base matches the sweep being run.
+
+    Use :meth:`prepare` to open or create one.
+    """
+
+    def __init__(self, path: Path, base: dict[str, Any]) -> None:
+        self.path = path
+        self.base = base
+
+    @classmethod
+    def prepare(
+        cls, path: str | Path, base: Mapping[str, Any], grid: Mapping[str, Any], *, force: bool
+    ) -> SweepDir:
+        """Open ``path`` for a sweep with this base, creating it when absent.
+
+        Parameters
+        ----------
+        path : path
+            Sweep directory.
+        base : mapping
+            JSON-compatible values every cell's numbers depend on besides the cell itself.
+        grid : mapping
+            JSON-compatible description of the grid being run (recorded, not checked).
+        force : bool
+            Wipe an existing directory whose base differs (or that is not a sweep directory)
+            instead of refusing it.
+
+        Raises
+        ------
+        ConfigError
+            If ``path`` holds another sweep (different base) or other files, and not ``force``.
+        """
+        path = Path(path)
+        sweep_file = path / SWEEP_FILE
+        wanted: dict[str, Any] = json.loads(json.dumps(dict(base)))  # tuples become lists
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{path}: exists and is not a directory; choose another --out")
+        if path.is_dir() and any(path.iterdir()):
+            found = cls._read_base(sweep_file)
+            if found != wanted:
+                if not force:
+                    raise ConfigError(cls._mismatch(path, found, wanted))
+                shutil.rmtree(path)
+        (path / "cells").mkdir(parents=True, exist_ok=True)
+        write_json(
+            sweep_file,
+            {"schema_version": SWEEP_SCHEMA_VERSION, "base": wanted, "grid": dict(grid)},
+        )
+        return cls(path, wanted)
+
+    @staticmethod
+    def _read_base(sweep_file: Path) -> dict[str, Any] | None:
+        if not sweep_file.is_file():
+            return None
+        try:
+            info = json.loads(sweep_file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError, OSError):
+            return None
+        if not isinstance(info, dict) or info.get("schema_version") != SWEEP_SCHEMA_VERSION:
+            return None
+        base = info.get("base")
+        return base if isinstance(base, dict) else None
+
+    @staticmethod
+    def _mismatch(path: Path, found: dict[str, Any] | None, base: dict[str, Any]) -> str:
+        hint = "choose another --out or pass --force to discard it"
+        if found is None:
+            return f"{path}: not empty and not a sweep directory; {hint}"
+        keys = sorted(k for k in set(found) | set(base) if found.get(k) != base.get(k))
+        diffs = ", ".join(f"{k} {found.get(k)!r} (now {base.get(k)!r})" for k in keys)
+        return f"{path}: holds a sweep with a different {diffs}; {hint}"
+
+    # ---- cells -------------------------------------------------------------------------------
+
+    def cell_path(self, key: str) -> Path:
+        """Parquet file of one finished cell."""
+        return self.path / "cells" / f"{key}.parquet"
+
+    def error_path(self, key: str) -> Path:
+        """Text file with the last failure of one cell."""
+        return self.path / "cells" / f"{key}.error.txt"
+
+    def finished(self, key: str) -> bool:
+        """Whether the cell's result file exists (written atomically, so it is complete)."""
+        return self.cell_path(key).is_file()
+
+    def write_cell(self, key: str, frame: pd.DataFrame, meta: Mapping[str, Any]) -> None:
+        """Store one finished cell's per-block metrics and clear its failure record."""
+        _write_frame(self.cell_path(key), "sweep_cell", frame, {"key": key, **meta})
+        self.error_path(key).unlink(missing_ok=True)
+
+    def read_cell(self, key: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """Per-block metrics and metadata of one finished cell.
+
+        Raises
+        ------
+        SnapshotError
+            If the file is corrupt, foreign, or was computed on another base.
+        """
+        path = self.cell_path(key)
+        frame, info = _read_frame(path, "sweep_cell")
+        if info.get("key") != key or info.get("base") != self.base:
+            raise SnapshotError(f"{path}: belongs to another cell or sweep; delete it to re-run")
+        return frame, info
+
+    def write_failure(self, key: str, message: str) -> None:
+        """Record the failure of one cell."""
+        path = self.error_path(key)
+        with atomic_path(path) as tmp:
+            tmp.write_text(message + "\n", encoding="utf-8")
+
+    # ---- combined outputs --------------------------------------------------------------------
+
+    @property
+    def plots_dir(self) -> Path:
+        """Folder of the PNG plots."""
+        return self.path / "plots"
+
+    def write_results(self, frame: pd.DataFrame) -> Path:
+        """Write the combined per-block results of the current grid."""
+        path = self.path / "results.parquet"
+        _write_frame(path, "sweep_results", frame, {"base": self.base})
+        return path
+
+    def write_summary(self, frame: pd.DataFrame, document: Mapping[str, Any]) -> Path:
+        """Write the per-setting summary as Parquet and, with extras, as JSON."""
+        _write_frame(self.path / "summary.parquet", "sweep_summary", frame, {"base": self.base})
+        path = self.path / "summary.json"
+        write_json(path, document)
+        return path
+
+    def read_results(self) -> pd.DataFrame:
+        """The combined per-block results last written."""
+        return _read_frame(self.path / "results.parquet", "sweep_results")[0]

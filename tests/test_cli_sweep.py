@@ -1,0 +1,64 @@
+"""`rlreco sweep` from the command line: JSON summary, resume, bad grids exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rlreco.cli import app
+from rlreco.config import RunConfig
+from rlreco.engine.preparation import prepare
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory, embedded_parquet: Path) -> Path:
+    out = tmp_path_factory.mktemp("sweep") / "base"
+    prepare(RunConfig(), out=out)
+    return out
+
+
+def test_sweep_json_and_resume(base: Path, tmp_path: Path) -> None:
+    argv = ["sweep", str(base), "--out", str(tmp_path / "sw"), "--epsilons", "0,0.5",
+            "--replicates", "2", "--episodes", "4000", "--response", "popularity",
+            "--workers", "1", "--blocks", "4", "--json"]  # fmt: skip
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["cells_total"] == 4 and out["cells_run"] == 4 and not out["failures"]
+    eps = {row["param"]: row for row in out["settings"]}
+    assert set(eps) == {0.0, 0.5}
+    for row in eps.values():
+        assert row["replicates"] == 2
+        assert row["reward_per_visit_low"] <= row["reward_per_visit_mean"]
+        assert row["reward_per_visit_mean"] <= row["reward_per_visit_high"]
+    # exploring half the slots at random costs reward under a known truth
+    assert eps[0.5]["regret_mean"] > eps[0.0]["regret_mean"]
+    assert all(Path(p).is_file() for p in out["plots"])
+    again = json.loads(runner.invoke(app, argv).stdout)
+    assert again["cells_run"] == 0 and again["cells_skipped"] == 4
+    assert again["settings"] == out["settings"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--epsilons", "0,1.5"], "1.5"),
+        (["--epsilons", "0,x"], "--epsilons"),
+        (["--replicates", "0"], "replicates"),
+        (["--policies", "eps-greedy,greedier"], "greedier"),
+    ],
+)
+def test_bad_grid_is_one_line_exit_2(
+    base: Path, tmp_path: Path, args: list[str], needle: str
+) -> None:
+    argv = ["sweep", str(base), "--out", str(tmp_path / "sw"), "--episodes", "100", *args]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0]
+    assert not (tmp_path / "sw").exists()

@@ -1,0 +1,487 @@
+"""Sweeps: grid validation, per-cell streams, resumable sweep directories, local, process-pool
+and Dask execution, summary statistics and plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rlreco.config import RunConfig
+from rlreco.engine import statistics, sweep
+from rlreco.engine.state_space import StateSpace
+from rlreco.engine.sweep import Setting, SweepSpec, run_cell, run_sweep
+from rlreco.engine.tables import Tables
+from rlreco.errors import ConfigError, DataError
+from rlreco.io.run_dir import RunDir
+
+EPISODES = 3_000
+BLOCKS = 6
+
+
+def synthetic_run(path: Path, seed: int = 0, n_products: int = 40) -> RunDir:
+    """A small prepared run: 2 segments x 2 months x 1 half x 2 weekdays, 40 products."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices((2, 2, 1, 2)).reshape(4, -1)
+    catalogues = [
+        np.sort(rng.choice(n_products, 25, replace=False)).astype(np.int32) for _ in range(2)
+    ]
+    space = StateSpace(
+        segments=("Q1", "Q2"),
+        months=(11, 12),
+        halves=(0,),
+        weekdays=(0, 3),
+        state_segment=grid[0].astype(np.int16),
+        state_month=np.array([11, 12], dtype=np.int8)[grid[1]],
+        state_half=np.zeros(grid.shape[1], dtype=np.int8),
+        state_weekday=np.array([0, 3], dtype=np.int8)[grid[3]],
+        state_weight=rng.integers(1, 50, grid.shape[1]).astype(np.float64),
+        product_codes=np.array([f"P{i:03d}" for i in range(n_products)]),
+        product_names=np.array([f"product {i}" for i in range(n_products)]),
+        catalog_ptr=np.array([0, 25, 50], dtype=np.int64),
+        catalog_items=np.concatenate(catalogues),
+    )
+    tables = Tables.empty(space.n_states, n_products)
+    for s in range(space.n_states):
+        known = rng.choice(catalogues[space.state_segment[s]], 6, replace=False)
+        tables.value[s, known] = np.round(rng.normal(2.0, 1.0, known.size), 2)
+        tables.cells["reward"][s, known] = np.round(rng.normal(2.0, 1.0, known.size), 2)
+        tables.cells["count"][s, known] = rng.integers(1, 9, known.size)
+    manifest = {"run_id": uuid.uuid4().hex, "config": RunConfig().to_dict(), "seed": 1}
+    return RunDir.create(
+        path, manifest=manifest, space=space.to_columns(), snapshot=tables.to_columns(space)
+    )
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthetic_run(tmp_path_factory.mktemp("sweep") / "run").path
+
+
+def small_spec(**changes: object) -> SweepSpec:
+    fields: dict[str, object] = {
+        "epsilons": (0.0, 0.2, 1.0),
+        "replicates": 3,
+        "episodes": EPISODES,
+        "responses": ("seed",),
+        "seed": 7,
+        "blocks": BLOCKS,
+    }
+    fields.update(changes)
+    return SweepSpec(**fields)  # type: ignore[arg-type]
+
+
+def metrics_only(results: pd.DataFrame) -> pd.DataFrame:
+    """Results without wall-clock columns (which legitimately differ between runs)."""
+    return results.drop(columns="cell_seconds").reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def reference(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> sweep.SweepResult:
+    """The small sweep run in this process (workers=1)."""
+    return run_sweep(run_dir, small_spec(), tmp_path_factory.mktemp("ref") / "out", workers=1)
+
+
+# ---- statistics ------------------------------------------------------------------------------
+
+
+def test_t_distribution_matches_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats", reason="scipy gives the reference values")
+    for df in (1.0, 2.0, 3.0, 4.5, 7.0, 30.0, 250.0):
+        for t in (-40.0, -3.0, -1.0, -0.2, 0.0, 0.7, 2.0, 12.0):
+            assert statistics.t_cdf(t, df) == pytest.approx(
+                stats.t.cdf(t, df), rel=1e-11, abs=1e-14
+            )
+        for p in (1e-9, 0.001, 0.025, 0.4, 0.5, 0.8, 0.975, 0.999):
+            assert statistics.t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-11)
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        a, b = rng.normal(0.0, 1.0, 8), rng.normal(0.6, 2.0, 5)
+        expected = stats.ttest_ind(a, b, equal_var=False).pvalue
+        assert statistics.welch_test(a, b) == pytest.approx(expected, rel=1e-10)
+
+
+def test_t_interval_and_welch_edge_cases() -> None:
+    # textbook value: t_{0.975, 4} = 2.776445...
+    ci = statistics.t_interval(np.array([1.0, 2.0, 3.0, 4.0, 5.0]))
+    half = 2.7764451051977987 * math.sqrt(2.5) / math.sqrt(5)
+    assert (ci.mean, ci.n) == (3.0, 5)
+    assert ci.low == pytest.approx(3.0 - half, rel=1e-12)
+    assert ci.high == pytest.approx(3.0 + half, rel=1e-12)
+    one = statistics.t_interval(np.array([2.0, np.nan]))
+    assert one.mean == 2.0 and math.isnan(one.low) and one.n == 1
+    assert math.isnan(statistics.welch_test(np.array([1.0]), np.array([1.0, 2.0])))
+    assert statistics.welch_test(np.array([1.0, 1.0]), np.array([2.0, 2.0])) == 0.0
+    assert statistics.welch_test(np.array([1.0, 1.0]), np.array([1.0, 1.0])) == 1.0
+    with pytest.raises(ValueError):
+        statistics.t_quantile(1.0, 3.0)
+
+
+# ---- grid ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"epsilons": (0.1, 1.5)}, "epsilons: 1.5 is not a number in [0, 1]"),
+        ({"epsilons": (-0.1,)}, "epsilons: -0.1 is not a number in [0, 1]"),
+        ({"epsilons": (float("nan"),)}, "epsilons: nan is not a number in [0, 1]"),
+        ({"epsilons": ()}, "epsilons: empty list"),
+        ({"epsilons": (0.1, 0.1)}, "epsilons: 0.1 appears twice"),
+        ({"replicates": 0}, "replicates: 0 is not an integer >= 1"),
+        ({"episodes": 0}, "episodes: 0 is not an integer >= 1"),
+        ({"policies": ("eps-greedy", "greedy")}, "policies: unknown policy 'greedy'"),
+        ({"policies": ()}, "policies: empty list"),
+        ({"slate_sizes": (0,)}, "slate sizes: 0 is not an integer >= 1"),
+        ({"responses": ("nope",)}, "responses: 'nope' is neither seed, popularity"),
+        ({"params": {"softmax": (0.0,)}}, "softmax.tau: 0.0 is not a number finite and > 0"),
+        ({"params": {"bandit": (1.0,)}}, "params: unknown policy 'bandit'"),
+        ({"blocks": 0}, "blocks: 0 is not an integer >= 1"),
+    ],
+)
+def test_bad_grids_raise_one_line(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        small_spec(**changes).validate()
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_slate_larger_than_catalogue_is_a_bad_grid(run_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="slate sizes: 26 exceeds the smallest segment catalogue"):
+        run_sweep(run_dir, small_spec(slate_sizes=(26,)), tmp_path / "out", workers=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_settings_grid_order_and_stable_stream_keys() -> None:
+    spec = small_spec(
+        epsilons=(0.1, 0.0),
+        policies=("eps-greedy", "softmax"),
+        params={"softmax": (0.5, 2.0)},
+        slate_sizes=(5, 10),
+    )
+    settings = spec.settings(RunConfig())
+    assert [(s.slate_size, s.policy, s.param) for s in settings] == [
+        (5, "eps-greedy", 0.1),
+        (5, "eps-greedy", 0.0),
+        (5, "softmax", 0.5),
+        (5, "softmax", 2.0),
+        (10, "eps-greedy", 0.1),
+        (10, "eps-greedy", 0.0),
+        (10, "softmax", 0.5),
+        (10, "softmax", 2.0),
+    ]
+    # the stream key depends on the setting's values only, not on its place in the grid
+    alone = small_spec(epsilons=(0.0,), slate_sizes=(10,)).settings(RunConfig())[0]
+    assert alone == settings[5]
+    assert alone.stream_id == settings[5].stream_id
+    assert len({s.stream_id for s in settings}) == len(settings)
+    keys = {s.cell_key(r) for s in settings for r in range(3)}
+    assert len(keys) == 3 * len(settings)
+    assert settings[0].cell_key(2).startswith("eps-greedy-epsilon0.1-n5-seed-")
+    assert settings[0].cell_key(2).endswith("-r002")
+
+
+def test_default_grid_takes_the_run_config() -> None:
+    spec = SweepSpec(epsilons=(0.1,), replicates=2, episodes=10)
+    config = RunConfig().replace(**{"policy.slate_size": 4, "response.model": "popularity"})
+    (setting,) = spec.settings(config)
+    assert (setting.slate_size, setting.response, setting.policy) == (4, "popularity", "eps-greedy")
+
+
+# ---- a sweep ---------------------------------------------------------------------------------
+
+
+def test_sweep_writes_results_summary_and_plots(reference: sweep.SweepResult) -> None:
+    out = reference.out
+    results = reference.results
+    assert len(results) == 3 * 3 * BLOCKS
+    assert list(results.columns[:7]) == [*sweep.SETTING_COLUMNS, "replicate", "cell"]
+    assert set(sweep.METRIC_COLUMNS) <= set(results.columns)
+    per_cell = results.groupby("cell")
+    assert (per_cell["visits"].sum() == EPISODES).all()
+    assert (results["slots"] == 10 * results["visits"]).all()
+    on_disk = pd.read_parquet(out / "results.parquet")
+    pd.testing.assert_frame_equal(on_disk, results, check_dtype=False)
+
+    summary = reference.summary
+    assert summary["param"].tolist() == [0.0, 0.2, 1.0]
+    assert (summary["replicates"] == 3).all()
+    for metric in ("reward_per_visit", "click_rate", "buy_rate", "visits_per_second"):
+        mean, low, high = (summary[f"{metric}_{k}"] for k in ("mean", "low", "high"))
+        assert (low <= mean).all() and (mean <= high).all()
+    # the seed model knows no truth: regret is undefined
+    assert summary["regret_mean"].isna().all()
+    # explored share is 0 at epsilon 0 and 1 at epsilon 1
+    assert summary["explored_share_mean"].iloc[0] == 0.0
+    assert summary["explored_share_mean"].iloc[2] == 1.0
+
+    document = json.loads((out / "summary.json").read_text())
+    assert document["cells_total"] == 9 and document["failures"] == []
+    assert len(document["settings"]) == 3
+    assert document["settings"][0]["regret_mean"] is None
+    assert {b["metric"] for b in document["best"]} == {
+        "reward_per_visit",
+        "final_reward_per_visit",
+        "click_rate",
+        "buy_rate",
+    }
+    assert reference.to_json() == document["settings"]
+    for png in reference.plots:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in reference.plots) == ["epsilon_seed.png", "learning_seed.png"]
+
+
+def test_one_cell_rerun_alone_reproduces_bit_for_bit(
+    run_dir: Path, reference: sweep.SweepResult
+) -> None:
+    spec = small_spec()
+    setting = spec.settings(RunConfig())[1]
+    outcome = run_cell(run_dir, spec, setting, 2)
+    stored = reference.results[reference.results["cell"] == setting.cell_key(2)]
+    for name in sweep.METRIC_COLUMNS:
+        np.testing.assert_array_equal(outcome.metrics[name], stored[name].to_numpy())
+    # and the cell is the same inside a larger grid with another order
+    bigger = small_spec(epsilons=(0.5, 0.2, 0.0, 1.0), replicates=4)
+    assert run_cell(run_dir, bigger, setting, 2).metrics["reward_sum"].tolist() == (
+        stored["reward_sum"].tolist()
+    )
+    # replicates are independent streams
+    other = run_cell(run_dir, spec, setting, 1)
+    assert not np.array_equal(other.metrics["reward_sum"], outcome.metrics["reward_sum"])
+
+
+def test_rerun_skips_finished_cells_and_resumes_missing_ones(
+    run_dir: Path, reference: sweep.SweepResult, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    first = run_sweep(run_dir, small_spec(), out, workers=1, plots=False)
+    again = run_sweep(run_dir, small_spec(), out, workers=1, plots=False)
+    assert (again.cells_run, again.cells_skipped) == (0, 9)
+    pd.testing.assert_frame_equal(again.results, first.results)
+    lost = sorted((out / "cells").glob("*.parquet"))[4]
+    lost.unlink()
+    resumed = run_sweep(run_dir, small_spec(), out, workers=1, plots=False)
+    assert (resumed.cells_run, resumed.cells_skipped) == (1, 8)
+    pd.testing.assert_frame_equal(metrics_only(resumed.results), metrics_only(reference.results))
+
+
+def test_grown_grid_reuses_cells_of_the_same_base(
+    run_dir: Path, reference: sweep.SweepResult, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    run_sweep(run_dir, small_spec(epsilons=(0.2,)), out, workers=1, plots=False)
+    grown = run_sweep(run_dir, small_spec(), out, workers=1, plots=False)
+    assert (grown.cells_run, grown.cells_skipped) == (6, 3)
+    pd.testing.assert_frame_equal(metrics_only(grown.results), metrics_only(reference.results))
+
+
+def test_sweep_dir_of_another_base_is_refused_unless_forced(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    spec = small_spec(epsilons=(0.2,), replicates=2)
+    run_sweep(run_dir, spec, out, workers=1, plots=False)
+    with pytest.raises(ConfigError) as info:
+        run_sweep(run_dir, small_spec(epsilons=(0.2,), replicates=2, seed=8), out, workers=1)
+    assert "holds a sweep with a different seed 7 (now 8)" in str(info.value)
+    assert "\n" not in str(info.value)
+    forced = run_sweep(run_dir, small_spec(epsilons=(0.2,), seed=8), out, workers=1, force=True)
+    assert forced.cells_run == 3
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty and not a sweep directory"):
+        run_sweep(run_dir, spec, tmp_path / "other", workers=1)
+
+
+def test_failed_cell_is_reported_and_does_not_lose_the_others(
+    run_dir: Path, reference: sweep.SweepResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = small_spec()
+    bad = spec.settings(RunConfig())[2].cell_key(1)
+    real = sweep.simulate_cell
+
+    def flaky(loaded: sweep.LoadedRun, task: sweep.CellTask) -> sweep.CellOutcome:
+        if task.key == bad:
+            raise RuntimeError("disk on fire\nsecond line")
+        return real(loaded, task)
+
+    monkeypatch.setattr(sweep, "simulate_cell", flaky)
+    out = tmp_path / "out"
+    events: list[sweep.SweepProgress] = []
+    broken = run_sweep(run_dir, spec, out, workers=1, progress=events.append, plots=False)
+    assert broken.failures == [
+        {
+            "cell": bad,
+            "label": "eps-greedy epsilon=1 n=10 seed",
+            "replicate": 1,
+            "error": "RuntimeError: disk on fire",
+        }
+    ]
+    assert events[-1].cells_failed == 1 and events[-1].cells_done == 9
+    assert "disk on fire" in (out / "cells" / f"{bad}.error.txt").read_text()
+    assert broken.summary["replicates"].tolist() == [3, 3, 2]
+    assert json.loads((out / "summary.json").read_text())["failures"][0]["cell"] == bad
+
+    monkeypatch.setattr(sweep, "simulate_cell", real)
+    fixed = run_sweep(run_dir, spec, out, workers=1, plots=False)
+    assert (fixed.cells_run, fixed.failures) == (1, [])
+    assert not (out / "cells" / f"{bad}.error.txt").exists()
+    pd.testing.assert_frame_equal(metrics_only(fixed.results), metrics_only(reference.results))
+
+
+def test_progress_reports_every_cell(run_dir: Path, tmp_path: Path) -> None:
+    events: list[sweep.SweepProgress] = []
+    run_sweep(
+        run_dir,
+        small_spec(replicates=2),
+        tmp_path / "o",
+        workers=1,
+        progress=events.append,
+        plots=False,
+    )
+    assert [e.cells_done for e in events] == list(range(7))
+    assert events[0].last_cell is None and events[-1].visits_done == 6 * EPISODES
+    assert all(e.visits_total == 6 * EPISODES and e.cells_total == 6 for e in events)
+    assert events[-1].visits_per_second > 0
+
+
+def test_process_pool_gives_identical_results(
+    run_dir: Path, reference: sweep.SweepResult, tmp_path: Path
+) -> None:
+    pooled = run_sweep(run_dir, small_spec(), tmp_path / "out", workers=2, plots=False)
+    pd.testing.assert_frame_equal(metrics_only(pooled.results), metrics_only(reference.results))
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+def test_dask_cluster_gives_identical_results(
+    run_dir: Path, reference: sweep.SweepResult, tmp_path: Path, processes: bool
+) -> None:
+    distributed = pytest.importorskip(
+        "distributed", reason="Dask distributed (extra rlreco[dask]) is not installed"
+    )
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=processes,
+        protocol="tcp",
+        host="127.0.0.1",
+        dashboard_address=None,
+    ) as cluster:
+        result = run_sweep(
+            run_dir,
+            small_spec(),
+            tmp_path / "out",
+            scheduler=cluster.scheduler_address,
+            plots=False,
+        )
+    pd.testing.assert_frame_equal(metrics_only(result.results), metrics_only(reference.results))
+
+
+def test_unreachable_scheduler_is_a_one_line_error(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("distributed", reason="Dask distributed is not installed")
+    monkeypatch.setattr(sweep, "CONNECT_TIMEOUT", "0.5s")
+    with pytest.raises(ConfigError, match=r"cannot connect to Dask scheduler tcp://127\.0\.0\.1:9"):
+        run_sweep(run_dir, small_spec(), tmp_path / "out", scheduler="tcp://127.0.0.1:9")
+
+
+def truth_table(run_dir: Path, path: Path, *, drop_last: bool = False) -> Path:
+    """A truth table of the synthetic run: every (state, catalogue product) of its segment."""
+    run = RunDir.open(run_dir)
+    space = StateSpace.from_columns(run.read_space())
+    rng = np.random.default_rng(5)
+    rows = []
+    for s, sid in enumerate(space.state_ids):
+        for p in space.catalogue(int(space.state_segment[s])):
+            rows.append((sid, space.product_codes[p], rng.uniform(0, 0.3), rng.uniform(0, 0.2)))
+    frame = pd.DataFrame(rows, columns=["state_id", "product_id", "p_click", "p_buy"])
+    frame.iloc[: -1 if drop_last else None].to_parquet(path)
+    return path
+
+
+def test_sweep_with_known_truth_reports_regret(run_dir: Path, tmp_path: Path) -> None:
+    table = truth_table(run_dir, tmp_path / "truth.parquet")
+    spec = small_spec(epsilons=(0.0, 1.0), replicates=2, responses=("popularity", str(table)))
+    result = run_sweep(run_dir, spec, tmp_path / "out", workers=1)
+    assert result.summary["response"].tolist() == ["popularity"] * 2 + [str(table)] * 2
+    regret = result.summary["regret_mean"].to_numpy()
+    assert np.all(np.isfinite(regret)) and np.all(regret > 0)
+    per_visit = result.summary["regret_per_visit_mean"].to_numpy()
+    np.testing.assert_allclose(per_visit * EPISODES, regret, rtol=1e-12)
+    assert "regret" in {b["metric"] for b in result.best}
+    assert sorted(p.name for p in result.plots) == [
+        "epsilon_popularity.png",
+        "epsilon_truth.png",
+        "learning_popularity.png",
+        "learning_truth.png",
+    ]
+
+
+def test_bad_truth_table_fails_before_any_cell(run_dir: Path, tmp_path: Path) -> None:
+    table = truth_table(run_dir, tmp_path / "truth.parquet", drop_last=True)
+    with pytest.raises(DataError, match="has no row for catalogue product"):
+        run_sweep(run_dir, small_spec(responses=(str(table),)), tmp_path / "out", workers=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_popularity_derives_from_the_initial_snapshot(tmp_path: Path) -> None:
+    run = synthetic_run(tmp_path / "run", seed=3)
+    space = StateSpace.from_columns(run.read_space())
+    tables = Tables.from_columns(run.read_snapshot(), space)
+    initial_count = tables.count.copy()
+    tables.cells["count"][tables.known] += 7  # as if visits had been simulated since
+    run.commit(episodes=1_000, snapshot=tables.to_columns(space), metrics=None, updates={})
+    loaded = sweep.LoadedRun(sweep.RunPayload.read(RunDir.open(run.path)))
+    np.testing.assert_array_equal(loaded.tables.count, initial_count + 7 * tables.known)
+    np.testing.assert_array_equal(loaded.history_count, initial_count)
+
+
+# ---- statistics of a sweep -------------------------------------------------------------------
+
+
+def replicate_frame(values: dict[float, list[float]]) -> pd.DataFrame:
+    rows = []
+    for eps, xs in values.items():
+        for r, x in enumerate(xs):
+            rows.append(
+                {
+                    "policy": "eps-greedy",
+                    "param_name": "epsilon",
+                    "param": eps,
+                    "slate_size": 10,
+                    "response": "popularity",
+                    "replicate": r,
+                    **{m: x for m in sweep.SUMMARY_METRICS},
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_best_setting_and_significance() -> None:
+    settings = [Setting("eps-greedy", e, 10, "popularity", "popularity") for e in (0.0, 0.1, 0.5)]
+    clear = replicate_frame({0.0: [1.0, 1.1, 0.9], 0.1: [3.0, 3.1, 2.9], 0.5: [2.0, 2.2, 1.8]})
+    best = {b["metric"]: b for b in sweep.best_settings(sweep.summarise(clear, settings), clear)}
+    assert best["reward_per_visit"]["best"] == settings[1].label
+    assert best["reward_per_visit"]["runner_up"] == settings[2].label
+    assert best["reward_per_visit"]["significant"] is True
+    # regret: lower is better
+    assert best["regret"]["best"] == settings[0].label
+    close = replicate_frame({0.0: [1.0, 2.0, 3.0], 0.1: [1.2, 2.1, 3.1], 0.5: [0.0, 0.1, 0.2]})
+    best = {b["metric"]: b for b in sweep.best_settings(sweep.summarise(close, settings), close)}
+    assert best["reward_per_visit"]["best"] == settings[1].label
+    assert best["reward_per_visit"]["significant"] is False
+    assert 0.05 < best["reward_per_visit"]["p_value"] < 1.0
+
+
+def test_learning_curves_have_one_point_per_block(reference: sweep.SweepResult) -> None:
+    curves = sweep.learning_curves(reference.results)
+    reward = curves[curves["metric"] == "reward_per_visit"]
+    assert len(reward) == 3 * BLOCKS
+    assert reward.groupby("param")["visits"].max().tolist() == [EPISODES] * 3
+    assert (reward["n"] == 3).all() and (reward["low"] < reward["high"]).all()
+    regret = curves[curves["metric"] == "regret"]
+    assert regret["mean"].isna().all()
