@@ -44,7 +44,7 @@ def retail_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_sweep_workers(
+def bench_sweep_workers(
     benchmark: BenchmarkFixture, retail_run: Path, tmp_path: Path, workers: int
 ) -> None:
     def sweep() -> SweepResult:
