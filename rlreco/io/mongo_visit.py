@@ -28,6 +28,7 @@ and resets their version records; do not run it while visits to those states are
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import random
 import uuid
@@ -119,7 +120,7 @@ class _Read:
     episodes: int = 0  # tidy: run episodes recorded on the state's cells
 
 
-class _StateStore:
+class _StateStore(abc.ABC):
     """Reads and writes one state's documents in one layout."""
 
     layout: Layout
@@ -130,16 +131,17 @@ class _StateStore:
         self.run_id = run_id
         self.record_id = state_record_id(self.layout, run_id, state)
 
+    @abc.abstractmethod
     def read(self) -> _Read:
-        raise NotImplementedError
+        """The state's documents as cells, with their versions."""
 
+    @abc.abstractmethod
     def lags(self, read: _Read, pending: Mapping[str, Any], version: int) -> bool:
         """Whether documents the pending visit touches are older than ``version``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def write(self, pending: Mapping[str, Any], version: int, read: _Read) -> None:
         """Write a committed visit's values with version ``version`` (guarded, idempotent)."""
-        raise NotImplementedError
 
 
 class _SeedStore(_StateStore):
@@ -188,8 +190,9 @@ class _SeedStore(_StateStore):
             query = {"_id": read.ids[name], **older_than(version)}
             coll = self.link.db[name]
 
-            def update(coll: Any = coll, values: Document = values, query: Document = query
-                       ) -> None:
+            def update(
+                coll: Any = coll, values: Document = values, query: Document = query
+            ) -> None:
                 # A duplicate key means the document already holds this or a newer version.
                 with contextlib.suppress(DuplicateKeyError):
                     coll.update_one(query, {"$set": values}, upsert=True)
@@ -293,8 +296,9 @@ def read_state(
     SyncError
         Malformed state id, unreachable server, or documents that stay inconsistent.
     """
-    store = _open_store(client_or_db, state, layout=layout, db=db, run_id=run_id, index=index,
-                        policy=policy)
+    store = _open_store(
+        client_or_db, state, layout=layout, db=db, run_id=run_id, index=index, policy=policy
+    )
     return _read_consistent(store)[1].frame
 
 
@@ -337,8 +341,9 @@ def apply_visit(
         commits. If the server fails during the commit itself, the visit may have been
         recorded: read the state before repeating it.
     """
-    store = _open_store(client_or_db, state, layout=layout, db=db, run_id=run_id, index=index,
-                        policy=policy)
+    store = _open_store(
+        client_or_db, state, layout=layout, db=db, run_id=run_id, index=index, policy=policy
+    )
     link = store.link
     token = uuid.uuid4().hex
     jitter = random.Random()
@@ -423,8 +428,10 @@ def _read_consistent(store: _StateStore) -> tuple[int, _Read]:
 
 def _checked_step(changed: Any, state: str) -> pd.DataFrame:
     if not isinstance(changed, pd.DataFrame):
-        raise SyncError(f"visit step for state {state} returned {type(changed).__name__}, "
-                        "not a DataFrame of changed cells")
+        raise SyncError(
+            f"visit step for state {state} returned {type(changed).__name__}, "
+            "not a DataFrame of changed cells"
+        )
     try:
         frame = conform_snapshot(changed, f"visit step output for state {state}")
     except RlrecoError as exc:
