@@ -19,22 +19,6 @@ from rlreco.engine.kernels.records import CELL_DTYPE
 from rlreco.engine.state_space import StateSpace
 from rlreco.errors import SnapshotError
 
-#: Columns of a long-form snapshot (one row per known cell) and their dtypes.
-SNAPSHOT_COLUMNS: dict[str, str] = {
-    "state_id": "int32",
-    "state": "str",
-    "segment": "str",
-    "month": "str",
-    "half": "int8",
-    "weekday": "str",
-    "product_id": "int32",
-    "product_code": "str",
-    "value": "float64",
-    "reward": "float64",
-    "count": "int64",
-    "reco_count": "int64",
-}
-
 
 def round_cents(x: np.ndarray) -> np.ndarray:
     """Round to 2 decimals the way every kernel does: ``rint(x * 100) / 100``."""

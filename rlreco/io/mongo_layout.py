@@ -37,8 +37,10 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from rlreco.errors import SnapshotError, SyncError
+from rlreco.io.run_dir import SCHEMAS
 
 Layout = Literal["seed", "tidy"]
 LAYOUTS: tuple[Layout, ...] = ("seed", "tidy")
@@ -62,20 +64,10 @@ STATE_VERSIONS = "state_versions"
 #: Per-document version field written by online visits (absent means 0).
 VERSION_FIELD = "_v"
 
-#: Columns and dtypes of the long-form snapshot frame, in order.
+#: Columns and dtypes of the long-form snapshot frame, in order (the run directory's schema).
 SNAPSHOT_DTYPES: dict[str, str] = {
-    "state_id": "int32",
-    "state": "str",
-    "segment": "str",
-    "month": "str",
-    "half": "int8",
-    "weekday": "str",
-    "product_id": "int32",
-    "product_code": "str",
-    "value": "float64",
-    "reward": "float64",
-    "count": "int64",
-    "reco_count": "int64",
+    f.name: "str" if pa.types.is_string(f.type) else str(f.type.to_pandas_dtype()().dtype)
+    for f in SCHEMAS["snapshot"]
 }
 _STR_COLUMNS = tuple(c for c, d in SNAPSHOT_DTYPES.items() if d == "str")
 #: Numbers stored per cell, with the Python type BSON gets.
