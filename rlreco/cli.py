@@ -34,7 +34,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
+# wide enough for the summary tables when output goes to a file or a pipe
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
