@@ -74,7 +74,8 @@ def figures(report: ExportReport, seconds: float, commands: int | None = None) -
         "round_trips": report.round_trips,
         "wire_commands": commands,
         "round_trips_per_1000_documents": round(1000 * report.round_trips / docs, 2)
-        if docs else None,
+        if docs
+        else None,
     }
 
 
@@ -87,8 +88,10 @@ def seed_on_mongomock() -> dict[str, Any]:
     full_s = time.perf_counter() - started
     started = time.perf_counter()
     again = export_snapshot(db, changed_two_states(frame), manifest(), layout="seed")
-    return {"full": figures(full, full_s), "two_states": figures(again,
-                                                                 time.perf_counter() - started)}
+    return {
+        "full": figures(full, full_s),
+        "two_states": figures(again, time.perf_counter() - started),
+    }
 
 
 def tidy_over_the_wire() -> dict[str, Any]:
@@ -148,8 +151,10 @@ def main() -> None:
     frame = full_snapshot()
     print(f"snapshot: {frame['state'].nunique()} states, {len(frame):,} cells")
     rows = []
-    for name, result in (("seed / mongomock", seed_on_mongomock()),
-                         ("tidy / mockupdb wire", tidy_over_the_wire())):
+    for name, result in (
+        ("seed / mongomock", seed_on_mongomock()),
+        ("tidy / mockupdb wire", tidy_over_the_wire()),
+    ):
         for kind in ("full", "two_states"):
             rows.append({"export": f"{name} ({kind})", **result[kind]})
     rows.append({"export": f"tidy / mongomock ({SMALL_TIDY} cells)", **tidy_on_mongomock()})

@@ -256,9 +256,7 @@ def main(space_name: str, response: str) -> None:
         Simulator(space, initial.copy(), params).run(WARMUP)
         summary = Simulator(space, initial, params, seed=1).run(VISITS, chunk=1_000_000)
     print(
-        json.dumps(
-            {"visits_per_second": summary.episodes_per_second, "peak_rss_mb": peak_rss_mb()}
-        )
+        json.dumps({"visits_per_second": summary.episodes_per_second, "peak_rss_mb": peak_rss_mb()})
     )
 
 

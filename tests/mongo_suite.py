@@ -59,8 +59,20 @@ LAYOUTS = ("seed", "tidy")
 FAST = RetryPolicy(attempts=3, base_delay_s=0.001, max_delay_s=0.002)
 
 SEGMENTS = ("Q1", "Q2", "Q3", "Q4")
-MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-          "September", "October", "November", "December")
+MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Sunday")
 #: Codes that are not valid MongoDB field names as they are.
 AWKWARD_CODES = ("A.B", "$X", "50%OFF", "C.$.%2E")
@@ -200,8 +212,9 @@ def synthetic_snapshot(
         Snapshot columns and dtypes, canonical order, ``n_states * per_state`` rows.
     """
     rng = np.random.default_rng(seed)
-    catalogue = list(codes) + [f"{20000 + i}{'ABC'[i % 3] if i % 4 == 0 else ''}"
-                               for i in range(n_products - len(codes))]
+    catalogue = list(codes) + [
+        f"{20000 + i}{'ABC'[i % 3] if i % 4 == 0 else ''}" for i in range(n_products - len(codes))
+    ]
     states = all_states()[:n_states]
     product_ids = np.concatenate(
         [np.sort(rng.choice(n_products, per_state, replace=False)) for _ in states]
@@ -236,8 +249,14 @@ def code_index(frame: pd.DataFrame) -> CodeIndex:
 
 def manifest(run_id: str = "run-1", episodes: int = 1000) -> dict[str, Any]:
     """A small manifest like a run directory's."""
-    return {"schema_version": 1, "run_id": run_id, "seed": 7, "episodes": episodes,
-            "config": {"policy": {"epsilon": 0.1, "slate_size": 10}}, "versions": {"numpy": "2"}}
+    return {
+        "schema_version": 1,
+        "run_id": run_id,
+        "seed": 7,
+        "episodes": episodes,
+        "config": {"policy": {"epsilon": 0.1, "slate_size": 10}},
+        "versions": {"numpy": "2"},
+    }
 
 
 def contents(db: Any) -> dict[str, list[str]]:
@@ -246,8 +265,9 @@ def contents(db: Any) -> dict[str, list[str]]:
     for name in sorted(db.list_collection_names()):
         docs = []
         for doc in db[name].find({}):
-            kept = {k: v for k, v in doc.items()
-                    if k != "updated_at" and not isinstance(v, ObjectId)}
+            kept = {
+                k: v for k, v in doc.items() if k != "updated_at" and not isinstance(v, ObjectId)
+            }
             docs.append(repr(sorted(kept.items(), key=lambda kv: kv[0])))
         out[name] = sorted(docs)
     return out
@@ -258,9 +278,12 @@ STEP_STATE = ("Q1", "January", 0, "Monday")
 STEP_STATE_ID = format_state(*STEP_STATE)
 
 
-def reference_step(slate: dict[str, float], reward0: float, new_ids: dict[str, int],
-                   state: tuple[str, str, int, str] = STEP_STATE
-                   ) -> Callable[[pd.DataFrame], pd.DataFrame]:
+def reference_step(
+    slate: dict[str, float],
+    reward0: float,
+    new_ids: dict[str, int],
+    state: tuple[str, str, int, str] = STEP_STATE,
+) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """Slow reference of the engine's update for one visit (issue 3, steps 3 and 5).
 
     Every slate product gets ``count += 1``, ``reco_count += 1``; a product new to the state
@@ -284,11 +307,23 @@ def reference_step(slate: dict[str, float], reward0: float, new_ids: dict[str, i
         known = dict(zip(cells["product_code"], cells.to_dict("records"), strict=True))
         rows = []
         for code, r in slate.items():
-            row = dict(known.get(code) or {
-                "state_id": -1, "state": format_state(*state), "segment": segment,
-                "month": month, "half": half, "weekday": weekday, "product_id": new_ids[code],
-                "product_code": code, "value": 0.0, "reward": reward0, "count": 0,
-                "reco_count": 0})
+            row = dict(
+                known.get(code)
+                or {
+                    "state_id": -1,
+                    "state": format_state(*state),
+                    "segment": segment,
+                    "month": month,
+                    "half": half,
+                    "weekday": weekday,
+                    "product_id": new_ids[code],
+                    "product_code": code,
+                    "value": 0.0,
+                    "reward": reward0,
+                    "count": 0,
+                    "reco_count": 0,
+                }
+            )
             row["count"] += 1
             row["reco_count"] += 1
             row["reward"] += r
@@ -342,8 +377,10 @@ class MongoSuite:
         for column, name in SEED_COLLECTIONS.items():
             # The original reads a state with find_one({state: {"$exists": True}}).
             doc = database[name].find_one({state: {"$exists": True}})
-            expected = {escape_field(c): v for c, v in zip(cells["product_code"],
-                                                          cells[column].tolist(), strict=True)}
+            expected = {
+                escape_field(c): v
+                for c, v in zip(cells["product_code"], cells[column].tolist(), strict=True)
+            }
             assert doc == {"_id": state, state: expected}
             kind = int if column in ("count", "reco_count") else float
             assert all(type(v) is kind for v in doc[state].values())
@@ -361,8 +398,9 @@ class MongoSuite:
         assert report.states_written == 0 and report.states_unchanged == 5
         assert report.documents_written == 0
         assert contents(database) == before
-        assert {n: list(database[n].find({})) for n in database.list_collection_names()} \
-            == with_times
+        assert {
+            n: list(database[n].find({})) for n in database.list_collection_names()
+        } == with_times
 
     @pytest.mark.parametrize("layout", LAYOUTS)
     def test_incremental_export_rewrites_only_changed_states(
@@ -376,8 +414,9 @@ class MongoSuite:
         changed.loc[first, "value"] += 1e-9  # a one-ulp-scale change is a change
         dropped = changed.index[changed["state"] == states[4]][-1]
         changed = changed.drop(index=dropped).reset_index(drop=True)
-        report = export_snapshot(database, changed, manifest(episodes=2000), layout=layout,
-                                 policy=FAST)
+        report = export_snapshot(
+            database, changed, manifest(episodes=2000), layout=layout, policy=FAST
+        )
         assert report.states_written == 2 and report.states_unchanged == 4
         if layout == "seed":
             for name in SEED_COLLECTIONS.values():
@@ -403,8 +442,9 @@ class MongoSuite:
         pd.testing.assert_frame_equal(got, smaller, check_exact=True)
 
     def test_tidy_cells_have_a_unique_compound_index(self, database: Any) -> None:
-        export_snapshot(database, synthetic_snapshot(2, 2, 4), manifest(), layout="tidy",
-                        policy=FAST)
+        export_snapshot(
+            database, synthetic_snapshot(2, 2, 4), manifest(), layout="tidy", policy=FAST
+        )
         info = database[CELLS].index_information()[CELLS_INDEX]
         assert info["unique"] is True
         assert [k for k, _ in info["key"]] == ["run_id", "state", "product_code"]
@@ -462,8 +502,9 @@ class MongoSuite:
         state = frame["state"].iloc[0]
         codes = frame.loc[frame["state"] == state, "product_code"].tolist()[:2]
         before = read_state(database, state, layout=layout, index=index, policy=FAST)
-        pd.testing.assert_frame_equal(before, frame[frame["state"] == state]
-                                      .reset_index(drop=True), check_exact=True)
+        pd.testing.assert_frame_equal(
+            before, frame[frame["state"] == state].reset_index(drop=True), check_exact=True
+        )
         step = _bump(codes)
         result = apply_visit(database, state, step, layout=layout, index=index, policy=FAST)
         assert (result.version, result.attempts, result.applied) == (1, 1, True)
@@ -475,8 +516,11 @@ class MongoSuite:
         pd.testing.assert_frame_equal(after, expected, check_exact=True)
         got, _ = import_snapshot(database, layout=layout, index=index, policy=FAST)
         others = frame["state"] != state
-        pd.testing.assert_frame_equal(got[got["state"] != state].reset_index(drop=True),
-                                      frame[others].reset_index(drop=True), check_exact=True)
+        pd.testing.assert_frame_equal(
+            got[got["state"] != state].reset_index(drop=True),
+            frame[others].reset_index(drop=True),
+            check_exact=True,
+        )
 
     @pytest.mark.parametrize("layout", LAYOUTS)
     def test_export_after_a_visit_restores_the_visited_state(
@@ -485,16 +529,23 @@ class MongoSuite:
         frame = synthetic_snapshot(3, 4, 8)
         export_snapshot(database, frame, manifest(), layout=layout, policy=FAST)
         state = frame["state"].iloc[2]
-        apply_visit(database, state, _bump(frame["product_code"][8:9].tolist()), layout=layout,
-                    index=code_index(frame), policy=FAST)
+        apply_visit(
+            database,
+            state,
+            _bump(frame["product_code"][8:9].tolist()),
+            layout=layout,
+            index=code_index(frame),
+            policy=FAST,
+        )
         report = export_snapshot(database, frame, manifest(), layout=layout, policy=FAST)
         assert report.states_written == 1
         got, _ = import_snapshot(database, layout=layout, index=code_index(frame), policy=FAST)
         pd.testing.assert_frame_equal(got, frame, check_exact=True)
         assert database[STATE_VERSIONS].find_one({"state": state}) is None
         # and the state accepts visits again from version 0
-        again = apply_visit(database, state, _bump([]), layout=layout, index=code_index(frame),
-                            policy=FAST)
+        again = apply_visit(
+            database, state, _bump([]), layout=layout, index=code_index(frame), policy=FAST
+        )
         assert again.version == 1
 
     @pytest.mark.parametrize("layout", LAYOUTS)
@@ -533,10 +584,16 @@ class MongoSuite:
             try:
                 for k in range(visits):
                     r = float((tid + k) % 5 - 2)  # small integers: sums are exact in any order
-                    step = reference_step({known[0]: r, known[1]: -r, "NEW": 1.0}, 0.5,
-                                          {"NEW": 99})
-                    apply_visit(database, STEP_STATE_ID, step, layout=layout, index=index,
-                                policy=FAST, max_conflicts=100_000)
+                    step = reference_step({known[0]: r, known[1]: -r, "NEW": 1.0}, 0.5, {"NEW": 99})
+                    apply_visit(
+                        database,
+                        STEP_STATE_ID,
+                        step,
+                        layout=layout,
+                        index=index,
+                        policy=FAST,
+                        max_conflicts=100_000,
+                    )
             except BaseException as exc:  # reported by the main thread
                 errors.append(exc)
 
@@ -579,12 +636,22 @@ def _new_cells(state: str, values: dict[str, float]) -> Callable[[pd.DataFrame],
     segment, month, half, weekday = state.split("_")
 
     def step(cells: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame({
-            "state_id": -1, "state": state, "segment": segment, "month": month,
-            "half": int(half), "weekday": weekday, "product_id": range(len(values)),
-            "product_code": list(values), "value": list(values.values()),
-            "reward": 0.0, "count": 1, "reco_count": 1,
-        })
+        return pd.DataFrame(
+            {
+                "state_id": -1,
+                "state": state,
+                "segment": segment,
+                "month": month,
+                "half": int(half),
+                "weekday": weekday,
+                "product_id": range(len(values)),
+                "product_code": list(values),
+                "value": list(values.values()),
+                "reward": 0.0,
+                "count": 1,
+                "reco_count": 1,
+            }
+        )
 
     return step
 

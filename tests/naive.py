@@ -72,15 +72,11 @@ def draw_state(world: NaiveWorld, rng: np.random.Generator) -> int:
     return min(int(np.searchsorted(world.state_cdf, target, side="right")), n_states - 1)
 
 
-def choose_slate(
-    world: NaiveWorld, state: int, rng: np.random.Generator
-) -> tuple[list[int], int]:
+def choose_slate(world: NaiveWorld, state: int, rng: np.random.Generator) -> tuple[list[int], int]:
     """Epsilon-greedy slate: (products in slot order, explored slots)."""
     catalogue = world.catalogues[world.state_segment[state]]
     row = world.value[state]
-    ranked = sorted(
-        (p for p in range(row.size) if row[p] != -math.inf), key=lambda p: (-row[p], p)
-    )
+    ranked = sorted((p for p in range(row.size) if row[p] != -math.inf), key=lambda p: (-row[p], p))
     slate: list[int] = []
     explored = 0
     for _ in range(world.slate_size):

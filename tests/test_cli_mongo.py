@@ -47,16 +47,18 @@ def write_transactions(path: Path, seed: int = 0, n_rows: int = 500) -> None:
     day = rng.integers(0, 90, n_rows)
     product = codes[rng.integers(0, codes.size, n_rows)]
     dates = pd.Timestamp("2011-01-01 09:00") + pd.to_timedelta(day, unit="D")
-    pd.DataFrame({
-        "InvoiceNo": [f"5{c:03d}{d:03d}" for c, d in zip(customer, day, strict=True)],
-        "StockCode": product,
-        "Description": [f"ITEM {c}" for c in product],
-        "Quantity": rng.integers(1, 25, n_rows),
-        "InvoiceDate": dates.strftime("%m/%d/%Y %H:%M"),
-        "UnitPrice": rng.integers(50, 1000, n_rows) / 100,
-        "CustomerID": (12000 + customer).astype(float),
-        "Country": "United Kingdom",
-    }).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "InvoiceNo": [f"5{c:03d}{d:03d}" for c, d in zip(customer, day, strict=True)],
+            "StockCode": product,
+            "Description": [f"ITEM {c}" for c in product],
+            "Quantity": rng.integers(1, 25, n_rows),
+            "InvoiceDate": dates.strftime("%m/%d/%Y %H:%M"),
+            "UnitPrice": rng.integers(50, 1000, n_rows) / 100,
+            "CustomerID": (12000 + customer).astype(float),
+            "Country": "United Kingdom",
+        }
+    ).to_csv(path, index=False)
 
 
 @pytest.fixture(scope="module")
@@ -135,12 +137,14 @@ def test_export_then_import_is_exact(mongo: Any, run: Path, tmp_path: Path, layo
         for name in SEED_COLLECTIONS.values():
             assert report["collections"][name]["written"] == n_states
     out = tmp_path / "imported"
-    summary = invoke_json("import-mongo", "--uri", URI, "--run", run, "--out", out,
-                          "--layout", layout)
+    summary = invoke_json(
+        "import-mongo", "--uri", URI, "--run", run, "--out", out, "--layout", layout
+    )
     assert (summary["states"], summary["episodes"]) == (n_states, 0)
     assert tables_of(out, space).equals(tables_of(run, space))
-    assert (out / "state_space" / "products.parquet").read_bytes() == \
-        (run / "state_space" / "products.parquet").read_bytes()
+    assert (out / "state_space" / "products.parquet").read_bytes() == (
+        run / "state_space" / "products.parquet"
+    ).read_bytes()
     original, imported = RunDir.open(run).manifest, RunDir.open(out).manifest
     assert imported["imported_from"]["layout"] == layout
     assert imported["data"] == original["data"]
@@ -177,15 +181,17 @@ def test_tidy_import_restores_episodes_and_a_128_bit_rng_state(
     invoke_json("export-mongo", run, "--uri", URI, "--layout", "tidy")
     assert mongo["rlRecomendation"][RUNS].count_documents({}) == 1
     out = tmp_path / "back"
-    summary = invoke_json("import-mongo", "--uri", URI, "--run", run, "--out", out,
-                          "--layout", "tidy")
+    summary = invoke_json(
+        "import-mongo", "--uri", URI, "--run", run, "--out", out, "--layout", "tidy"
+    )
     assert summary["episodes"] == 1234
     back = RunDir.open(out)
     assert back.manifest["rng_state"] == rng_state
     assert back.episodes == 1234 and back.manifest["metrics"] is None
     space = space_of(run)
     assert Tables.from_columns(back.read_snapshot("initial"), space).equals(
-        Tables.from_columns(RunDir.open(run).read_snapshot("initial"), space))
+        Tables.from_columns(RunDir.open(run).read_snapshot("initial"), space)
+    )
     assert tables_of(out, space).equals(tables_of(run, space))
 
 
@@ -222,11 +228,16 @@ def test_bad_layout_and_malformed_uri_are_one_line(run: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "needle"),
     [
-        (lambda db, state: db["rlValuedic"].insert_one({"Q9_May_0_Monday": {"21001": 1.0}}),
-         "state 'Q9_May_0_Monday' is not in the state space of"),
-        (lambda db, state: db["rlValuedic"].update_one(
-            {"_id": state}, {"$set": {f"{state}.NOPE": 1.0}}),
-         "product 'NOPE' (state "),
+        (
+            lambda db, state: db["rlValuedic"].insert_one({"Q9_May_0_Monday": {"21001": 1.0}}),
+            "state 'Q9_May_0_Monday' is not in the state space of",
+        ),
+        (
+            lambda db, state: db["rlValuedic"].update_one(
+                {"_id": state}, {"$set": {f"{state}.NOPE": 1.0}}
+            ),
+            "product 'NOPE' (state ",
+        ),
     ],
 )
 def test_import_of_cells_outside_the_state_space_is_one_line(
@@ -248,8 +259,11 @@ def test_tidy_cell_with_a_foreign_product_id_is_refused(
     cells = mongo["rlRecomendation"][CELLS]
     doc = cells.find_one({"product_code": "A.B"})
     cells.update_one({"_id": doc["_id"]}, {"$set": {"product_id": doc["product_id"] + 1}})
-    line = one_line_error(invoke("import-mongo", "--uri", URI, "--run", run, "--out",
-                                 tmp_path / "o", "--layout", "tidy"))
+    line = one_line_error(
+        invoke(
+            "import-mongo", "--uri", URI, "--run", run, "--out", tmp_path / "o", "--layout", "tidy"
+        )
+    )
     assert "has product_id" in line and "'A.B'" in line
 
 
@@ -265,9 +279,11 @@ def test_import_of_a_product_outside_its_segment_catalogue_is_refused(
     state = str(space.state_ids[np.flatnonzero(space.state_segment == segment)[0]])
     invoke_json("export-mongo", run, "--uri", URI)
     mongo["rlRecomendation"]["rlValuedic"].update_one(
-        {"_id": state}, {"$set": {f"{state}.{escape_field(code)}": 1.0}}, upsert=True)
-    line = one_line_error(invoke("import-mongo", "--uri", URI, "--run", run, "--out",
-                                 tmp_path / "o"))
+        {"_id": state}, {"$set": {f"{state}.{escape_field(code)}": 1.0}}, upsert=True
+    )
+    line = one_line_error(
+        invoke("import-mongo", "--uri", URI, "--run", run, "--out", tmp_path / "o")
+    )
     assert f"product {code!r} of state {state} is not in the catalogue of segment" in line
 
 
@@ -324,8 +340,9 @@ def test_given_response_updates_exactly_the_named_cells(run: Path) -> None:
     preview = visit_json(run, "--state", STATE, "--respond", "none")
     assert RunDir.open(run).episodes == 0 and tables_of(run, space).equals(before)
     codes = [i["product_code"] for i in preview["slate"]]
-    report = visit_json(run, "--state", STATE, "--clicked", f"{codes[0]},{codes[1]}",
-                        "--bought", codes[1])
+    report = visit_json(
+        run, "--state", STATE, "--clicked", f"{codes[0]},{codes[1]}", "--bought", codes[1]
+    )
     assert [i["product_code"] for i in report["slate"]] == codes  # same key, same slate
     outcomes = [i["outcome"] for i in report["slate"]]
     assert outcomes == ["clicked", "bought"] + ["ignored"] * 8
@@ -371,14 +388,11 @@ def test_given_product_outside_the_slate_is_refused(run: Path) -> None:
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_recommend_via_mongodb_updates_only_that_state(
-    mongo: Any, run: Path, layout: str
-) -> None:
+def test_recommend_via_mongodb_updates_only_that_state(mongo: Any, run: Path, layout: str) -> None:
     space = space_of(run)
     invoke_json("export-mongo", run, "--uri", URI, "--layout", layout)
     manifest_before = (run / MANIFEST).read_text()
-    report = visit_json(run, "--uri", URI, "--layout", layout, "--state", STATE,
-                        "--visit", "7")
+    report = visit_json(run, "--uri", URI, "--layout", layout, "--state", STATE, "--visit", "7")
     assert (report["version"], report["attempts"], report["visit"]) == (1, 1, 7)
     assert report["source"].startswith("mongodb://***@db.example")
     assert (run / MANIFEST).read_text() == manifest_before  # the run directory is only read
@@ -395,8 +409,9 @@ def test_imported_run_keeps_the_metrics_of_its_visits(
     visit_json(run, "--state", STATE)
     invoke_json("export-mongo", run, "--uri", URI, "--layout", "tidy")
     out = tmp_path / "back"
-    summary = invoke_json("import-mongo", "--uri", URI, "--run", run, "--out", out,
-                          "--layout", "tidy")
+    summary = invoke_json(
+        "import-mongo", "--uri", URI, "--run", run, "--out", out, "--layout", "tidy"
+    )
     assert summary["episodes"] == 1
     original, back = RunDir.open(run), RunDir.open(out)
     assert back.read_metrics() is not None

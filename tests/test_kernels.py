@@ -184,9 +184,7 @@ def test_vector_group_operations() -> None:
         assert group_max(keys, count) == (head.max() if count else -np.inf)
         for key, label in ((0.5, 3), (2.0, 2), (-np.inf, 9)):
             expected_ahead = sum(
-                1
-                for i in range(count)
-                if head[i] > key or (head[i] == key and labels[i] < label)
+                1 for i in range(count) if head[i] > key or (head[i] == key and labels[i] < label)
             )
             assert ahead_of(keys, labels, count, key, label) == expected_ahead
 

@@ -96,8 +96,13 @@ def test_plain_codes_are_stored_unchanged() -> None:
 
 
 def test_manifest_encoding_is_bson_safe_and_exact() -> None:
-    manifest = {"rng_state": {"state": {"state": 2**127 + 3, "inc": -(2**64)}}, "n": 2**63 - 1,
-                "a.b": [1, {"$x": True}], "%int": "kept", "nested": {"%int": 5}}
+    manifest = {
+        "rng_state": {"state": {"state": 2**127 + 3, "inc": -(2**64)}},
+        "n": 2**63 - 1,
+        "a.b": [1, {"$x": True}],
+        "%int": "kept",
+        "nested": {"%int": 5},
+    }
     encoded = encode_manifest(manifest)
     assert encoded["rng_state"]["state"]["state"] == {BIG_INT: str(2**127 + 3)}
     assert encoded["n"] == 2**63 - 1  # fits int64: stored as a number
@@ -201,8 +206,7 @@ def test_interrupted_export_completes_when_run_again(layout: str, skip: int) -> 
     export_snapshot(clean, frame, manifest(), layout=layout, batch_size=4, policy=FAST)
     db = new_mongomock_db()
     export_snapshot(db, older, manifest(), layout=layout, batch_size=4, policy=FAST)
-    db.fault = fail_on(target, "bulk_write", OperationFailure("disk full", code=14031),
-                       skip=skip)
+    db.fault = fail_on(target, "bulk_write", OperationFailure("disk full", code=14031), skip=skip)
     with pytest.raises(SyncError, match="disk full"):
         export_snapshot(db, frame, manifest(), layout=layout, batch_size=4, policy=FAST)
     db.fault = None
@@ -221,8 +225,14 @@ def test_round_trips_are_one_or_two_commands_per_batch() -> None:
     # per batch: one cells command; then one for the digests; fixed: 4 queries, the index,
     # the manifest
     assert report.round_trips == 3 + 1 + 6
-    again = export_snapshot(db, frame.assign(value=frame["value"] + 1), manifest(),
-                            layout="tidy", batch_size=100, policy=FAST)
+    again = export_snapshot(
+        db,
+        frame.assign(value=frame["value"] + 1),
+        manifest(),
+        layout="tidy",
+        batch_size=100,
+        policy=FAST,
+    )
     # a rewrite also deletes vanished cells (one more command per batch); manifest unchanged
     assert again.round_trips == 2 * 3 + 1 + 4
     assert again.collections[CELLS].written == 300
@@ -285,8 +295,10 @@ def test_visit_interrupted_after_its_commit_is_completed_by_the_next_read(layout
         for column in ("value", "reward", "count", "reco_count"):
             assert got.loc[row["product_code"], column] == row[column]
     if layout == "seed":
-        assert {db[n].find_one({"_id": state})["_v"] for n in
-                ("rlQuantdic", "rlRecotrack", "rlValuedic", "rlRewarddic")} == {1}
+        assert {
+            db[n].find_one({"_id": state})["_v"]
+            for n in ("rlQuantdic", "rlRecotrack", "rlValuedic", "rlRewarddic")
+        } == {1}
 
 
 @pytest.mark.parametrize("layout", ["seed", "tidy"])
@@ -323,8 +335,7 @@ def test_visit_step_output_is_checked() -> None:
     with pytest.raises(SyncError, match="lacks column"):
         apply_visit(db, state, lambda c: c.drop(columns="value"), layout="tidy", policy=FAST)
     with pytest.raises(SyncError, match=f"returned a cell of state {other}"):
-        apply_visit(db, state, lambda c: frame[frame["state"] == other], layout="tidy",
-                    policy=FAST)
+        apply_visit(db, state, lambda c: frame[frame["state"] == other], layout="tidy", policy=FAST)
     with pytest.raises(SyncError, match="not of the form"):
         read_state(db, "Q1-May", layout="tidy", policy=FAST)
     assert db[STATE_VERSIONS].find_one({}) is None
@@ -353,4 +364,8 @@ def test_seed_import_of_a_database_written_by_the_original() -> None:
     assert got["count"].tolist() == [2, 6] and got["reco_count"].tolist() == [0, 0]
     assert got["value"].tolist() == [2.1, 5.87]
     assert (got["segment"][0], got["month"][0], got["half"][0], got["weekday"][0]) == (
-        "Q1", "May", 0, "Friday")
+        "Q1",
+        "May",
+        0,
+        "Friday",
+    )

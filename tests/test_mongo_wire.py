@@ -48,11 +48,13 @@ class WireStore:
             return True
         if name == "find":
             wanted = request.doc.get("filter", {})
-            docs = [d for d in self.docs[coll].values()
-                    if all(d.get(k) == v for k, v in wanted.items())]
+            docs = [
+                d for d in self.docs[coll].values() if all(d.get(k) == v for k, v in wanted.items())
+            ]
             limit = request.doc.get("limit") or len(docs)
-            request.ok(cursor={"id": 0, "ns": f"{request.doc['$db']}.{coll}",
-                               "firstBatch": docs[:limit]})
+            request.ok(
+                cursor={"id": 0, "ns": f"{request.doc['$db']}.{coll}", "firstBatch": docs[:limit]}
+            )
         elif name == "update":
             self.apply_updates(request, coll, len(request.doc["updates"]))
         elif name == "delete":
@@ -167,8 +169,9 @@ def test_dropped_connection_mid_bulk_is_retried_and_duplicates_nothing(
 
 def test_not_primary_reply_is_retried(wire: tuple[MockupDB, WireStore]) -> None:
     server, store = wire
-    store.fault = _nth("update", CELLS, 1,
-                       lambda s, r: r.command_err(code=10107, errmsg="not primary"))
+    store.fault = _nth(
+        "update", CELLS, 1, lambda s, r: r.command_err(code=10107, errmsg="not primary")
+    )
     frame = synthetic_snapshot(2, 5, 10)
     client = connect(server.uri, 2000)
     try:
@@ -194,8 +197,9 @@ def test_non_transient_error_reply_is_one_line_and_not_retried(
     client = connect(server.uri, 2000)
     try:
         with pytest.raises(SyncError) as info:
-            export_snapshot(client, synthetic_snapshot(2, 3, 6), manifest(), layout="tidy",
-                            policy=QUICK)
+            export_snapshot(
+                client, synthetic_snapshot(2, 3, 6), manifest(), layout="tidy", policy=QUICK
+            )
     finally:
         client.close()
     message = str(info.value)
@@ -266,14 +270,20 @@ def test_authentication_failure_is_one_line_without_the_password(
         connect(f"mongodb://alice:hunter2secret@localhost:{server.port}/?authSource=admin", 1000)
     message = str(info.value)
     assert "\n" not in message and "hunter2secret" not in message
-    assert message == (f"MongoDB at {_host(server)} rejected the credentials (ping): "
-                       "authentication failed")
+    assert message == (
+        f"MongoDB at {_host(server)} rejected the credentials (ping): authentication failed"
+    )
     assert store.sent("saslStart") == 1
 
 
-@pytest.mark.parametrize("uri", ["mongodb://alice:hunter2secret@db:notaport",
-                                 "http://alice:hunter2secret@db:27017",
-                                 "mongodb://alice:hunter2@secret@db"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "mongodb://alice:hunter2secret@db:notaport",
+        "http://alice:hunter2secret@db:27017",
+        "mongodb://alice:hunter2@secret@db",
+    ],
+)
 def test_malformed_uri_is_one_line_without_the_password(uri: str) -> None:
     with pytest.raises(SyncError, match="malformed MongoDB URI") as info:
         connect(uri, 300)

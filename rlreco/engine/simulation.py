@@ -241,14 +241,18 @@ class Simulator:
         _check_params(space, tables, params)
         if history_count is None and episodes_done == 0:
             history_count = tables.count.copy()
-        self.response = response if response is not None else build_response(
-            params.response,
-            space,
-            rewards=params.rewards,
-            slate_size=params.slate_size,
-            click_probs=params.click_probs,
-            buy_probs=params.buy_probs,
-            history_count=history_count,
+        self.response = (
+            response
+            if response is not None
+            else build_response(
+                params.response,
+                space,
+                rewards=params.rewards,
+                slate_size=params.slate_size,
+                click_probs=params.click_probs,
+                buy_probs=params.buy_probs,
+                history_count=history_count,
+            )
         )
         self._rng = streams.generator(seed, *stream)
         if rng_state is not None:

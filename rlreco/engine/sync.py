@@ -167,11 +167,20 @@ def export_run(
     """
     check_layout(layout)
     run = RunDir.open(run_dir)
-    frame = snapshot_frame(run.read_snapshot())
+    # connect first: an unreachable server fails within the timeout, before any heavy reading
     client = connect(uri, timeout_ms, socket_timeout_ms=SOCKET_TIMEOUT_MS, policy=policy)
     try:
-        return export_snapshot(client, frame, run.manifest, db=db, layout=layout,
-                               batch_size=batch_size, policy=policy, force=force)
+        frame = snapshot_frame(run.read_snapshot())
+        return export_snapshot(
+            client,
+            frame,
+            run.manifest,
+            db=db,
+            layout=layout,
+            batch_size=batch_size,
+            policy=policy,
+            force=force,
+        )
     finally:
         client.close()
 
@@ -239,8 +248,9 @@ def import_run(
         updates.update({k: stored[k] for k in RUN_KEYS if k in stored})
     episodes = updates.get("episodes", base.episodes)
     if not isinstance(episodes, int) or isinstance(episodes, bool) or episodes < 0:
-        raise SyncError(f"manifest stored in {db}.runs has episodes {episodes!r}, not an "
-                        "integer >= 0")
+        raise SyncError(
+            f"manifest stored in {db}.runs has episodes {episodes!r}, not an integer >= 0"
+        )
     updates["episodes"] = episodes
     updates["imported_from"] = {
         "layout": kind,
@@ -262,9 +272,7 @@ def import_run(
     )
 
 
-def tables_in_space(
-    frame: pd.DataFrame, space: StateSpace, *, source: str, base: Path
-) -> Tables:
+def tables_in_space(frame: pd.DataFrame, space: StateSpace, *, source: str, base: Path) -> Tables:
     """Dense tables of a snapshot frame read from MongoDB, checked by :func:`cell_ids`."""
     frame = conform_snapshot(frame, f"snapshot read from {source}")
     state_id, product_id = cell_ids(frame, space, source=source, base=base)
@@ -314,8 +322,9 @@ def cell_ids(
         raise SyncError(f"{source}: state {states[bad[0]]!r} is not {where}")
     bad = np.flatnonzero(product_id < 0)
     if bad.size:
-        raise SyncError(f"{source}: product {codes[bad[0]]!r} (state {states[bad[0]]}) is not "
-                        f"{where}")
+        raise SyncError(
+            f"{source}: product {codes[bad[0]]!r} (state {states[bad[0]]}) is not {where}"
+        )
     for column, found in (("state_id", state_id), ("product_id", product_id)):
         stored = frame[column].to_numpy(np.int64)
         bad = np.flatnonzero((stored != -1) & (stored != found))
@@ -452,18 +461,37 @@ def play_visit(plan: _Visit, value: np.ndarray, cells: np.ndarray) -> dict[str, 
     cache = (np.zeros(1), np.full(1, -1, dtype=np.int64), np.zeros((1, 1), dtype=np.int64))
     slate = np.empty(n, dtype=np.int64)
     explored = choose_slate_nb(
-        rng, value, no_index, 0, 0, TopNSearch.scan, plan.space.catalog_items, first, size,
-        plan.epsilon, slate, np.empty(n + 1), np.empty(n + 1, dtype=np.int64),
-        np.empty((3, 1), dtype=np.int64), *cache,
+        rng,
+        value,
+        no_index,
+        0,
+        0,
+        TopNSearch.scan,
+        plan.space.catalog_items,
+        first,
+        size,
+        plan.epsilon,
+        slate,
+        np.empty(n + 1),
+        np.empty(n + 1, dtype=np.int64),
+        np.empty((3, 1), dtype=np.int64),
+        *cache,
     )
-    played: dict[str, Any] = {"slate": slate, "outcome": None, "explored": int(explored),
-                              "clicks": 0, "buys": 0, "total_reward": 0.0}
+    played: dict[str, Any] = {
+        "slate": slate,
+        "outcome": None,
+        "explored": int(explored),
+        "clicks": 0,
+        "buys": 0,
+        "total_reward": 0.0,
+    }
     if plan.respond == "none":
         return played
     outcome = np.zeros(n, dtype=np.int8)
     if plan.respond == "simulate":
-        clicks, buys = respond_seed_nb(rng, plan.click_cdf, plan.buy_cdf, outcome,
-                                       np.empty(n, dtype=np.int64))
+        clicks, buys = respond_seed_nb(
+            rng, plan.click_cdf, plan.buy_cdf, outcome, np.empty(n, dtype=np.int64)
+        )
     else:
         codes = plan.space.product_codes[slate].tolist()
         for option, given in (("--clicked", plan.clicked), ("--bought", plan.bought)):
@@ -477,15 +505,27 @@ def play_visit(plan: _Visit, value: np.ndarray, cells: np.ndarray) -> dict[str, 
         outcome[np.isin(codes, list(plan.bought))] = Outcome.bought  # a purchase wins
         clicks, buys = len(plan.clicked), len(plan.bought)
     total = update_cells_nb(
-        rng, value, no_index, cells, 0, 0, TopNSearch.scan, slate, outcome,
-        plan.outcome_reward, np.empty(n), *cache,
+        rng,
+        value,
+        no_index,
+        cells,
+        0,
+        0,
+        TopNSearch.scan,
+        slate,
+        outcome,
+        plan.outcome_reward,
+        np.empty(n),
+        *cache,
     )
     played.update(outcome=outcome, clicks=int(clicks), buys=int(buys), total_reward=total)
     return played
 
 
 def slate_rows(
-    plan: _Visit, played: Mapping[str, Any], before: tuple[np.ndarray, np.ndarray],
+    plan: _Visit,
+    played: Mapping[str, Any],
+    before: tuple[np.ndarray, np.ndarray],
     after: tuple[np.ndarray, np.ndarray],
 ) -> list[dict[str, Any]]:
     """The slate of a played visit as report rows (see :class:`VisitReport`)."""
@@ -494,10 +534,12 @@ def slate_rows(
         value, cells = row
         if not np.isfinite(value[0, product]):
             return None
-        return {"value": float(value[0, product]),
-                "reward": float(cells["reward"][0, product]),
-                "count": int(cells["count"][0, product]),
-                "reco_count": int(cells["reco_count"][0, product])}
+        return {
+            "value": float(value[0, product]),
+            "reward": float(cells["reward"][0, product]),
+            "count": int(cells["count"][0, product]),
+            "reco_count": int(cells["reco_count"][0, product]),
+        }
 
     rows = []
     outcome = played["outcome"]
@@ -506,18 +548,23 @@ def slate_rows(
         reward = None
         if new is not None:
             # the drawn reward, recovered exactly: rewards are multiples of 0.01
-            reward = new["value"] if old is None else float(
-                np.rint((new["reward"] - old["reward"]) * 100.0) / 100.0)
-        rows.append({
-            "slot": slot,
-            "product_id": product,
-            "product_code": str(plan.space.product_codes[product]),
-            "description": str(plan.space.product_names[product]),
-            "outcome": OUTCOME_NAMES[outcome[slot]] if outcome is not None else None,
-            "reward": reward,
-            "before": old,
-            "after": new,
-        })
+            reward = (
+                new["value"]
+                if old is None
+                else float(np.rint((new["reward"] - old["reward"]) * 100.0) / 100.0)
+            )
+        rows.append(
+            {
+                "slot": slot,
+                "product_id": product,
+                "product_code": str(plan.space.product_codes[product]),
+                "description": str(plan.space.product_names[product]),
+                "outcome": OUTCOME_NAMES[outcome[slot]] if outcome is not None else None,
+                "reward": reward,
+                "before": old,
+                "after": new,
+            }
+        )
     return rows
 
 
@@ -613,20 +660,23 @@ def recommend(
     if respond not in ("simulate", "given", "none"):
         raise SimulationError(f"respond {respond!r}: expected simulate, given or none")
     if respond != "given" and (clicked or bought):
-        raise SimulationError("--clicked/--bought give the response: do not combine them with "
-                              f"--respond {respond}")
+        raise SimulationError(
+            f"--clicked/--bought give the response: do not combine them with --respond {respond}"
+        )
     products = space.product_index()
     for option, codes in (("--clicked", clicked), ("--bought", bought)):
         unknown = [c for c in codes if c not in products]
         if unknown:
-            raise SimulationError(f"product {unknown[0]!r} given in {option} is not a product "
-                                  f"of {run.path}")
+            raise SimulationError(
+                f"product {unknown[0]!r} given in {option} is not a product of {run.path}"
+            )
     if visit is None:
         visit = run.episodes if uri is None else secrets.randbits(63)
     if visit < 0:
         raise SimulationError(f"visit key {visit}: expected an integer >= 0")
-    rng = streams.generator(int(run.manifest.get("seed", config.simulation.seed)),
-                            streams.ONLINE, visit)
+    rng = streams.generator(
+        int(run.manifest.get("seed", config.simulation.seed)), streams.ONLINE, visit
+    )
     state_id = pick_state(space, state, rng, run.path)
     segment = int(space.state_segment[state_id])
     size = int(space.catalog_ptr[segment + 1] - space.catalog_ptr[segment])
@@ -651,13 +701,20 @@ def recommend(
     )
     if uri is None:
         return _visit_run_dir(run, config, plan, visit)
-    return _visit_mongo(run, plan, visit, uri=uri, db=db, layout=layout,
-                        run_id=run_id, timeout_ms=timeout_ms, policy=policy)
+    return _visit_mongo(
+        run,
+        plan,
+        visit,
+        uri=uri,
+        db=db,
+        layout=layout,
+        run_id=run_id,
+        timeout_ms=timeout_ms,
+        policy=policy,
+    )
 
 
-def pick_state(
-    space: StateSpace, state: str | None, rng: np.random.Generator, where: Path
-) -> int:
+def pick_state(space: StateSpace, state: str | None, rng: np.random.Generator, where: Path) -> int:
     """Integer id of ``state``, or a uniform draw (the simulator's ``draw_state_nb``)."""
     if state is None:
         return int(draw_state_nb(rng, np.empty(0), space.n_states))
@@ -680,13 +737,14 @@ def _visit_run_dir(run: RunDir, config: RunConfig, plan: _Visit, visit: int) -> 
     played = play_visit(plan, value, cells)
     episodes = run.episodes
     if played["outcome"] is not None:
-        metrics = add_to_metrics(run.read_metrics(), episodes,
-                                 config.simulation.metrics_block, plan.slate_size, played)
+        metrics = add_to_metrics(
+            run.read_metrics(), episodes, config.simulation.metrics_block, plan.slate_size, played
+        )
         episodes += 1
-        run.commit(episodes=episodes, snapshot=tables.to_columns(space), metrics=metrics,
-                   updates={})
-    return _report(plan, played, before, (value, cells), str(run.path), visit,
-                   episodes=episodes)
+        run.commit(
+            episodes=episodes, snapshot=tables.to_columns(space), metrics=metrics, updates={}
+        )
+    return _report(plan, played, before, (value, cells), str(run.path), visit, episodes=episodes)
 
 
 def _visit_mongo(
@@ -720,8 +778,13 @@ def _visit_mongo(
 
     client = connect(uri, timeout_ms, socket_timeout_ms=SOCKET_TIMEOUT_MS, policy=policy)
     try:
-        common: dict[str, Any] = {"layout": kind, "db": db, "run_id": stored_run, "index": index,
-                  "policy": policy}
+        common: dict[str, Any] = {
+            "layout": kind,
+            "db": db,
+            "run_id": stored_run,
+            "index": index,
+            "policy": policy,
+        }
         if plan.respond == "none":
             step(read_state(client, state, **common))
             version, attempts = None, 1
@@ -730,8 +793,16 @@ def _visit_mongo(
             version, attempts = result.version, result.attempts
     finally:
         client.close()
-    return _report(plan, outcome["played"], outcome["before"], outcome["after"], source, visit,
-                   version=version, attempts=attempts)
+    return _report(
+        plan,
+        outcome["played"],
+        outcome["before"],
+        outcome["after"],
+        source,
+        visit,
+        version=version,
+        attempts=attempts,
+    )
 
 
 def _report(
@@ -773,8 +844,9 @@ def add_to_metrics(
     online visit has no known truth, so it adds no regret.
     """
     names = SCHEMAS["metrics"].names
-    columns = {n: np.asarray(metrics[n]).copy() if metrics else np.zeros(0, dtype=np.int64)
-               for n in names}
+    columns = {
+        n: np.asarray(metrics[n]).copy() if metrics else np.zeros(0, dtype=np.int64) for n in names
+    }
     block = episodes // block_size
     if block == columns["block"].size:
         for name in names:

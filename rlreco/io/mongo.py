@@ -198,10 +198,13 @@ class _Exporter:
         if not states:
             return
         versions = self.link.db[STATE_VERSIONS]
-        if self.link.run(
-            f"read of {self.link.db.name}.{STATE_VERSIONS}",
-            lambda: versions.find_one(self.scope(), {"_id": 1}),
-        ) is None:
+        if (
+            self.link.run(
+                f"read of {self.link.db.name}.{STATE_VERSIONS}",
+                lambda: versions.find_one(self.scope(), {"_id": 1}),
+            )
+            is None
+        ):
             return
         for part in _chunks(list(states), self.batch_size):
             self.bulk(STATE_VERSIONS, [DeleteMany({**self.scope(), "state": {"$in": part}})])
@@ -247,8 +250,9 @@ class _Exporter:
             pos = start
             while pos < stop:
                 end = min(stop, pos + self.batch_size - filled)
-                docs = tidy_documents(self.ordered, pos, end, run_id=run_id,
-                                      episodes=episodes, now=self.now)
+                docs = tidy_documents(
+                    self.ordered, pos, end, run_id=run_id, episodes=episodes, now=self.now
+                )
                 for doc in docs:
                     key = tidy_key(run_id, state, doc["product_code"])
                     ops.append(ReplaceOne(key, doc, upsert=True))
@@ -257,8 +261,15 @@ class _Exporter:
                 if pos == stop:  # the state's last cells are in this batch
                     if not fresh:
                         codes_now = codes[start:stop]
-                        ops.append(DeleteMany({"run_id": run_id, "state": state,
-                                               "product_code": {"$nin": codes_now}}))
+                        ops.append(
+                            DeleteMany(
+                                {
+                                    "run_id": run_id,
+                                    "state": state,
+                                    "product_code": {"$nin": codes_now},
+                                }
+                            )
+                        )
                     done.append(state)
                 if filled >= self.batch_size:
                     flush()
@@ -361,8 +372,9 @@ def export_snapshot(
     }
     changed = [s for s in slices if force or stored.get(s[0]) != digests[s[0]]]
     vanished = sorted(set(stored) - set(digests))
-    exporter = _Exporter(link, kind, run_id, ordered, digests, batch_size,
-                         datetime.now(timezone.utc))
+    exporter = _Exporter(
+        link, kind, run_id, ordered, digests, batch_size, datetime.now(timezone.utc)
+    )
     same = {s for s, _, _ in slices} - {s for s, _, _ in changed}
     if kind == "seed":
         for name in SEED_COLLECTIONS.values():
@@ -381,10 +393,14 @@ def export_snapshot(
     if kind == "seed":
         exporter.write_seed(changed, stored, force)
     else:
-        fresh = not stored and link.run(
-            f"read of {link.db.name}.{CELLS}",
-            lambda: link.db[CELLS].find_one({"run_id": run_id}, {"_id": 1}),
-        ) is None
+        fresh = (
+            not stored
+            and link.run(
+                f"read of {link.db.name}.{CELLS}",
+                lambda: link.db[CELLS].find_one({"run_id": run_id}, {"_id": 1}),
+            )
+            is None
+        )
         exporter.write_tidy(changed, episodes, fresh)
     exporter.remove_states(vanished)
     if kind == "tidy":

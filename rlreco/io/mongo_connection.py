@@ -103,7 +103,7 @@ def redact_uri(uri: str) -> str:
         return "***" if "@" in uri else uri
     # The last '@' ends the user information even when an unescaped password contains '@'.
     at = rest.rfind("@")
-    return f"{scheme}://***@{rest[at + 1:]}" if at >= 0 else uri
+    return f"{scheme}://***@{rest[at + 1 :]}" if at >= 0 else uri
 
 
 def one_line(text: str, limit: int = _MAX_REASON) -> str:
@@ -268,8 +268,9 @@ class MongoLink:
             return SyncError(one_line(f"cannot reach {where} ({what}): {reason}"))
         code = getattr(exc, "code", None)
         if code == AUTH_FAILED:
-            return SyncError(one_line(f"{where} rejected the credentials ({what}): "
-                                      "authentication failed"))
+            return SyncError(
+                one_line(f"{where} rejected the credentials ({what}): authentication failed")
+            )
         reason = _scrub(_reason(exc), self.secret)
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         return SyncError(one_line(f"{where}: {what} failed{tries}: {reason}"))

@@ -209,9 +209,10 @@ def read_table(path: Path, kind: str) -> dict[str, np.ndarray]:
                 f"{path}: column '{field.name}' has {col.null_count} missing values"
             )
         if pa.types.is_string(field.type):
-            out[field.name] = (
-                np.asarray(col.to_pylist(), dtype=str) if len(col) else np.array([], dtype=str)
-            )
+            # string columns repeat a few values (state ids, codes): convert each value once
+            coded = col.combine_chunks().dictionary_encode()
+            names = np.asarray(coded.dictionary.to_pylist(), dtype=str)
+            out[field.name] = names[coded.indices.to_numpy()] if len(col) else names[:0]
         else:
             out[field.name] = col.to_numpy()
     return out
@@ -400,7 +401,8 @@ class RunDir:
             if metrics:
                 shutil.copyfile(self.path / metrics, tmp / metrics)
             write_table(tmp / name, "snapshot", snapshot)
-            manifest.update(episodes=episodes, snapshot=name, initial_snapshot=initial,
-                            metrics=metrics)
+            manifest.update(
+                episodes=episodes, snapshot=name, initial_snapshot=initial, metrics=metrics
+            )
             write_json(tmp / MANIFEST, manifest)
         return type(self)(path, manifest)
