@@ -125,6 +125,19 @@ def prepare(
     )
 
 
+def progress_bar() -> Progress:
+    """A rich progress bar on stderr: description, bar, done/total, rate field, times."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
+
+
 @contextlib.contextmanager
 def visit_progress(
     total: int, *, enabled: bool, label: str = "visits"
@@ -133,16 +146,8 @@ def visit_progress(
     if not enabled:
         yield lambda done: None
         return
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
     start = time.perf_counter()
-    with Progress(*columns, console=err_console, transient=False) as bar:
+    with progress_bar() as bar:
         task = bar.add_task(label, total=total, rate="")
 
         def update(done: int) -> None:
@@ -210,7 +215,7 @@ def simulate(
                 "visits (this call / run total)",
                 f"{summary.episodes:,} / {summary.episodes_total:,}",
             ),
-            ("visits/s", f"{summary.episodes_per_second:,.0f}"),
+            ("visits/s (simulation kernel)", f"{summary.episodes_per_second:,.0f}"),
             ("mean reward per visit", fmt(summary.mean_reward)),
             ("click rate per shown product", fmt(summary.click_rate)),
             ("buy rate per shown product", fmt(summary.buy_rate)),
@@ -323,15 +328,7 @@ def sweep_progress(*, enabled: bool) -> Iterator[Callable[[Any], None]]:
     if not enabled:
         yield lambda progress: None
         return
-    columns = (
-        TextColumn("[bold]cells"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err_console) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("cells", total=None, rate="")
 
         def update(progress: Any) -> None:
