@@ -166,14 +166,13 @@ def write_table(path: Path, kind: str, columns: Columns) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
-def read_table(path: Path, kind: str) -> dict[str, np.ndarray]:
-    """Read and validate a Parquet file of the given kind into numpy columns.
+def read_tagged(path: Path, kind: str, version: int) -> tuple[pa.Table, dict[str, Any]]:
+    """Read a Parquet file and check its ``rlreco`` metadata (kind and schema version).
 
     Raises
     ------
     SnapshotError
-        If the file is missing, not Parquet, not an rlreco file of this kind, or its columns
-        do not match the schema.
+        If the file is missing, not Parquet, or not an rlreco file of this kind and version.
     """
     if not path.is_file():
         raise SnapshotError(f"{path}: file not found")
@@ -187,13 +186,26 @@ def read_table(path: Path, kind: str) -> dict[str, np.ndarray]:
         info = json.loads(meta) if meta else None
     except ValueError:
         info = None
-    if not info or info.get("kind") != kind:
-        found = info.get("kind") if info else "no rlreco metadata"
+    if not isinstance(info, dict) or info.get("kind") != kind:
+        found = info.get("kind") if isinstance(info, dict) else "no rlreco metadata"
         raise SnapshotError(f"{path}: not an rlreco {kind} file ({found})")
-    if info.get("schema_version") != SCHEMA_VERSION:
+    if info.get("schema_version") != version:
         raise SnapshotError(
-            f"{path}: schema version {info.get('schema_version')}, expected {SCHEMA_VERSION}"
+            f"{path}: schema version {info.get('schema_version')}, expected {version}"
         )
+    return table, info
+
+
+def read_table(path: Path, kind: str) -> dict[str, np.ndarray]:
+    """Read and validate a Parquet file of the given kind into numpy columns.
+
+    Raises
+    ------
+    SnapshotError
+        If the file is missing, not Parquet, not an rlreco file of this kind, or its columns
+        do not match the schema.
+    """
+    table, _ = read_tagged(path, kind, SCHEMA_VERSION)
     expected = SCHEMAS[kind]
     if not table.schema.remove_metadata().equals(expected):
         raise SnapshotError(

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rlreco.errors import ConfigError, SnapshotError
-from rlreco.io.run_dir import atomic_path, write_json
+from rlreco.io.run_dir import atomic_path, read_tagged, write_json
 
 SWEEP_SCHEMA_VERSION = 1
 SWEEP_FILE = "sweep.json"
@@ -53,22 +53,7 @@ def _write_frame(path: Path, kind: str, frame: pd.DataFrame, meta: Mapping[str, 
 
 def _read_frame(path: Path, kind: str) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read a Parquet file written by :func:`_write_frame`; check its kind and version."""
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SnapshotError(f"{path}: corrupt or not a Parquet file ({reason})") from None
-    raw = (table.schema.metadata or {}).get(_META_KEY)
-    try:
-        info = json.loads(raw) if raw else None
-    except ValueError:
-        info = None
-    if not isinstance(info, dict) or info.get("kind") != kind:
-        raise SnapshotError(f"{path}: not an rlreco {kind} file")
-    if info.get("schema_version") != SWEEP_SCHEMA_VERSION:
-        raise SnapshotError(
-            f"{path}: schema version {info.get('schema_version')}, expected {SWEEP_SCHEMA_VERSION}"
-        )
+    table, info = read_tagged(path, kind, SWEEP_SCHEMA_VERSION)
     return table.to_pandas(), info
 
 
