@@ -14,12 +14,11 @@ import dataclasses
 import json
 import math
 import re
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
-
-import tomllib
 
 from rlreco.errors import ConfigError
 

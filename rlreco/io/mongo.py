@@ -21,7 +21,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -372,9 +372,7 @@ def export_snapshot(
     }
     changed = [s for s in slices if force or stored.get(s[0]) != digests[s[0]]]
     vanished = sorted(set(stored) - set(digests))
-    exporter = _Exporter(
-        link, kind, run_id, ordered, digests, batch_size, datetime.now(timezone.utc)
-    )
+    exporter = _Exporter(link, kind, run_id, ordered, digests, batch_size, datetime.now(UTC))
     same = {s for s, _, _ in slices} - {s for s, _, _ in changed}
     if kind == "seed":
         for name in SEED_COLLECTIONS.values():

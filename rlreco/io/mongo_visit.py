@@ -34,7 +34,7 @@ import random
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -448,7 +448,7 @@ def _pending(changed: pd.DataFrame, read: _Read, token: str) -> Document:
     rows = zip(*(changed[c].tolist() for c in columns), strict=True)
     return {
         "token": token,
-        "at": datetime.now(timezone.utc),
+        "at": datetime.now(UTC),
         "state_id": int(changed["state_id"].iloc[0]) if len(changed) else -1,
         "episodes": read.episodes,
         "cells": [dict(zip(columns, row, strict=True)) for row in rows],
