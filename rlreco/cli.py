@@ -44,6 +44,10 @@ ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML config, or the original JSON config.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")]
+TimeoutOpt = Annotated[
+    int, typer.Option("--timeout-ms", help="An unreachable server fails after this.")
+]
+DbOpt = Annotated[str, typer.Option("--db", help="Database.")]
 
 
 @app.callback()
@@ -402,7 +406,7 @@ def export_mongo(
             "(the password is never printed).",
         ),
     ],
-    db: Annotated[str, typer.Option("--db", help="Database.")] = "rlRecomendation",
+    db: DbOpt = "rlRecomendation",
     layout: Annotated[
         str,
         typer.Option(
@@ -411,9 +415,7 @@ def export_mongo(
             "state; tidy: one document per (run, state, product) plus the manifest.",
         ),
     ] = "seed",
-    timeout_ms: Annotated[
-        int, typer.Option("--timeout-ms", help="An unreachable server fails after this.")
-    ] = 5000,
+    timeout_ms: TimeoutOpt = 5000,
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Most documents per bulk write.")
     ] = 1000,
@@ -478,15 +480,13 @@ def import_mongo(
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")],
-    db: Annotated[str, typer.Option("--db", help="Database.")] = "rlRecomendation",
+    db: DbOpt = "rlRecomendation",
     layout: Annotated[str, typer.Option("--layout", help="seed or tidy.")] = "seed",
     run_id: Annotated[
         str | None,
         typer.Option("--run-id", help="Tidy layout: the run to load (default: the only one)."),
     ] = None,
-    timeout_ms: Annotated[
-        int, typer.Option("--timeout-ms", help="An unreachable server fails after this.")
-    ] = 5000,
+    timeout_ms: TimeoutOpt = 5000,
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing run directory.")
     ] = False,
@@ -541,7 +541,7 @@ def recommend(
             help="Visit the tables stored in MongoDB instead (the password is never printed).",
         ),
     ] = None,
-    db: Annotated[str, typer.Option("--db", help="Database.")] = "rlRecomendation",
+    db: DbOpt = "rlRecomendation",
     layout: Annotated[str, typer.Option("--layout", help="seed or tidy.")] = "seed",
     run_id: Annotated[
         str | None,
@@ -575,9 +575,7 @@ def recommend(
             "episode count; random with --uri). The same key replays the same slate.",
         ),
     ] = None,
-    timeout_ms: Annotated[
-        int, typer.Option("--timeout-ms", help="An unreachable server fails after this.")
-    ] = 5000,
+    timeout_ms: TimeoutOpt = 5000,
     as_json: JsonOpt = False,
 ) -> None:
     """One customer visit: recommend a slate by epsilon-greedy, apply the response, update."""
