@@ -40,31 +40,26 @@ MANIFEST = "manifest.json"
 INITIAL_EPISODES = 0
 _META_KEY = b"rlreco"
 
+#: A state's id and components: the first columns of the states table and of every snapshot.
+_STATE_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("state_id", pa.int32()),
+    ("state", pa.string()),
+    ("segment", pa.string()),
+    ("month", pa.string()),
+    ("half", pa.int8()),
+    ("weekday", pa.string()),
+]
+
 #: Arrow schema of every Parquet table a run directory holds, by kind.
 SCHEMAS: dict[str, pa.Schema] = {
-    "states": pa.schema(
-        [
-            ("state_id", pa.int32()),
-            ("state", pa.string()),
-            ("segment", pa.string()),
-            ("month", pa.string()),
-            ("half", pa.int8()),
-            ("weekday", pa.string()),
-            ("weight", pa.float64()),
-        ]
-    ),
+    "states": pa.schema([*_STATE_FIELDS, ("weight", pa.float64())]),
     "products": pa.schema(
         [("product_id", pa.int32()), ("product_code", pa.string()), ("description", pa.string())]
     ),
     "catalogues": pa.schema([("segment", pa.string()), ("product_id", pa.int32())]),
     "snapshot": pa.schema(
         [
-            ("state_id", pa.int32()),
-            ("state", pa.string()),
-            ("segment", pa.string()),
-            ("month", pa.string()),
-            ("half", pa.int8()),
-            ("weekday", pa.string()),
+            *_STATE_FIELDS,
             ("product_id", pa.int32()),
             ("product_code", pa.string()),
             ("value", pa.float64()),
