@@ -82,8 +82,8 @@ def synthetic_space(seed: int = 0) -> tuple[StateSpace, Tables]:
 
 def real_space(folder: Path) -> tuple[StateSpace, Tables]:
     """The state space and initial tables ``prepare`` builds from the real data."""
+    from rlreco.app.prepare import prepare
     from rlreco.config import RunConfig
-    from rlreco.engine.preparation import prepare
     from rlreco.io.run_dir import RunDir
 
     prepare(RunConfig(), out=folder / "run", data=REAL_DATA / "online_retail.parquet")

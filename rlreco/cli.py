@@ -98,7 +98,7 @@ def prepare(
     as_json: JsonOpt = False,
 ) -> None:
     """Load transactions, segment customers, build states and tables, write a run directory."""
-    from rlreco.engine.preparation import prepare as run_prepare
+    from rlreco.app.prepare import prepare as run_prepare
 
     summary = run_prepare(load_config(config), out=out, data=data, force=force)
     if as_json:
@@ -195,7 +195,7 @@ def simulate(
 
     Ctrl-C stops at the next chunk boundary and saves everything simulated so far.
     """
-    from rlreco.engine.runs import simulate_run
+    from rlreco.app.simulate import simulate_run
 
     with visit_progress(episodes, enabled=not as_json and sys.stderr.isatty()) as update:
         summary = simulate_run(
@@ -284,7 +284,7 @@ def sweep(
 
     Re-running the same command resumes: finished cells are skipped.
     """
-    from rlreco.engine.sweep import SweepSpec, run_sweep
+    from rlreco.app.sweep import SweepSpec, run_sweep
 
     spec = SweepSpec(
         epsilons=split_list(epsilons, float, "--epsilons") or [],
@@ -425,7 +425,7 @@ def export_mongo(
     as_json: JsonOpt = False,
 ) -> None:
     """Export a run's tables to MongoDB; only states changed since the last export are written."""
-    from rlreco.engine.sync import export_run
+    from rlreco.app.mongo_sync import export_run
     from rlreco.io.mongo import redact_uri
 
     report = export_run(
@@ -493,7 +493,7 @@ def import_mongo(
     as_json: JsonOpt = False,
 ) -> None:
     """Load tables from MongoDB (either layout) into a new run directory."""
-    from rlreco.engine.sync import import_run
+    from rlreco.app.mongo_sync import import_run
     from rlreco.io.mongo import redact_uri
 
     summary = import_run(
@@ -579,7 +579,7 @@ def recommend(
     as_json: JsonOpt = False,
 ) -> None:
     """One customer visit: recommend a slate by epsilon-greedy, apply the response, update."""
-    from rlreco.engine.sync import recommend as run_visit
+    from rlreco.app.recommend import recommend as run_visit
 
     clicked_codes = [c.strip() for c in clicked.split(",") if c.strip()]
     bought_codes = [c.strip() for c in bought.split(",") if c.strip()]

@@ -12,10 +12,10 @@ import pytest
 from naive import NaiveWorld, synthetic_world
 from test_sweep import small_spec, synthetic_run
 
+from rlreco.app.sweep import run_sweep
 from rlreco.engine.kernels.policy import Policy, simulate_policy_visits_nb
 from rlreco.engine.kernels.records import METRICS_DTYPE, TRUTH_DTYPE, ResponseModel
 from rlreco.engine.response import count_cdf, truth_arrays
-from rlreco.engine.sweep import run_sweep
 
 REWARDS = (-2.0, 1.0, 5.0)  # ignored, clicked, bought
 PARAMS = {

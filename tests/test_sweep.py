@@ -12,10 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rlreco.app import sweep, sweep_cells, sweep_execution
+from rlreco.app.sweep import run_cell, run_sweep
+from rlreco.app.sweep_grid import Setting, SweepSpec
 from rlreco.config import RunConfig
-from rlreco.engine import statistics, sweep
+from rlreco.engine import statistics, sweep_statistics
 from rlreco.engine.state_space import StateSpace
-from rlreco.engine.sweep import Setting, SweepSpec, run_cell, run_sweep
 from rlreco.engine.tables import Tables
 from rlreco.errors import ConfigError, DataError
 from rlreco.io.run_dir import RunDir
@@ -200,8 +202,8 @@ def test_sweep_writes_results_summary_and_plots(reference: sweep.SweepResult) ->
     out = reference.out
     results = reference.results
     assert len(results) == 3 * 3 * BLOCKS
-    assert list(results.columns[:7]) == [*sweep.SETTING_COLUMNS, "replicate", "cell"]
-    assert set(sweep.METRIC_COLUMNS) <= set(results.columns)
+    assert list(results.columns[:7]) == [*sweep_statistics.SETTING_COLUMNS, "replicate", "cell"]
+    assert set(sweep_statistics.METRIC_COLUMNS) <= set(results.columns)
     per_cell = results.groupby("cell")
     assert (per_cell["visits"].sum() == EPISODES).all()
     assert (results["slots"] == 10 * results["visits"]).all()
@@ -243,7 +245,7 @@ def test_one_cell_rerun_alone_reproduces_bit_for_bit(
     setting = spec.settings(RunConfig())[1]
     outcome = run_cell(run_dir, spec, setting, 2)
     stored = reference.results[reference.results["cell"] == setting.cell_key(2)]
-    for name in sweep.METRIC_COLUMNS:
+    for name in sweep_statistics.METRIC_COLUMNS:
         np.testing.assert_array_equal(outcome.metrics[name], stored[name].to_numpy())
     # and the cell is the same inside a larger grid with another order
     bigger = small_spec(epsilons=(0.5, 0.2, 0.0, 1.0), replicates=4)
@@ -301,16 +303,16 @@ def test_failed_cell_is_reported_and_does_not_lose_the_others(
 ) -> None:
     spec = small_spec()
     bad = spec.settings(RunConfig())[2].cell_key(1)
-    real = sweep.simulate_cell
+    real = sweep_execution.simulate_cell
 
-    def flaky(loaded: sweep.LoadedRun, task: sweep.CellTask) -> sweep.CellOutcome:
+    def flaky(loaded: sweep_cells.LoadedRun, task: sweep_cells.CellTask) -> sweep_cells.CellOutcome:
         if task.key == bad:
             raise RuntimeError("disk on fire\nsecond line")
         return real(loaded, task)
 
-    monkeypatch.setattr(sweep, "simulate_cell", flaky)
+    monkeypatch.setattr(sweep_execution, "simulate_cell", flaky)
     out = tmp_path / "out"
-    events: list[sweep.SweepProgress] = []
+    events: list[sweep_execution.SweepProgress] = []
     broken = run_sweep(run_dir, spec, out, workers=1, progress=events.append, plots=False)
     assert broken.failures == [
         {
@@ -325,7 +327,7 @@ def test_failed_cell_is_reported_and_does_not_lose_the_others(
     assert broken.summary["replicates"].tolist() == [3, 3, 2]
     assert json.loads((out / "summary.json").read_text())["failures"][0]["cell"] == bad
 
-    monkeypatch.setattr(sweep, "simulate_cell", real)
+    monkeypatch.setattr(sweep_execution, "simulate_cell", real)
     fixed = run_sweep(run_dir, spec, out, workers=1, plots=False)
     assert (fixed.cells_run, fixed.failures) == (1, [])
     assert not (out / "cells" / f"{bad}.error.txt").exists()
@@ -333,7 +335,7 @@ def test_failed_cell_is_reported_and_does_not_lose_the_others(
 
 
 def test_progress_reports_every_cell(run_dir: Path, tmp_path: Path) -> None:
-    events: list[sweep.SweepProgress] = []
+    events: list[sweep_execution.SweepProgress] = []
     run_sweep(
         run_dir,
         small_spec(replicates=2),
@@ -384,7 +386,7 @@ def test_unreachable_scheduler_is_a_one_line_error(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("distributed", reason="Dask distributed is not installed")
-    monkeypatch.setattr(sweep, "CONNECT_TIMEOUT", "0.5s")
+    monkeypatch.setattr(sweep_execution, "CONNECT_TIMEOUT", "0.5s")
     with pytest.raises(ConfigError, match=r"cannot connect to Dask scheduler tcp://127\.0\.0\.1:9"):
         run_sweep(run_dir, small_spec(), tmp_path / "out", scheduler="tcp://127.0.0.1:9")
 
@@ -435,7 +437,7 @@ def test_popularity_derives_from_the_initial_snapshot(tmp_path: Path) -> None:
     initial_count = tables.count.copy()
     tables.cells["count"][tables.known] += 7  # as if visits had been simulated since
     run.commit(episodes=1_000, snapshot=tables.to_columns(space), metrics=None, updates={})
-    loaded = sweep.LoadedRun(sweep.RunPayload.read(RunDir.open(run.path)))
+    loaded = sweep_cells.LoadedRun(sweep_cells.RunPayload.read(RunDir.open(run.path)))
     np.testing.assert_array_equal(loaded.tables.count, initial_count + 7 * tables.known)
     np.testing.assert_array_equal(loaded.history_count, initial_count)
 
@@ -455,7 +457,7 @@ def replicate_frame(values: dict[float, list[float]]) -> pd.DataFrame:
                     "slate_size": 10,
                     "response": "popularity",
                     "replicate": r,
-                    **{m: x for m in sweep.SUMMARY_METRICS},
+                    **{m: x for m in sweep_statistics.SUMMARY_METRICS},
                 }
             )
     return pd.DataFrame(rows)
@@ -464,21 +466,31 @@ def replicate_frame(values: dict[float, list[float]]) -> pd.DataFrame:
 def test_best_setting_and_significance() -> None:
     settings = [Setting("eps-greedy", e, 10, "popularity", "popularity") for e in (0.0, 0.1, 0.5)]
     clear = replicate_frame({0.0: [1.0, 1.1, 0.9], 0.1: [3.0, 3.1, 2.9], 0.5: [2.0, 2.2, 1.8]})
-    best = {b["metric"]: b for b in sweep.best_settings(sweep.summarise(clear, settings), clear)}
+    best = {
+        b["metric"]: b
+        for b in sweep_statistics.best_settings(
+            sweep_statistics.summarise(clear, [(x.label, x.columns()) for x in settings]), clear
+        )
+    }
     assert best["reward_per_visit"]["best"] == settings[1].label
     assert best["reward_per_visit"]["runner_up"] == settings[2].label
     assert best["reward_per_visit"]["significant"] is True
     # regret: lower is better
     assert best["regret"]["best"] == settings[0].label
     close = replicate_frame({0.0: [1.0, 2.0, 3.0], 0.1: [1.2, 2.1, 3.1], 0.5: [0.0, 0.1, 0.2]})
-    best = {b["metric"]: b for b in sweep.best_settings(sweep.summarise(close, settings), close)}
+    best = {
+        b["metric"]: b
+        for b in sweep_statistics.best_settings(
+            sweep_statistics.summarise(close, [(x.label, x.columns()) for x in settings]), close
+        )
+    }
     assert best["reward_per_visit"]["best"] == settings[1].label
     assert best["reward_per_visit"]["significant"] is False
     assert 0.05 < best["reward_per_visit"]["p_value"] < 1.0
 
 
 def test_learning_curves_have_one_point_per_block(reference: sweep.SweepResult) -> None:
-    curves = sweep.learning_curves(reference.results)
+    curves = sweep_statistics.learning_curves(reference.results)
     reward = curves[curves["metric"] == "reward_per_visit"]
     assert len(reward) == 3 * BLOCKS
     assert reward.groupby("param")["visits"].max().tolist() == [EPISODES] * 3

@@ -12,7 +12,7 @@ between models:
   line per slate size for epsilon-greedy, and a horizontal line with a band for every setting
   of the other policies (which do not use epsilon).
 
-The inputs are the frames :mod:`rlreco.engine.sweep` computes (``curves`` and ``summary``);
+The inputs are the frames :mod:`rlreco.app.sweep` computes (``curves`` and ``summary``);
 nothing here does statistics.
 """
 

@@ -1,0 +1,248 @@
+"""One cell of a sweep: a setting's replicate simulated from a copy of the run's tables.
+
+Every worker process builds the run's tables and each response model once
+(:func:`load_payload`) and copies the tables per cell.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rlreco.app.sweep_grid import Setting
+from rlreco.config import config_from_dict
+from rlreco.engine import streams
+from rlreco.engine.kernels.policy import Policy, simulate_policy_visits_nb
+from rlreco.engine.kernels.records import METRICS_DTYPE
+from rlreco.engine.response import Response, build_response
+from rlreco.engine.simulation import SimulationParams, Simulator
+from rlreco.engine.state_space import StateSpace
+from rlreco.engine.sweep_statistics import METRIC_COLUMNS
+from rlreco.engine.tables import Tables
+from rlreco.io.run_dir import RunDir
+
+#: policy -> :data:`~rlreco.engine.kernels.policy.Policy` code (eps-greedy runs Simulator)
+POLICY_CODES: dict[str, int] = {
+    "decaying": Policy.decaying,
+    "softmax": Policy.softmax,
+    "ucb1": Policy.ucb1,
+    "thompson": Policy.thompson,
+}
+#: snapshot columns :meth:`Tables.from_columns` reads
+PAYLOAD_SNAPSHOT_COLUMNS = (
+    "state_id",
+    "product_id",
+    "product_code",
+    "value",
+    "reward",
+    "count",
+    "reco_count",
+)
+
+
+@dataclass(frozen=True)
+class RunPayload:
+    """Everything a worker needs from the run directory, as plain columns.
+
+    Attributes
+    ----------
+    token : str
+        Run id and snapshot name: the key of the worker's cache of built tables.
+    space : dict
+        ``RunDir.read_space()`` columns.
+    snapshot : dict
+        The latest snapshot's columns that :meth:`Tables.from_columns` reads.
+    history : dict or None
+        ``state_id``, ``product_id`` and ``count`` of the initial snapshot (the historical
+        counts the ``popularity`` model derives from) when the latest snapshot is a later one.
+    config : dict
+        The run's configuration (``RunConfig.to_dict()``).
+    """
+
+    token: str
+    space: dict[str, dict[str, np.ndarray]]
+    snapshot: dict[str, np.ndarray]
+    history: dict[str, np.ndarray] | None
+    config: dict[str, Any]
+
+    @classmethod
+    def read(cls, run: RunDir) -> RunPayload:
+        """Read a run directory's state space, latest snapshot and historical counts."""
+        manifest = run.manifest
+        history = None
+        if manifest["snapshot"] != manifest["initial_snapshot"]:
+            initial = run.read_snapshot("initial")
+            history = {k: initial[k] for k in ("state_id", "product_id", "count")}
+        snapshot = run.read_snapshot()
+        return cls(
+            token=f"{manifest['run_id']}:{manifest['snapshot']}",
+            space=run.read_space(),
+            # per-row state names are redundant with state_id: shipping them to every worker
+            # would triple the payload
+            snapshot={k: v for k, v in snapshot.items() if k in PAYLOAD_SNAPSHOT_COLUMNS},
+            history=history,
+            config=manifest["config"],
+        )
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """One cell to simulate: a setting's replicate and the sweep's base values."""
+
+    key: str
+    setting: Setting
+    replicate: int
+    seed: int
+    episodes: int
+    metrics_block: int
+
+    @property
+    def stream(self) -> tuple[int, ...]:
+        """Stream key of the cell under the sweep seed."""
+        return (streams.SWEEP, self.setting.stream_id, self.replicate)
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """Per-block metric sums of one simulated cell and its kernel time in seconds."""
+
+    key: str
+    metrics: dict[str, np.ndarray]
+    seconds: float
+
+
+class LoadedRun:
+    """A run's state space, starting tables and configuration, built once per process,
+    with the response models its cells have used (built once per model and slate size).
+
+    Parameters
+    ----------
+    payload : RunPayload
+    """
+
+    def __init__(self, payload: RunPayload) -> None:
+        self.space = StateSpace.from_columns(payload.space)
+        self.tables = Tables.from_columns(payload.snapshot, self.space)
+        self.config = config_from_dict(payload.config, source="run manifest")
+        if payload.history is None:
+            self.history_count = self.tables.count.copy()
+        else:
+            self.history_count = np.zeros(self.tables.shape, dtype=np.int64)
+            h = payload.history
+            self.history_count[h["state_id"], h["product_id"]] = h["count"]
+        self._responses: dict[tuple[str, int], Response] = {}
+
+    def params(self, task: CellTask) -> SimulationParams:
+        """Simulation parameters of a cell: the run's configuration with the cell's setting."""
+        setting = task.setting
+        return SimulationParams.from_config(
+            self.config,
+            epsilon=setting.param,
+            slate_size=setting.slate_size,
+            response=setting.response,
+            metrics_block=task.metrics_block,
+        )
+
+    def response(self, params: SimulationParams) -> Response:
+        """The response model of some parameters, built on first use."""
+        key = (params.response, params.slate_size)
+        if key not in self._responses:
+            self._responses[key] = build_response(
+                params.response,
+                self.space,
+                rewards=params.rewards,
+                slate_size=params.slate_size,
+                click_probs=params.click_probs,
+                buy_probs=params.buy_probs,
+                history_count=self.history_count,
+            )
+        return self._responses[key]
+
+
+_LOADED: dict[str, LoadedRun] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def load_payload(payload: RunPayload) -> LoadedRun:
+    """Build (once per process and run) the state space and tables of a payload."""
+    with _LOADED_LOCK:
+        loaded = _LOADED.get(payload.token)
+        if loaded is None:
+            loaded = LoadedRun(payload)
+            # load the compiled kernel now, so that no cell's timing includes it
+            Simulator(loaded.space, loaded.tables.copy(), SimulationParams(slate_size=1)).run(1)
+            _LOADED.clear()  # one run at a time: bounded memory in long-lived Dask workers
+            _LOADED[payload.token] = loaded
+    return loaded
+
+
+def execute_cell(payload: RunPayload, task: CellTask) -> CellOutcome:
+    """Simulate one cell from a copy of the run's tables (the function every worker runs)."""
+    return simulate_cell(load_payload(payload), task)
+
+
+def simulate_cell(loaded: LoadedRun, task: CellTask) -> CellOutcome:
+    """Run one cell on a copy of the loaded tables, in its own random stream.
+
+    ``eps-greedy`` cells run the engine's :class:`Simulator`; the other policies run
+    :func:`~rlreco.engine.kernels.policy.simulate_policy_visits_nb` with the same response
+    models, rewards and metrics.
+    """
+    if task.setting.policy != "eps-greedy":
+        return simulate_policy_cell(loaded, task)
+    params = loaded.params(task)
+    simulator = Simulator(
+        loaded.space,
+        loaded.tables.copy(),
+        params,
+        seed=task.seed,
+        stream=task.stream,
+        response=loaded.response(params),
+    )
+    summary = simulator.run(task.episodes)
+    frame = simulator.metrics_frame()
+    metrics = {name: frame[name].to_numpy() for name in METRIC_COLUMNS}
+    return CellOutcome(task.key, metrics, summary.seconds)
+
+
+def simulate_policy_cell(loaded: LoadedRun, task: CellTask) -> CellOutcome:
+    """Run one cell of a policy other than eps-greedy (one kernel call, one stream)."""
+    params = loaded.params(task)
+    response = loaded.response(params)
+    space = loaded.space
+    tables = loaded.tables.copy()
+    n_blocks = -(-task.episodes // task.metrics_block)
+    metrics = np.zeros(n_blocks, dtype=METRICS_DTYPE)
+    weight = np.asarray(space.state_weight, dtype=np.float64)
+    state_cdf = np.cumsum(weight) if params.state_sampling == "empirical" else np.empty(0)
+    buy, click, ignore = params.rewards
+    start = time.perf_counter()
+    simulate_policy_visits_nb(
+        streams.generator(task.seed, *task.stream, 0),
+        task.episodes,
+        POLICY_CODES[task.setting.policy],
+        task.setting.param,
+        tables.value,
+        tables.cells,
+        np.ascontiguousarray(space.state_segment, dtype=np.int16),
+        np.ascontiguousarray(space.catalog_ptr, dtype=np.int64),
+        np.ascontiguousarray(space.catalog_items, dtype=np.int32),
+        state_cdf,
+        np.zeros(space.n_states, dtype=np.int64),
+        tables.reco_count.sum(axis=1),
+        params.slate_size,
+        response.model,
+        response.click_cdf,
+        response.buy_cdf,
+        response.truth,
+        response.best_mu,
+        np.array([ignore, click, buy], dtype=np.float64),
+        task.metrics_block,
+        metrics,
+    )
+    seconds = time.perf_counter() - start
+    return CellOutcome(task.key, {name: metrics[name] for name in METRIC_COLUMNS}, seconds)
