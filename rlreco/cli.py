@@ -1,29 +1,18 @@
-"""The ``rlreco`` command line: parses, loads config, calls the API; nothing else."""
+"""The ``rlreco`` command line: parses options, loads config, calls the application layer.
+
+Results are shown by :mod:`rlreco.app.report`; nothing else happens here.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
+from rlreco.app import report
 from rlreco.config import load_config
 from rlreco.errors import ConfigError, RlrecoError
 
@@ -34,10 +23,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-# wide enough for the summary tables when output goes to a file or a pipe
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 ConfigOpt = Annotated[
@@ -63,25 +48,10 @@ def user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except RlrecoError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            report.print_error(str(exc))
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def print_json(obj: Any) -> None:
-    """One JSON object on stdout."""
-    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
-
-
-def print_pairs(title: str, rows: list[tuple[str, str]]) -> None:
-    """A two-column rich table."""
-    table = Table(title=title, show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    for key, value in rows:
-        table.add_row(key, value)
-    console.print(table)
 
 
 @app.command()
@@ -101,71 +71,7 @@ def prepare(
     from rlreco.app.prepare import prepare as run_prepare
 
     summary = run_prepare(load_config(config), out=out, data=data, force=force)
-    if as_json:
-        print_json(summary.to_dict())
-        return
-    segs = ", ".join(f"{k} {v:,}" for k, v in summary.customers_per_segment.items())
-    print_pairs(
-        f"rlreco prepare -> {summary.run_dir}",
-        [
-            ("data", summary.data),
-            ("rows read", f"{summary.rows_read:,}"),
-            ("rows without customer (dropped)", f"{summary.rows_without_customer:,}"),
-            ("customers", f"{summary.customers:,}"),
-            ("customers per segment", segs),
-            ("products", f"{summary.products:,}"),
-            (
-                "states with history / total",
-                f"{summary.states_with_history:,} / {summary.states_total:,}",
-            ),
-            ("known (state, product) pairs", f"{summary.known_pairs:,}"),
-            (
-                "products per state min / median / max",
-                f"{summary.products_per_state_min:,} / {summary.products_per_state_median:,.0f}"
-                f" / {summary.products_per_state_max:,}",
-            ),
-            ("wall time", f"{summary.seconds:.2f} s"),
-        ],
-    )
-
-
-def progress_bar() -> Progress:
-    """A rich progress bar on stderr: description, bar, done/total, rate field, times."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-    )
-
-
-@contextlib.contextmanager
-def visit_progress(
-    total: int, *, enabled: bool, label: str = "visits"
-) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar over visits with visits/s; yields an ``update(done)`` callback."""
-    if not enabled:
-        yield lambda done: None
-        return
-    start = time.perf_counter()
-    with progress_bar() as bar:
-        task = bar.add_task(label, total=total, rate="")
-
-        def update(done: int) -> None:
-            rate = done / max(time.perf_counter() - start, 1e-9)
-            bar.update(task, completed=done, rate=f"{rate:,.0f} visits/s")
-
-        yield update
-
-
-def fmt(value: float | None, spec: str = ",.4f") -> str:
-    """Format a number, or "n/a" for None/NaN."""
-    if value is None or math.isnan(value):
-        return "n/a"
-    return format(value, spec)
+    report.show_prepare(summary, as_json=as_json)
 
 
 @app.command()
@@ -197,7 +103,7 @@ def simulate(
     """
     from rlreco.app.simulate import simulate_run
 
-    with visit_progress(episodes, enabled=not as_json and sys.stderr.isatty()) as update:
+    with report.visit_progress(episodes, enabled=report.interactive(as_json)) as update:
         summary = simulate_run(
             run_dir,
             episodes,
@@ -208,25 +114,7 @@ def simulate(
             checkpoint_every=checkpoint_every,
             progress=update,
         )
-    if as_json:
-        print_json(summary.to_dict())
-        return
-    print_pairs(
-        f"rlreco simulate -> {run_dir}"
-        + ("  (stopped by Ctrl-C, saved)" if summary.stopped else ""),
-        [
-            (
-                "visits (this call / run total)",
-                f"{summary.episodes:,} / {summary.episodes_total:,}",
-            ),
-            ("visits/s (simulation kernel)", f"{summary.episodes_per_second:,.0f}"),
-            ("mean reward per visit", fmt(summary.mean_reward)),
-            ("click rate per shown product", fmt(summary.click_rate)),
-            ("buy rate per shown product", fmt(summary.buy_rate)),
-            ("explored share of slots", fmt(summary.explored_share)),
-            ("mean expected regret per visit", fmt(summary.mean_regret)),
-        ],
-    )
+    report.show_simulation(summary, run_dir, as_json=as_json)
 
 
 def split_list(text: str | None, cast: Callable[[str], Any], option: str) -> list[Any] | None:
@@ -284,7 +172,8 @@ def sweep(
 
     Re-running the same command resumes: finished cells are skipped.
     """
-    from rlreco.app.sweep import SweepSpec, run_sweep
+    from rlreco.app.sweep import run_sweep
+    from rlreco.app.sweep_grid import SweepSpec
 
     spec = SweepSpec(
         epsilons=split_list(epsilons, float, "--epsilons") or [],
@@ -296,8 +185,7 @@ def sweep(
         seed=seed,
         blocks=blocks,
     )
-    show = not as_json and sys.stderr.isatty()
-    with sweep_progress(enabled=show) as update:
+    with report.sweep_progress(enabled=report.interactive(as_json)) as update:
         result = run_sweep(
             run_dir,
             spec,
@@ -308,89 +196,7 @@ def sweep(
             force=force,
             plots=plots,
         )
-    if as_json:
-        print_json(
-            {
-                "settings": result.to_json(),
-                "best": result.best,
-                "failures": result.failures,
-                "cells_total": result.cells_total,
-                "cells_run": result.cells_run,
-                "cells_skipped": result.cells_skipped,
-                "seconds": result.seconds,
-                "out": str(result.out),
-                "plots": [str(p) for p in result.plots],
-            }
-        )
-        return
-    print_sweep(result)
-
-
-@contextlib.contextmanager
-def sweep_progress(*, enabled: bool) -> Iterator[Callable[[Any], None]]:
-    """A rich progress bar across sweep cells with visits/s."""
-    if not enabled:
-        yield lambda progress: None
-        return
-    with progress_bar() as bar:
-        task = bar.add_task("cells", total=None, rate="")
-
-        def update(progress: Any) -> None:
-            bar.update(
-                task,
-                total=progress.cells_total,
-                completed=progress.cells_done,
-                rate=f"{progress.visits_per_second:,.0f} visits/s"
-                + (f", {progress.cells_failed} failed" if progress.cells_failed else ""),
-            )
-
-        yield update
-
-
-def print_sweep(result: Any) -> None:
-    """Summary table (mean [95% CI]) per setting, best settings, failures and plot files."""
-    table = Table(title=f"rlreco sweep -> {result.out}", title_justify="left")
-    metrics = [
-        ("reward_per_visit", "reward/visit", ",.3f"),
-        ("click_rate", "click rate", ".4f"),
-        ("buy_rate", "buy rate", ".4f"),
-        ("regret", "cum. regret", ",.0f"),
-        ("visits_per_second", "visits/s", ",.0f"),
-    ]
-    table.add_column("setting")
-    table.add_column("reps", justify="right")
-    for _, title, _ in metrics:
-        table.add_column(f"{title} mean [95% CI]", justify="right")
-    for row in result.summary.to_dict(orient="records"):
-        cells = [str(row["label"]), str(row["replicates"])]
-        for key, _, spec in metrics:
-            mean, low, high = row[f"{key}_mean"], row[f"{key}_low"], row[f"{key}_high"]
-            cells.append(
-                "n/a"
-                if mean is None or math.isnan(mean)
-                else f"{fmt(mean, spec)} [{fmt(low, spec)}, {fmt(high, spec)}]"
-            )
-        table.add_row(*cells)
-    console.print(table)
-    for best in result.best:
-        if best["metric"] not in ("reward_per_visit", "regret", "buy_rate"):
-            continue
-        verdict = "n/a"
-        if best["p_value"] is not None:
-            verdict = ("significantly" if best["significant"] else "not significantly") + (
-                f" better than {best['runner_up']} (Welch p = {best['p_value']:.3g})"
-            )
-        console.print(f"best {best['metric']}: [bold]{best['best']}[/] - {verdict}")
-    for failure in result.failures:
-        err_console.print(
-            f"[red]failed cell[/] {failure['label']} #{failure['replicate']}: {failure['error']}"
-        )
-    console.print(
-        f"{result.cells_run} cell(s) run, {result.cells_skipped} found finished, "
-        f"{len(result.failures)} failed, {result.seconds:.1f} s"
-    )
-    for path in result.plots:
-        console.print(f"plot: {path}")
+    report.show_sweep(result, as_json=as_json)
 
 
 @app.command("export-mongo")
@@ -426,9 +232,8 @@ def export_mongo(
 ) -> None:
     """Export a run's tables to MongoDB; only states changed since the last export are written."""
     from rlreco.app.mongo_sync import export_run
-    from rlreco.io.mongo import redact_uri
 
-    report = export_run(
+    exported = export_run(
         run_dir,
         uri=uri,
         db=db,
@@ -437,30 +242,7 @@ def export_mongo(
         batch_size=batch_size,
         force=force,
     )
-    if as_json:
-        print_json({**report.to_dict(), "uri": redact_uri(uri)})
-        return
-    rows = [
-        ("layout", report.layout),
-        ("run id", report.run_id or "-"),
-        (
-            "states written / unchanged / deleted",
-            f"{report.states_written:,} / {report.states_unchanged:,} / {report.states_deleted:,}",
-        ),
-    ]
-    rows += [
-        (
-            f"{name}: documents written / unchanged / deleted",
-            f"{c.written:,} / {c.unchanged:,} / {c.deleted:,}",
-        )
-        for name, c in sorted(report.collections.items())
-    ]
-    rows += [
-        ("documents written", f"{report.documents_written:,}"),
-        ("round trips", f"{report.round_trips:,}"),
-        ("wall time", f"{report.seconds:.2f} s"),
-    ]
-    print_pairs(f"rlreco export-mongo -> {redact_uri(uri)} {report.database}", rows)
+    report.show_export(exported, uri, as_json=as_json)
 
 
 @app.command("import-mongo")
@@ -494,7 +276,6 @@ def import_mongo(
 ) -> None:
     """Load tables from MongoDB (either layout) into a new run directory."""
     from rlreco.app.mongo_sync import import_run
-    from rlreco.io.mongo import redact_uri
 
     summary = import_run(
         uri=uri,
@@ -506,20 +287,7 @@ def import_mongo(
         timeout_ms=timeout_ms,
         force=force,
     )
-    if as_json:
-        print_json(summary.to_dict())
-        return
-    print_pairs(
-        f"rlreco import-mongo {redact_uri(uri)} {summary.database} -> {summary.run_dir}",
-        [
-            ("layout", summary.layout),
-            ("base run", summary.base_run),
-            ("run id", summary.run_id),
-            ("states / known cells", f"{summary.states:,} / {summary.cells:,}"),
-            ("episodes", f"{summary.episodes:,}"),
-            ("wall time", f"{summary.seconds:.2f} s"),
-        ],
-    )
+    report.show_import(summary, uri, as_json=as_json)
 
 
 @app.command()
@@ -585,7 +353,7 @@ def recommend(
     bought_codes = [c.strip() for c in bought.split(",") if c.strip()]
     if respond is None:
         respond = "given" if clicked_codes or bought_codes else "simulate"
-    report = run_visit(
+    visited = run_visit(
         run_dir,
         uri=uri,
         db=db,
@@ -598,56 +366,7 @@ def recommend(
         visit=visit,
         timeout_ms=timeout_ms,
     )
-    if as_json:
-        print_json(report.to_dict())
-        return
-    where = (
-        "dry run"
-        if report.respond == "none"
-        else f"episodes {report.episodes:,}"
-        if report.episodes is not None
-        else f"state version {report.version}"
-    )
-    table = Table(
-        title=f"rlreco recommend: {report.state} (visit {report.visit}, {report.source}, {where})",
-        title_justify="left",
-    )
-    for column in (
-        "slot",
-        "product",
-        "description",
-        "outcome",
-        "reward",
-        "value",
-        "reward sum",
-        "reco_count",
-    ):
-        table.add_column(
-            column, justify="left" if column in ("product", "description", "outcome") else "right"
-        )
-
-    def change(item: dict[str, Any], key: str, spec: str) -> str:
-        old = "new" if item["before"] is None else format(item["before"][key], spec)
-        return old if item["after"] is None else f"{old} -> {format(item['after'][key], spec)}"
-
-    for item in report.slate:
-        table.add_row(
-            str(item["slot"] + 1),
-            item["product_code"],
-            item["description"],
-            item["outcome"] or "-",
-            "-" if item["reward"] is None else f"{item['reward']:.2f}",
-            change(item, "value", ".4f"),
-            change(item, "reward", ".2f"),
-            change(item, "reco_count", ","),
-        )
-    console.print(table)
-    console.print(
-        f"epsilon {report.epsilon}, {report.explored} explored slot(s); response "
-        f"{report.respond}: {report.clicks} click(s), {report.buys} purchase(s), total reward "
-        f"{report.total_reward:.2f}",
-        highlight=False,
-    )
+    report.show_visit(visited, as_json=as_json)
 
 
 def main() -> None:

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlreco.engine.history import MONTH_NAMES, WEEKDAY_NAMES, History
+from rlreco.engine.history import History
 from rlreco.errors import SnapshotError
+from rlreco.schema import MONTH_NAMES, WEEKDAY_NAMES
 
 
 @dataclass(frozen=True)

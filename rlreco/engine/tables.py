@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlreco.engine.history import MONTH_NAMES, WEEKDAY_NAMES
 from rlreco.engine.kernels.records import CELL_DTYPE
 from rlreco.engine.state_space import StateSpace
 from rlreco.errors import SnapshotError
+from rlreco.schema import MONTH_NAMES, WEEKDAY_NAMES
 
 
 def round_cents(x: np.ndarray) -> np.ndarray:

@@ -34,11 +34,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rlreco.errors import SnapshotError
+from rlreco.schema import CELL_DTYPE, METRICS_DTYPE
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 INITIAL_EPISODES = 0
 _META_KEY = b"rlreco"
+
+
+def _record_fields(dtype: np.dtype) -> list[tuple[str, pa.DataType]]:
+    """Arrow fields of a record dtype's fields, in order (the one source of both layouts)."""
+    return [(name, pa.from_numpy_dtype(dtype[name])) for name in dtype.names or ()]
+
 
 #: A state's id and components: the first columns of the states table and of every snapshot.
 _STATE_FIELDS: list[tuple[str, pa.DataType]] = [
@@ -63,24 +70,11 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("product_id", pa.int32()),
             ("product_code", pa.string()),
             ("value", pa.float64()),
-            ("reward", pa.float64()),
-            ("count", pa.int64()),
-            ("reco_count", pa.int64()),
+            *_record_fields(CELL_DTYPE),
         ]
     ),
     "metrics": pa.schema(
-        [
-            ("block", pa.int64()),
-            ("first_visit", pa.int64()),
-            ("visits", pa.int64()),
-            ("slots", pa.int64()),
-            ("reward_sum", pa.float64()),
-            ("clicks", pa.int64()),
-            ("buys", pa.int64()),
-            ("explored", pa.int64()),
-            ("regret_visits", pa.int64()),
-            ("regret_sum", pa.float64()),
-        ]
+        [("block", pa.int64()), ("first_visit", pa.int64()), *_record_fields(METRICS_DTYPE)]
     ),
 }
 

@@ -43,8 +43,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from rlreco.config import DataConfig
-from rlreco.engine.history import MONTH_NAMES, WEEKDAY_NAMES
 from rlreco.errors import DataError
+from rlreco.schema import MONTH_NAMES, WEEKDAY_NAMES
 
 #: lower-case file suffix -> format name
 SUFFIX_FORMATS = {

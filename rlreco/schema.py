@@ -1,0 +1,44 @@
+"""Names and record layouts shared by the engine and the readers and writers (numpy only).
+
+The one place for what both :mod:`rlreco.engine` and :mod:`rlreco.io` must agree on: the
+calendar names in state ids and the record dtypes of the tables and metrics, from which the
+run directory's Arrow schemas are derived (:data:`rlreco.io.run_dir.SCHEMAS`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MONTH_NAMES = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)  # fmt: skip
+WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+#: One cell of the (state x product) tables apart from its value. Value lives in its own
+#: contiguous array because the top-n search index reads it in runs of 8 neighbours; the
+#: remaining fields are touched together when a slate product is updated, so they share a line.
+CELL_DTYPE = np.dtype([("reward", np.float64), ("count", np.int64), ("reco_count", np.int64)])
+
+#: True response of one (state, product) cell under a known truth (``popularity`` model or a
+#: user truth table): click and buy probability, read together by a slate product's response.
+#: 16 bytes, so a cell never straddles two cache lines (the expected reward is recomputed from
+#: them rather than stored: a third field would make a third of the cells straddle).
+TRUTH_DTYPE = np.dtype([("p_click", np.float64), ("p_buy", np.float64)])
+
+#: Sums of one block of consecutive visits (block ``b`` holds global visits
+#: ``b * metrics_block .. (b + 1) * metrics_block - 1``). ``clicks`` counts click events,
+#: including products that were also bought; ``regret_visits`` counts the visits whose expected
+#: regret is known (those simulated under a known truth), ``regret_sum`` their regret.
+METRICS_DTYPE = np.dtype(
+    [
+        ("visits", np.int64),
+        ("slots", np.int64),
+        ("reward_sum", np.float64),
+        ("clicks", np.int64),
+        ("buys", np.int64),
+        ("explored", np.int64),
+        ("regret_visits", np.int64),
+        ("regret_sum", np.float64),
+    ]
+)
