@@ -62,6 +62,17 @@ def prepare(
     data: Annotated[
         Path | None, typer.Option("--data", help="Transactions file (CSV, CSV.gz, Parquet, XLSX).")
     ] = None,
+    holdout: Annotated[
+        str | None,
+        typer.Option(
+            "--holdout",
+            help="Hold out customers:F (a fraction of customers) or time:YYYY-MM-DD (every "
+            "transaction from that day) as the truth the learner is judged against.",
+        ),
+    ] = None,
+    holdout_seed: Annotated[
+        int | None, typer.Option("--holdout-seed", help="Seed of the customer hash.")
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing run directory.")
     ] = False,
@@ -70,7 +81,15 @@ def prepare(
     """Load transactions, segment customers, build states and tables, write a run directory."""
     from rlreco.app.prepare import prepare as run_prepare
 
-    summary = run_prepare(load_config(config), out=out, data=data, force=force)
+    run_config = load_config(config)
+    changes: dict[str, Any] = {}
+    if holdout is not None:
+        changes["holdout.split"] = holdout
+    if holdout_seed is not None:
+        changes["holdout.seed"] = holdout_seed
+    if changes:
+        run_config = run_config.replace(**changes)
+    summary = run_prepare(run_config, out=out, data=data, force=force)
     report.show_prepare(summary, as_json=as_json)
 
 

@@ -17,6 +17,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
@@ -29,11 +30,41 @@ DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "online_retail.
 SEED_CLICK_PROBS = (0.50, 0.35, 0.10, 0.025, 0.015, 0.0055, 0.002, 0.00125, 0.00124, 0.00001)
 SEED_BUY_PROBS = (0.70, 0.15, 0.10, 0.025, 0.015, 0.0055, 0.002, 0.00125, 0.00124, 0.00001)
 
-StateSampling = Literal["uniform", "empirical"]
+StateSampling = Literal["uniform", "empirical", "holdout"]
+
+#: Non-merchandise stock codes of the UCI Online Retail data (postage, fees, manual
+#: adjustments, samples, gift vouchers): removed from catalogues, tables and truth by default.
+#: Shell-style patterns (``fnmatch``), matched case-sensitively against the whole code.
+UCI_NON_PRODUCTS = (
+    "POST", "DOT", "M", "m", "C2", "D", "S", "B", "BANK CHARGES", "AMAZONFEE", "CRUK", "PADS",
+    "gift_*",
+)  # fmt: skip
+
+_HOLDOUT = re.compile(r"^(?:customers:(?P<fraction>[0-9.eE+-]+)|time:(?P<date>\d{4}-\d{2}-\d{2}))$")
 
 
 def _check(predicate: Callable[[Any], bool], allowed: str) -> dict[str, Any]:
     return {"check": predicate, "allowed": allowed}
+
+
+def _holdout_split(text: str) -> bool:
+    """``""`` (no holdout), ``customers:F`` with F in (0, 1), or ``time:YYYY-MM-DD``."""
+    if text == "":
+        return True
+    match = _HOLDOUT.match(text)
+    if match is None:
+        return False
+    if match["fraction"] is not None:
+        try:
+            fraction = float(match["fraction"])
+        except ValueError:
+            return False
+        return 0.0 < fraction < 1.0
+    try:
+        date.fromisoformat(match["date"])
+    except ValueError:
+        return False
+    return True
 
 
 def _probabilities(values: tuple[float, ...]) -> bool:
@@ -64,7 +95,28 @@ class DataConfig:
     path: Path = DEFAULT_DATA
     encoding: str = "ISO-8859-1"
     date_format: str = field(default="%m/%d/%Y %H:%M", metadata=_check(bool, "a strftime format"))
+    #: product codes or shell patterns that are not merchandise: kept for the RFM segmentation
+    #: (they are part of what customers paid) but removed from catalogues, tables and truth
+    exclude_products: tuple[str, ...] = field(
+        default=UCI_NON_PRODUCTS, metadata=_check(all, "non-empty strings")
+    )
     columns: Columns = Columns()
+
+
+@dataclass(frozen=True)
+class HoldoutConfig:
+    """A part of the data the learner never sees, used as the truth it is judged against.
+
+    ``split``: ``""`` (no holdout), ``customers:F`` (a deterministic fraction F of customers,
+    chosen by a hash of the customer id and ``seed``) or ``time:YYYY-MM-DD`` (every transaction
+    on or after the date).
+    """
+
+    split: str = field(
+        default="",
+        metadata=_check(_holdout_split, "'', 'customers:F' with F in (0, 1), or 'time:YYYY-MM-DD'"),
+    )
+    seed: int = field(default=0, metadata=_check(lambda v: v >= 0, "an integer >= 0"))
 
 
 @dataclass(frozen=True)
@@ -113,9 +165,12 @@ class RewardConfig:
 
 @dataclass(frozen=True)
 class ResponseConfig:
-    """Simulated customer response: ``seed``, ``popularity`` or a path to a truth table."""
+    """Simulated customer response: ``seed``, ``popularity``, ``holdout`` (the run's held-out
+    truth) or a path to a truth table."""
 
-    model: str = field(default="seed", metadata=_check(bool, "seed, popularity or a Parquet path"))
+    model: str = field(
+        default="seed", metadata=_check(bool, "seed, popularity, holdout or a Parquet path")
+    )
     click_probs: tuple[float, ...] = field(
         default=SEED_CLICK_PROBS,
         metadata=_check(_probabilities, "probabilities in [0, 1] summing to 1 within 1e-6"),
@@ -143,6 +198,7 @@ class RunConfig:
     """Everything a run needs, validated."""
 
     data: DataConfig = DataConfig()
+    holdout: HoldoutConfig = HoldoutConfig()
     segmentation: SegmentationConfig = SegmentationConfig()
     states: StatesConfig = StatesConfig()
     policy: PolicyConfig = PolicyConfig()
@@ -198,7 +254,7 @@ def _type_name(tp: Any) -> str:
     if tp is Path:
         return "a path string"
     if origin is tuple:
-        return "a list of numbers"
+        return "a list of strings" if get_args(tp)[0] is str else "a list of numbers"
     return str(tp)
 
 
@@ -236,6 +292,10 @@ def _coerce(key: str, tp: Any, value: Any, base: Path | None) -> Any:
         if not path.is_absolute() and base is not None:
             path = base / path
         return path
+    if origin is tuple and get_args(tp) == (str, ...):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise bad("a list of strings")
+        return tuple(value)
     if origin is tuple and get_args(tp) == (float, ...):
         if not isinstance(value, (list, tuple)) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
@@ -338,7 +398,8 @@ ORIGINAL_KEYS: dict[str, tuple[str, ...]] = {
 
 
 def _original_to_nested(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
+    # the original recommends every stock code, postage and fees included
+    nested: dict[str, Any] = {"data": {"exclude_products": []}}
     for key, value in raw.items():
         if key not in ORIGINAL_KEYS:
             raise ConfigError(

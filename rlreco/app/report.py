@@ -140,9 +140,24 @@ def show_prepare(summary: Any, *, as_json: bool) -> None:
                 f"{summary.products_per_state_min:,} / {summary.products_per_state_median:,.0f}"
                 f" / {summary.products_per_state_max:,}",
             ),
+            ("products excluded (not merchandise)", f"{summary.products_excluded:,}"),
+            *_holdout_rows(summary.holdout),
             ("wall time", f"{summary.seconds:.2f} s"),
         ],
     )
+
+
+def _holdout_rows(holdout: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The split's two sides and its truths, as table rows."""
+    if not holdout:
+        return []
+    rows = [("holdout", f"{holdout['split']} (seed {holdout['seed']})")]
+    for key in ("rows", "customers", "products", "states"):
+        train, held = holdout["training"][key], holdout["held_out"][key]
+        rows.append((f"{key}: training / held out", f"{train:,} / {held:,}"))
+    names = ", ".join(t["name"] for t in holdout["truths"])
+    rows.append(("held-out truths", names))
+    return rows
 
 
 def show_simulation(summary: Any, run_dir: Any, *, as_json: bool) -> None:

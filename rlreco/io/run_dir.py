@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,10 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("value", pa.float64()),
             *_record_fields(CELL_DTYPE),
         ]
+    ),
+    # weights of the states a held-out truth speaks for (its rows per state), one set per truth
+    "state_weights": pa.schema(
+        [("truth", pa.string()), ("state_id", pa.int32()), ("weight", pa.float64())]
     ),
     "metrics": pa.schema(
         [("block", pa.int64()), ("first_visit", pa.int64()), *_record_fields(METRICS_DTYPE)]
@@ -251,9 +255,13 @@ class RunDir:
         manifest: dict[str, Any],
         space: Mapping[str, Columns],
         snapshot: Columns,
+        extra: Sequence[Callable[[Path], None]] = (),
         force: bool = False,
     ) -> RunDir:
         """Write a new run directory atomically (built under a temporary name, then renamed).
+
+        Each of ``extra`` is called with the staging folder to write more files into it (e.g.
+        the held-out truth tables), before the manifest.
 
         Raises
         ------
@@ -266,6 +274,8 @@ class RunDir:
                 write_table(tmp / "state_space" / f"{kind}.parquet", kind, space[kind])
             name = snapshot_name(INITIAL_EPISODES)
             write_table(tmp / name, "snapshot", snapshot)
+            for write in extra:
+                write(tmp)
             manifest = {
                 **manifest,
                 "schema_version": SCHEMA_VERSION,
@@ -326,6 +336,54 @@ class RunDir:
         """Columns of the latest (or ``"initial"``) snapshot."""
         key = "initial_snapshot" if which == "initial" else "snapshot"
         return read_table(self.path / self.manifest[key], "snapshot")
+
+    def truths(self) -> list[dict[str, Any]]:
+        """The held-out truths of a run prepared with a holdout (``[]`` otherwise), in order:
+        ``name``, ``file`` (relative path of the truth table) and ``rows``."""
+        holdout = self.manifest.get("holdout") or {}
+        truths = holdout.get("truths", []) if isinstance(holdout, dict) else []
+        if not isinstance(truths, list) or not all(
+            isinstance(t, dict) and isinstance(t.get(key), str)
+            for t in truths
+            for key in ("name", "file")
+        ):
+            raise SnapshotError(f"{self.path / MANIFEST}: corrupt 'holdout.truths' entry")
+        return truths
+
+    def truth_path(self, name: str) -> Path:
+        """Path of the held-out truth ``name``.
+
+        Raises
+        ------
+        SnapshotError
+            The run has no held-out truth of that name.
+        """
+        truths = self.truths()
+        for truth in truths:
+            if truth["name"] == name:
+                return self.path / truth["file"]
+        if not truths:
+            raise SnapshotError(
+                f"{self.path}: prepared without a holdout, so it has no held-out truth "
+                "(rlreco prepare --holdout customers:F or time:YYYY-MM-DD)"
+            )
+        raise SnapshotError(
+            f"{self.path}: no held-out truth {name!r}; it has "
+            + ", ".join(repr(t["name"]) for t in truths)
+        )
+
+    def read_state_weights(self, name: str) -> np.ndarray:
+        """Held-out rows per state of the truth ``name``, shape (n_states,)."""
+        self.truth_path(name)
+        columns = read_table(self.path / "holdout" / "state_weights.parquet", "state_weights")
+        n_states = int(self.manifest["prepare"]["states_total"])
+        mine = columns["truth"] == name
+        state = columns["state_id"][mine].astype(np.int64)
+        if state.size and (state.min() < 0 or state.max() >= n_states):
+            raise SnapshotError(f"{self.path}: holdout/state_weights.parquet: bad state_id")
+        weight = np.zeros(n_states)
+        weight[state] = columns["weight"][mine]
+        return weight
 
     def read_metrics(self) -> dict[str, np.ndarray] | None:
         """Per-block metrics columns, or None before the first simulation."""
