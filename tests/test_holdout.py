@@ -181,11 +181,8 @@ def test_bad_holdout_is_one_line_and_writes_nothing(
 
 def test_prepare_json_reports_the_split(tmp_path: Path) -> None:
     data = write(transactions(), tmp_path / "data.parquet")
-    result = CliRunner().invoke(
-        app,
-        ["prepare", "--data", str(data), "--out", str(tmp_path / "r"), "--json"]
-        + ["--holdout", f"time:{SPLIT}"],
-    )
+    args = ["prepare", "--data", str(data), "--out", str(tmp_path / "r"), "--json"]
+    result = CliRunner().invoke(app, [*args, "--holdout", f"time:{SPLIT}"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["holdout"]["split"] == f"time:{SPLIT}"
