@@ -40,6 +40,7 @@ from rlreco.engine.response import Response, build_response
 from rlreco.engine.simulation import SimulationParams, Simulator
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables, round_cents
+from rlreco.schema import DEFAULT_STATE_FIELDS, MONTH_NAMES, WEEKDAY_NAMES
 
 VISITS = 10_000_000
 SCAN_VISITS = 200_000
@@ -62,15 +63,14 @@ def synthetic_space(seed: int = 0) -> tuple[StateSpace, Tables]:
         tables.cells["count"][state, known] = count
         tables.value[state, known] = round_cents(count + rng.standard_normal(known.size))
         tables.cells["reward"][state, known] = round_cents(count + rng.standard_normal(known.size))
-    space = StateSpace(
-        segments=("Q1", "Q2", "Q3", "Q4"),
-        months=tuple(range(1, 13)),
-        halves=(0, 1),
-        weekdays=(0, 1, 2, 3, 4, 6),
-        state_segment=grid[0].astype(np.int16),
-        state_month=(grid[1] + 1).astype(np.int8),
-        state_half=grid[2].astype(np.int8),
-        state_weekday=np.array([0, 1, 2, 3, 4, 6], dtype=np.int8)[grid[3]],
+    space = StateSpace.from_grid(
+        DEFAULT_STATE_FIELDS,
+        (
+            ("Q1", "Q2", "Q3", "Q4"),
+            MONTH_NAMES,
+            ("0", "1"),
+            tuple(WEEKDAY_NAMES[d] for d in (0, 1, 2, 3, 4, 6)),
+        ),
         state_weight=tables.cells["count"].sum(axis=1).astype(np.float64),
         product_codes=np.array([f"{10000 + p}" for p in range(n_products)]),
         product_names=np.array([f"product {p}" for p in range(n_products)]),

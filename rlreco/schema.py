@@ -42,3 +42,56 @@ METRICS_DTYPE = np.dtype(
         ("regret_sum", np.float64),
     ]
 )
+
+#: State fields of the original design, in id order: ``Q1_December_0_Thursday``.
+DEFAULT_STATE_FIELDS = ("segment", "month", "half", "weekday")
+#: State fields computed from the data itself; any other field names a categorical column of
+#: the transactions (``country`` by default maps to the UCI data's ``Country``).
+BUILTIN_STATE_FIELDS = ("segment", "month", "half", "weekday", "hour")
+#: State fields stored as int8 in run directories and as integers in MongoDB (all others are
+#: strings).
+INTEGER_STATE_FIELDS = ("half", "hour")
+
+_ID_ESCAPES = {"%": "%25", "_": "%5F"}
+
+
+def escape_state_value(value: str) -> str:
+    """A field value as it appears in a state id: ``%`` -> ``%25``, ``_`` -> ``%5F``.
+
+    Values without those characters (all of the UCI data's) are unchanged, so ids join values
+    with ``_`` and split back exactly.
+    """
+    if "%" not in value and "_" not in value:
+        return value
+    return value.replace("%", "%25").replace("_", "%5F")
+
+
+def unescape_state_value(text: str) -> str:
+    """Invert :func:`escape_state_value` (``%5F`` and ``%25`` are its only escapes)."""
+    if "%" not in text:
+        return text
+    return text.replace("%5F", "_").replace("%25", "%")
+
+
+def format_state_id(values: tuple[object, ...] | list[object]) -> str:
+    """The state id of one state's field values, in field order: escaped values joined by
+    ``_`` (``("Q1", "December", 0, "Thursday")`` -> ``Q1_December_0_Thursday``)."""
+    return "_".join(escape_state_value(str(v)) for v in values)
+
+
+def parse_state_id(state: str, fields: tuple[str, ...]) -> tuple[str | int, ...] | None:
+    """Field values of a state id (integer fields as int), or None if it does not have one
+    value per field."""
+    parts = state.split("_")
+    if len(parts) != len(fields) or not all(parts):
+        return None
+    values: list[str | int] = []
+    for name, part in zip(fields, parts, strict=True):
+        value = unescape_state_value(part)
+        if name in INTEGER_STATE_FIELDS:
+            if not value.isdigit():
+                return None
+            values.append(int(value))
+        else:
+            values.append(value)
+    return tuple(values)

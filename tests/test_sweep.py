@@ -21,6 +21,7 @@ from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.errors import ConfigError, DataError
 from rlreco.io.run_dir import RunDir
+from rlreco.schema import DEFAULT_STATE_FIELDS
 
 EPISODES = 3_000
 BLOCKS = 6
@@ -33,15 +34,9 @@ def synthetic_run(path: Path, seed: int = 0, n_products: int = 40) -> RunDir:
     catalogues = [
         np.sort(rng.choice(n_products, 25, replace=False)).astype(np.int32) for _ in range(2)
     ]
-    space = StateSpace(
-        segments=("Q1", "Q2"),
-        months=(11, 12),
-        halves=(0,),
-        weekdays=(0, 3),
-        state_segment=grid[0].astype(np.int16),
-        state_month=np.array([11, 12], dtype=np.int8)[grid[1]],
-        state_half=np.zeros(grid.shape[1], dtype=np.int8),
-        state_weekday=np.array([0, 3], dtype=np.int8)[grid[3]],
+    space = StateSpace.from_grid(
+        DEFAULT_STATE_FIELDS,
+        (("Q1", "Q2"), ("November", "December"), ("0",), ("Monday", "Thursday")),
         state_weight=rng.integers(1, 50, grid.shape[1]).astype(np.float64),
         product_codes=np.array([f"P{i:03d}" for i in range(n_products)]),
         product_names=np.array([f"product {i}" for i in range(n_products)]),

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rlreco.app.simulate import snapshot_stream
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.errors import SyncError
@@ -37,6 +38,7 @@ from rlreco.io.mongo import (
 )
 from rlreco.io.mongo_layout import check_layout, conform_snapshot
 from rlreco.io.run_dir import RunDir
+from rlreco.schema import DEFAULT_STATE_FIELDS
 
 __all__ = ["DEFAULT_DB", "ImportSummary", "export_run", "import_run"]
 
@@ -83,9 +85,11 @@ class ImportSummary:
         return asdict(self)
 
 
-def snapshot_frame(columns: Mapping[str, np.ndarray]) -> pd.DataFrame:
+def snapshot_frame(
+    columns: Mapping[str, np.ndarray], fields: tuple[str, ...] = DEFAULT_STATE_FIELDS
+) -> pd.DataFrame:
     """Long-form snapshot columns (as :meth:`RunDir.read_snapshot` gives them) as a frame."""
-    return conform_snapshot(pd.DataFrame(dict(columns)))
+    return conform_snapshot(pd.DataFrame(dict(columns)), fields=fields)
 
 
 def frame_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -145,7 +149,7 @@ def export_run(
     # connect first: an unreachable server fails within the timeout, before any heavy reading
     client = connect(uri, timeout_ms, socket_timeout_ms=SOCKET_TIMEOUT_MS, policy=policy)
     try:
-        frame = snapshot_frame(run.read_snapshot())
+        frame = snapshot_frame(run.read_snapshot(), run.fields)
         return export_snapshot(
             client,
             frame,
@@ -210,10 +214,12 @@ def import_run(
     started = time.perf_counter()
     kind = check_layout(layout)
     base = RunDir.open(base_run)
-    space = StateSpace.from_columns(base.read_space())
+    space = StateSpace.from_columns(base.read_space(), base.fields)
     client = connect(uri, timeout_ms, socket_timeout_ms=SOCKET_TIMEOUT_MS, policy=policy)
     try:
-        frame, stored = import_snapshot(client, db=db, layout=kind, run_id=run_id, policy=policy)
+        frame, stored = import_snapshot(
+            client, db=db, layout=kind, run_id=run_id, policy=policy, fields=space.fields
+        )
     finally:
         client.close()
     source = f"{db} ({kind} layout)"
@@ -233,7 +239,9 @@ def import_run(
         "run_id": stored.get("run_id") if stored is not None else None,
         "base_run": str(base.path),
     }
-    derived = base.derive(out, snapshot=tables.to_columns(space), updates=updates, force=force)
+    derived = base.derive(
+        out, snapshot=snapshot_stream(tables, space), updates=updates, force=force
+    )
     return ImportSummary(
         run_dir=str(derived.path),
         base_run=str(base.path),
@@ -249,7 +257,7 @@ def import_run(
 
 def tables_in_space(frame: pd.DataFrame, space: StateSpace, *, source: str, base: Path) -> Tables:
     """Dense tables of a snapshot frame read from MongoDB, checked by :func:`cell_ids`."""
-    frame = conform_snapshot(frame, f"snapshot read from {source}")
+    frame = conform_snapshot(frame, f"snapshot read from {source}", space.fields)
     state_id, product_id = cell_ids(frame, space, source=source, base=base)
     columns = frame_columns(frame)
     columns["state_id"] = state_id

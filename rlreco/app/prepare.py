@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from rlreco import __version__
+from rlreco.app.simulate import snapshot_stream
 from rlreco.config import RunConfig
 from rlreco.engine import streams
 from rlreco.engine.history import History, history_from_frame
@@ -33,11 +34,12 @@ from rlreco.engine.holdout import (
     month_keys,
     parse_split,
 )
+from rlreco.engine.memory import check_memory_limit
 from rlreco.engine.response import mean_per_slot, popularity_probabilities
 from rlreco.engine.segmentation import segment_customers
 from rlreco.engine.state_space import StateSpace, build_state_space, history_states
 from rlreco.engine.tables import build_initial_tables
-from rlreco.io.run_dir import RunDir, file_sha256, write_table
+from rlreco.io.run_dir import RunDir, file_sha256, use_system_allocator, write_table
 from rlreco.io.transactions import load_transactions
 from rlreco.io.truth import write_truth_table
 
@@ -98,6 +100,7 @@ def prepare(
         Replace ``out`` if it exists.
     """
     start = time.perf_counter()
+    use_system_allocator()
     if data is not None:
         config = config.replace(**{"data.path": str(Path(data).resolve())})
     if config.holdout.split and config.response.model == "seed":
@@ -106,8 +109,11 @@ def prepare(
             **{"response.model": "holdout", "simulation.state_sampling": "holdout"}
         )
     path = Path(config.data.path).resolve()
-    frame, report = load_transactions(path, config.data, split_day=config.states.split_day)
-    full = history_from_frame(frame, source=str(path))
+    categorical = config.states.columns()
+    frame, report = load_transactions(
+        path, config.data, split_day=config.states.split_day, categorical=categorical
+    )
+    full = history_from_frame(frame, source=str(path), categorical=categorical)
     del frame
     split = parse_split(config.holdout.split, config.holdout.seed) if config.holdout.split else None
     held = held_out_rows(full, split) if split else np.zeros(full.n_rows, dtype=bool)
@@ -117,7 +123,16 @@ def prepare(
     keep = ~dropped[full.product]
     history = drop_products(full, dropped)
     held = held[keep]
-    space = build_state_space(history, customer_segment, segment_names)
+    space = build_state_space(history, customer_segment, segment_names, config.states.fields)
+    # refuse before the tables are allocated (held-out truths need truth-sized arrays)
+    check_memory_limit(
+        space.n_states,
+        space.n_products,
+        config.simulation.memory_limit_mb,
+        simulate=False,
+        truth=split is not None,
+        what="prepare",
+    )
     row_state = history_states(history, customer_segment, space)
     train_state = np.where(held, -1, row_state)
     rows = history.customer >= 0
@@ -184,12 +199,13 @@ def prepare(
         },
         "prepare": summary.to_dict(),
         "holdout": holdout_info,
+        "state_fields": list(space.fields),
     }
     RunDir.create(
         out,
         manifest=manifest,
         space=space.to_columns(),
-        snapshot=tables.to_columns(space),
+        snapshot=snapshot_stream(tables, space),
         extra=extra,
         force=force,
     )

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from rlreco.app.mongo_sync import SOCKET_TIMEOUT_MS, cell_ids
+from rlreco.app.simulate import SNAPSHOT_CELL_COLUMNS, snapshot_stream
 from rlreco.config import RunConfig, config_from_dict
 from rlreco.engine import streams
 from rlreco.engine.kernels.records import CELL_DTYPE, Outcome, TopNSearch
@@ -281,7 +282,7 @@ def changed_frame(
     keep = np.isin(columns["product_id"], slate)
     frame = pd.DataFrame({k: v[keep] for k, v in columns.items()})
     states = space.to_columns()["states"]
-    for name in ("state", "segment", "month", "half", "weekday"):
+    for name in ("state", *space.fields):
         frame[name] = states[name][state_id]
     frame["state_id"] = np.int32(state_id)
     return frame
@@ -348,7 +349,7 @@ def recommend(
     """
     run = RunDir.open(run_dir)
     config = config_from_dict(run.manifest["config"], source=f"{run.path}/manifest.json")
-    space = StateSpace.from_columns(run.read_space())
+    space = StateSpace.from_columns(run.read_space(), run.fields)
     if respond not in ("simulate", "given", "none"):
         raise SimulationError(f"respond {respond!r}: expected simulate, given or none")
     if respond != "given" and (clicked or bought):
@@ -414,7 +415,7 @@ def pick_state(space: StateSpace, state: str | None, rng: np.random.Generator, w
     if found is None:
         raise SimulationError(
             f"state {state!r} is not in the state space of {where} (e.g. {space.state_ids[0]}; "
-            "form segment_month_half_weekday)"
+            f"form {'_'.join(space.fields)})"
         )
     return found
 
@@ -422,7 +423,7 @@ def pick_state(space: StateSpace, state: str | None, rng: np.random.Generator, w
 def _visit_run_dir(run: RunDir, config: RunConfig, plan: _Visit, visit: int) -> VisitReport:
     """A visit on a run directory's latest snapshot, committed as a new snapshot."""
     space = plan.space
-    tables = Tables.from_columns(run.read_snapshot(), space)
+    tables = Tables.from_groups(run.iter_snapshot(columns=SNAPSHOT_CELL_COLUMNS), space)
     row = slice(plan.state_id, plan.state_id + 1)
     value, cells = tables.value[row], tables.cells[row]  # views: the kernels update the tables
     before = (value.copy(), cells.copy())
@@ -434,7 +435,10 @@ def _visit_run_dir(run: RunDir, config: RunConfig, plan: _Visit, visit: int) -> 
         )
         episodes += 1
         run.commit(
-            episodes=episodes, snapshot=tables.to_columns(space), metrics=metrics, updates={}
+            episodes=episodes,
+            snapshot=snapshot_stream(tables, space),
+            metrics=metrics,
+            updates={},
         )
     return _report(plan, played, before, (value, cells), str(run.path), visit, episodes=episodes)
 
@@ -476,6 +480,7 @@ def _visit_mongo(
             "run_id": stored_run,
             "index": index,
             "policy": policy,
+            "fields": space.fields,
         }
         if plan.respond == "none":
             step(read_state(client, state, **common))

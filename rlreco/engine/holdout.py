@@ -163,14 +163,7 @@ def _rows(history: History, rows: np.ndarray) -> History:
     day = history.day[rows]
     return dataclasses.replace(
         history,
-        customer=history.customer[rows],
-        product=history.product[rows],
-        day=day,
-        month=history.month[rows],
-        half=history.half[rows],
-        weekday=history.weekday[rows],
-        quantity=history.quantity[rows],
-        gross=history.gross[rows],
+        **history.rows(rows),  # type: ignore[arg-type]
         last_day=int(day.max()) if day.size else history.last_day,
     )
 

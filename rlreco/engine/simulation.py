@@ -239,8 +239,8 @@ class Simulator:
         self.tables = tables
         self.params = params
         _check_params(space, tables, params)
-        if history_count is None and episodes_done == 0:
-            history_count = tables.count.copy()
+        if history_count is None and episodes_done == 0 and params.response == "popularity":
+            history_count = tables.count  # read only while the response is built
         self.response = (
             response
             if response is not None
