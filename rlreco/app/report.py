@@ -12,6 +12,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -211,8 +212,10 @@ def show_sweep(result: Any, *, as_json: bool) -> None:
             )
         table.add_row(*cells)
     console.print(table)
+    for verdict in result.verdicts:
+        show_verdict(verdict)
     for best in result.best:
-        if best["metric"] not in ("reward_per_visit", "regret", "buy_rate"):
+        if best["metric"] != "buy_rate":
             continue
         verdict = "n/a"
         if best["p_value"] is not None:
@@ -230,6 +233,33 @@ def show_sweep(result: Any, *, as_json: bool) -> None:
     )
     for path in result.plots:
         console.print(f"plot: {path}")
+
+
+def show_verdict(verdict: dict[str, Any]) -> None:
+    """The setting to ship for one truth, and the cost of each alternative per 1,000 visits."""
+    what = "regret" if verdict["metric"] == "regret_per_visit" else "reward"
+    cost = "extra regret" if what == "regret" else "reward lost"
+    truth = Path(str(verdict["response"])).name
+    console.print(
+        f"verdict for {truth}, slate {verdict['slate_size']}: ship [bold]{verdict['best']}[/]"
+        f" - {what} per visit {fmt(verdict['best_mean'], ',.4f')} "
+        f"[{fmt(verdict['best_low'], ',.4f')}, {fmt(verdict['best_high'], ',.4f')}]",
+        highlight=False,
+    )
+    if not verdict["alternatives"]:
+        return
+    table = Table(title_justify="left", show_edge=False)
+    table.add_column("instead")
+    table.add_column(f"{cost} per 1,000 visits [95% CI]", justify="right")
+    table.add_column("Welch p", justify="right")
+    for alt in verdict["alternatives"]:
+        table.add_row(
+            alt["label"],
+            f"{fmt(alt['cost_per_1000'], ',.1f')} "
+            f"[{fmt(alt['cost_low'], ',.1f')}, {fmt(alt['cost_high'], ',.1f')}]",
+            fmt(alt["p_value"], ".3g"),
+        )
+    console.print(table)
 
 
 def show_export(report: Any, uri: str, *, as_json: bool) -> None:
