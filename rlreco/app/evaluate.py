@@ -199,8 +199,8 @@ def logged_visits(log: LogSlots, space: StateSpace, slate_size: int) -> LoggedVi
         if unknown.size:
             i = int(unknown[np.argmin(log.row[unknown])])
             raise DataError(
-                f"{log.source}: row {int(log.row[i])}: {what} {names[index[i]]!r} is not in the "
-                f"run (its {what}s look like {example!r})"
+                f"{log.source}: row {int(log.row[i])}: {what} {str(names[index[i]])!r} is not in "
+                f"the run (its {what}s look like {str(example)!r})"
             )
     beyond = np.flatnonzero(log.position >= slate_size)
     if beyond.size:

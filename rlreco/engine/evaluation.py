@@ -50,9 +50,13 @@ import numpy as np
 
 from rlreco.engine import streams
 from rlreco.engine.kernels.estimators import (
+    accumulate_cells_nb,
+    correct_residuals_nb,
     expect_slots_nb,
     rank_top_nb,
     replay_log_nb,
+    snips_influence_nb,
+    sum_weighted_nb,
     weigh_slots_nb,
 )
 from rlreco.engine.state_space import StateSpace
@@ -130,6 +134,13 @@ class LoggedVisits:
     def propensities_known(self) -> bool:
         """Whether every slot has a logging propensity."""
         return bool(np.all(np.isfinite(self.slots["propensity"])))
+
+    def defined_metrics(self) -> tuple[str, ...]:
+        """The metrics the log defines: reward always; click and buy rates when outcomes are
+        known (the buy rate only when they tell purchases apart)."""
+        if not self.outcomes_known:
+            return METRICS[:1]
+        return METRICS if self.buys_known else METRICS[:2]
 
     def metric_values(self) -> dict[str, np.ndarray]:
         """Per-slot values of the metrics: reward, clicked (or bought), bought (NaN unknown)."""
@@ -320,20 +331,41 @@ def _weight_diagnostics(weight: np.ndarray, clip: float) -> dict[str, Any]:
     }
 
 
+def _sum_weighted(visits: LoggedVisits, weight: np.ndarray) -> tuple[np.ndarray, ...]:
+    """:func:`sum_weighted_nb`: per-visit and per-position weighted sums."""
+    n = max(visits.slate_size, 1)
+    per_visit = np.empty((visits.n_visits, 3))
+    per_position = np.empty((n, 3))
+    weight_sum = np.empty(n)
+    present = np.empty(n)
+    sum_weighted_nb(
+        visits.slots, visits.visit_ptr, weight, per_visit, per_position, weight_sum, present
+    )
+    return per_visit, per_position, weight_sum, present
+
+
+def _totals(
+    visits: LoggedVisits, estimate: np.ndarray, influence: np.ndarray
+) -> dict[str, tuple[float, np.ndarray]]:
+    """(estimate, influence) per metric, NaN for the metrics the log does not define."""
+    defined = visits.defined_metrics()
+    nan = np.full(visits.n_visits, np.nan)
+    return {
+        name: (float(estimate[m]), influence[:, m]) if name in defined else (math.nan, nan)
+        for m, name in enumerate(METRICS)
+    }
+
+
 def estimate_ips(
     visits: LoggedVisits, weight: np.ndarray, *, epsilon: float, clip: float = math.inf
 ) -> Estimate:
     """Inverse propensity scoring: the mean over visits of ``sum_i w_i y_i``."""
-    starts = visits.visit_ptr[:-1]
-    totals = {}
-    for name, y in visits.metric_values().items():
-        per_visit = np.add.reduceat(weight * y, starts)
-        total = float(per_visit.mean())
-        totals[name] = (total, per_visit - total)
+    per_visit, _, _, _ = _sum_weighted(visits, weight)
+    total = per_visit.mean(axis=0)
     return Estimate(
         "ips",
         epsilon,
-        _metric_intervals(visits, totals),
+        _metric_intervals(visits, _totals(visits, total, per_visit - total)),
         visits.n_visits,
         visits.n_slots,
         **_weight_diagnostics(weight, clip),
@@ -345,25 +377,17 @@ def estimate_snips(
 ) -> Estimate:
     """Self-normalised IPS, per slot position: ``sum_t w y / sum_t w`` at each position, summed
     over positions with the share of visits that have it (delta-method intervals)."""
-    position = visits.slots["position"].astype(np.int64)
-    starts = visits.visit_ptr[:-1]
-    n = visits.n_visits
-    present = np.bincount(position).astype(np.float64)
-    weight_sum = np.bincount(position, weights=weight)
-    mean_weight = weight_sum / present
-    totals = {}
-    for name, y in visits.metric_values().items():
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = np.bincount(position, weights=weight * y) / weight_sum
-        total = float(np.sum(present / n * ratio))
-        r = ratio[position]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            slot = r + (weight * y - r * weight) / mean_weight[position]
-        totals[name] = (total, np.add.reduceat(slot, starts) - total)
+    _, per_position, weight_sum, present = _sum_weighted(visits, weight)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = per_position / weight_sum[:, None]
+        mean_weight = weight_sum / present
+    total = (present[:, None] / visits.n_visits * ratio).sum(axis=0)
+    influence = np.empty((visits.n_visits, 3))
+    snips_influence_nb(visits.slots, visits.visit_ptr, weight, ratio, mean_weight, influence)
     return Estimate(
         "snips",
         epsilon,
-        _metric_intervals(visits, totals),
+        _metric_intervals(visits, _totals(visits, total, influence - total)),
         visits.n_visits,
         visits.n_slots,
         **_weight_diagnostics(weight, clip),
@@ -467,19 +491,6 @@ def on_policy_value(
     return out
 
 
-def _fitted_model(
-    slots: np.ndarray, use: np.ndarray, y: np.ndarray, shape: tuple[int, int]
-) -> np.ndarray:
-    """Per-cell mean of ``y`` over the slots ``use``, shrunk to their mean by one slot."""
-    key = slots["state"][use].astype(np.int64) * shape[1] + slots["product"][use]
-    size = shape[0] * shape[1]
-    count = np.bincount(key, minlength=size).astype(np.float64)
-    total = np.bincount(key, weights=y[use], minlength=size)
-    prior = float(y[use].mean()) if use.any() else 0.0
-    model: np.ndarray = ((total + prior) / (count + 1.0)).reshape(shape)
-    return model
-
-
 def estimate_dr(
     visits: LoggedVisits,
     catalogues: Catalogues,
@@ -494,46 +505,44 @@ def estimate_dr(
     if reward_model not in REWARD_MODELS:
         raise SimulationError(f"reward model {reward_model!r}: expected fitted or values")
     slots = visits.slots
-    n = visits.slate_size
+    shape = value.shape
     states = np.unique(slots["state"]).astype(np.int64)
-    where = np.full(value.shape[0], -1, dtype=np.int64)
+    where = np.full(shape[0], -1, dtype=np.int64)
     where[states] = np.arange(states.size)
-    prob, ranked, count = slot_expectations(catalogues, value, epsilon, n, states)
+    prob, ranked, count = slot_expectations(catalogues, value, epsilon, visits.slate_size, states)
+    stats = np.empty((2, shape[0], shape[1], 4))
+    accumulate_cells_nb(slots, visits.visit_ptr, stats)
+    sums = stats.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prior = sums[:, :3] / sums[:, 3:]
+    prior = np.nan_to_num(prior)
+    use_values = reward_model == "values"
+    value_prior = float(sums[:, 0].sum() / sums[:, 3].sum())
+    correction = np.empty((visits.n_visits, 3))
+    correct_residuals_nb(
+        slots, visits.visit_ptr, weight, stats, prior, value, value_prior, use_values, correction
+    )
     m = visits.slots_per_visit
-    visit_of_slot = np.repeat(np.arange(visits.n_visits), m)
-    fold = visit_of_slot % 2
     visit_fold = np.arange(visits.n_visits) % 2
     visit_state = where[slots["state"][visits.visit_ptr[:-1]]]
-    starts = visits.visit_ptr[:-1]
-    flat = slots["state"].astype(np.int64) * value.shape[1] + slots["product"]
-    totals = {}
-    for name, y in visits.metric_values().items():
-        if np.isnan(y).any():
-            nan = np.full(visits.n_visits, np.nan)
-            totals[name] = (math.nan, nan)
-            continue
-        per_visit = np.empty(visits.n_visits)
-        for f in (0, 1):
-            if reward_model == "values" and name == "reward_per_visit":
-                prior = float(y.mean())
-                model = np.where(np.isfinite(value), value, prior)
+    per_visit = correction
+    for f in (0, 1):
+        chosen = visit_fold == f
+        other = stats[1 - f]
+        for k in range(3):
+            if k == 0 and use_values:
+                model = np.where(np.isfinite(value), value, value_prior)
             else:
-                model = _fitted_model(slots, fold != f, y, value.shape)
+                model = (other[:, :, k] + prior[1 - f, k]) / (other[:, :, 3] + 1.0)
             dm = np.cumsum(
                 expected_slate_scores(catalogues, prob, ranked, count, states, model), axis=1
             )
-            mine = fold == f
-            residual = np.zeros(visits.n_slots)
-            residual[mine] = weight[mine] * (y[mine] - model.reshape(-1)[flat[mine]])
-            correction = np.add.reduceat(residual, starts)
-            chosen = visit_fold == f
-            per_visit[chosen] = dm[visit_state[chosen], m[chosen] - 1] + correction[chosen]
-        total = float(per_visit.mean())
-        totals[name] = (total, per_visit - total)
+            per_visit[chosen, k] += dm[visit_state[chosen], m[chosen] - 1]
+    total = per_visit.mean(axis=0)
     return Estimate(
         "dr",
         epsilon,
-        _metric_intervals(visits, totals),
+        _metric_intervals(visits, _totals(visits, total, per_visit - total)),
         visits.n_visits,
         visits.n_slots,
         **_weight_diagnostics(weight, clip),
@@ -588,8 +597,9 @@ def estimate_replay(
     taken = int(accepted.sum())
     m_bar = float(visits.slots_per_visit.mean())
     metrics = {}
-    for name, y in visits.metric_values().items():
-        values = y[accepted]
+    chosen = LoggedVisits(visits.slots[accepted], visits.visit_ptr[:1], visits.buys_known)
+    for name, y in chosen.metric_values().items():
+        values = y
         scale = m_bar if name == "reward_per_visit" else 1.0
         mean = float(values.mean()) * scale if taken else math.nan
         metrics[name] = _normal(mean, values * scale) if taken else _normal(math.nan, values)

@@ -532,7 +532,9 @@ def _integers(column: pa.ChunkedArray, source: str, name: str) -> np.ndarray:
     bad = np.flatnonzero(values != np.round(values))
     if bad.size:
         row = int(bad[0])
-        raise DataError(f"{source}: column '{name}' row {row}: {values[row]!r} is not an integer")
+        raise DataError(
+            f"{source}: column '{name}' row {row}: {float(values[row])!r} is not an integer"
+        )
     return values.astype(np.int64)
 
 
@@ -575,7 +577,9 @@ def _flags(column: pa.ChunkedArray, source: str, name: str) -> np.ndarray:
     bad = np.flatnonzero((values != 0.0) & (values != 1.0))
     if bad.size:
         row = int(bad[0])
-        raise DataError(f"{source}: column '{name}' row {row}: {values[row]!r} is not 0 or 1")
+        raise DataError(
+            f"{source}: column '{name}' row {row}: {float(values[row])!r} is not 0 or 1"
+        )
     return values.astype(bool)
 
 
@@ -597,7 +601,8 @@ def _check_propensity(propensity: np.ndarray, source: str, name: str) -> None:
     if bad.size:
         row = int(bad[0])
         raise DataError(
-            f"{source}: column '{name}' row {row}: propensity {propensity[row]!r} is outside (0, 1]"
+            f"{source}: column '{name}' row {row}: propensity {float(propensity[row])!r} is "
+            "outside (0, 1]"
         )
 
 

@@ -392,3 +392,150 @@ def replay_log_nb(
             mean += (slots[j].reward - mean) / reco_count[state, product]
             value[state, product] = mean
             reposition_cache_nb(value, state, product, cache_items, cache_size, cache_complete)
+
+
+@jit(inline=True)
+def slot_metric_nb(slot: np.void, metric: int) -> float:
+    """Metric ``0`` reward, ``1`` clicked (or bought), ``2`` bought of one logged slot."""
+    if metric == 0:
+        return float(slot.reward)
+    if metric == 1:
+        return 1.0 if slot.outcome >= 1 else 0.0
+    return 1.0 if slot.outcome == 2 else 0.0
+
+
+@jit()
+def sum_weighted_nb(
+    slots: np.ndarray,
+    visit_ptr: np.ndarray,
+    weight: np.ndarray,
+    per_visit: np.ndarray,
+    per_position: np.ndarray,
+    weight_sum: np.ndarray,
+    present: np.ndarray,
+) -> None:
+    """Weighted metric sums per visit (IPS) and per slot position (SNIPS), in one pass.
+
+    Parameters
+    ----------
+    slots : ndarray of LOG_DTYPE, shape (n_slots,)
+    visit_ptr : ndarray of int64, shape (n_visits + 1,)
+    weight : ndarray of float64, shape (n_slots,)
+    per_visit : ndarray of float64, shape (n_visits, 3)
+        Output: ``sum_i w_i y_i`` of each visit and metric.
+    per_position : ndarray of float64, shape (n_positions, 3)
+        Output: ``sum_t w_ti y_ti`` of each position and metric.
+    weight_sum : ndarray of float64, shape (n_positions,)
+        Output: ``sum_t w_ti``.
+    present : ndarray of float64, shape (n_positions,)
+        Output: visits that have the position.
+    """
+    per_position[:] = 0.0
+    weight_sum[:] = 0.0
+    present[:] = 0.0
+    for t in range(visit_ptr.shape[0] - 1):
+        for m in range(3):
+            per_visit[t, m] = 0.0
+        for j in range(visit_ptr[t], visit_ptr[t + 1]):
+            i = j - visit_ptr[t]
+            w = weight[j]
+            weight_sum[i] += w
+            present[i] += 1.0
+            for m in range(3):
+                wy = w * slot_metric_nb(slots[j], m)
+                per_visit[t, m] += wy
+                per_position[i, m] += wy
+
+
+@jit()
+def snips_influence_nb(
+    slots: np.ndarray,
+    visit_ptr: np.ndarray,
+    weight: np.ndarray,
+    ratio: np.ndarray,
+    mean_weight: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Per-visit influence of the per-position self-normalised estimate (delta method):
+    ``sum_i [R_i + (w_i y_i - R_i w_i) / mean_w_i]`` (the estimate is subtracted by the caller).
+
+    Parameters
+    ----------
+    ratio : ndarray of float64, shape (n_positions, 3)
+        ``R_i``: each position's weighted mean of each metric.
+    mean_weight : ndarray of float64, shape (n_positions,)
+    out : ndarray of float64, shape (n_visits, 3)
+    """
+    for t in range(visit_ptr.shape[0] - 1):
+        for m in range(3):
+            out[t, m] = 0.0
+        for j in range(visit_ptr[t], visit_ptr[t + 1]):
+            i = j - visit_ptr[t]
+            w = weight[j]
+            for m in range(3):
+                r = ratio[i, m]
+                out[t, m] += r + (w * slot_metric_nb(slots[j], m) - r * w) / mean_weight[i]
+
+
+@jit()
+def accumulate_cells_nb(slots: np.ndarray, visit_ptr: np.ndarray, stats: np.ndarray) -> None:
+    """Metric sums and shows of every (state, product) cell, per fold (visit index parity).
+
+    Parameters
+    ----------
+    stats : ndarray of float64, shape (2, n_states, n_products, 4)
+        Output: sums of reward, clicked, bought, and the number of shows.
+    """
+    stats[:] = 0.0
+    for t in range(visit_ptr.shape[0] - 1):
+        fold = t % 2
+        for j in range(visit_ptr[t], visit_ptr[t + 1]):
+            cell = stats[fold, slots[j].state, slots[j].product]
+            for m in range(3):
+                cell[m] += slot_metric_nb(slots[j], m)
+            cell[3] += 1.0
+
+
+@jit()
+def correct_residuals_nb(
+    slots: np.ndarray,
+    visit_ptr: np.ndarray,
+    weight: np.ndarray,
+    stats: np.ndarray,
+    prior: np.ndarray,
+    value: np.ndarray,
+    value_prior: float,
+    use_values: bool,
+    out: np.ndarray,
+) -> None:
+    """Doubly robust correction ``sum_i w_i (y_i - q(s, a_i))`` of every visit, cross-fitted.
+
+    The model of a visit of fold ``f`` is fitted on the other fold:
+    ``q = (sum + prior) / (shows + 1)`` from :func:`accumulate_cells_nb`; with ``use_values``
+    the reward model is the target's value where known and ``value_prior`` elsewhere.
+
+    Parameters
+    ----------
+    stats : ndarray of float64, shape (2, n_states, n_products, 4)
+    prior : ndarray of float64, shape (2, 3)
+        Each fold's mean of each metric per slot.
+    value : ndarray of float64, shape (n_states, n_products)
+    value_prior : float
+    use_values : bool
+    out : ndarray of float64, shape (n_visits, 3)
+    """
+    for t in range(visit_ptr.shape[0] - 1):
+        other = 1 - t % 2
+        for m in range(3):
+            out[t, m] = 0.0
+        for j in range(visit_ptr[t], visit_ptr[t + 1]):
+            state = slots[j].state
+            product = slots[j].product
+            cell = stats[other, state, product]
+            for m in range(3):
+                if m == 0 and use_values:
+                    v = value[state, product]
+                    model = v if v != -np.inf else value_prior
+                else:
+                    model = (cell[m] + prior[other, m]) / (cell[3] + 1.0)
+                out[t, m] += weight[j] * (slot_metric_nb(slots[j], m) - model)
