@@ -18,6 +18,8 @@ products before a slot, the best one not among them is in that list. The learnin
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from rlreco.engine.kernels.jit import jit
@@ -395,7 +397,7 @@ def replay_log_nb(
 
 
 @jit(inline=True)
-def slot_metric_nb(slot: np.void, metric: int) -> float:
+def slot_metric_nb(slot: Any, metric: int) -> float:
     """Metric ``0`` reward, ``1`` clicked (or bought), ``2`` bought of one logged slot."""
     if metric == 0:
         return float(slot.reward)
