@@ -337,4 +337,9 @@ def _write(result: EvaluationResult, out: Path, plots: bool) -> list[Path]:
         return []
     from rlreco.io.plots import plot_estimates  # matplotlib loads only when plotting
 
-    return [plot_estimates(result.summary, list(METRICS), out / "plots" / "estimates.png")]
+    drawn = [
+        name
+        for name in METRICS
+        if np.isfinite(result.summary[f"{name}_mean"].to_numpy(dtype=float)).any()
+    ]
+    return [plot_estimates(result.summary, drawn, out / "plots" / "estimates.png")]
