@@ -364,3 +364,71 @@ def show_visit(report: Any, *, as_json: bool) -> None:
         f"{report.total_reward:.2f}",
         highlight=False,
     )
+
+
+def show_log_prepare(summary: Any, *, as_json: bool) -> None:
+    """``rlreco prepare --log``: what was read from the log and built."""
+    if as_json:
+        print_json(summary.to_dict())
+        return
+    print_pairs(
+        f"rlreco prepare --log -> {summary.run_dir}",
+        [
+            ("log", summary.log),
+            ("rows (slots) read", f"{summary.rows_read:,}"),
+            ("visits", f"{summary.visits:,}"),
+            ("states (distinct contexts)", f"{summary.states:,}"),
+            ("products", f"{summary.products:,}"),
+            ("slate size", f"{summary.slate_size:,}"),
+            ("tables", summary.tables),
+            ("known (state, product) pairs", f"{summary.known_pairs:,}"),
+            ("wall time", f"{summary.seconds:.2f} s"),
+        ],
+    )
+
+
+def show_evaluation(result: Any, *, as_json: bool) -> None:
+    """``rlreco evaluate``: estimate [95% CI] per estimator and target, diagnostics, files."""
+    if as_json:
+        print_json(result.document())
+        return
+    log = result.log
+    table = Table(
+        title=f"rlreco evaluate {log['source']} ({log['visits']:,} visits, {log['slots']:,} "
+        f"slots; logged by {log['logging_policy'] or 'an unknown policy'})",
+        title_justify="left",
+    )
+    metrics = [
+        ("reward_per_visit", "reward/visit", ",.3f"),
+        ("click_rate", "click rate", ".4f"),
+        ("buy_rate", "buy rate", ".4f"),
+    ]
+    for column in ("estimator", "target"):
+        table.add_column(column)
+    for _, title, _ in metrics:
+        table.add_column(f"{title} [95% CI]", justify="right")
+    table.add_column("accepted / ESS", justify="right")
+    for row in result.summary.to_dict(orient="records"):
+        cells = [row["estimator"], f"{row['policy']} ε={row['epsilon']:g}"]
+        for key, _, spec in metrics:
+            mean, low, high = row[f"{key}_mean"], row[f"{key}_low"], row[f"{key}_high"]
+            cells.append(
+                "n/a"
+                if mean is None or math.isnan(mean)
+                else f"{fmt(mean, spec)} [{fmt(low, spec)}, {fmt(high, spec)}]"
+            )
+        if row["estimator"] == "replay":
+            cells.append(
+                f"{int(row['accepted']):,} ({row['acceptance_rate']:.2%}, expected "
+                f"{row['predicted_acceptance']:.2%})"
+            )
+        else:
+            cells.append(f"{row['ess']:,.0f} (max w {row['max_weight']:,.1f})")
+        table.add_row(*cells)
+    console.print(table)
+    for line in result.skipped:
+        err_console.print(f"[yellow]skipped[/] {line}")
+    if result.out is not None:
+        console.print(f"summary: {result.out / 'summary.parquet'}")
+    for path in result.plots:
+        console.print(f"plot: {path}")

@@ -9,6 +9,11 @@ weekdays, integer-indexed segment-major::
 id ``f"{segment}_{month_name}_{half}_{weekday_name}"``, e.g. ``Q1_December_0_Thursday``.
 Products are all distinct product codes of the data, sorted; each segment has a catalogue of
 the products its customers bought (CSR arrays).
+
+A state space built from a visit log of another system (``rlreco prepare --log``) has no
+calendar: its states are the distinct tuples of the log's context columns, with their labels as
+string ids (:attr:`StateSpace.labels`; month, half and weekday are 0 and stored empty), and one
+segment ``all`` whose catalogue is every product of the log.
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ class StateSpace:
         ``catalog_items[catalog_ptr[g]:catalog_ptr[g+1]]``.
     catalog_items : ndarray of int32, shape (nnz,)
         Sorted product ids of each segment's catalogue.
+    labels : ndarray of str, shape (n_states,), optional
+        String ids of a state space without calendar (built from a log's context columns);
+        None for the calendar states, whose ids derive from their components.
     """
 
     segments: tuple[str, ...]
@@ -63,6 +71,7 @@ class StateSpace:
     product_names: np.ndarray
     catalog_ptr: np.ndarray
     catalog_items: np.ndarray
+    labels: np.ndarray | None = None
 
     @property
     def n_states(self) -> int:
@@ -81,7 +90,9 @@ class StateSpace:
 
     @property
     def state_ids(self) -> np.ndarray:
-        """The original design's string id of every state, shape (n_states,)."""
+        """The original design's string id of every state (or its label), shape (n_states,)."""
+        if self.labels is not None:
+            return np.asarray(self.labels).astype(str)
         seg = np.asarray(self.segments, dtype=object)[self.state_segment]
         month = np.asarray(MONTH_NAMES, dtype=object)[self.state_month - 1]
         day = np.asarray(WEEKDAY_NAMES, dtype=object)[self.state_weekday]
@@ -104,6 +115,9 @@ class StateSpace:
         """Column arrays of the ``states``, ``products`` and ``catalogues`` tables."""
         months = np.asarray(MONTH_NAMES)[self.state_month - 1]
         weekdays = np.asarray(WEEKDAY_NAMES)[self.state_weekday]
+        if self.labels is not None:
+            months = np.full(self.n_states, "")
+            weekdays = np.full(self.n_states, "")
         seg_of_item = np.repeat(
             np.arange(self.n_segments, dtype=np.int16), np.diff(self.catalog_ptr)
         )
@@ -137,6 +151,14 @@ class StateSpace:
         seg_code = {s: i for i, s in enumerate(segments)}
         month_code = {m: i + 1 for i, m in enumerate(MONTH_NAMES)}
         day_code = {d: i for i, d in enumerate(WEEKDAY_NAMES)}
+        # a state space without calendar stores empty months and weekdays (module docstring)
+        generic = len(seg_names) > 0 and bool(
+            np.all(np.asarray(st["month"]).astype(str) == "")
+            and np.all(np.asarray(st["weekday"]).astype(str) == "")
+        )
+        if generic:
+            month_code[""] = 0
+            day_code[""] = 0
         try:
             state_segment = np.array([seg_code[s] for s in seg_names], dtype=np.int16)
             state_month = np.array([month_code[m] for m in st["month"]], dtype=np.int8)
@@ -164,7 +186,10 @@ class StateSpace:
             product_names=np.asarray(pr["description"]).astype(str),
             catalog_ptr=ptr,
             catalog_items=items,
+            labels=np.asarray(st["state"]).astype(str) if generic else None,
         )
+        if generic and np.unique(space.state_ids).size != space.n_states:
+            raise SnapshotError("state space: a state label appears twice")
         if not np.array_equal(space.state_ids, np.asarray(st["state"]).astype(str)):
             raise SnapshotError("state space: state ids do not match their components")
         return space

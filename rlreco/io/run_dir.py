@@ -42,7 +42,7 @@ INITIAL_EPISODES = 0
 _META_KEY = b"rlreco"
 
 
-def _record_fields(dtype: np.dtype) -> list[tuple[str, pa.DataType]]:
+def record_fields(dtype: np.dtype) -> list[tuple[str, pa.DataType]]:
     """Arrow fields of a record dtype's fields, in order (the one source of both layouts)."""
     return [(name, pa.from_numpy_dtype(dtype[name])) for name in dtype.names or ()]
 
@@ -70,7 +70,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("product_id", pa.int32()),
             ("product_code", pa.string()),
             ("value", pa.float64()),
-            *_record_fields(CELL_DTYPE),
+            *record_fields(CELL_DTYPE),
         ]
     ),
     # weights of the states a held-out truth speaks for (its rows per state), one set per truth
@@ -78,7 +78,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         [("truth", pa.string()), ("state_id", pa.int32()), ("weight", pa.float64())]
     ),
     "metrics": pa.schema(
-        [("block", pa.int64()), ("first_visit", pa.int64()), *_record_fields(METRICS_DTYPE)]
+        [("block", pa.int64()), ("first_visit", pa.int64()), *record_fields(METRICS_DTYPE)]
     ),
 }
 
