@@ -33,6 +33,29 @@ TimeoutOpt = Annotated[
     int, typer.Option("--timeout-ms", help="An unreachable server fails after this.")
 ]
 DbOpt = Annotated[str, typer.Option("--db", help="Database.")]
+ContextOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--context-cols", help="Foreign log: comma-separated context columns (a state = a tuple)."
+    ),
+]
+ItemOpt = Annotated[str | None, typer.Option("--item-col", help="Foreign log: product column.")]
+PositionOpt = Annotated[
+    str | None, typer.Option("--position-col", help="Foreign log: 0-based slot column.")
+]
+RewardOpt = Annotated[str | None, typer.Option("--reward-col", help="Foreign log: reward column.")]
+ClickOpt = Annotated[str | None, typer.Option("--click-col", help="Foreign log: 0/1 click column.")]
+BuyOpt = Annotated[str | None, typer.Option("--buy-col", help="Foreign log: 0/1 purchase column.")]
+PropensityOpt = Annotated[
+    str | None,
+    typer.Option("--propensity-col", help="Foreign log: logging propensity column, in (0, 1]."),
+]
+TimestampOpt = Annotated[
+    str | None, typer.Option("--timestamp-col", help="Foreign log: time column (UTC).")
+]
+VisitOpt = Annotated[
+    str | None, typer.Option("--visit-col", help="Foreign log: visit key column (one slate).")
+]
 
 
 @app.callback()
@@ -54,6 +77,41 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def column_map(
+    context: str | None,
+    item: str | None,
+    *,
+    position: str | None,
+    reward: str | None,
+    click: str | None,
+    buy: str | None,
+    propensity: str | None,
+    timestamp: str | None,
+    visit: str | None,
+) -> Any:
+    """The column map of a foreign log, or None when no column option is given."""
+    from rlreco.io.visit_log import ColumnMap
+
+    given = (context, item, position, reward, click, buy, propensity, timestamp, visit)
+    if all(option is None for option in given):
+        return None
+    if context is None or item is None:
+        raise ConfigError("a foreign log needs --context-cols and --item-col")
+    columns = ColumnMap(
+        context=tuple(split_list(context, str, "--context-cols") or ()),
+        item=item,
+        position=position,
+        reward=reward,
+        click=click,
+        buy=buy,
+        propensity=propensity,
+        timestamp=timestamp,
+        visit=visit,
+    )
+    columns.check()
+    return columns
+
+
 @app.command()
 @user_errors
 def prepare(
@@ -62,6 +120,27 @@ def prepare(
     data: Annotated[
         Path | None, typer.Option("--data", help="Transactions file (CSV, CSV.gz, Parquet, XLSX).")
     ] = None,
+    log: Annotated[
+        Path | None,
+        typer.Option(
+            "--log", help="Build the run from a visit log of another system (CSV or Parquet)."
+        ),
+    ] = None,
+    context_cols: ContextOpt = None,
+    item_col: ItemOpt = None,
+    position_col: PositionOpt = None,
+    reward_col: RewardOpt = None,
+    click_col: ClickOpt = None,
+    buy_col: BuyOpt = None,
+    propensity_col: PropensityOpt = None,
+    timestamp_col: TimestampOpt = None,
+    visit_col: VisitOpt = None,
+    tables: Annotated[
+        str,
+        typer.Option(
+            "--tables", help="With --log: empty, or history (logged shows and mean rewards)."
+        ),
+    ] = "empty",
     holdout: Annotated[
         str | None,
         typer.Option(
@@ -78,10 +157,34 @@ def prepare(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Load transactions, segment customers, build states and tables, write a run directory."""
+    """Load transactions, segment customers, build states and tables, write a run directory.
+
+    With --log, build it from a visit log instead: a state per distinct tuple of the context
+    columns, the logged items as products.
+    """
     from rlreco.app.prepare import prepare as run_prepare
 
     run_config = load_config(config)
+    columns = column_map(
+        context_cols, item_col, position=position_col, reward=reward_col, click=click_col,
+        buy=buy_col, propensity=propensity_col, timestamp=timestamp_col, visit=visit_col,
+    )  # fmt: skip
+    if log is not None:
+        from rlreco.app.log_prepare import prepare_from_log
+
+        if columns is None:
+            raise ConfigError(
+                "--log needs --context-cols, --item-col and --reward-col or --click-col"
+            )
+        if data is not None or holdout is not None:
+            raise ConfigError("--log builds the run from the log: drop --data and --holdout")
+        summary_log = prepare_from_log(
+            run_config, log=log, columns=columns, out=out, tables=tables, force=force
+        )
+        report.show_log_prepare(summary_log, as_json=as_json)
+        return
+    if columns is not None:
+        raise ConfigError("--context-cols and the other column options need --log")
     changes: dict[str, Any] = {}
     if holdout is not None:
         changes["holdout.split"] = holdout
@@ -216,6 +319,84 @@ def sweep(
             plots=plots,
         )
     report.show_sweep(result, as_json=as_json)
+
+
+@app.command()
+@user_errors
+def evaluate(
+    log: Annotated[
+        Path,
+        typer.Argument(
+            help="Visit log: a run directory or its logs/ folder or a part file, or a CSV / "
+            "Parquet log of another system (with the column options)."
+        ),
+    ],
+    run: Annotated[
+        Path, typer.Option("--run", help="Run directory: state space and the targets' tables.")
+    ],
+    policies: Annotated[
+        str, typer.Option("--policies", help="Comma-separated target policies: eps-greedy.")
+    ] = "eps-greedy",
+    epsilons: Annotated[
+        str, typer.Option("--epsilons", help="Comma-separated target epsilons.")
+    ] = "0,0.05,0.1,0.2",
+    estimators: Annotated[
+        str | None,
+        typer.Option(
+            "--estimators",
+            help="Comma-separated: replay, ips, snips, dr (default: all the log allows).",
+        ),
+    ] = None,
+    clip: Annotated[
+        float | None, typer.Option("--clip", help="Cap of the importance weights (default: none).")
+    ] = None,
+    reward_model: Annotated[
+        str, typer.Option("--reward-model", help="dr's direct-method model: fitted or values.")
+    ] = "fitted",
+    snapshot: Annotated[
+        str, typer.Option("--snapshot", help="The run's latest or initial tables.")
+    ] = "latest",
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of replay's draws (default: the run's).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write summary.parquet, summary.json and plots/ here."),
+    ] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG plots.")] = True,
+    context_cols: ContextOpt = None,
+    item_col: ItemOpt = None,
+    position_col: PositionOpt = None,
+    reward_col: RewardOpt = None,
+    click_col: ClickOpt = None,
+    buy_col: BuyOpt = None,
+    propensity_col: PropensityOpt = None,
+    timestamp_col: TimestampOpt = None,
+    visit_col: VisitOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Off-policy estimates of epsilon-greedy targets (the run's tables) on a visit log."""
+    import math
+
+    from rlreco.app.evaluate import EvaluationSpec, evaluate_log
+
+    spec = EvaluationSpec(
+        epsilons=tuple(split_list(epsilons, float, "--epsilons") or ()),
+        policies=tuple(split_list(policies, str, "--policies") or ()),
+        estimators=(
+            tuple(split_list(estimators, str, "--estimators") or ()) if estimators else None
+        ),
+        clip=math.inf if clip is None else clip,
+        reward_model=reward_model,
+        snapshot=snapshot,
+        seed=seed,
+    )
+    columns = column_map(
+        context_cols, item_col, position=position_col, reward=reward_col, click=click_col,
+        buy=buy_col, propensity=propensity_col, timestamp=timestamp_col, visit=visit_col,
+    )  # fmt: skip
+    result = evaluate_log(log, run, spec, columns=columns, out=out, plots=plots)
+    report.show_evaluation(result, as_json=as_json)
 
 
 @app.command("export-mongo")

@@ -95,3 +95,26 @@ def parse_state_id(state: str, fields: tuple[str, ...]) -> tuple[str | int, ...]
         else:
             values.append(value)
     return tuple(values)
+
+
+#: Outcome codes of one shown product, as the visit log stores them; ``-1`` marks a slot whose
+#: outcome is unknown (a log from another system that gives only a reward column).
+OUTCOME_NAMES = ("ignored", "clicked", "bought")
+
+#: One shown slot of a visit log, as the visit kernels fill it and the estimators read it:
+#: the global visit index, the integer state and product ids of the run, the slot (0-based),
+#: the outcome code (:data:`OUTCOME_NAMES`, ``-1`` unknown), the drawn reward and the
+#: logging policy's propensity of this product in this slot given the state, its tables at that
+#: moment and the slots before it (NaN = unknown). Packed (35 bytes): a log is written once and
+#: read sequentially, so no field needs alignment.
+LOG_DTYPE = np.dtype(
+    [
+        ("visit", np.int64),
+        ("state", np.int32),
+        ("position", np.int16),
+        ("product", np.int32),
+        ("outcome", np.int8),
+        ("reward", np.float64),
+        ("propensity", np.float64),
+    ]
+)

@@ -492,3 +492,47 @@ def test_learning_curves_have_one_point_per_block(reference: sweep.SweepResult) 
     assert (reward["n"] == 3).all() and (reward["low"] < reward["high"]).all()
     regret = curves[curves["metric"] == "regret"]
     assert regret["mean"].isna().all()
+
+
+def test_verdict_names_the_best_setting_and_the_cost_of_each_alternative() -> None:
+    settings = [Setting("eps-greedy", e, 10, "popularity", "popularity") for e in (0.0, 0.1, 0.5)]
+    frame = replicate_frame({0.0: [1.0, 1.1, 0.9], 0.1: [3.0, 3.1, 2.9], 0.5: [2.0, 2.2, 1.8]})
+    # regret per visit is known: lower is better, whatever the reward says
+    frame["regret_per_visit"] = frame["param"].map({0.0: 0.50, 0.1: 0.20, 0.5: 0.30})
+    frame["regret_per_visit"] += frame["replicate"] * 0.01
+    summary = sweep_statistics.summarise(frame, [(x.label, x.columns()) for x in settings])
+    (verdict,) = sweep_statistics.verdicts(summary, frame)
+    assert verdict["metric"] == "regret_per_visit"
+    assert verdict["best"] == settings[1].label
+    assert verdict["best_mean"] == pytest.approx(0.21)
+    assert verdict["best_low"] < verdict["best_mean"] < verdict["best_high"]
+    costs = {a["label"]: a for a in verdict["alternatives"]}
+    assert list(costs) == [settings[2].label, settings[0].label]  # cheapest alternative first
+    # equal spreads: the difference of means is exact, its interval is t(4 df) * sqrt(2 s^2 / 3)
+    half = statistics.t_quantile(0.975, 4.0) * math.sqrt(2 * 0.0001 / 3) * 1000
+    assert costs[settings[2].label]["cost_per_1000"] == pytest.approx(100.0)
+    assert costs[settings[2].label]["cost_low"] == pytest.approx(100.0 - half)
+    assert costs[settings[0].label]["cost_per_1000"] == pytest.approx(300.0)
+    assert costs[settings[0].label]["significant"] is True
+    # unknown regret (seed response): judged on reward, the cost is the reward lost
+    frame["regret_per_visit"] = np.nan
+    summary = sweep_statistics.summarise(frame, [(x.label, x.columns()) for x in settings])
+    (verdict,) = sweep_statistics.verdicts(summary, frame)
+    assert verdict["metric"] == "reward_per_visit" and verdict["best"] == settings[1].label
+    lost = {a["label"]: a["cost_per_1000"] for a in verdict["alternatives"]}
+    assert lost[settings[2].label] == pytest.approx(1000.0)
+    assert lost[settings[0].label] == pytest.approx(2000.0)
+
+
+def test_welch_difference_matches_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats", reason="scipy gives the reference values")
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(1.0, 1.0, 7), rng.normal(0.2, 3.0, 5)
+    ci = statistics.welch_difference(a, b)
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    assert ci.mean == pytest.approx(a.mean() - b.mean())
+    assert ci.low == pytest.approx(a.mean() - b.mean() - half, rel=1e-9)
+    assert ci.high == pytest.approx(a.mean() - b.mean() + half, rel=1e-9)
+    assert math.isnan(statistics.welch_difference(a[:1], b).low)

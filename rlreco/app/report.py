@@ -12,6 +12,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -211,8 +212,10 @@ def show_sweep(result: Any, *, as_json: bool) -> None:
             )
         table.add_row(*cells)
     console.print(table)
+    for verdict in result.verdicts:
+        show_verdict(verdict)
     for best in result.best:
-        if best["metric"] not in ("reward_per_visit", "regret", "buy_rate"):
+        if best["metric"] != "buy_rate":
             continue
         verdict = "n/a"
         if best["p_value"] is not None:
@@ -230,6 +233,33 @@ def show_sweep(result: Any, *, as_json: bool) -> None:
     )
     for path in result.plots:
         console.print(f"plot: {path}")
+
+
+def show_verdict(verdict: dict[str, Any]) -> None:
+    """The setting to ship for one truth, and the cost of each alternative per 1,000 visits."""
+    what = "regret" if verdict["metric"] == "regret_per_visit" else "reward"
+    cost = "extra regret" if what == "regret" else "reward lost"
+    truth = Path(str(verdict["response"])).name
+    console.print(
+        f"verdict for {truth}, slate {verdict['slate_size']}: ship [bold]{verdict['best']}[/]"
+        f" - {what} per visit {fmt(verdict['best_mean'], ',.4f')} "
+        f"[{fmt(verdict['best_low'], ',.4f')}, {fmt(verdict['best_high'], ',.4f')}]",
+        highlight=False,
+    )
+    if not verdict["alternatives"]:
+        return
+    table = Table(title_justify="left", show_edge=False)
+    table.add_column("instead")
+    table.add_column(f"{cost} per 1,000 visits [95% CI]", justify="right")
+    table.add_column("Welch p", justify="right")
+    for alt in verdict["alternatives"]:
+        table.add_row(
+            alt["label"],
+            f"{fmt(alt['cost_per_1000'], ',.1f')} "
+            f"[{fmt(alt['cost_low'], ',.1f')}, {fmt(alt['cost_high'], ',.1f')}]",
+            fmt(alt["p_value"], ".3g"),
+        )
+    console.print(table)
 
 
 def show_export(report: Any, uri: str, *, as_json: bool) -> None:
@@ -334,3 +364,71 @@ def show_visit(report: Any, *, as_json: bool) -> None:
         f"{report.total_reward:.2f}",
         highlight=False,
     )
+
+
+def show_log_prepare(summary: Any, *, as_json: bool) -> None:
+    """``rlreco prepare --log``: what was read from the log and built."""
+    if as_json:
+        print_json(summary.to_dict())
+        return
+    print_pairs(
+        f"rlreco prepare --log -> {summary.run_dir}",
+        [
+            ("log", summary.log),
+            ("rows (slots) read", f"{summary.rows_read:,}"),
+            ("visits", f"{summary.visits:,}"),
+            ("states (distinct contexts)", f"{summary.states:,}"),
+            ("products", f"{summary.products:,}"),
+            ("slate size", f"{summary.slate_size:,}"),
+            ("tables", summary.tables),
+            ("known (state, product) pairs", f"{summary.known_pairs:,}"),
+            ("wall time", f"{summary.seconds:.2f} s"),
+        ],
+    )
+
+
+def show_evaluation(result: Any, *, as_json: bool) -> None:
+    """``rlreco evaluate``: estimate [95% CI] per estimator and target, diagnostics, files."""
+    if as_json:
+        print_json(result.document())
+        return
+    log = result.log
+    table = Table(
+        title=f"rlreco evaluate {log['source']} ({log['visits']:,} visits, {log['slots']:,} "
+        f"slots; logged by {log['logging_policy'] or 'an unknown policy'})",
+        title_justify="left",
+    )
+    metrics = [
+        ("reward_per_visit", "reward/visit", ",.3f"),
+        ("click_rate", "click rate", ".4f"),
+        ("buy_rate", "buy rate", ".4f"),
+    ]
+    for column in ("estimator", "target"):
+        table.add_column(column)
+    for _, title, _ in metrics:
+        table.add_column(f"{title} [95% CI]", justify="right")
+    table.add_column("accepted / ESS", justify="right")
+    for row in result.summary.to_dict(orient="records"):
+        cells = [row["estimator"], f"{row['policy']} ε={row['epsilon']:g}"]
+        for key, _, spec in metrics:
+            mean, low, high = row[f"{key}_mean"], row[f"{key}_low"], row[f"{key}_high"]
+            cells.append(
+                "n/a"
+                if mean is None or math.isnan(mean)
+                else f"{fmt(mean, spec)} [{fmt(low, spec)}, {fmt(high, spec)}]"
+            )
+        if row["estimator"] == "replay":
+            cells.append(
+                f"{int(row['accepted']):,} ({row['acceptance_rate']:.2%}, expected "
+                f"{row['predicted_acceptance']:.2%})"
+            )
+        else:
+            cells.append(f"{row['ess']:,.0f} (max w {row['max_weight']:,.1f})")
+        table.add_row(*cells)
+    console.print(table)
+    for line in result.skipped:
+        err_console.print(f"[yellow]skipped[/] {line}")
+    if result.out is not None:
+        console.print(f"summary: {result.out / 'summary.parquet'}")
+    for path in result.plots:
+        console.print(f"plot: {path}")

@@ -54,6 +54,7 @@ from rlreco.engine.sweep_statistics import (
     learning_curves,
     replicate_metrics,
     summarise,
+    verdicts,
 )
 from rlreco.errors import ConfigError
 from rlreco.io.run_dir import RunDir
@@ -77,7 +78,10 @@ class SweepResult:
     results : DataFrame
         Per-block metrics of every finished cell (the content of ``results.parquet``).
     best : list of dict
-        :func:`best_settings`.
+        :func:`~rlreco.engine.sweep_statistics.best_settings`.
+    verdicts : list of dict
+        :func:`~rlreco.engine.sweep_statistics.verdicts`: per truth, the setting to ship and
+        what each alternative costs per 1,000 visits.
     failures : list of dict
         ``{"cell", "label", "replicate", "error"}`` per failed cell.
     cells_total, cells_run, cells_skipped : int
@@ -92,6 +96,7 @@ class SweepResult:
     summary: pd.DataFrame
     results: pd.DataFrame
     best: list[dict[str, Any]]
+    verdicts: list[dict[str, Any]]
     failures: list[dict[str, Any]]
     cells_total: int
     cells_run: int
@@ -112,6 +117,7 @@ class SweepResult:
         return {
             "settings": self.to_json(),
             "best": self.best,
+            "verdicts": self.verdicts,
             "failures": self.failures,
             "cells_total": self.cells_total,
             "cells_run": self.cells_run,
@@ -307,6 +313,7 @@ def run_sweep(
     )
     summary = summarise(replicates, [(s.label, s.columns()) for s in settings])
     best = best_settings(summary, replicates)
+    verdict = verdicts(summary, replicates)
     written: list[Path] = []
     if plots and len(results):
         # matplotlib loads lazily: worker processes import this module and never plot
@@ -318,6 +325,7 @@ def run_sweep(
         summary=summary,
         results=results,
         best=best,
+        verdicts=verdict,
         failures=failures,
         cells_total=len(tasks),
         cells_run=len(todo),

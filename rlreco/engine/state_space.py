@@ -16,6 +16,11 @@ ids are unique and split back exactly; the default fields give the original desi
 
 Products are all distinct product codes of the data, sorted; each segment has a catalogue of
 the products its customers bought (CSR arrays). ``segment`` is always a field.
+
+A state space built from a visit log of another system (``rlreco prepare --log``) has no
+calendar: its states are the distinct tuples of the log's context columns, with their labels as
+string ids (:attr:`StateSpace.labels`), the default fields with every state's month, half and
+weekday stored empty / 0, and one segment ``all`` whose catalogue is every product of the log.
 """
 
 from __future__ import annotations
@@ -69,6 +74,9 @@ class StateSpace:
         ``catalog_items[catalog_ptr[g]:catalog_ptr[g+1]]``.
     catalog_items : ndarray of int32, shape (nnz,)
         Sorted product ids of each segment's catalogue.
+    labels : ndarray of str, shape (n_states,), optional
+        String ids of a state space without calendar (built from a log's context columns);
+        None for states whose ids derive from their field values.
     """
 
     fields: tuple[str, ...]
@@ -79,6 +87,32 @@ class StateSpace:
     product_names: np.ndarray
     catalog_ptr: np.ndarray
     catalog_items: np.ndarray
+    labels: np.ndarray | None = None
+
+    @classmethod
+    def without_calendar(
+        cls,
+        labels: np.ndarray,
+        segment: str,
+        *,
+        product_codes: np.ndarray,
+        product_names: np.ndarray,
+        catalog_ptr: np.ndarray,
+        catalog_items: np.ndarray,
+        state_weight: np.ndarray,
+    ) -> StateSpace:
+        """A state space of labelled states in one segment, without calendar (module docstring)."""
+        return cls(
+            fields=DEFAULT_STATE_FIELDS,
+            levels=((segment,), ("",), ("0",), ("",)),
+            state_codes=np.zeros((len(DEFAULT_STATE_FIELDS), len(labels)), dtype=np.int16),
+            state_weight=state_weight,
+            product_codes=product_codes,
+            product_names=product_names,
+            catalog_ptr=catalog_ptr,
+            catalog_items=catalog_items,
+            labels=np.asarray(labels).astype(str),
+        )
 
     @classmethod
     def from_grid(
@@ -140,7 +174,9 @@ class StateSpace:
 
     @functools.cached_property
     def state_ids(self) -> np.ndarray:
-        """The string id of every state, shape (n_states,)."""
+        """The string id of every state (or its label), shape (n_states,)."""
+        if self.labels is not None:
+            return np.asarray(self.labels).astype(str)
         ids: np.ndarray | None = None
         for f, labels in enumerate(self.levels):
             escaped = np.asarray([escape_state_value(v) for v in labels], dtype=object)
@@ -207,6 +243,13 @@ class StateSpace:
         n_states = len(np.asarray(st["state_id"]))
         if not np.array_equal(np.asarray(st["state_id"]), np.arange(n_states)):
             raise SnapshotError("state space: state ids are not 0..n-1 in order")
+        # a state space without calendar stores empty months and weekdays (module docstring)
+        generic = (
+            fields == DEFAULT_STATE_FIELDS
+            and n_states > 0
+            and bool(np.all(np.asarray(st["month"]).astype(str) == ""))
+            and bool(np.all(np.asarray(st["weekday"]).astype(str) == ""))
+        )
         levels = []
         for name in fields:
             values = np.unique(np.asarray(st[name]).astype(str))
@@ -223,6 +266,21 @@ class StateSpace:
         items = np.asarray(ca["product_id"], dtype=np.int32)[order]
         ptr = np.zeros(len(segments) + 1, dtype=np.int64)
         np.cumsum(np.bincount(cat_seg, minlength=len(segments)), out=ptr[1:])
+        if generic:
+            if len(segments) != 1 or np.unique(np.asarray(st["state"])).size != n_states:
+                raise SnapshotError(
+                    "state space: a state space without calendar needs one segment and "
+                    "distinct state labels"
+                )
+            return cls.without_calendar(
+                np.asarray(st["state"]).astype(str),
+                segments[0],
+                product_codes=np.asarray(pr["product_code"]).astype(str),
+                product_names=np.asarray(pr["description"]).astype(str),
+                catalog_ptr=ptr,
+                catalog_items=items,
+                state_weight=np.asarray(st["weight"], dtype=np.float64),
+            )
         space = cls.from_grid(
             fields,
             tuple(levels),

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from rlreco.engine.simulation import METRIC_SUMS
-from rlreco.engine.statistics import t_interval, t_quantile, welch_test
+from rlreco.engine.statistics import t_interval, t_quantile, welch_difference, welch_test
 
 #: columns of the per-block metric sums of a cell, in order
 METRIC_COLUMNS: tuple[str, ...] = tuple(METRIC_SUMS or ())
@@ -152,6 +152,78 @@ def best_settings(summary: pd.DataFrame, replicates: pd.DataFrame) -> list[dict[
             )
         out.append(entry)
     return out
+
+
+def verdicts(summary: pd.DataFrame, replicates: pd.DataFrame) -> list[dict[str, Any]]:
+    """Which setting to ship for each truth, and what each alternative costs.
+
+    Settings are compared within each (response, slate size): by expected regret per visit
+    when the truth is known (lower is better), else by reward per visit (higher is better).
+    The cost of an alternative is its extra regret (or lost reward) per 1,000 visits against
+    the best setting, with a 95% Welch interval of the difference and Welch's p-value.
+
+    Returns
+    -------
+    list of dict
+        Per (response, slate size): ``response``, ``slate_size``, ``metric``, ``best``
+        (label), ``best_mean`` / ``best_low`` / ``best_high`` (the metric per visit), and
+        ``alternatives``: per other setting, best first, ``label``, ``cost_per_1000``,
+        ``cost_low``, ``cost_high``, ``p_value`` and ``significant`` (None where a setting has
+        fewer than two replicates).
+    """
+    out: list[dict[str, Any]] = []
+    for (response, slate), group in summary.groupby(["response", "slate_size"], sort=False):
+        regret = group["regret_per_visit_mean"].to_numpy(dtype=float)
+        metric, lower = (
+            ("regret_per_visit", True) if np.isfinite(regret).all() else ("reward_per_visit", False)
+        )
+        means = group[f"{metric}_mean"].to_numpy(dtype=float)
+        finite = np.flatnonzero(np.isfinite(means))
+        if finite.size == 0:
+            continue
+        order = finite[np.argsort(means[finite] if lower else -means[finite], kind="stable")]
+        best = group.iloc[order[0]]
+        best_values = _values(replicates, best, metric)
+        alternatives = []
+        for i in order[1:]:
+            other = group.iloc[i]
+            values = _values(replicates, other, metric)
+            # extra regret, or lost reward, of the alternative: positive is worse
+            diff = (
+                welch_difference(values, best_values)
+                if lower
+                else welch_difference(best_values, values)
+            )
+            p = welch_test(values, best_values)
+            alternatives.append(
+                {
+                    "label": other["label"],
+                    "cost_per_1000": _finite(1000.0 * diff.mean),
+                    "cost_low": _finite(1000.0 * diff.low),
+                    "cost_high": _finite(1000.0 * diff.high),
+                    "p_value": _finite(p),
+                    "significant": None if math.isnan(p) else bool(p < SIGNIFICANCE),
+                }
+            )
+        out.append(
+            {
+                "response": response,
+                "slate_size": int(slate),
+                "metric": metric,
+                "best": best["label"],
+                "best_mean": _finite(best[f"{metric}_mean"]),
+                "best_low": _finite(best[f"{metric}_low"]),
+                "best_high": _finite(best[f"{metric}_high"]),
+                "alternatives": alternatives,
+            }
+        )
+    return out
+
+
+def _finite(value: Any) -> float | None:
+    """A float, or None for NaN (JSON has no NaN)."""
+    x = float(value)
+    return None if math.isnan(x) else x
 
 
 def _values(replicates: pd.DataFrame, setting: pd.Series, metric: str) -> np.ndarray:

@@ -65,7 +65,7 @@ def use_system_allocator() -> None:
         ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
 
 
-def _record_fields(dtype: np.dtype) -> list[tuple[str, pa.DataType]]:
+def record_fields(dtype: np.dtype) -> list[tuple[str, pa.DataType]]:
     """Arrow fields of a record dtype's fields, in order (the one source of both layouts)."""
     return [(name, pa.from_numpy_dtype(dtype[name])) for name in dtype.names or ()]
 
@@ -91,7 +91,7 @@ def _snapshot_schema(fields: Sequence[str]) -> pa.Schema:
             ("product_id", pa.int32()),
             ("product_code", pa.string()),
             ("value", pa.float64()),
-            *_record_fields(CELL_DTYPE),
+            *record_fields(CELL_DTYPE),
         ]
     )
 
@@ -129,7 +129,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         [("truth", pa.string()), ("state_id", pa.int32()), ("weight", pa.float64())]
     ),
     "metrics": pa.schema(
-        [("block", pa.int64()), ("first_visit", pa.int64()), *_record_fields(METRICS_DTYPE)]
+        [("block", pa.int64()), ("first_visit", pa.int64()), *record_fields(METRICS_DTYPE)]
     ),
 }
 
