@@ -27,10 +27,10 @@ from rlreco.engine.evaluation import (
     LoggedVisits,
     estimate_dr,
     estimate_ips,
-    estimate_replay,
     estimate_snips,
     importance_weights,
 )
+from rlreco.engine.replay import estimate_replay
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables, round_cents
 from rlreco.schema import DEFAULT_STATE_FIELDS, LOG_DTYPE, MONTH_NAMES, WEEKDAY_NAMES

@@ -27,12 +27,11 @@ from rlreco.engine.evaluation import (
     LoggedVisits,
     estimate_dr,
     estimate_ips,
-    estimate_replay,
     estimate_snips,
     importance_weights,
     on_policy_value,
-    uniform_acceptance,
 )
+from rlreco.engine.replay import estimate_replay, uniform_acceptance
 
 TARGETS = (0.0, 0.05, 0.1, 0.3)
 

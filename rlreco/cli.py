@@ -90,7 +90,7 @@ def column_map(
     visit: str | None,
 ) -> Any:
     """The column map of a foreign log, or None when no column option is given."""
-    from rlreco.io.visit_log import ColumnMap
+    from rlreco.io.foreign_log import ColumnMap
 
     given = (context, item, position, reward, click, buy, propensity, timestamp, visit)
     if all(option is None for option in given):

@@ -13,14 +13,9 @@ from typer.testing import CliRunner
 
 from rlreco.cli import app
 from rlreco.config import RunConfig
+from rlreco.io.foreign_log import ColumnMap, read_foreign_log
 from rlreco.io.run_dir import RunDir
-from rlreco.io.visit_log import (
-    LOG_SCHEMA,
-    ColumnMap,
-    read_foreign_log,
-    read_visit_log,
-    write_log_part,
-)
+from rlreco.io.visit_log import LOG_SCHEMA, read_visit_log, write_log_part
 from rlreco.schema import LOG_DTYPE
 
 runner = CliRunner()

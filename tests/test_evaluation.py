@@ -22,16 +22,14 @@ from rlreco.engine.evaluation import (
     LoggedVisits,
     estimate_dr,
     estimate_ips,
-    estimate_replay,
     estimate_snips,
     importance_weights,
     on_policy_value,
-    replay_stream,
     slot_expectations,
     target_ranking,
-    uniform_acceptance,
 )
 from rlreco.engine.kernels.estimators import replay_log_nb
+from rlreco.engine.replay import estimate_replay, replay_stream, uniform_acceptance
 from rlreco.engine.response import count_cdf
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables

@@ -1,7 +1,7 @@
 """``evaluate``: off-policy estimates of epsilon-greedy targets on a visit log.
 
 :func:`evaluate_log` is what ``rlreco evaluate`` calls. It reads a log (one of rlreco's, or
-one written elsewhere through a :class:`~rlreco.io.visit_log.ColumnMap`), maps its states and
+one written elsewhere through a :class:`~rlreco.io.foreign_log.ColumnMap`), maps its states and
 products to the run's, checks it against the run, and estimates every (estimator, epsilon) of
 the grid with :mod:`rlreco.engine.evaluation`. With ``out`` it writes, like a sweep directory,
 ``summary.parquet`` and ``summary.json`` (one row per estimator and target) and ``plots/``;
@@ -33,16 +33,16 @@ from rlreco.engine.evaluation import (
     LoggedVisits,
     estimate_dr,
     estimate_ips,
-    estimate_replay,
     estimate_snips,
     importance_weights,
-    uniform_acceptance,
 )
+from rlreco.engine.replay import estimate_replay, uniform_acceptance
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.errors import ConfigError, DataError
+from rlreco.io.foreign_log import ColumnMap, read_foreign_log
 from rlreco.io.run_dir import atomic_path, write_json
-from rlreco.io.visit_log import ColumnMap, LogSlots, is_rlreco_log, read_foreign_log, read_visit_log
+from rlreco.io.visit_log import LogSlots, is_rlreco_log, read_visit_log
 from rlreco.schema import LOG_DTYPE
 
 #: target policies that can be evaluated offline

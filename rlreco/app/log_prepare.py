@@ -30,8 +30,8 @@ from rlreco.config import RunConfig
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.errors import ConfigError
+from rlreco.io.foreign_log import ColumnMap, read_foreign_log
 from rlreco.io.run_dir import RunDir, file_sha256
-from rlreco.io.visit_log import ColumnMap, read_foreign_log
 
 #: the one segment of a log-derived state space
 LOG_SEGMENT = "all"
@@ -72,7 +72,7 @@ def prepare_from_log(
     Raises
     ------
     DataError
-        A bad log (:func:`rlreco.io.visit_log.read_foreign_log`).
+        A bad log (:func:`rlreco.io.foreign_log.read_foreign_log`).
     ConfigError
         An unknown ``tables`` start.
     """

@@ -48,13 +48,11 @@ from typing import Any
 
 import numpy as np
 
-from rlreco.engine import streams
 from rlreco.engine.kernels.estimators import (
     accumulate_cells_nb,
     correct_residuals_nb,
     expect_slots_nb,
     rank_top_nb,
-    replay_log_nb,
     snips_influence_nb,
     sum_weighted_nb,
     weigh_slots_nb,
@@ -75,7 +73,6 @@ DR_MAX_SLATE = 12
 #: metrics of every estimate: reward per visit, and click and buy rate per shown product
 METRICS = ("reward_per_visit", "click_rate", "buy_rate")
 #: list capacity per state of the replay target beyond the slate size
-_REPLAY_SPARE = 8
 
 
 @dataclass(frozen=True)
@@ -241,7 +238,7 @@ class Estimate:
         return out
 
 
-def _normal(mean: float, influence: np.ndarray) -> Interval:
+def normal_interval(mean: float, influence: np.ndarray) -> Interval:
     """Mean with the 95% normal interval of an average whose per-visit influence is given."""
     n = int(influence.shape[0])
     if n < 2 or not math.isfinite(mean):
@@ -263,10 +260,10 @@ def _metric_intervals(
     out = {}
     for name, (total, influence) in totals.items():
         if name == "reward_per_visit":
-            out[name] = _normal(total, influence)
+            out[name] = normal_interval(total, influence)
         else:
             rate = total / m_bar
-            out[name] = _normal(rate, (influence - rate * (m - m_bar)) / m_bar)
+            out[name] = normal_interval(rate, (influence - rate * (m - m_bar)) / m_bar)
     return out
 
 
@@ -548,76 +545,3 @@ def estimate_dr(
         **_weight_diagnostics(weight, clip),
         extra={"reward_model": reward_model},
     )
-
-
-def replay_stream(seed: int, epsilon: float) -> np.random.Generator:
-    """The replay target's own stream: keyed by the seed and epsilon's exact binary value."""
-    return streams.generator(seed, streams.EVALUATION, int(np.float64(epsilon).view(np.uint64)))
-
-
-def estimate_replay(
-    visits: LoggedVisits,
-    catalogues: Catalogues,
-    value: np.ndarray,
-    reco_count: np.ndarray,
-    *,
-    epsilon: float,
-    seed: int,
-) -> tuple[Estimate, np.ndarray, np.ndarray]:
-    """Replay a learning epsilon-greedy target from the given tables (module docstring).
-
-    Returns
-    -------
-    (Estimate, ndarray, ndarray)
-        The estimate, and the target's values and recommendation counts after the replay.
-    """
-    learned = np.ascontiguousarray(value, dtype=np.float64).copy()
-    counts = np.ascontiguousarray(reco_count, dtype=np.int64).copy()
-    n_states = value.shape[0]
-    capacity = max(visits.slate_size, 1) + _REPLAY_SPARE
-    accepted = np.zeros(visits.n_slots, dtype=np.bool_)
-    target = np.zeros(visits.n_slots)
-    replay_log_nb(
-        replay_stream(seed, epsilon),
-        visits.slots,
-        visits.visit_ptr,
-        learned,
-        counts,
-        catalogues.state_segment,
-        catalogues.catalog_ptr,
-        catalogues.catalog_items,
-        catalogues.in_catalog,
-        float(epsilon),
-        np.zeros((n_states, capacity), dtype=np.int64),
-        np.full(n_states, -1, dtype=np.int64),
-        np.zeros(n_states, dtype=np.bool_),
-        accepted,
-        target,
-    )
-    taken = int(accepted.sum())
-    m_bar = float(visits.slots_per_visit.mean())
-    metrics = {}
-    chosen = LoggedVisits(visits.slots[accepted], visits.visit_ptr[:1], visits.buys_known)
-    for name, y in chosen.metric_values().items():
-        values = y
-        scale = m_bar if name == "reward_per_visit" else 1.0
-        mean = float(values.mean()) * scale if taken else math.nan
-        metrics[name] = _normal(mean, values * scale) if taken else _normal(math.nan, values)
-    estimate = Estimate(
-        "replay",
-        epsilon,
-        metrics,
-        visits.n_visits,
-        visits.n_slots,
-        accepted=taken,
-        acceptance_rate=taken / visits.n_slots,
-        predicted_acceptance=float(target.mean()),
-    )
-    return estimate, learned, counts
-
-
-def uniform_acceptance(visits: LoggedVisits, catalogues: Catalogues) -> float:
-    """Replay's expected acceptance rate under uniform logging: the mean of ``1 / (K - i)``."""
-    state = visits.slots["state"]
-    size = catalogues.state_catalog_size()[state]
-    return float(np.mean(1.0 / (size - visits.slots["position"])))
