@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rlreco.app.truth import resolve_response, sampling_space
 from rlreco.config import RunConfig, config_from_dict
 from rlreco.engine.memory import check_memory_limit
 from rlreco.engine.simulation import SimulationParams, SimulationSummary, Simulator
@@ -188,10 +189,14 @@ def simulate_run(
     every = checkpoint_every or config.simulation.checkpoint_every
     if every < 1:
         raise SimulationError(f"--checkpoint-every = {every}: expected an integer >= 1")
+    response_spec = resolve_response(run.run_dir, str(config.response.model))
+    space, sampling = sampling_space(
+        run.run_dir, run.space, config.simulation.state_sampling, response_spec
+    )
     simulator = Simulator(
-        run.space,
+        space,
         run.tables,
-        SimulationParams.from_config(config),
+        SimulationParams.from_config(config, response=response_spec, state_sampling=sampling),
         seed=config.simulation.seed,
         rng_state=manifest.get("rng_state"),
         episodes_done=done,

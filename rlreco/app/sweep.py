@@ -43,6 +43,7 @@ from rlreco.app.sweep_execution import (
     run_pool,
 )
 from rlreco.app.sweep_grid import RESPONSE_NAMES, Setting, SweepSpec, check_int
+from rlreco.app.truth import resolve_response
 from rlreco.config import RunConfig, config_from_dict
 from rlreco.engine.response import truth_from_frame
 from rlreco.engine.state_space import StateSpace
@@ -240,7 +241,7 @@ def run_sweep(
         check_int("workers", workers, 1)
     run = RunDir.open(run_dir)
     config = config_from_dict(run.manifest["config"], source=f"{run.path}/manifest.json")
-    settings = spec.settings(config)
+    settings = spec.settings(config, lambda r: resolve_response(run, r))
     payload = RunPayload.read(run)
     check_settings(StateSpace.from_columns(payload.space), settings)
     base = sweep_base(run, spec, config)

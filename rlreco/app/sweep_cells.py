@@ -6,6 +6,7 @@ Every worker process builds the run's tables and each response model once
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from rlreco.engine.simulation import SimulationParams, Simulator
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.sweep_statistics import METRIC_COLUMNS
 from rlreco.engine.tables import Tables
+from rlreco.errors import SimulationError
 from rlreco.io.run_dir import RunDir
 
 #: policy -> :data:`~rlreco.engine.kernels.policy.Policy` code (eps-greedy runs Simulator)
@@ -61,6 +63,9 @@ class RunPayload:
         counts the ``popularity`` model derives from) when the latest snapshot is a later one.
     config : dict
         The run's configuration (``RunConfig.to_dict()``).
+    state_weights : dict
+        Per held-out truth file (path as a string; ``""`` for any other response): the state
+        weights of ``holdout`` state sampling (empty for a run prepared without a holdout).
     """
 
     token: str
@@ -68,6 +73,7 @@ class RunPayload:
     snapshot: dict[str, np.ndarray]
     history: dict[str, np.ndarray] | None
     config: dict[str, Any]
+    state_weights: dict[str, np.ndarray]
 
     @classmethod
     def read(cls, run: RunDir) -> RunPayload:
@@ -86,7 +92,16 @@ class RunPayload:
             snapshot={k: v for k, v in snapshot.items() if k in PAYLOAD_SNAPSHOT_COLUMNS},
             history=history,
             config=manifest["config"],
+            state_weights=_holdout_weights(run),
         )
+
+
+def _holdout_weights(run: RunDir) -> dict[str, np.ndarray]:
+    """State weights of every held-out truth, by truth file (``""``: the ``all`` truth's)."""
+    weights = {str(run.path / t["file"]): run.read_state_weights(t["name"]) for t in run.truths()}
+    if weights:
+        weights[""] = run.read_state_weights("all")
+    return weights
 
 
 @dataclass(frozen=True)
@@ -135,17 +150,34 @@ class LoadedRun:
             h = payload.history
             self.history_count[h["state_id"], h["product_id"]] = h["count"]
         self._responses: dict[tuple[str, int], Response] = {}
+        self._state_weights = payload.state_weights
 
     def params(self, task: CellTask) -> SimulationParams:
         """Simulation parameters of a cell: the run's configuration with the cell's setting."""
         setting = task.setting
+        sampling = self.config.simulation.state_sampling
         return SimulationParams.from_config(
             self.config,
             epsilon=setting.param,
             slate_size=setting.slate_size,
             response=setting.response,
             metrics_block=task.metrics_block,
+            state_sampling="empirical" if sampling == "holdout" else sampling,
         )
+
+    def sampling_space(self, task: CellTask) -> StateSpace:
+        """The state space whose weights drive a cell's state sampling (``holdout``: the
+        held-out rows of the cell's truth, see :mod:`rlreco.app.truth`)."""
+        if self.config.simulation.state_sampling != "holdout":
+            return self.space
+        weights = self._state_weights
+        if not weights:
+            raise SimulationError(
+                "state sampling holdout: the run was prepared without --holdout; "
+                "use uniform or empirical"
+            )
+        weight = weights.get(task.setting.response, weights[""])
+        return dataclasses.replace(self.space, state_weight=weight)
 
     def response(self, params: SimulationParams) -> Response:
         """The response model of some parameters, built on first use."""
@@ -196,7 +228,7 @@ def simulate_cell(loaded: LoadedRun, task: CellTask) -> CellOutcome:
         return simulate_policy_cell(loaded, task)
     params = loaded.params(task)
     simulator = Simulator(
-        loaded.space,
+        loaded.sampling_space(task),
         loaded.tables.copy(),
         params,
         seed=task.seed,
@@ -213,7 +245,7 @@ def simulate_policy_cell(loaded: LoadedRun, task: CellTask) -> CellOutcome:
     """Run one cell of a policy other than eps-greedy (one kernel call, one stream)."""
     params = loaded.params(task)
     response = loaded.response(params)
-    space = loaded.space
+    space = loaded.sampling_space(task)
     tables = loaded.tables.copy()
     n_blocks = -(-task.episodes // task.metrics_block)
     metrics = np.zeros(n_blocks, dtype=METRICS_DTYPE)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from rlreco.app.truth import is_holdout_response
 from rlreco.config import RunConfig
 from rlreco.errors import ConfigError
 from rlreco.io.run_dir import file_sha256
@@ -190,10 +191,11 @@ class SweepSpec:
                 raise ConfigError("responses: empty list; give seed, popularity or a file")
             _unique("responses", list(self.responses))
             for response in self.responses:
-                if response not in RESPONSE_NAMES and not Path(response).is_file():
+                known = response in RESPONSE_NAMES or is_holdout_response(response)
+                if not known and not Path(response).is_file():
                     raise ConfigError(
-                        f"responses: {response!r} is neither seed, popularity nor an existing "
-                        "truth-table file"
+                        f"responses: {response!r} is neither seed, popularity, holdout[:NAME] "
+                        "nor an existing truth-table file"
                     )
 
     def policy_values(self, policy: str) -> tuple[float, ...]:
@@ -202,12 +204,19 @@ class SweepSpec:
             return tuple(float(e) for e in self.epsilons)
         return tuple(float(v) for v in self.params.get(policy, DEFAULT_POLICY_PARAMS[policy]))
 
-    def settings(self, config: RunConfig) -> list[Setting]:
-        """Settings in grid order (response, slate size, policy, parameter)."""
+    def settings(
+        self, config: RunConfig, resolve: Callable[[str], str] = lambda r: r
+    ) -> list[Setting]:
+        """Settings in grid order (response, slate size, policy, parameter).
+
+        ``resolve`` maps a response spec to what the engine reads (``holdout`` to the run's
+        held-out truth file, see :func:`rlreco.app.truth.resolve_response`).
+        """
         responses = self.responses if self.responses is not None else (config.response.model,)
         slates = self.slate_sizes if self.slate_sizes is not None else (config.policy.slate_size,)
         out = []
-        for response in responses:
+        for spec in responses:
+            response = resolve(str(spec))
             if response in RESPONSE_NAMES:
                 name, ident = response, response
             else:
