@@ -71,7 +71,7 @@ def write(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def prepared(tmp_path: Path, name: str, frame: pd.DataFrame, split: str) -> RunDir:
-    config = RunConfig().replace(**{"holdout.split": split})
+    config = RunConfig().replace(**{"holdout.split": split, "policy.slate_size": 3})
     data = write(frame, tmp_path / f"{name}.parquet")
     prepare(config, out=tmp_path / name, data=data)
     return RunDir.open(tmp_path / name)
@@ -203,3 +203,47 @@ def test_held_out_rows_of_a_time_split_are_on_or_after_the_date(tmp_path: Path) 
     history = history_from_frame(frame)
     held = held_out_rows(history, split)
     assert held.sum() == 120 and np.all(history.day[held] >= split.day)
+
+
+def test_simulate_and_sweep_judge_against_the_held_out_truth(tmp_path: Path) -> None:
+    run = prepared(tmp_path, "run", transactions(), f"time:{SPLIT}")
+    runner = CliRunner()
+    result = runner.invoke(app, ["simulate", str(run.path), "-n", "3000", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["mean_regret"] is not None
+    # the held-out states are July's: only they may be visited under holdout sampling
+    from rlreco.app.truth import sampling_space
+    from rlreco.engine.state_space import StateSpace
+
+    space = StateSpace.from_columns(run.read_space())
+    sampled, mode = sampling_space(run, space, "holdout", str(run.truth_path("2011-07")))
+    july = run.read_space()["states"]["month"] == "July"
+    assert mode == "empirical" and sampled.state_weight[~july].sum() == 0
+    assert sampled.state_weight[july].sum() == 120
+    argv = ["sweep", str(run.path), "--out", str(tmp_path / "sw"), "--epsilons", "0,0.5",
+            "--replicates", "2", "--episodes", "2000", "--blocks", "2", "--workers", "1",
+            "--response", "holdout,holdout:2011-07", "--json"]  # fmt: skip
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert {Path(v["response"]).name for v in out["verdicts"]} == {
+        "truth-all.parquet",
+        "truth-2011-07.parquet",
+    }
+    for verdict in out["verdicts"]:
+        assert verdict["metric"] == "regret_per_visit"
+        (alternative,) = verdict["alternatives"]
+        assert alternative["cost_per_1000"] > 0
+
+
+def test_holdout_sampling_needs_a_holdout(tmp_path: Path) -> None:
+    data = write(transactions(), tmp_path / "data.parquet")
+    prepare(RunConfig(), out=tmp_path / "plain", data=data)
+    result = CliRunner().invoke(
+        app, ["simulate", str(tmp_path / "plain"), "-n", "10", "--state-sampling", "holdout"]
+    )
+    assert result.exit_code == 2 and "prepared without --holdout" in result.output
+    result = CliRunner().invoke(
+        app, ["simulate", str(tmp_path / "plain"), "-n", "10", "--response", "holdout"]
+    )
+    assert result.exit_code == 2 and "prepared without a holdout" in result.output
