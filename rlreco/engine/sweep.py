@@ -6,10 +6,8 @@ A *setting* is (response model, slate size, policy, policy parameter): epsilon f
 ``eps-greedy``; ``c`` for ``decaying`` (epsilon_t = min(1, c / visits to the state)); ``tau``
 for ``softmax``; ``c`` for ``ucb1``; ``sigma`` for ``thompson`` (the reward noise scale of the
 Gaussian posterior). A *cell* is one replicate of a setting: ``episodes`` visits from the run
-directory's latest snapshot, with per-block metrics (``blocks`` blocks per cell).
-``eps-greedy`` cells run the engine's :class:`~rlreco.engine.simulation.Simulator`; the other
-policies run the fused loop of :mod:`rlreco.engine.kernels.policy`, with the same response
-models, update rule and metrics.
+directory's latest snapshot, with per-block metrics (``blocks`` blocks per cell). Every cell
+runs the engine's :class:`~rlreco.engine.simulation.Simulator` with the setting's policy.
 
 Random streams
 --------------
@@ -66,10 +64,14 @@ import pandas as pd
 
 from rlreco.config import RunConfig, config_from_dict
 from rlreco.engine import streams
-from rlreco.engine.kernels.policy import Policy, simulate_policy_visits_nb
-from rlreco.engine.kernels.records import METRICS_DTYPE
 from rlreco.engine.response import Response, build_response, truth_from_frame
-from rlreco.engine.simulation import METRIC_SUMS, SimulationParams, Simulator
+from rlreco.engine.simulation import (
+    DEFAULT_POLICY_PARAM,
+    METRIC_SUMS,
+    POLICY_PARAMS,
+    SimulationParams,
+    Simulator,
+)
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.statistics import t_interval, t_quantile, welch_test
 from rlreco.engine.tables import Tables
@@ -78,27 +80,9 @@ from rlreco.io.run_dir import RunDir, file_sha256
 from rlreco.io.sweep_dir import SweepDir
 from rlreco.io.truth import read_truth_table
 
-#: policy -> name of its one parameter
-POLICY_PARAMS: dict[str, str] = {
-    "eps-greedy": "epsilon",
-    "decaying": "c",
-    "softmax": "tau",
-    "ucb1": "c",
-    "thompson": "sigma",
-}
-#: policy -> :data:`~rlreco.engine.kernels.policy.Policy` code (eps-greedy runs Simulator)
-POLICY_CODES: dict[str, int] = {
-    "decaying": Policy.decaying,
-    "softmax": Policy.softmax,
-    "ucb1": Policy.ucb1,
-    "thompson": Policy.thompson,
-}
 #: parameter values of the policies other than eps-greedy when the spec gives none
 DEFAULT_POLICY_PARAMS: dict[str, tuple[float, ...]] = {
-    "decaying": (10.0,),
-    "softmax": (0.5,),
-    "ucb1": (2.0,),
-    "thompson": (2.5,),
+    policy: (value,) for policy, value in DEFAULT_POLICY_PARAM.items()
 }
 #: response models known by name; anything else must be a truth-table Parquet file
 RESPONSE_NAMES = ("seed", "popularity")
@@ -462,12 +446,16 @@ class LoadedRun:
     def params(self, task: CellTask) -> SimulationParams:
         """Simulation parameters of a cell: the run's configuration with the cell's setting."""
         setting = task.setting
+        if setting.policy == "eps-greedy":
+            policy: dict[str, Any] = {"epsilon": setting.param}
+        else:
+            policy = {"policy": setting.policy, "policy_param": setting.param}
         return SimulationParams.from_config(
             self.config,
-            epsilon=setting.param,
             slate_size=setting.slate_size,
             response=setting.response,
             metrics_block=task.metrics_block,
+            **policy,
         )
 
     def response(self, params: SimulationParams) -> Response:
@@ -509,14 +497,8 @@ def execute_cell(payload: RunPayload, task: CellTask) -> CellOutcome:
 
 
 def simulate_cell(loaded: LoadedRun, task: CellTask) -> CellOutcome:
-    """Run one cell on a copy of the loaded tables, in its own random stream.
-
-    ``eps-greedy`` cells run the engine's :class:`Simulator`; the other policies run
-    :func:`~rlreco.engine.kernels.policy.simulate_policy_visits_nb` with the same response
-    models, rewards and metrics.
-    """
-    if task.setting.policy != "eps-greedy":
-        return simulate_policy_cell(loaded, task)
+    """Run one cell on a copy of the loaded tables, in its own random stream, with the engine's
+    :class:`Simulator` (every policy)."""
     params = loaded.params(task)
     simulator = Simulator(
         loaded.space,
@@ -530,45 +512,6 @@ def simulate_cell(loaded: LoadedRun, task: CellTask) -> CellOutcome:
     frame = simulator.metrics_frame()
     metrics = {name: frame[name].to_numpy() for name in METRIC_COLUMNS}
     return CellOutcome(task.key, metrics, summary.seconds)
-
-
-def simulate_policy_cell(loaded: LoadedRun, task: CellTask) -> CellOutcome:
-    """Run one cell of a policy other than eps-greedy (one kernel call, one stream)."""
-    params = loaded.params(task)
-    response = loaded.response(params)
-    space = loaded.space
-    tables = loaded.tables.copy()
-    n_blocks = -(-task.episodes // task.metrics_block)
-    metrics = np.zeros(n_blocks, dtype=METRICS_DTYPE)
-    weight = np.asarray(space.state_weight, dtype=np.float64)
-    state_cdf = np.cumsum(weight) if params.state_sampling == "empirical" else np.empty(0)
-    buy, click, ignore = params.rewards
-    start = time.perf_counter()
-    simulate_policy_visits_nb(
-        streams.generator(task.seed, *task.stream, 0),
-        task.episodes,
-        POLICY_CODES[task.setting.policy],
-        task.setting.param,
-        tables.value,
-        tables.cells,
-        np.ascontiguousarray(space.state_segment, dtype=np.int16),
-        np.ascontiguousarray(space.catalog_ptr, dtype=np.int64),
-        np.ascontiguousarray(space.catalog_items, dtype=np.int32),
-        state_cdf,
-        np.zeros(space.n_states, dtype=np.int64),
-        tables.reco_count.sum(axis=1),
-        params.slate_size,
-        response.model,
-        response.click_cdf,
-        response.buy_cdf,
-        response.truth,
-        response.best_mu,
-        np.array([ignore, click, buy], dtype=np.float64),
-        task.metrics_block,
-        metrics,
-    )
-    seconds = time.perf_counter() - start
-    return CellOutcome(task.key, {name: metrics[name] for name in METRIC_COLUMNS}, seconds)
 
 
 # ---- execution -------------------------------------------------------------------------------
