@@ -13,7 +13,21 @@ Each is run with the ``seed`` and ``popularity`` responses, with the top-n index
 and with the full-scan baseline (``scan``, over 200,000 visits: it is ~15x slower). Each round
 starts from the initial tables, so the 10M visits include the growth of every state from ~460
 to ~3,300 known products. Peak memory is measured in a fresh process
-(``python bench/bench_simulate.py SPACE RESPONSE`` prints visits/s and the peak resident set).
+(``python bench/bench_simulate.py SPACE RESPONSE [POLICY]`` prints visits/s and the peak
+resident set; POLICY is a :data:`~rlreco.engine.simulation.POLICIES` name, default
+eps-greedy, with its default parameter).
+
+Figures measured so far (one core of a shared 2-core AMD EPYC VM, so noisy; always compare
+with a baseline measured in the same sitting):
+
+* top-n query on a grown state (~3,300 known products, ``bench_topn_query``): ~0.4 us through
+  the tree index with the masked-vector intrinsics of the earlier kernels, ~9 us by a full
+  scan of the row;
+* the per-state candidate cache of the top-n search: 1.08M -> 1.4M visits/s on ``synthetic``
+  (earlier kernels);
+* ``real popularity``, eps-greedy, 10M visits: 0.86M-1.02M visits/s with the earlier kernels
+  (hand-written LLVM intrinsics); see the final report of the portable-kernels change for the
+  same-sitting comparison.
 
 Run pinned to one core::
 
@@ -35,7 +49,13 @@ import numpy as np
 import pytest
 
 from rlreco.engine.kernels.jit import jit
-from rlreco.engine.kernels.topn import depth_of_width_nb, find_top_nb, new_index, scan_top_nb
+from rlreco.engine.kernels.topn import (
+    CACHE_CAPACITY,
+    depth_of_width_nb,
+    find_top_nb,
+    new_index,
+    scan_top_nb,
+)
 from rlreco.engine.response import Response, build_response
 from rlreco.engine.simulation import SimulationParams, Simulator
 from rlreco.engine.state_space import StateSpace
@@ -191,7 +211,7 @@ def query_all_nb(
     depth = depth_of_width_nb(index.shape[1])
     top_value = np.empty(n + 1)
     top_product = np.empty(n + 1, dtype=np.int64)
-    frontier = np.empty((3, 1 << (3 * depth)), dtype=np.int64)
+    frontier = np.empty((3, max(1 << (3 * depth), CACHE_CAPACITY)), dtype=np.int64)
     found = 0
     for state in states:
         if scan:
@@ -222,12 +242,12 @@ def bench_topn_query(benchmark: Any, method: str) -> None:
     """One top-10 query on a grown state (~3,300 known products): tree index vs full scan."""
     space, tables = synthetic_space()
     Simulator(space, tables, SimulationParams(epsilon=0.5), seed=3).run(2_000_000)
-    index = new_index(tables.value)
+    index = new_index(tables.padded)
     states = np.random.default_rng(0).integers(0, space.n_states, 200_000)
     scan = method == "scan"
-    query_all_nb(tables.value, index, states[:10], 10, scan)
+    query_all_nb(tables.padded, index, states[:10], 10, scan)
     benchmark.pedantic(
-        query_all_nb, args=(tables.value, index, states, 10, scan), rounds=3, iterations=1
+        query_all_nb, args=(tables.padded, index, states, 10, scan), rounds=3, iterations=1
     )
     benchmark.extra_info["ns_per_query"] = benchmark.stats.stats.mean / states.size * 1e9
 
@@ -246,13 +266,13 @@ def bench_draws_only(benchmark: Any, response: str) -> None:
     benchmark.extra_info["ns_per_visit"] = benchmark.stats.stats.mean / 2_000_000 * 1e9
 
 
-def main(space_name: str, response: str) -> None:
+def main(space_name: str, response: str, policy: str = "eps-greedy") -> None:
     """Child process of :func:`bench_peak_memory`: print one JSON line."""
     with tempfile.TemporaryDirectory() as folder:
         space, initial = (
             synthetic_space() if space_name == "synthetic" else real_space(Path(folder))
         )
-        params = SimulationParams(epsilon=0.1, slate_size=10, response=response)
+        params = SimulationParams(epsilon=0.1, slate_size=10, response=response, policy=policy)
         Simulator(space, initial.copy(), params).run(WARMUP)
         summary = Simulator(space, initial, params, seed=1).run(VISITS, chunk=1_000_000)
     print(
@@ -275,4 +295,4 @@ def peak_rss_mb() -> float:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:4])

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import BLOCKS, EPISODES, small_spec, synthetic_run
 
 from rlreco.app import sweep, sweep_cells, sweep_execution
 from rlreco.app.sweep import run_cell, run_sweep
@@ -21,56 +21,11 @@ from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.errors import ConfigError, DataError
 from rlreco.io.run_dir import RunDir
-from rlreco.schema import DEFAULT_STATE_FIELDS
-
-EPISODES = 3_000
-BLOCKS = 6
-
-
-def synthetic_run(path: Path, seed: int = 0, n_products: int = 40) -> RunDir:
-    """A small prepared run: 2 segments x 2 months x 1 half x 2 weekdays, 40 products."""
-    rng = np.random.default_rng(seed)
-    grid = np.indices((2, 2, 1, 2)).reshape(4, -1)
-    catalogues = [
-        np.sort(rng.choice(n_products, 25, replace=False)).astype(np.int32) for _ in range(2)
-    ]
-    space = StateSpace.from_grid(
-        DEFAULT_STATE_FIELDS,
-        (("Q1", "Q2"), ("November", "December"), ("0",), ("Monday", "Thursday")),
-        state_weight=rng.integers(1, 50, grid.shape[1]).astype(np.float64),
-        product_codes=np.array([f"P{i:03d}" for i in range(n_products)]),
-        product_names=np.array([f"product {i}" for i in range(n_products)]),
-        catalog_ptr=np.array([0, 25, 50], dtype=np.int64),
-        catalog_items=np.concatenate(catalogues),
-    )
-    tables = Tables.empty(space.n_states, n_products)
-    for s in range(space.n_states):
-        known = rng.choice(catalogues[space.state_segment[s]], 6, replace=False)
-        tables.value[s, known] = np.round(rng.normal(2.0, 1.0, known.size), 2)
-        tables.cells["reward"][s, known] = np.round(rng.normal(2.0, 1.0, known.size), 2)
-        tables.cells["count"][s, known] = rng.integers(1, 9, known.size)
-    manifest = {"run_id": uuid.uuid4().hex, "config": RunConfig().to_dict(), "seed": 1}
-    return RunDir.create(
-        path, manifest=manifest, space=space.to_columns(), snapshot=tables.to_columns(space)
-    )
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synthetic_run(tmp_path_factory.mktemp("sweep") / "run").path
-
-
-def small_spec(**changes: object) -> SweepSpec:
-    fields: dict[str, object] = {
-        "epsilons": (0.0, 0.2, 1.0),
-        "replicates": 3,
-        "episodes": EPISODES,
-        "responses": ("seed",),
-        "seed": 7,
-        "blocks": BLOCKS,
-    }
-    fields.update(changes)
-    return SweepSpec(**fields)  # type: ignore[arg-type]
 
 
 def metrics_only(results: pd.DataFrame) -> pd.DataFrame:

@@ -109,7 +109,8 @@ def prepare_from_log(
         start_tables.cells["count"].reshape(-1)[:] = shows
         start_tables.cells["reco_count"].reshape(-1)[:] = shows
         start_tables.cells["reward"].reshape(-1)[known] = total[known]
-        start_tables.value.reshape(-1)[known] = total[known] / shows[known]
+        # value is a view of the padded buffer: write it by (state, product)
+        start_tables.value[known.reshape(n_states, n_products)] = total[known] / shows[known]
     slate_size = int(slots.position.max()) + 1
     config = config.replace(**{"data.path": str(path), "policy.slate_size": slate_size})
     summary = LogPrepareSummary(

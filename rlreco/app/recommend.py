@@ -1,8 +1,9 @@
 """Online visits: one customer visit against a run directory or MongoDB.
 
-:func:`recommend` plays one customer visit with the simulator's kernels on one state's row,
-against a run directory or MongoDB (atomic per state: concurrent visits lose no update). The
-CLI command ``recommend`` only parses its options and calls it.
+:func:`recommend` plays one customer visit with the simulator's kernels
+(:func:`rlreco.engine.online.play_online_visit`) on one state's row, against a run directory or
+MongoDB (atomic per state: concurrent visits lose no update). The CLI command ``recommend``
+only parses its options and calls it.
 """
 
 from __future__ import annotations
@@ -20,13 +21,9 @@ from rlreco.app.mongo_sync import SOCKET_TIMEOUT_MS, cell_ids
 from rlreco.app.simulate import SNAPSHOT_CELL_COLUMNS, snapshot_stream
 from rlreco.config import RunConfig, config_from_dict
 from rlreco.engine import streams
-from rlreco.engine.kernels.records import CELL_DTYPE, Outcome, TopNSearch
-from rlreco.engine.kernels.visit import (
-    choose_slate_nb,
-    draw_state_nb,
-    respond_seed_nb,
-    update_cells_nb,
-)
+from rlreco.engine.kernels.draw import draw_state_nb
+from rlreco.engine.kernels.records import CELL_DTYPE, Policy, PolicyParams, TopNSearch
+from rlreco.engine.online import play_online_visit
 from rlreco.engine.response import count_cdf
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
@@ -146,73 +143,34 @@ def play_visit(plan: _Visit, value: np.ndarray, cells: np.ndarray) -> dict[str, 
     """
     rng = np.random.Generator(np.random.PCG64())
     rng.bit_generator.state = dict(plan.rng_state)  # the same draws however often it runs
-    n = plan.slate_size
-    segment = int(plan.space.state_segment[plan.state_id])
-    first = int(plan.space.catalog_ptr[segment])
-    size = int(plan.space.catalog_ptr[segment + 1]) - first
-    no_index = np.empty((1, 0), dtype=np.float64)
-    cache = (np.zeros(1), np.full(1, -1, dtype=np.int64), np.zeros((1, 1), dtype=np.int64))
-    slate = np.empty(n, dtype=np.int64)
-    explored = choose_slate_nb(
+    visit = play_online_visit(
         rng,
+        plan.space,
+        plan.state_id,
         value,
-        no_index,
-        0,
-        0,
-        TopNSearch.scan,
-        plan.space.catalog_items,
-        first,
-        size,
-        plan.epsilon,
-        slate,
-        np.empty(n + 1),
-        np.empty(n + 1, dtype=np.int64),
-        np.empty((3, 1), dtype=np.int64),
-        *cache,
-    )
-    played: dict[str, Any] = {
-        "slate": slate,
-        "outcome": None,
-        "explored": int(explored),
-        "clicks": 0,
-        "buys": 0,
-        "total_reward": 0.0,
-    }
-    if plan.respond == "none":
-        return played
-    outcome = np.zeros(n, dtype=np.int8)
-    if plan.respond == "simulate":
-        clicks, buys = respond_seed_nb(
-            rng, plan.click_cdf, plan.buy_cdf, outcome, np.empty(n, dtype=np.int64)
-        )
-    else:
-        codes = plan.space.product_codes[slate].tolist()
-        for option, given in (("--clicked", plan.clicked), ("--bought", plan.bought)):
-            outside = sorted(given - set(codes))
-            if outside:
-                raise SimulationError(
-                    f"product {outside[0]!r} given in {option} is not in the slate "
-                    f"({', '.join(codes)})"
-                )
-        outcome[np.isin(codes, list(plan.clicked))] = Outcome.clicked
-        outcome[np.isin(codes, list(plan.bought))] = Outcome.bought  # a purchase wins
-        clicks, buys = len(plan.clicked), len(plan.bought)
-    total = update_cells_nb(
-        rng,
-        value,
-        no_index,
         cells,
-        0,
-        0,
-        TopNSearch.scan,
-        slate,
-        outcome,
-        plan.outcome_reward,
-        np.empty(n),
-        *cache,
+        policy=PolicyParams(Policy.eps_greedy, plan.epsilon, plan.slate_size, TopNSearch.tree),
+        click_cdf=plan.click_cdf,
+        buy_cdf=plan.buy_cdf,
+        rewards=_outcome_rewards(plan.outcome_reward),
+        respond=plan.respond,
+        clicked=plan.clicked,
+        bought=plan.bought,
     )
-    played.update(outcome=outcome, clicks=int(clicks), buys=int(buys), total_reward=total)
-    return played
+    row = visit.metrics[0]
+    return {
+        "slate": visit.slate,
+        "outcome": visit.outcome,
+        "explored": int(row["explored"]),
+        "clicks": int(row["clicks"]),
+        "buys": int(row["buys"]),
+        "total_reward": float(row["reward_sum"]),
+    }
+
+
+def _outcome_rewards(outcome_reward: np.ndarray) -> tuple[float, float, float]:
+    ignore, click, buy = (float(r) for r in outcome_reward)
+    return (ignore, click, buy)
 
 
 def slate_rows(

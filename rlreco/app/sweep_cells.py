@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +16,6 @@ import numpy as np
 from rlreco.app.sweep_grid import Setting
 from rlreco.config import config_from_dict
 from rlreco.engine import streams
-from rlreco.engine.kernels.policy import Policy, simulate_policy_visits_nb
-from rlreco.engine.kernels.records import METRICS_DTYPE
 from rlreco.engine.response import Response, build_response
 from rlreco.engine.simulation import SimulationParams, Simulator
 from rlreco.engine.state_space import StateSpace
@@ -27,13 +24,6 @@ from rlreco.engine.tables import Tables
 from rlreco.errors import SimulationError
 from rlreco.io.run_dir import RunDir
 
-#: policy -> :data:`~rlreco.engine.kernels.policy.Policy` code (eps-greedy runs Simulator)
-POLICY_CODES: dict[str, int] = {
-    "decaying": Policy.decaying,
-    "softmax": Policy.softmax,
-    "ucb1": Policy.ucb1,
-    "thompson": Policy.thompson,
-}
 #: snapshot columns :meth:`Tables.from_columns` reads
 PAYLOAD_SNAPSHOT_COLUMNS = (
     "state_id",
@@ -156,13 +146,17 @@ class LoadedRun:
         """Simulation parameters of a cell: the run's configuration with the cell's setting."""
         setting = task.setting
         sampling = self.config.simulation.state_sampling
+        if setting.policy == "eps-greedy":
+            policy: dict[str, Any] = {"epsilon": setting.param}
+        else:
+            policy = {"policy": setting.policy, "policy_param": setting.param}
         return SimulationParams.from_config(
             self.config,
-            epsilon=setting.param,
             slate_size=setting.slate_size,
             response=setting.response,
             metrics_block=task.metrics_block,
             state_sampling="empirical" if sampling == "holdout" else sampling,
+            **policy,
         )
 
     def sampling_space(self, task: CellTask) -> StateSpace:
@@ -218,14 +212,8 @@ def execute_cell(payload: RunPayload, task: CellTask) -> CellOutcome:
 
 
 def simulate_cell(loaded: LoadedRun, task: CellTask) -> CellOutcome:
-    """Run one cell on a copy of the loaded tables, in its own random stream.
-
-    ``eps-greedy`` cells run the engine's :class:`Simulator`; the other policies run
-    :func:`~rlreco.engine.kernels.policy.simulate_policy_visits_nb` with the same response
-    models, rewards and metrics.
-    """
-    if task.setting.policy != "eps-greedy":
-        return simulate_policy_cell(loaded, task)
+    """Run one cell on a copy of the loaded tables, in its own random stream, with the engine's
+    :class:`Simulator` (every policy)."""
     params = loaded.params(task)
     simulator = Simulator(
         loaded.sampling_space(task),
@@ -239,42 +227,3 @@ def simulate_cell(loaded: LoadedRun, task: CellTask) -> CellOutcome:
     frame = simulator.metrics_frame()
     metrics = {name: frame[name].to_numpy() for name in METRIC_COLUMNS}
     return CellOutcome(task.key, metrics, summary.seconds)
-
-
-def simulate_policy_cell(loaded: LoadedRun, task: CellTask) -> CellOutcome:
-    """Run one cell of a policy other than eps-greedy (one kernel call, one stream)."""
-    params = loaded.params(task)
-    response = loaded.response(params)
-    space = loaded.sampling_space(task)
-    tables = loaded.tables.copy()
-    n_blocks = -(-task.episodes // task.metrics_block)
-    metrics = np.zeros(n_blocks, dtype=METRICS_DTYPE)
-    weight = np.asarray(space.state_weight, dtype=np.float64)
-    state_cdf = np.cumsum(weight) if params.state_sampling == "empirical" else np.empty(0)
-    buy, click, ignore = params.rewards
-    start = time.perf_counter()
-    simulate_policy_visits_nb(
-        streams.generator(task.seed, *task.stream, 0),
-        task.episodes,
-        POLICY_CODES[task.setting.policy],
-        task.setting.param,
-        tables.value,
-        tables.cells,
-        np.ascontiguousarray(space.state_segment, dtype=np.int16),
-        np.ascontiguousarray(space.catalog_ptr, dtype=np.int64),
-        np.ascontiguousarray(space.catalog_items, dtype=np.int32),
-        state_cdf,
-        np.zeros(space.n_states, dtype=np.int64),
-        tables.reco_count.sum(axis=1),
-        params.slate_size,
-        response.model,
-        response.click_cdf,
-        response.buy_cdf,
-        response.truth,
-        response.best_mu,
-        np.array([ignore, click, buy], dtype=np.float64),
-        task.metrics_block,
-        metrics,
-    )
-    seconds = time.perf_counter() - start
-    return CellOutcome(task.key, {name: metrics[name] for name in METRIC_COLUMNS}, seconds)

@@ -21,23 +21,13 @@ import numpy as np
 
 from rlreco.app.truth import is_holdout_response
 from rlreco.config import RunConfig
+from rlreco.engine.simulation import DEFAULT_POLICY_PARAM, POLICY_PARAMS
 from rlreco.errors import ConfigError
 from rlreco.io.run_dir import file_sha256
 
-#: policy -> name of its one parameter
-POLICY_PARAMS: dict[str, str] = {
-    "eps-greedy": "epsilon",
-    "decaying": "c",
-    "softmax": "tau",
-    "ucb1": "c",
-    "thompson": "sigma",
-}
 #: parameter values of the policies other than eps-greedy when the spec gives none
 DEFAULT_POLICY_PARAMS: dict[str, tuple[float, ...]] = {
-    "decaying": (10.0,),
-    "softmax": (0.5,),
-    "ucb1": (2.0,),
-    "thompson": (2.5,),
+    policy: (value,) for policy, value in DEFAULT_POLICY_PARAM.items()
 }
 #: response models known by name; anything else must be a truth-table Parquet file
 RESPONSE_NAMES = ("seed", "popularity")

@@ -1,20 +1,23 @@
 """Dense (state x product) tables of value, reward, count and recommendation count.
 
-``value`` is its own contiguous float64 array (the top-n search index reads it in runs of
-neighbours) and ``-inf`` marks an unknown cell: a cell is known exactly when its value is finite.
-``cells`` is a record array (:data:`~rlreco.engine.kernels.records.CELL_DTYPE`) holding the
-reward sum, count and recommendation count of each cell together, so updating one slate product
-touches one cache line.
+``value`` is its own float64 array (the top-n search reads it in groups of 8 neighbours) and
+``-inf`` marks an unknown cell: a cell is known exactly when its value is finite. It is a view
+of :attr:`Tables.padded`, the layout the kernels work on: rows of whole 64-byte cache lines,
+64-byte aligned, with ``-inf`` beyond the last product, so a group of 8 products is one line
+and the kernels need no tail loops. ``cells`` is a record array
+(:data:`~rlreco.engine.kernels.records.CELL_DTYPE`) holding the reward sum, count and
+recommendation count of each cell together, so updating one slate product touches one line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from rlreco.engine.kernels.records import CELL_DTYPE
+from rlreco.engine.kernels.records import CELL_DTYPE, aligned_empty, padded_width
 from rlreco.engine.state_space import StateSpace
 from rlreco.errors import SnapshotError
 
@@ -27,21 +30,58 @@ def round_cents(x: np.ndarray) -> np.ndarray:
     return np.rint(x * 100.0) / 100.0
 
 
+def padded_values(value: np.ndarray) -> np.ndarray:
+    """A copy of a value table in the kernels' layout (see the module docstring).
+
+    Parameters
+    ----------
+    value : ndarray of float64, shape (n_states, n_products)
+
+    Returns
+    -------
+    ndarray of float64, shape (n_states, padded_width(n_products))
+        64-byte aligned; columns ``n_products..`` are ``-inf``.
+    """
+    n_states, n_products = value.shape
+    padded = aligned_empty((n_states, padded_width(n_products)), np.float64)
+    padded[:, n_products:] = -np.inf
+    padded[:, :n_products] = value
+    return padded
+
+
 @dataclass
 class Tables:
     """Mutable learned tables of shape (n_states, n_products).
 
+    ``Tables(value, cells)`` copies ``value`` into a new padded buffer and keeps ``cells``.
+
     Attributes
     ----------
     value : ndarray of float64, shape (n_states, n_products)
-        Incremental-mean value of each cell; ``-inf`` where the cell is unknown.
+        Incremental-mean value of each cell; ``-inf`` where the cell is unknown. A view of
+        :attr:`padded` (not C-contiguous when ``n_products`` is not a multiple of 8).
     cells : ndarray of CELL_DTYPE, shape (n_states, n_products)
         Fields ``reward`` (float64 sum of rewards), ``count`` (int64: historical quantity plus
         recommendations) and ``reco_count`` (int64 recommendations).
+    padded : ndarray of float64, shape (n_states, padded_width(n_products))
+        The values in the kernels' layout (:func:`padded_values`); the kernels update it in
+        place, which updates ``value``. Its padding columns must stay ``-inf``.
     """
 
     value: np.ndarray
     cells: np.ndarray
+    padded: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        value = np.asarray(self.value, dtype=np.float64)
+        if value.ndim != 2:
+            raise SnapshotError(f"tables: value has {value.ndim} dimensions, expected 2")
+        self.padded = padded_values(value)
+        self.value = self.padded[:, : value.shape[1]]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickles (worker payloads) rebuild the padded buffer, so value stays its view
+        return (Tables, (np.ascontiguousarray(self.value), self.cells))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -70,7 +110,7 @@ class Tables:
 
     def copy(self) -> Tables:
         """Deep copy."""
-        return Tables(self.value.copy(), self.cells.copy())
+        return Tables(self.value, self.cells.copy())
 
     def equals(self, other: Tables) -> bool:
         """Bit-identical comparison (NaN-free; -inf compares equal)."""
@@ -233,6 +273,7 @@ def build_initial_tables(
     tables = Tables.empty(n_s, n_p)
     tables.cells["count"].reshape(-1)[idx] = count
     mean = count.astype(np.float64)
-    tables.value.reshape(-1)[idx] = round_cents(mean + rng.standard_normal(idx.size))
+    # value is a view of the padded buffer: index it by (state, product), never through a copy
+    tables.value[idx // n_p, idx % n_p] = round_cents(mean + rng.standard_normal(idx.size))
     tables.cells["reward"].reshape(-1)[idx] = round_cents(mean + rng.standard_normal(idx.size))
     return tables

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from rlreco.engine.kernels.draw import draw_below_nb
 from rlreco.engine.kernels.jit import jit
-from rlreco.engine.kernels.visit import draw_below_nb
 
 
 @jit(inline=True)
