@@ -25,9 +25,10 @@ with a baseline measured in the same sitting):
   scan of the row;
 * the per-state candidate cache of the top-n search: 1.08M -> 1.4M visits/s on ``synthetic``
   (earlier kernels);
-* ``real popularity``, eps-greedy, 10M visits: 0.86M-1.02M visits/s with the earlier kernels
-  (hand-written LLVM intrinsics); see the final report of the portable-kernels change for the
-  same-sitting comparison.
+* ``real popularity``, eps-greedy, 10M visits, same sitting, alternating runs: 0.96M visits/s
+  with the earlier kernels (hand-written LLVM intrinsics), 0.58-0.62M with the portable
+  kernels (ratio ~0.63); ``synthetic seed`` (best of 8 alternating 300k-visit rounds): 1.14M
+  against 0.77-0.79M.
 
 Run pinned to one core::
 
