@@ -7,13 +7,16 @@ import json
 import math
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -50,21 +53,73 @@ TimeoutOpt = Annotated[
 DbOpt = Annotated[str, typer.Option("--db", help="Database.")]
 
 
+#: Exit codes: 2 for input the user can fix, 3 for an unexpected failure (a bug).
+EXIT_USER_ERROR = 2
+EXIT_UNEXPECTED = 3
+#: Longest error line printed; longer messages are cut (a file's junk header can be huge).
+MAX_ERROR_CHARS = 2000
+_debug = {"on": False}
+
+
 @app.callback()
-def root() -> None:
+def root(
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", help="Show the traceback of an unexpected error."),
+    ] = False,
+) -> None:
     """Offline simulation engine for a self-learning epsilon-greedy product recommender."""
+    _debug["on"] = debug
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: line breaks and control characters escaped, cut short."""
+    line = "".join(
+        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+        for ch in text.strip()
+    )
+    if len(line) > MAX_ERROR_CHARS:
+        line = line[: MAX_ERROR_CHARS - 3] + "..."
+    return line
+
+
+def print_error(message: str) -> None:
+    """One ``error: ...`` line on stderr (the message is printed literally, never as markup)."""
+    err_console.print(
+        f"[bold red]error:[/] {escape(one_line(message))}", highlight=False, soft_wrap=True
+    )
 
 
 def user_errors(func: F) -> F:
-    """Turn :class:`RlrecoError` into one line on stderr and exit code 2."""
+    """Turn errors into one line on stderr: exit code 2 for bad input, 3 for anything else.
+
+    :class:`RlrecoError` is input the user can fix. Any other exception is a bug: one line
+    names the command and the exception and suggests ``--debug``, which prints the traceback
+    instead. Outputs are written to temporary names and renamed, so neither leaves a partial
+    output behind.
+    """
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except RlrecoError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(code=2) from None
+            print_error(str(exc))
+            raise typer.Exit(code=EXIT_USER_ERROR) from None
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            command = func.__name__.replace("_", "-")
+            if _debug["on"]:
+                traceback.print_exc(file=sys.stderr)
+            reason = str(exc).strip().splitlines()
+            kind = type(exc).__qualname__
+            if type(exc).__module__ != "builtins":
+                kind = f"{type(exc).__module__}.{kind}"
+            what = f"{kind}: {reason[0]}" if reason else kind
+            hint = "" if _debug["on"] else "; rerun with --debug for the traceback"
+            print_error(f"rlreco {command} failed unexpectedly ({what}){hint}")
+            raise typer.Exit(code=EXIT_UNEXPECTED) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -76,11 +131,11 @@ def print_json(obj: Any) -> None:
 
 def print_pairs(title: str, rows: list[tuple[str, str]]) -> None:
     """A two-column rich table."""
-    table = Table(title=title, show_header=False, title_justify="left")
+    table = Table(title=escape(title), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column(justify="right")
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(escape(key), escape(value))
     console.print(table)
 
 
@@ -349,7 +404,7 @@ def sweep_progress(*, enabled: bool) -> Iterator[Callable[[Any], None]]:
 
 def print_sweep(result: Any) -> None:
     """Summary table (mean [95% CI]) per setting, best settings, failures and plot files."""
-    table = Table(title=f"rlreco sweep -> {result.out}", title_justify="left")
+    table = Table(title=escape(f"rlreco sweep -> {result.out}"), title_justify="left")
     metrics = [
         ("reward_per_visit", "reward/visit", ",.3f"),
         ("click_rate", "click rate", ".4f"),
@@ -362,7 +417,7 @@ def print_sweep(result: Any) -> None:
     for _, title, _ in metrics:
         table.add_column(f"{title} mean [95% CI]", justify="right")
     for row in result.summary.to_dict(orient="records"):
-        cells = [str(row["label"]), str(row["replicates"])]
+        cells = [escape(str(row["label"])), str(row["replicates"])]
         for key, _, spec in metrics:
             mean, low, high = row[f"{key}_mean"], row[f"{key}_low"], row[f"{key}_high"]
             cells.append(
@@ -378,19 +433,20 @@ def print_sweep(result: Any) -> None:
         verdict = "n/a"
         if best["p_value"] is not None:
             verdict = ("significantly" if best["significant"] else "not significantly") + (
-                f" better than {best['runner_up']} (Welch p = {best['p_value']:.3g})"
+                f" better than {escape(str(best['runner_up']))} (Welch p = {best['p_value']:.3g})"
             )
-        console.print(f"best {best['metric']}: [bold]{best['best']}[/] - {verdict}")
+        console.print(f"best {best['metric']}: [bold]{escape(str(best['best']))}[/] - {verdict}")
     for failure in result.failures:
         err_console.print(
-            f"[red]failed cell[/] {failure['label']} #{failure['replicate']}: {failure['error']}"
+            f"[red]failed cell[/] {escape(str(failure['label']))} #{failure['replicate']}: "
+            f"{escape(one_line(str(failure['error'])))}"
         )
     console.print(
         f"{result.cells_run} cell(s) run, {result.cells_skipped} found finished, "
         f"{len(result.failures)} failed, {result.seconds:.1f} s"
     )
     for path in result.plots:
-        console.print(f"plot: {path}")
+        console.print(f"plot: {escape(str(path))}")
 
 
 @app.command("export-mongo")
@@ -609,7 +665,9 @@ def recommend(
         else f"state version {report.version}"
     )
     table = Table(
-        title=f"rlreco recommend: {report.state} (visit {report.visit}, {report.source}, {where})",
+        title=escape(
+            f"rlreco recommend: {report.state} (visit {report.visit}, {report.source}, {where})"
+        ),
         title_justify="left",
     )
     for column in (
@@ -633,8 +691,8 @@ def recommend(
     for item in report.slate:
         table.add_row(
             str(item["slot"] + 1),
-            item["product_code"],
-            item["description"],
+            escape(item["product_code"]),
+            escape(item["description"]),
             item["outcome"] or "-",
             "-" if item["reward"] is None else f"{item['reward']:.2f}",
             change(item, "value", ".4f"),
