@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rlreco.errors import SnapshotError
+from rlreco.errors import SnapshotError, shown
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -225,6 +225,97 @@ def read_table(path: Path, kind: str) -> dict[str, np.ndarray]:
     return out
 
 
+def _check_manifest(mpath: Path, manifest: Mapping[str, Any]) -> None:
+    """Types of the manifest keys a run directory is read by (one-line SnapshotError)."""
+
+    def bad(key: str, allowed: str) -> SnapshotError:
+        return SnapshotError(
+            f"{mpath}: key '{key}' = {shown(manifest.get(key), 60)}: expected {allowed}"
+        )
+
+    episodes = manifest["episodes"]
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 0:
+        raise bad("episodes", "an integer >= 0")
+    if not isinstance(manifest["run_id"], str) or not manifest["run_id"]:
+        raise bad("run_id", "a non-empty string")
+    if not isinstance(manifest["config"], dict):
+        raise bad("config", "a JSON object")
+    for key in ("snapshot", "initial_snapshot", "metrics"):
+        name = manifest.get(key)
+        if key == "metrics" and name is None:
+            continue
+        parts = Path(name).parts if isinstance(name, str) else ()
+        if not parts or Path(name).is_absolute() or ".." in parts or "\x00" in name:
+            raise bad(key, "the relative path of a file in the run directory")
+    seed = manifest.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise bad("seed", "an integer >= 0")
+    if not isinstance(manifest.get("rng_state"), dict | None):
+        raise bad("rng_state", "a JSON object or null")
+    if not isinstance(manifest.get("simulations", []), list):
+        raise bad("simulations", "a list")
+
+
+def _check_space(folder: Path, space: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+    """The three state space tables agree (one-line SnapshotError naming the file and row)."""
+    states, products, catalogues = space["states"], space["products"], space["catalogues"]
+
+    def bad(kind: str, row: int, what: str) -> SnapshotError:
+        return SnapshotError(f"{folder / kind}.parquet: row {row}: {what}")
+
+    for kind, ids, name in (
+        ("states", states["state_id"], "state_id"),
+        ("products", products["product_id"], "product_id"),
+    ):
+        if ids.size == 0:
+            raise SnapshotError(f"{folder / kind}.parquet: no rows")
+        wrong = np.flatnonzero(ids != np.arange(ids.size))
+        if wrong.size:
+            row = int(wrong[0])
+            raise bad(kind, row, f"{name} {ids[row]}, expected {row} (ids are 0..n-1 in order)")
+    components = zip(
+        states["segment"].tolist(),
+        states["month"].tolist(),
+        states["half"].tolist(),
+        states["weekday"].tolist(),
+        strict=True,
+    )
+    for row, (state, parts) in enumerate(zip(states["state"].tolist(), components, strict=True)):
+        if parts[2] not in (0, 1):
+            raise bad("states", row, f"half {parts[2]}, expected 0 or 1")
+        if state != "_".join(str(p) for p in parts):
+            raise bad("states", row, f"state {shown(state)} is not segment_month_half_weekday")
+    weight = states["weight"]
+    wrong = np.flatnonzero(~(np.isfinite(weight) & (weight >= 0)))
+    if wrong.size:
+        raise bad("states", int(wrong[0]), f"weight {weight[wrong[0]]}, expected a number >= 0")
+    for kind, values, name in (
+        ("states", states["state"], "state"),
+        ("products", products["product_code"], "product_code"),
+    ):
+        _, first, counts = np.unique(values, return_index=True, return_counts=True)
+        if (counts > 1).any():
+            row = int(np.sort(first[counts > 1])[0])
+            raise bad(kind, row, f"{name} {shown(values[row])} appears more than once")
+    product = catalogues["product_id"]
+    wrong = np.flatnonzero((product < 0) | (product >= products["product_id"].size))
+    if wrong.size:
+        raise bad("catalogues", int(wrong[0]), f"product_id {product[wrong[0]]} is not a product")
+    segments = set(states["segment"].tolist())
+    for row, segment in enumerate(catalogues["segment"].tolist()):
+        if segment not in segments:
+            raise bad("catalogues", row, f"segment {shown(segment)} has no state")
+    pairs = np.unique(np.stack([np.unique(catalogues["segment"], return_inverse=True)[1], product]),
+                      axis=1)
+    if pairs.shape[1] != product.size:
+        raise SnapshotError(f"{folder / 'catalogues'}.parquet: a (segment, product) pair repeats")
+    missing = segments - set(catalogues["segment"].tolist())
+    if missing:
+        raise SnapshotError(
+            f"{folder / 'catalogues'}.parquet: segment {shown(min(missing))} has no products"
+        )
+
+
 def file_sha256(path: Path) -> str:
     """Hex SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
@@ -312,8 +403,10 @@ class RunDir:
             raise SnapshotError(f"{mpath}: manifest lacks {', '.join(missing)}")
         if manifest["schema_version"] != SCHEMA_VERSION:
             raise SnapshotError(
-                f"{mpath}: schema version {manifest['schema_version']}, expected {SCHEMA_VERSION}"
+                f"{mpath}: schema version {shown(manifest['schema_version'])}, "
+                f"expected {SCHEMA_VERSION}"
             )
+        _check_manifest(mpath, manifest)
         return cls(path, manifest)
 
     @property
@@ -322,11 +415,21 @@ class RunDir:
         return int(self.manifest["episodes"])
 
     def read_space(self) -> dict[str, dict[str, np.ndarray]]:
-        """Columns of the states, products and catalogues tables."""
-        return {
-            kind: read_table(self.path / "state_space" / f"{kind}.parquet", kind)
+        """Columns of the states, products and catalogues tables, checked against each other.
+
+        Raises
+        ------
+        SnapshotError
+            A file is missing or corrupt, or the tables disagree (ids not 0..n-1, a state id
+            that is not its components, a catalogue product or segment that does not exist).
+        """
+        folder = self.path / "state_space"
+        space = {
+            kind: read_table(folder / f"{kind}.parquet", kind)
             for kind in ("states", "products", "catalogues")
         }
+        _check_space(folder, space)
+        return space
 
     def read_snapshot(self, which: str = "latest") -> dict[str, np.ndarray]:
         """Columns of the latest (or ``"initial"``) snapshot."""
