@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from fuzz_support import (
@@ -140,10 +142,10 @@ def mutated_table(draw: st.DrawFn, table: pa.Table) -> pa.Table:
         if op in ("set", "null") and n and table.num_columns:
             c = draw(st.integers(0, table.num_columns - 1))
             field = table.schema.field(c)
-            values = table.column(c).to_pylist()
             row = draw(st.integers(0, n - 1))
-            values[row] = None if op == "null" else draw(replacement(field.type))
-            table = table.set_column(c, field, pa.array(values, field.type))
+            new = pa.scalar(None if op == "null" else draw(replacement(field.type)), field.type)
+            mask = pa.array(np.arange(n) == row)
+            table = table.set_column(c, field, pc.if_else(mask, new, table.column(c)))
         elif op == "drop_row" and n:
             row = draw(st.integers(0, n - 1))
             table = pa.concat_tables([table.slice(0, row), table.slice(row + 1)])
