@@ -457,9 +457,6 @@ class RunDir:
         """
         name = snapshot_name(episodes)
         previous = self.manifest["snapshot"]
-        write_table(self.path / name, "snapshot", snapshot)
-        if metrics is not None:
-            write_table(self.path / "metrics.parquet", "metrics", metrics)
         manifest = {
             **self.manifest,
             **updates,
@@ -467,7 +464,27 @@ class RunDir:
             "snapshot": name,
             "metrics": "metrics.parquet" if metrics is not None else self.manifest.get("metrics"),
         }
-        write_json(self.path / MANIFEST, manifest)
+        metrics_path = self.path / "metrics.parquet"
+        backup = self.path / ".metrics.parquet.previous"
+        had_metrics = metrics_path.is_file()
+        try:
+            write_table(self.path / name, "snapshot", snapshot)
+            if metrics is not None:
+                if had_metrics:
+                    shutil.copyfile(metrics_path, backup)
+                write_table(metrics_path, "metrics", metrics)
+            write_json(self.path / MANIFEST, manifest)
+        except BaseException:
+            # Not committed: put the files the manifest names back as they were.
+            if name not in (previous, self.manifest["initial_snapshot"]):
+                (self.path / name).unlink(missing_ok=True)
+            if metrics is not None and backup.is_file():
+                os.replace(backup, metrics_path)
+            elif metrics is not None and not had_metrics:
+                metrics_path.unlink(missing_ok=True)
+            raise
+        finally:
+            backup.unlink(missing_ok=True)
         self.manifest = manifest
         if previous not in (name, manifest["initial_snapshot"]):
             (self.path / previous).unlink(missing_ok=True)
