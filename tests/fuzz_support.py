@@ -5,7 +5,7 @@ Profiles (registered in ``conftest.py``, chosen by ``HYPOTHESIS_PROFILE``):
 * ``ci`` (default): derandomized (fixed seeds), each test runs its ``ci`` example count once;
   all fuzz tests together stay within about a minute (``make test``).
 * ``fuzz`` (``make fuzz``): random seeds; each test runs batches of :data:`FUZZ_BATCH`
-  examples until ``RLRECO_FUZZ_SECONDS`` (default 600) have passed for it.
+  examples until its share of ``RLRECO_FUZZ_SECONDS`` (default 600) per surface has passed.
 
 Every case must end in success, or in a :class:`~rlreco.errors.RlrecoError` whose message is
 one line (the CLI: exit code 2 and one line on stderr), with nothing written or changed.
@@ -78,9 +78,12 @@ def examples(ci: int) -> Callable[[T], T]:
     return settings(max_examples=ci if PROFILE != "fuzz" else FUZZ_BATCH)
 
 
-def drive(surface: str, test: Callable[[], None]) -> None:
-    """Run a ``@given`` test once (ci), or again and again until the time budget is spent."""
+def drive(surface: str, test: Callable[[], None], share: float = 1.0) -> None:
+    """Run a ``@given`` test once (ci), or again and again until its time is spent (fuzz):
+    ``share`` of the surface's ``RLRECO_FUZZ_SECONDS`` (the shares of a surface's tests add
+    up to 1)."""
     budget = fuzz_seconds()
+    budget = None if budget is None else budget * share
     start = time.monotonic()
     try:
         test()

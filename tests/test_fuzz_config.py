@@ -125,7 +125,7 @@ def original_json(draw: st.DrawFn) -> bytes:
 
 
 def test_fuzz_toml_bytes(tmp_path: Path) -> None:
-    @examples(250)
+    @examples(200)
     @given(st.one_of(st.binary(max_size=512), mutated(base_toml())))
     @example(b"\xff\xfe[data]")
     @example(b"[policy]\nepsilon = nan\n")
@@ -133,7 +133,7 @@ def test_fuzz_toml_bytes(tmp_path: Path) -> None:
         tally("config.toml")
         load(tmp_path, ".toml", data)
 
-    drive("config.toml", case)
+    drive("config.toml", case, share=0.5)
 
 
 def test_fuzz_toml_values(tmp_path: Path) -> None:
@@ -146,11 +146,11 @@ def test_fuzz_toml_values(tmp_path: Path) -> None:
         tally("config.toml")
         load(tmp_path, ".toml", toml_text(raw))
 
-    drive("config.toml", case)
+    drive("config.toml", case, share=0.5)
 
 
 def test_fuzz_json_bytes(tmp_path: Path) -> None:
-    @examples(250)
+    @examples(200)
     @given(st.one_of(st.binary(max_size=512), mutated(base_json())))
     @example(b"/* unterminated")
     @example(b'{"nclust": 1e999}')
@@ -158,7 +158,7 @@ def test_fuzz_json_bytes(tmp_path: Path) -> None:
         tally("config.json")
         load(tmp_path, ".json", data)
 
-    drive("config.json", case)
+    drive("config.json", case, share=0.5)
 
 
 def test_fuzz_json_values(tmp_path: Path) -> None:
@@ -171,7 +171,7 @@ def test_fuzz_json_values(tmp_path: Path) -> None:
         tally("config.json")
         load(tmp_path, ".json", data)
 
-    drive("config.json", case)
+    drive("config.json", case, share=0.5)
 
 
 def test_fuzz_config_prepare(tmp_path: Path) -> None:
@@ -179,7 +179,7 @@ def test_fuzz_config_prepare(tmp_path: Path) -> None:
     data = tmp_path / "tx.csv"
     write_transactions(data, seed=1, n_rows=60)
 
-    @examples(60)
+    @examples(30)
     @given(st.one_of(config_dict().map(lambda raw: (".toml", toml_text(raw))),
                      original_json().map(lambda text: (".json", text))))
     def case(config: tuple[str, bytes]) -> None:

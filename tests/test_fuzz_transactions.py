@@ -133,7 +133,7 @@ def test_header_with_markup_and_control_characters(tmp_path: Path) -> None:
 
 
 def test_fuzz_csv_random_bytes(tmp_path: Path) -> None:
-    @examples(400)
+    @examples(200)
     @given(st.binary(max_size=4096))
     @example(random_file(5))
     @example(b"a,b\n\"x\ny")
@@ -142,17 +142,17 @@ def test_fuzz_csv_random_bytes(tmp_path: Path) -> None:
         tally("csv")
         load_bytes(tmp_path, ".csv", data)
 
-    drive("csv", case)
+    drive("csv", case, share=0.3)
 
 
 def test_fuzz_csv_mutated(tmp_path: Path) -> None:
-    @examples(300)
+    @examples(150)
     @given(mutated(base_csv()), st.sampled_from(CODECS))
     def case(data: bytes, encoding: str) -> None:
         tally("csv")
         load_bytes(tmp_path, ".csv", data, encoding)
 
-    drive("csv", case)
+    drive("csv", case, share=0.3)
 
 
 #: Text cells: anything, including NUL, quotes, separators, line breaks and long runs.
@@ -184,19 +184,19 @@ def csv_document(draw: st.DrawFn) -> tuple[bytes, str]:
 
 
 def test_fuzz_csv_values(tmp_path: Path) -> None:
-    @examples(300)
+    @examples(150)
     @given(csv_document())
     def case(doc: tuple[bytes, str]) -> None:
         tally("csv")
         load_bytes(tmp_path, ".csv", *doc)
 
-    drive("csv", case)
+    drive("csv", case, share=0.3)
 
 
 def test_fuzz_csv_prepare(tmp_path: Path) -> None:
     """The CLI on a subset: random, mutated and value-fuzzed CSVs."""
 
-    @examples(60)
+    @examples(40)
     @given(st.one_of(st.binary(max_size=4096), mutated(base_csv()), csv_document().map(lambda d: d[0])))
     def case(data: bytes) -> None:
         tally("csv")
@@ -205,7 +205,7 @@ def test_fuzz_csv_prepare(tmp_path: Path) -> None:
         prepare(tmp_path, path)
         shutil.rmtree(tmp_path / "run", ignore_errors=True)
 
-    drive("csv", case)
+    drive("csv", case, share=0.1)
 
 
 # ------------------------------------------------------------------ CSV.gz
@@ -214,7 +214,7 @@ def test_fuzz_csv_prepare(tmp_path: Path) -> None:
 def test_fuzz_csv_gz(tmp_path: Path) -> None:
     compressed = gzip_bytes(base_csv())
 
-    @examples(500)
+    @examples(480)
     @given(
         st.one_of(
             st.binary(max_size=2048),
@@ -230,13 +230,13 @@ def test_fuzz_csv_gz(tmp_path: Path) -> None:
         tally("csv.gz")
         load_bytes(tmp_path, ".csv.gz", data)
 
-    drive("csv.gz", case)
+    drive("csv.gz", case, share=0.8)
 
 
 def test_fuzz_csv_gz_prepare(tmp_path: Path) -> None:
     compressed = gzip_bytes(base_csv())
 
-    @examples(40)
+    @examples(30)
     @given(st.one_of(mutated(compressed), st.binary(max_size=512)))
     def case(data: bytes) -> None:
         tally("csv.gz")
@@ -245,14 +245,14 @@ def test_fuzz_csv_gz_prepare(tmp_path: Path) -> None:
         prepare(tmp_path, path)
         shutil.rmtree(tmp_path / "run", ignore_errors=True)
 
-    drive("csv.gz", case)
+    drive("csv.gz", case, share=0.2)
 
 
 # ------------------------------------------------------------------ Parquet
 
 
 def test_fuzz_parquet_bytes(tmp_path: Path) -> None:
-    @examples(400)
+    @examples(250)
     @given(st.one_of(st.binary(max_size=2048), mutated(base_parquet())))
     @example(base_parquet()[:-9])
     @example(b"PAR1" + b"\0" * 16 + b"PAR1")
@@ -260,7 +260,7 @@ def test_fuzz_parquet_bytes(tmp_path: Path) -> None:
         tally("parquet")
         load_bytes(tmp_path, ".parquet", data)
 
-    drive("parquet", case)
+    drive("parquet", case, share=0.4)
 
 
 #: Arrow columns of any of the types a Parquet writer may hand us.
@@ -316,17 +316,17 @@ def parquet_table(draw: st.DrawFn) -> bytes:
 
 
 def test_fuzz_parquet_values(tmp_path: Path) -> None:
-    @examples(300)
+    @examples(230)
     @given(parquet_table())
     def case(data: bytes) -> None:
         tally("parquet")
         load_bytes(tmp_path, ".parquet", data)
 
-    drive("parquet", case)
+    drive("parquet", case, share=0.4)
 
 
 def test_fuzz_parquet_prepare(tmp_path: Path) -> None:
-    @examples(40)
+    @examples(30)
     @given(st.one_of(mutated(base_parquet()), parquet_table()))
     def case(data: bytes) -> None:
         tally("parquet")
@@ -335,21 +335,21 @@ def test_fuzz_parquet_prepare(tmp_path: Path) -> None:
         prepare(tmp_path, path)
         shutil.rmtree(tmp_path / "run", ignore_errors=True)
 
-    drive("parquet", case)
+    drive("parquet", case, share=0.2)
 
 
 # ------------------------------------------------------------------ XLSX
 
 
 def test_fuzz_xlsx_bytes(tmp_path: Path) -> None:
-    @examples(450)
+    @examples(440)
     @given(st.one_of(st.binary(max_size=1024), mutated(base_xlsx(), max_ops=2)))
     @example(base_xlsx()[:-22])
     def case(data: bytes) -> None:
         tally("xlsx")
         load_bytes(tmp_path, ".xlsx", data)
 
-    drive("xlsx", case)
+    drive("xlsx", case, share=0.5)
 
 
 xlsx_cell = st.one_of(
@@ -363,7 +363,7 @@ xlsx_cell = st.one_of(
 
 
 def test_fuzz_xlsx_values(tmp_path: Path) -> None:
-    @examples(60)
+    @examples(50)
     @given(
         st.lists(st.sampled_from([*COLUMNS, "Other"]), min_size=1, max_size=9, unique=True),
         st.lists(st.lists(xlsx_cell, min_size=9, max_size=9), max_size=4),
@@ -376,11 +376,11 @@ def test_fuzz_xlsx_values(tmp_path: Path) -> None:
         with unchanged(tmp_path):
             load(path)
 
-    drive("xlsx", case)
+    drive("xlsx", case, share=0.3)
 
 
 def test_fuzz_xlsx_prepare(tmp_path: Path) -> None:
-    @examples(20)
+    @examples(15)
     @given(mutated(base_xlsx(), max_ops=2))
     def case(data: bytes) -> None:
         tally("xlsx")
@@ -389,7 +389,7 @@ def test_fuzz_xlsx_prepare(tmp_path: Path) -> None:
         prepare(tmp_path, path)
         shutil.rmtree(tmp_path / "run", ignore_errors=True)
 
-    drive("xlsx", case)
+    drive("xlsx", case, share=0.2)
 
 
 def test_valid_base_files_load(tmp_path: Path) -> None:
