@@ -57,9 +57,7 @@ def register_profiles() -> None:
         print_blob=True,
         suppress_health_check=_HEALTH,
     )
-    settings.register_profile(
-        "fuzz", deadline=None, print_blob=True, suppress_health_check=_HEALTH
-    )
+    settings.register_profile("fuzz", deadline=None, print_blob=True, suppress_health_check=_HEALTH)
     settings.load_profile(PROFILE)
 
 

@@ -180,8 +180,12 @@ def test_fuzz_config_prepare(tmp_path: Path) -> None:
     write_transactions(data, seed=1, n_rows=60)
 
     @examples(30)
-    @given(st.one_of(config_dict().map(lambda raw: (".toml", toml_text(raw))),
-                     original_json().map(lambda text: (".json", text))))
+    @given(
+        st.one_of(
+            config_dict().map(lambda raw: (".toml", toml_text(raw))),
+            original_json().map(lambda text: (".json", text)),
+        )
+    )
     def case(config: tuple[str, bytes]) -> None:
         tally("config.cli")
         suffix, text = config

@@ -22,10 +22,10 @@ from typing import Any
 import hypothesis.strategies as st
 import mongomock
 import pytest
-from pymongo.errors import DuplicateKeyError
 from fuzz_support import cli_outcome, drive, examples, outcome, tally, tree_digest
 from hypothesis import example, given
 from mongo_suite import patch_mongomock
+from pymongo.errors import DuplicateKeyError
 from test_cli_mongo import write_transactions
 from typer.testing import CliRunner
 
@@ -139,9 +139,9 @@ def apply_edit(client: Any, edit: dict[str, Any]) -> tuple[Any, Any]:
     original = coll.find_one({"_id": edit["_id"]})
     doc = dict(original)
     node = doc
-    if edit["depth"] and any(isinstance(v, dict) for k, v in doc.items() if k != "_id"):
-        key = [k for k, v in doc.items() if k != "_id" and isinstance(v, dict)][0]
-        node = doc[key] = dict(doc[key])
+    nested = next((k for k, v in doc.items() if k != "_id" and isinstance(v, dict)), None)
+    if edit["depth"] and nested is not None:
+        node = doc[nested] = dict(doc[nested])
     keys = sorted((k for k in node if k != "_id"), key=str)
     key = keys[edit["pick"] % len(keys)] if keys else None
     if edit["op"] == "delete":
@@ -177,22 +177,53 @@ def read_back(client: Any, layout: str, space: StateSpace, state: str) -> None:
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_fuzz_mongo_documents(
-    exported: dict[str, Any], small_run: Path, layout: str  # noqa: F811
+    exported: dict[str, Any],
+    small_run: Path,
+    layout: str,
 ) -> None:
     client = exported[layout]
     space = StateSpace.from_columns(RunDir.open(small_run).read_space())
     docs = documents(client)
-    first_seed = next(i for n, i in docs if n in SEED_COLLECTIONS.values()) if layout == "seed" else None
+    first_seed = (
+        next(i for n, i in docs if n in SEED_COLLECTIONS.values()) if layout == "seed" else None
+    )
     state = str(first_seed) if first_seed else str(space.state_ids[0])
 
     @examples(500)
     @given(document_edit(docs))
-    @example({"collection": "rlQuantdic", "_id": state, "op": "set", "depth": 1, "pick": 0,
-              "value": "12", "name": "x"})
-    @example({"collection": "rlValuedic", "_id": state, "op": "rename", "depth": 1, "pick": 0,
-              "value": 0, "name": "%zz"})
-    @example({"collection": "rlRecotrack", "_id": state, "op": "set", "depth": 1, "pick": 0,
-              "value": 2.5, "name": "x"})
+    @example(
+        {
+            "collection": "rlQuantdic",
+            "_id": state,
+            "op": "set",
+            "depth": 1,
+            "pick": 0,
+            "value": "12",
+            "name": "x",
+        }
+    )
+    @example(
+        {
+            "collection": "rlValuedic",
+            "_id": state,
+            "op": "rename",
+            "depth": 1,
+            "pick": 0,
+            "value": 0,
+            "name": "%zz",
+        }
+    )
+    @example(
+        {
+            "collection": "rlRecotrack",
+            "_id": state,
+            "op": "set",
+            "depth": 1,
+            "pick": 0,
+            "value": 2.5,
+            "name": "x",
+        }
+    )
     def case(edit: dict[str, Any]) -> None:
         if edit["collection"] not in client["rlRecomendation"].list_collection_names():
             edit = {**edit, "collection": docs[0][0], "_id": docs[0][1]}
@@ -208,7 +239,10 @@ def test_fuzz_mongo_documents(
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_fuzz_mongo_cli(
-    exported: dict[str, Any], small_run: Path, layout: str, tmp_path: Path,  # noqa: F811
+    exported: dict[str, Any],
+    small_run: Path,
+    layout: str,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client = CURRENT["client"] = exported[layout]
@@ -225,8 +259,18 @@ def test_fuzz_mongo_cli(
         try:
             result = runner.invoke(
                 app,
-                ["import-mongo", "--uri", URI, "--run", str(small_run), "--out", str(out),
-                 "--layout", layout, "--json"],
+                [
+                    "import-mongo",
+                    "--uri",
+                    URI,
+                    "--run",
+                    str(small_run),
+                    "--out",
+                    str(out),
+                    "--layout",
+                    layout,
+                    "--json",
+                ],
             )
             if cli_outcome(result) is not None:
                 assert not out.exists()
@@ -234,8 +278,17 @@ def test_fuzz_mongo_cli(
             state = str(original["_id"]) if layout == "seed" else str(original.get("state"))
             result = runner.invoke(
                 app,
-                ["recommend", str(small_run), "--uri", URI, "--layout", layout,
-                 "--respond", "none", "--json"]
+                [
+                    "recommend",
+                    str(small_run),
+                    "--uri",
+                    URI,
+                    "--layout",
+                    layout,
+                    "--respond",
+                    "none",
+                    "--json",
+                ]
                 + (["--state", state] if "_" in state else []),
             )
             cli_outcome(result)

@@ -136,7 +136,7 @@ def test_fuzz_csv_random_bytes(tmp_path: Path) -> None:
     @examples(200)
     @given(st.binary(max_size=4096))
     @example(random_file(5))
-    @example(b"a,b\n\"x\ny")
+    @example(b'a,b\n"x\ny')
     @example(b"\xff\xfe\x00\x00")
     def case(data: bytes) -> None:
         tally("csv")
@@ -197,7 +197,9 @@ def test_fuzz_csv_prepare(tmp_path: Path) -> None:
     """The CLI on a subset: random, mutated and value-fuzzed CSVs."""
 
     @examples(40)
-    @given(st.one_of(st.binary(max_size=4096), mutated(base_csv()), csv_document().map(lambda d: d[0])))
+    @given(
+        st.one_of(st.binary(max_size=4096), mutated(base_csv()), csv_document().map(lambda d: d[0]))
+    )
     def case(data: bytes) -> None:
         tally("csv")
         path = tmp_path / "tx.csv"
@@ -274,7 +276,9 @@ arrow_column = st.one_of(
     st.lists(st.one_of(st.none(), st.floats()), max_size=6).map(
         lambda v: pa.array(v, pa.float64())
     ),
-    st.lists(st.one_of(st.none(), st.booleans()), max_size=6).map(lambda v: pa.array(v, pa.bool_())),
+    st.lists(st.one_of(st.none(), st.booleans()), max_size=6).map(
+        lambda v: pa.array(v, pa.bool_())
+    ),
     st.lists(st.one_of(st.none(), st.binary(max_size=8)), max_size=6).map(
         lambda v: pa.array(v, pa.binary())
     ),
@@ -305,7 +309,8 @@ def parquet_table(draw: st.DrawFn) -> bytes:
     if draw(st.booleans()):
         base = pa.Table.from_pandas(base_frame().head(n), preserve_index=False)
         columns = [
-            base.column(name).combine_chunks() if name in base.column_names and draw(st.booleans())
+            base.column(name).combine_chunks()
+            if name in base.column_names and draw(st.booleans())
             else col
             for name, col in zip(names, columns, strict=True)
         ]

@@ -218,7 +218,9 @@ def test_fuzz_sweep_dir_resume(base_run: Path, base_sweep: Path, tmp_path: Path)
 
 
 def test_sweep_with_corrupt_cell_changes_nothing(
-    base_run: Path, base_sweep: Path, tmp_path: Path  # noqa: F811
+    base_run: Path,  # noqa: F811
+    base_sweep: Path,
+    tmp_path: Path,
 ) -> None:
     """A corrupt finished cell used to be found only after the sweep had rewritten sweep.json
     and run the other cells; now it is refused before anything is written."""
@@ -229,8 +231,16 @@ def test_sweep_with_corrupt_cell_changes_nothing(
     before = tree_digest(sweep)
     result = runner.invoke(
         app,
-        ["sweep", str(base_run), "--out", str(sweep), "--epsilons", "0,0.2,0.5",
-         *SWEEP_ARGS[2:], "--no-plots"],
+        [
+            "sweep",
+            str(base_run),
+            "--out",
+            str(sweep),
+            "--epsilons",
+            "0,0.2,0.5",
+            *SWEEP_ARGS[2:],
+            "--no-plots",
+        ],
     )
     message = cli_outcome(result)
     assert message is not None and cell.name in message and "delete" in message

@@ -244,8 +244,10 @@ def _check_manifest(mpath: Path, manifest: Mapping[str, Any]) -> None:
         name = manifest.get(key)
         if key == "metrics" and name is None:
             continue
-        parts = Path(name).parts if isinstance(name, str) else ()
-        if not parts or Path(name).is_absolute() or ".." in parts or "\x00" in name:
+        if not isinstance(name, str) or "\x00" in name:
+            raise bad(key, "the relative path of a file in the run directory")
+        parts = Path(name).parts
+        if not parts or Path(name).is_absolute() or ".." in parts:
             raise bad(key, "the relative path of a file in the run directory")
     seed = manifest.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -305,8 +307,9 @@ def _check_space(folder: Path, space: Mapping[str, Mapping[str, np.ndarray]]) ->
     for row, segment in enumerate(catalogues["segment"].tolist()):
         if segment not in segments:
             raise bad("catalogues", row, f"segment {shown(segment)} has no state")
-    pairs = np.unique(np.stack([np.unique(catalogues["segment"], return_inverse=True)[1], product]),
-                      axis=1)
+    pairs = np.unique(
+        np.stack([np.unique(catalogues["segment"], return_inverse=True)[1], product]), axis=1
+    )
     if pairs.shape[1] != product.size:
         raise SnapshotError(f"{folder / 'catalogues'}.parquet: a (segment, product) pair repeats")
     missing = segments - set(catalogues["segment"].tolist())
