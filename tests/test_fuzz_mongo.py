@@ -215,6 +215,17 @@ def test_fuzz_mongo_documents(
     )
     @example(
         {
+            "collection": "rlQuantdic",
+            "_id": state,
+            "op": "set",
+            "depth": 1,
+            "pick": 0,
+            "value": None,
+            "name": "x",
+        }
+    )
+    @example(
+        {
             "collection": "rlRecotrack",
             "_id": state,
             "op": "set",

@@ -348,3 +348,25 @@ def test_fuzz_run_dir_cli(run: Path, tmp_path: Path) -> None:
             target.write_bytes(originals[surface])
 
     drive("run_dir.cli", case)
+
+
+# ------------------------------------------------------------------ regressions found by fuzzing
+
+
+@pytest.mark.parametrize("value", [None, True, 7, "/etc/passwd", "../run/manifest.json"])
+def test_manifest_snapshot_not_a_relative_path(run: Path, value: Any) -> None:
+    """``"snapshot": null`` crashed with TypeError (Path / None)."""
+    manifest = json.loads((run / MANIFEST).read_text())
+    manifest["snapshot"] = value
+    (run / MANIFEST).write_text(json.dumps(manifest))
+    message = outcome(lambda: read_run(run))
+    assert message is not None and "'snapshot'" in message and "relative path" in message
+
+
+def test_empty_catalogues(run: Path) -> None:
+    """An empty catalogues table crashed the state space with TypeError (lexsort of floats)."""
+    path = surface_path(run, "catalogues")
+    table = pq.read_table(path)
+    pq.write_table(table.slice(0, 0), path)
+    message = outcome(lambda: read_run(run))
+    assert message is not None and "catalogues.parquet" in message and "no products" in message

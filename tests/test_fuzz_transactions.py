@@ -121,6 +121,20 @@ def test_random_bytes_prepare_is_one_line(tmp_path: Path, seed: int) -> None:
     assert message is not None and str(data) in message
 
 
+def test_parquet_dates_pandas_cannot_hold(tmp_path: Path) -> None:
+    """A date32 column with year 0 crashed the conversion to pandas (ValueError)."""
+    frame = pa.Table.from_pandas(base_frame().head(3), preserve_index=False)
+    frame = frame.set_column(
+        frame.schema.get_field_index("CustomerID"),
+        "CustomerID",
+        pa.array([-719_893, 0, 1], pa.date32()),  # 0000-12-31, 1970-01-01, 1970-01-02
+    )
+    path = tmp_path / "tx.parquet"
+    pq.write_table(frame, path)
+    message = load(path)
+    assert message is not None and "'CustomerID'" in message and "date32" in message
+
+
 def test_header_with_markup_and_control_characters(tmp_path: Path) -> None:
     """A header naming columns "[/x]" and "\\x0b" broke rich's markup and the one-line rule."""
     data = tmp_path / "tx.csv"
