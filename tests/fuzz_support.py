@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import hypothesis.strategies as st
+import numpy as np
+import pyarrow as pa
 from hypothesis import HealthCheck, settings
 
 from rlreco.errors import RlrecoError
@@ -206,3 +208,9 @@ _MUTATIONS = (
 def gzip_bytes(data: bytes) -> bytes:
     """gzip-compress deterministically (no timestamp)."""
     return gzip.compress(data, mtime=0)
+
+
+def invalid_utf8(n: int) -> pa.Array:
+    """``n`` strings that are not UTF-8 (b"\\x80"), built without Arrow's validation."""
+    offsets = pa.py_buffer(np.arange(n + 1, dtype=np.int32).tobytes())
+    return pa.Array.from_buffers(pa.string(), n, [None, offsets, pa.py_buffer(b"\x80" * n)])

@@ -104,7 +104,11 @@ bson_value = st.one_of(
     st.text(max_size=10),
     st.sampled_from(["", "Q1_January_0_Monday", "1.5", "%", "%2", "%zz"]),
     st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3),
-    st.dictionaries(st.text(max_size=4), st.integers(-(2**63), 2**63 - 1), max_size=2),
+    st.dictionaries(
+        st.text(max_size=4).filter(lambda k: "\0" not in k and "." not in k and k[:1] != "$"),
+        st.integers(-(2**63), 2**63 - 1),
+        max_size=2,
+    ),
     st.just(datetime.datetime(2011, 1, 1)),
     st.integers(1, 3000).map(lambda n: {f"C{i}": i for i in range(n)}),  # oversized
 )
@@ -308,3 +312,20 @@ def test_fuzz_mongo_cli(
             restore(coll, original)
 
     drive(f"mongo.{layout}.cli", case)
+
+
+@pytest.mark.parametrize("field", ["_v", "episodes"])
+def test_tidy_visit_counts_of_the_wrong_type(
+    exported: dict[str, Any], small_run: Path, field: str
+) -> None:
+    """A tidy cell whose ``_v`` or ``episodes`` is null crashed recommend --uri with TypeError
+    (found by make fuzz)."""
+    client = exported["tidy"]
+    cells = client["rlRecomendation"]["cells"]
+    original = cells.find_one({})
+    cells.update_one({"_id": original["_id"]}, {"$set": {field: None}})
+    try:
+        message = outcome(lambda: read_state(client, original["state"], layout="tidy"))
+    finally:
+        cells.replace_one({"_id": original["_id"]}, original)
+    assert message is not None and f"{field} = None" in message and "cells" in message

@@ -26,6 +26,7 @@ from fuzz_support import (
     cli_outcome,
     drive,
     examples,
+    invalid_utf8,
     mutated,
     outcome,
     tally,
@@ -353,7 +354,9 @@ def test_fuzz_run_dir_cli(run: Path, tmp_path: Path) -> None:
 # ------------------------------------------------------------------ regressions found by fuzzing
 
 
-@pytest.mark.parametrize("value", [None, True, 7, "/etc/passwd", "../run/manifest.json"])
+@pytest.mark.parametrize(
+    "value", [None, True, 7, "/etc/passwd", "../run/manifest.json", "\r", "a\x00b"]
+)
 def test_manifest_snapshot_not_a_relative_path(run: Path, value: Any) -> None:
     """``"snapshot": null`` crashed with TypeError (Path / None)."""
     manifest = json.loads((run / MANIFEST).read_text())
@@ -370,3 +373,16 @@ def test_empty_catalogues(run: Path) -> None:
     pq.write_table(table.slice(0, 0), path)
     message = outcome(lambda: read_run(run))
     assert message is not None and "catalogues.parquet" in message and "no products" in message
+
+
+@pytest.mark.parametrize("surface", ["states", "products", "snapshot"])
+def test_text_that_is_not_utf8(run: Path, surface: str) -> None:
+    """A string column holding invalid UTF-8 crashed with UnicodeDecodeError (found by make
+    fuzz)."""
+    path = surface_path(run, surface)
+    table = pq.read_table(path)
+    c = table.schema.get_field_index("product_code" if surface != "states" else "state")
+    table = table.set_column(c, table.schema.field(c), invalid_utf8(table.num_rows))
+    pq.write_table(table, path)
+    message = outcome(lambda: read_run(run))
+    assert message is not None and path.name in message and "UTF8" in message

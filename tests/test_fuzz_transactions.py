@@ -24,6 +24,7 @@ from fuzz_support import (
     drive,
     examples,
     gzip_bytes,
+    invalid_utf8,
     mutated,
     outcome,
     tally,
@@ -133,6 +134,18 @@ def test_parquet_dates_pandas_cannot_hold(tmp_path: Path) -> None:
     pq.write_table(frame, path)
     message = load(path)
     assert message is not None and "'CustomerID'" in message and "date32" in message
+
+
+def test_parquet_text_that_is_not_utf8(tmp_path: Path) -> None:
+    """Invalid UTF-8 in a string column crashed date parsing with ArrowException ("Wrapping
+    ... failed"; found by make fuzz)."""
+    table = pa.Table.from_pandas(base_frame().head(3), preserve_index=False)
+    c = table.schema.get_field_index("InvoiceDate")
+    table = table.set_column(c, "InvoiceDate", invalid_utf8(3))
+    path = tmp_path / "tx.parquet"
+    pq.write_table(table, path)
+    message = load(path)
+    assert message is not None and "cannot read as Parquet" in message and "UTF8" in message
 
 
 def test_header_with_markup_and_control_characters(tmp_path: Path) -> None:

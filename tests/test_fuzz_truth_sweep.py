@@ -22,6 +22,7 @@ from fuzz_support import (
     cli_outcome,
     drive,
     examples,
+    invalid_utf8,
     mutated,
     outcome,
     tally,
@@ -85,6 +86,16 @@ def test_fuzz_truth(space: StateSpace, tmp_path: Path) -> None:
             assert str(path) in message, message
 
     drive("truth", case)
+
+
+def test_truth_text_that_is_not_utf8(space: StateSpace, tmp_path: Path) -> None:
+    """Invalid UTF-8 in ``state_id`` crashed with UnicodeDecodeError (found by make fuzz)."""
+    table = truth_table(space)
+    table = table.set_column(0, "state_id", invalid_utf8(table.num_rows))
+    path = tmp_path / "truth.parquet"
+    pq.write_table(table, path)
+    message = outcome(lambda: read_truth_table(path))
+    assert message is not None and str(path) in message and "UTF8" in message
 
 
 def test_fuzz_truth_simulate(base_run: Path, space: StateSpace, tmp_path: Path) -> None:  # noqa: F811

@@ -397,8 +397,10 @@ def frame_from_tidy(docs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
             elif SNAPSHOT_DTYPES[col] == "str":
                 if not isinstance(value, str):
                     raise SyncError(f"{where}: {col} = {shown(value)}: expected a string")
-            elif isinstance(value, bool) or not isinstance(value, int) or not (
-                _INT32_MIN <= value <= _INT32_MAX
+            elif (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not (_INT32_MIN <= value <= _INT32_MAX)
             ):
                 raise SyncError(f"{where}: {col} = {shown(value)}: expected an integer")
             values.append(value)

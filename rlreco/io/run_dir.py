@@ -173,9 +173,12 @@ def read_tagged(path: Path, kind: str, version: int) -> tuple[pa.Table, dict[str
         raise SnapshotError(f"{path}: file not found")
     try:
         table = pq.read_table(path)
+        table.validate(full=True)  # e.g. text that is not UTF-8
     except (pa.ArrowException, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SnapshotError(f"{path}: corrupt or not a Parquet file ({reason})") from None
+        raise SnapshotError(
+            f"{path}: corrupt or not a Parquet file ({shown(reason, 200)})"
+        ) from None
     meta = (table.schema.metadata or {}).get(_META_KEY)
     try:
         info = json.loads(meta) if meta else None
@@ -244,7 +247,7 @@ def _check_manifest(mpath: Path, manifest: Mapping[str, Any]) -> None:
         name = manifest.get(key)
         if key == "metrics" and name is None:
             continue
-        if not isinstance(name, str) or "\x00" in name:
+        if not isinstance(name, str) or not name.isprintable():
             raise bad(key, "the relative path of a file in the run directory")
         parts = Path(name).parts
         if not parts or Path(name).is_absolute() or ".." in parts:

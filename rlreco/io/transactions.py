@@ -299,6 +299,7 @@ def _read_parquet(path: Path, mapping: dict[str, str]) -> pd.DataFrame:
     _check_columns(name, list(schema.names), mapping)
     try:
         table = pq.read_table(path, columns=_unique_sources(mapping))
+        table.validate(full=True)  # e.g. text that is not UTF-8
     except _READ_ERRORS as exc:
         raise DataError(f"{name}: cannot read as Parquet: {_reason(exc)}") from None
     columns: dict[str, pd.Series] = {}

@@ -47,6 +47,7 @@ def read_truth_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: truth table not found")
     try:
         table = pq.read_table(path)
+        table.validate(full=True)  # e.g. text that is not UTF-8
     except (pa.ArrowException, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{path}: not a readable Parquet file ({reason})") from None
