@@ -329,3 +329,16 @@ def test_tidy_visit_counts_of_the_wrong_type(
     finally:
         cells.replace_one({"_id": original["_id"]}, original)
     assert message is not None and f"{field} = None" in message and "cells" in message
+
+
+def test_tidy_half_out_of_range(exported: dict[str, Any]) -> None:
+    """``half`` = 128 overflowed int8 (OverflowError; found by make fuzz)."""
+    client = exported["tidy"]
+    cells = client["rlRecomendation"]["cells"]
+    original = cells.find_one({})
+    cells.update_one({"_id": original["_id"]}, {"$set": {"half": 128}})
+    try:
+        message = outcome(lambda: import_snapshot(client, layout="tidy"))
+    finally:
+        cells.replace_one({"_id": original["_id"]}, original)
+    assert message is not None and "half = 128" in message

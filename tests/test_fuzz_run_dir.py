@@ -386,3 +386,14 @@ def test_text_that_is_not_utf8(run: Path, surface: str) -> None:
     pq.write_table(table, path)
     message = outcome(lambda: read_run(run))
     assert message is not None and path.name in message and "UTF8" in message
+
+
+def test_column_name_that_is_not_utf8(run: Path) -> None:
+    """A Parquet footer naming a column in invalid UTF-8 crashed pq.read_table with
+    UnicodeDecodeError (found by make fuzz)."""
+    path = surface_path(run, "states")
+    data = path.read_bytes()
+    assert b"\x18\x07segment" in data  # the schema element's name (Thrift string of 7 bytes)
+    path.write_bytes(data.replace(b"\x18\x07segment", b"\x18\x07\xf3egment", 1))
+    message = outcome(lambda: read_run(run))
+    assert message is not None and "states.parquet" in message

@@ -256,3 +256,15 @@ def test_sweep_with_corrupt_cell_changes_nothing(
     message = cli_outcome(result)
     assert message is not None and cell.name in message and "delete" in message
     assert tree_digest(sweep) == before
+
+
+def test_sweep_cell_with_corrupt_pandas_metadata(base_sweep: Path, tmp_path: Path) -> None:
+    """Corrupt pandas metadata in a cell file crashed with JSONDecodeError (found by make
+    fuzz)."""
+    sweep = Path(shutil.copytree(base_sweep, tmp_path / "sweep"))
+    base = json.loads((sweep / SWEEP_FILE).read_text())["base"]
+    cell = sorted((sweep / "cells").glob("*.parquet"))[0]
+    table = pq.read_table(cell)
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, b"pandas": b"{"}), cell)
+    message = outcome(lambda: SweepDir.check(sweep, base))
+    assert message is not None and cell.name in message and "delete it" in message

@@ -77,7 +77,12 @@ CELL_NUMBERS: dict[str, type] = {"value": float, "reward": float, "count": int, 
 #: Key of the stand-in for an integer that BSON cannot hold (see the module docstring).
 BIG_INT = "%int"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+#: Range of each integer id column of the snapshot (state_id, half, product_id).
+_INT_RANGES = {
+    c: (int(np.iinfo(d).min), int(np.iinfo(d).max))
+    for c, d in SNAPSHOT_DTYPES.items()
+    if d.startswith("int") and c not in CELL_NUMBERS
+}
 
 _ESCAPES = {"%": "%25", ".": "%2E", "$": "%24", "\x00": "%00"}
 _UNESCAPES = {v: k for k, v in _ESCAPES.items()}
@@ -400,7 +405,7 @@ def frame_from_tidy(docs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
             elif (
                 isinstance(value, bool)
                 or not isinstance(value, int)
-                or not (_INT32_MIN <= value <= _INT32_MAX)
+                or not _INT_RANGES[col][0] <= value <= _INT_RANGES[col][1]
             ):
                 raise SyncError(f"{where}: {col} = {shown(value)}: expected an integer")
             values.append(value)

@@ -174,7 +174,7 @@ def read_tagged(path: Path, kind: str, version: int) -> tuple[pa.Table, dict[str
     try:
         table = pq.read_table(path)
         table.validate(full=True)  # e.g. text that is not UTF-8
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, UnicodeError) as exc:  # names not UTF-8: UnicodeError
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SnapshotError(
             f"{path}: corrupt or not a Parquet file ({shown(reason, 200)})"

@@ -59,7 +59,11 @@ def _write_frame(path: Path, kind: str, frame: pd.DataFrame, meta: Mapping[str, 
 def _read_frame(path: Path, kind: str) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read a Parquet file written by :func:`_write_frame`; check its kind and version."""
     table, info = read_tagged(path, kind, SWEEP_SCHEMA_VERSION)
-    return table.to_pandas(), info
+    try:
+        # written without an index: pandas metadata is not needed (and may be corrupt)
+        return table.to_pandas(ignore_metadata=True), info
+    except (pa.ArrowException, ValueError, OverflowError) as exc:
+        raise SnapshotError(f"{path}: values cannot be read ({shown(str(exc), 120)})") from None
 
 
 class SweepDir:
