@@ -342,3 +342,18 @@ def test_tidy_half_out_of_range(exported: dict[str, Any]) -> None:
     finally:
         cells.replace_one({"_id": original["_id"]}, original)
     assert message is not None and "half = 128" in message
+
+
+@pytest.mark.parametrize("manifest", [True, {"config": 5}, {"episodes": "3"}])
+def test_stored_manifest_of_the_wrong_type(exported: dict[str, Any], manifest: Any) -> None:
+    """A stored manifest that is not a document crashed import-mongo with TypeError (found by
+    make fuzz)."""
+    client = exported["tidy"]
+    runs = client["rlRecomendation"]["runs"]
+    original = runs.find_one({})
+    runs.update_one({"_id": original["_id"]}, {"$set": {"manifest": manifest}})
+    try:
+        message = outcome(lambda: import_snapshot(client, layout="tidy"))
+    finally:
+        runs.replace_one({"_id": original["_id"]}, original)
+    assert message is not None and "runs document" in message and "manifest" in message
