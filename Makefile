@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/demo
 
-.PHONY: run test bench lint clean
+.PHONY: run test fuzz bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: $(STAMP)
 	NUMBA_CPU_NAME=generic NUMBA_CACHE_DIR=.numba-generic $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_kernels.py
 	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_kernels.py
 
+# Long fuzzing: random seeds, RLRECO_FUZZ_SECONDS (default 600) per input surface.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz RLRECO_FUZZ_SECONDS=$${RLRECO_FUZZ_SECONDS:-600} \
+		$(BIN)/python -m pytest -q tests/test_fuzz_*.py
+
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench -o python_files='bench_*.py' -o python_functions='bench_*' --benchmark-only -q
 
@@ -38,5 +43,5 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .benchmarks .numba-generic
+	rm -rf $(VENV) runs .pytest_cache .benchmarks .numba-generic .hypothesis
 	find rlreco bench tests -name '*.nb[ic]' -delete
