@@ -26,6 +26,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from rlreco.schema import POLICY_PARAMS
+
 # wide enough for the summary tables when output goes to a file or a pipe
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
@@ -359,7 +361,12 @@ def show_visit(report: Any, *, as_json: bool) -> None:
         )
     console.print(table)
     console.print(
-        f"epsilon {report.epsilon}, {report.explored} explored slot(s); response "
+        (
+            f"epsilon {report.epsilon}"
+            if report.policy == "eps-greedy"
+            else f"{report.policy} {POLICY_PARAMS[report.policy]} {report.param:g}"
+        )
+        + f", {report.explored} explored slot(s); response "
         f"{report.respond}: {report.clicks} click(s), {report.buys} purchase(s), total reward "
         f"{report.total_reward:.2f}",
         highlight=False,

@@ -146,10 +146,12 @@ class LoadedRun:
         """Simulation parameters of a cell: the run's configuration with the cell's setting."""
         setting = task.setting
         sampling = self.config.simulation.state_sampling
+        # the cell's policy, whatever the run's config names
+        policy: dict[str, Any] = {"policy": setting.policy, "policy_param": None}
         if setting.policy == "eps-greedy":
-            policy: dict[str, Any] = {"epsilon": setting.param}
+            policy["epsilon"] = setting.param
         else:
-            policy = {"policy": setting.policy, "policy_param": setting.param}
+            policy["policy_param"] = setting.param
         return SimulationParams.from_config(
             self.config,
             slate_size=setting.slate_size,
