@@ -253,6 +253,7 @@ def simulate(
             state_sampling=state_sampling,
             checkpoint_every=checkpoint_every,
             progress=update,
+            on_warmup=report.show_warmup,
         )
     report.show_simulation(summary, run_dir, as_json=as_json)
 

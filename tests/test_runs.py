@@ -245,3 +245,22 @@ def test_recommend_uses_the_configured_policy_and_keeps_its_state(
     assert summary.episodes_total == 4_001
     plain = copy_run(prepared, tmp_path / "plain")
     assert recommend(plain, respond="none").policy == "eps-greedy"
+
+
+def test_cli_reports_kernel_compilation_apart_from_the_visits(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rlreco.app import simulate as simulate_module
+    from rlreco.engine.warmup import Warmup, warm_up_simulation
+
+    warm = warm_up_simulation()  # this process has used the kernels: nothing to compile
+    assert not warm.compiled and warm.seconds >= 0
+    run = copy_run(prepared, tmp_path / "r")
+    runner = CliRunner()
+    result = runner.invoke(app, ["simulate", str(run), "-n", "1000"])
+    assert result.exit_code == 0 and "compiling kernels" not in result.stderr
+    monkeypatch.setattr(simulate_module, "warm_up_simulation", lambda: Warmup(12.34, True))
+    result = runner.invoke(app, ["simulate", str(run), "-n", "1000", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "compiling kernels, first run only: 12.3 s" in result.stderr
+    assert json.loads(result.stdout)["episodes"] == 1000  # stdout stays one JSON object

@@ -163,6 +163,14 @@ def _holdout_rows(holdout: dict[str, Any] | None) -> list[tuple[str, str]]:
     return rows
 
 
+def show_warmup(warmup: Any) -> None:
+    """The kernels' compile time, on stderr, when this run compiled them (first run only)."""
+    if warmup.compiled:
+        err_console.print(
+            f"compiling kernels, first run only: {warmup.seconds:.1f} s", highlight=False
+        )
+
+
 def show_simulation(summary: Any, run_dir: Any, *, as_json: bool) -> None:
     """``rlreco simulate``: visits, speed and rates of the call."""
     if as_json:

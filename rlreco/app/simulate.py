@@ -36,6 +36,7 @@ from rlreco.engine.simulation import (
 )
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
+from rlreco.engine.warmup import Warmup, warm_up_simulation
 from rlreco.errors import ConfigError, SimulationError, SnapshotError
 from rlreco.io.run_dir import SCHEMAS, CellStream, RunDir, use_system_allocator
 from rlreco.schema import POLICY_PARAMS
@@ -140,6 +141,7 @@ def simulate_run(
     chunk: int = CHUNK,
     progress: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_warmup: Callable[[Warmup], None] | None = None,
 ) -> SimulationSummary:
     """Simulate ``episodes`` more visits on a run directory and commit the result.
 
@@ -165,6 +167,9 @@ def simulate_run(
         Called with the visits simulated by this call so far.
     should_stop : callable, optional
         Polled between chunks in addition to Ctrl-C; True stops and saves.
+    on_warmup : callable, optional
+        Called with the :class:`~rlreco.engine.warmup.Warmup` that compiled (a machine's first
+        run) or loaded the kernels before the visits, which is not counted in their visits/s.
     """
     if episodes < 1:
         raise SimulationError(f"--episodes = {episodes}: expected an integer >= 1")
@@ -260,6 +265,9 @@ def simulate_run(
         if progress is not None:
             progress(n)
 
+    warmup = warm_up_simulation()
+    if on_warmup is not None:
+        on_warmup(warmup)
     with sigint_flag() as interrupted:
         summary = simulator.run(
             episodes,
