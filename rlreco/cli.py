@@ -237,7 +237,22 @@ def simulate(
     run_dir: Annotated[Path, typer.Argument(help="Run directory from rlreco prepare.")],
     episodes: Annotated[int, typer.Option("--episodes", "-n", help="Visits to simulate.")],
     epsilon: Annotated[
-        float | None, typer.Option("--epsilon", help="Exploration probability in [0, 1].")
+        float | None,
+        typer.Option("--epsilon", help="eps-greedy's exploration probability in [0, 1]."),
+    ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            "--policy", help="Slate policy: eps-greedy, decaying, softmax, ucb1 or thompson."
+        ),
+    ] = None,
+    param: Annotated[
+        float | None,
+        typer.Option(
+            "--param",
+            help="The policy's parameter: decaying c, softmax tau, ucb1 c, thompson sigma "
+            "(default: 10, 0.5, 2, 2.5).",
+        ),
     ] = None,
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed (only before the run's first visit).")
@@ -256,6 +271,7 @@ def simulate(
 ) -> None:
     """Simulate visits on a run directory, continuing from its latest snapshot.
 
+    Policy options are recorded in the run and stay in force for later calls.
     Ctrl-C stops at the next chunk boundary and saves everything simulated so far.
     """
     from rlreco.app.simulate import simulate_run
@@ -265,11 +281,14 @@ def simulate(
             run_dir,
             episodes,
             epsilon=epsilon,
+            policy=policy,
+            param=param,
             seed=seed,
             response=response,
             state_sampling=state_sampling,
             checkpoint_every=checkpoint_every,
             progress=update,
+            on_warmup=report.show_warmup,
         )
     report.show_simulation(summary, run_dir, as_json=as_json)
 

@@ -15,6 +15,7 @@ import json
 import math
 import re
 import tomllib
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -22,7 +23,12 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from rlreco.errors import ConfigError, shown
-from rlreco.schema import BUILTIN_STATE_FIELDS, DEFAULT_STATE_FIELDS
+from rlreco.schema import (
+    BUILTIN_STATE_FIELDS,
+    DEFAULT_STATE_FIELDS,
+    POLICY_PARAMS,
+    policy_param_problem,
+)
 
 #: The embedded default data set (a copy of the UCI Online Retail data, see data/README.md).
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "online_retail.parquet"
@@ -32,6 +38,8 @@ SEED_CLICK_PROBS = (0.50, 0.35, 0.10, 0.025, 0.015, 0.0055, 0.002, 0.00125, 0.00
 SEED_BUY_PROBS = (0.70, 0.15, 0.10, 0.025, 0.015, 0.0055, 0.002, 0.00125, 0.00124, 0.00001)
 
 StateSampling = Literal["uniform", "empirical", "holdout"]
+#: slate policies (:data:`rlreco.schema.POLICY_PARAMS`)
+PolicyName = Literal["eps-greedy", "decaying", "softmax", "ucb1", "thompson"]
 
 #: Non-merchandise stock codes of the UCI Online Retail data (postage, fees, manual
 #: adjustments, samples, gift vouchers): removed from catalogues, tables and truth by default.
@@ -177,12 +185,16 @@ class StatesConfig:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """Epsilon-greedy slate policy."""
+    """Slate policy: ``name`` (default ``eps-greedy``, which takes ``epsilon``) and the
+    parameter ``param`` of the other policies (``decaying`` c, ``softmax`` tau, ``ucb1`` c,
+    ``thompson`` sigma; absent: the policy's default), and the slate size."""
 
     epsilon: float = field(
         default=0.1, metadata=_check(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
     )
     slate_size: int = field(default=10, metadata=_check(lambda v: v >= 1, "an integer >= 1"))
+    name: PolicyName = "eps-greedy"
+    param: float | None = None
 
 
 @dataclass(frozen=True)
@@ -303,6 +315,11 @@ def _coerce(key: str, tp: Any, value: Any, base: Path | None) -> Any:
         return ConfigError(f"key {shown(key)} = {shown(value, 60)}: expected {allowed}")
 
     origin = get_origin(tp)
+    if origin is types.UnionType:  # X | None: None (absent) or an X
+        if value is None:
+            return None
+        (tp,) = (a for a in get_args(tp) if a is not type(None))
+        return _coerce(key, tp, value, base)
     if origin is Literal:
         if value not in get_args(tp):
             raise bad(_type_name(tp))
@@ -411,6 +428,23 @@ def _check_state_fields(config: RunConfig) -> None:
             )
 
 
+def _check_policy(policy: PolicyConfig) -> None:
+    """``policy.param`` fits ``policy.name`` (eps-greedy takes ``policy.epsilon`` instead)."""
+    if policy.param is None:
+        return
+    if policy.name == "eps-greedy":
+        raise ConfigError(
+            f"key 'policy.param' = {policy.param!r}: eps-greedy takes 'policy.epsilon'; "
+            f"'policy.param' is the parameter of {', '.join(list(POLICY_PARAMS)[1:])}"
+        )
+    problem = policy_param_problem(policy.name, policy.param)
+    if problem is not None:
+        raise ConfigError(
+            f"key 'policy.param' = {policy.param!r}: expected {problem} "
+            f"({policy.name} {POLICY_PARAMS[policy.name]})"
+        )
+
+
 def _build(cls: type[Any], raw: Any, prefix: str, base: Path | None) -> Any:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"key {shown(prefix)} = {shown(raw, 60)}: expected a table")
@@ -461,6 +495,7 @@ def config_from_dict(
     try:
         cfg: RunConfig = _build(RunConfig, _state_alias(raw), "", base)
         _check_state_fields(cfg)
+        _check_policy(cfg.policy)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return cfg

@@ -118,3 +118,35 @@ LOG_DTYPE = np.dtype(
         ("propensity", np.float64),
     ]
 )
+
+#: Slate policies by name, each with the name of its one parameter (``eps-greedy``'s is its
+#: epsilon, given as ``policy.epsilon``): the one list the config, the CLI, sweeps and the engine
+#: share (the kernel codes are :data:`rlreco.engine.simulation.POLICIES`).
+POLICY_PARAMS: dict[str, str] = {
+    "eps-greedy": "epsilon",
+    "decaying": "c",
+    "softmax": "tau",
+    "ucb1": "c",
+    "thompson": "sigma",
+}
+#: Parameter value of each policy other than ``eps-greedy`` when none is given.
+DEFAULT_POLICY_PARAM: dict[str, float] = {
+    "decaying": 10.0,
+    "softmax": 0.5,
+    "ucb1": 2.0,
+    "thompson": 2.5,
+}
+
+
+def policy_param_problem(policy: str, value: object) -> str | None:
+    """What is wrong with a parameter value of a policy other than ``eps-greedy`` (None: fine).
+
+    ``softmax`` tau and ``thompson`` sigma are finite numbers > 0; ``decaying`` c and ``ucb1``
+    c finite numbers >= 0. The answer completes "expected ...".
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return "a number"
+    number = float(value)
+    if policy in ("softmax", "thompson"):
+        return None if 0.0 < number < np.inf else "a finite number > 0"
+    return None if 0.0 <= number < np.inf else "a finite number >= 0"

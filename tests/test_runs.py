@@ -129,3 +129,138 @@ def test_cli_simulate_json_and_errors(prepared: Path, tmp_path: Path) -> None:
         assert needle in result.stderr and len(result.stderr.strip().splitlines()) == 1
     result = runner.invoke(app, ["simulate", str(tmp_path / "nope"), "-n", "10"])
     assert result.exit_code == 2 and "run directory not found" in result.stderr
+
+
+def policy_state(path: Path) -> dict[str, np.ndarray]:
+    run = RunDir.open(path)
+    return run.read_policy_state(run.manifest["config"]["policy"]["name"])
+
+
+@pytest.mark.parametrize(("policy", "param"), [("decaying", "3"), ("ucb1", "1.5")])
+def test_cli_policy_one_call_checkpoints_and_interrupt_are_identical(
+    prepared: Path, tmp_path: Path, policy: str, param: str
+) -> None:
+    n = 20_000
+    runner = CliRunner()
+    one = copy_run(prepared, tmp_path / "one")
+    argv = ["simulate", str(one), "-n", str(n), "--policy", policy, "--param", param, "--json"]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    manifest = RunDir.open(one).manifest
+    assert manifest["config"]["policy"]["name"] == policy
+    assert manifest["config"]["policy"]["param"] == float(param)
+    assert manifest["simulations"][-1]["policy"] == policy
+    state = policy_state(one)
+    if policy == "decaying":
+        assert int(state["state_visits"].sum()) == n
+        assert (one / manifest["policy_state"]["file"]).is_file()
+    else:
+        assert state == {} and manifest["policy_state"] is None
+
+    ckpt = copy_run(prepared, tmp_path / "ckpt")
+    argv = ["simulate", str(ckpt), "-n", str(n), "--policy", policy, "--param", param,
+            "--checkpoint-every", "6000"]  # fmt: skip
+    assert runner.invoke(app, argv).exit_code == 0
+    assert_same_run(one, ckpt)
+
+    stopped = copy_run(prepared, tmp_path / "stopped")
+    summary = simulate_run(
+        stopped, n, policy=policy, param=float(param), chunk=7_000, should_stop=lambda: True
+    )
+    assert summary.stopped and RunDir.open(stopped).episodes == 7_000
+    if policy == "decaying":
+        assert int(policy_state(stopped)["state_visits"].sum()) == 7_000
+    # resumed through the CLI without policy options: the run's recorded policy goes on
+    result = runner.invoke(app, ["simulate", str(stopped), "-n", str(n - 7_000)])
+    assert result.exit_code == 0, result.output
+    assert_same_run(one, stopped)
+    for name, array in policy_state(one).items():
+        assert np.array_equal(array, policy_state(stopped)[name])
+    # only the latest policy state file is kept
+    assert len(list((stopped / "policy_state").glob("*.parquet"))) == (policy == "decaying")
+
+
+def test_policy_options_are_checked_and_switches_keep_state_consistent(
+    prepared: Path, tmp_path: Path
+) -> None:
+    run = copy_run(prepared, tmp_path / "r")
+    runner = CliRunner()
+    for args, needle in [
+        (["--policy", "greedy"], "--policy 'greedy'"),
+        (["--policy", "softmax", "--param", "0"], "softmax tau"),
+        (["--policy", "ucb1", "--param", "-1"], "ucb1 c"),
+        (["--param", "2"], "eps-greedy takes --epsilon"),
+        (["--policy", "decaying", "--epsilon", "0.2"], "takes --param"),
+    ]:
+        result = runner.invoke(app, ["simulate", str(run), "-n", "10", *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert needle in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert RunDir.open(run).episodes == 0  # nothing written
+    simulate_run(run, 1_000)  # eps-greedy keeps no per-state state
+    with pytest.raises(SimulationError, match="prepare a new run for decaying"):
+        simulate_run(run, 10, policy="decaying")
+    # a run that starts under decaying can switch to another policy (its state is dropped)
+    dec = copy_run(prepared, tmp_path / "dec")
+    simulate_run(dec, 2_000, policy="decaying")
+    assert RunDir.open(dec).manifest["config"]["policy"]["param"] is None  # the default c
+    simulate_run(dec, 1_000, policy="softmax", param=0.3)
+    manifest = RunDir.open(dec).manifest
+    assert manifest["policy_state"] is None and not list((dec / "policy_state").iterdir())
+    assert [s["policy"] for s in manifest["simulations"]] == ["decaying", "softmax"]
+    assert manifest["simulations"][0]["param"] == 10.0
+
+
+def test_config_policy_keys(tmp_path: Path) -> None:
+    from rlreco.config import config_from_dict, load_config
+    from rlreco.errors import ConfigError
+
+    path = tmp_path / "c.toml"
+    path.write_text('[policy]\nname = "thompson"\nparam = 1.5\n', encoding="utf-8")
+    config = load_config(path)
+    assert (config.policy.name, config.policy.param) == ("thompson", 1.5)
+    assert config_from_dict(config.to_dict()) == config
+    for raw, needle in [
+        ({"name": "greedy"}, "policy.name"),
+        ({"name": "softmax", "param": -0.5}, "expected a finite number > 0"),
+        ({"param": 0.5}, "eps-greedy takes 'policy.epsilon'"),
+        ({"name": "ucb1", "param": "high"}, "expected a number"),
+    ]:
+        with pytest.raises(ConfigError, match=needle):
+            config_from_dict({"policy": raw})
+
+
+def test_recommend_uses_the_configured_policy_and_keeps_its_state(
+    prepared: Path, tmp_path: Path
+) -> None:
+    from rlreco.app.recommend import recommend
+
+    run = copy_run(prepared, tmp_path / "r")
+    simulate_run(run, 3_000, policy="decaying", param=2.0)
+    before = policy_state(run)["state_visits"]
+    report = recommend(run, state=None, respond="simulate")
+    assert (report.policy, report.param) == ("decaying", 2.0)
+    after = policy_state(run)["state_visits"]
+    assert int(after.sum()) == 3_001 and after[report.state_id] == before[report.state_id] + 1
+    summary = simulate_run(run, 1_000)  # the run's policy state still matches its visits
+    assert summary.episodes_total == 4_001
+    plain = copy_run(prepared, tmp_path / "plain")
+    assert recommend(plain, respond="none").policy == "eps-greedy"
+
+
+def test_cli_reports_kernel_compilation_apart_from_the_visits(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rlreco.app import simulate as simulate_module
+    from rlreco.engine.warmup import Warmup, warm_up_simulation
+
+    warm = warm_up_simulation()  # this process has used the kernels: nothing to compile
+    assert not warm.compiled and warm.seconds >= 0
+    run = copy_run(prepared, tmp_path / "r")
+    runner = CliRunner()
+    result = runner.invoke(app, ["simulate", str(run), "-n", "1000"])
+    assert result.exit_code == 0 and "compiling kernels" not in result.stderr
+    monkeypatch.setattr(simulate_module, "warm_up_simulation", lambda: Warmup(12.34, True))
+    result = runner.invoke(app, ["simulate", str(run), "-n", "1000", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "compiling kernels, first run only: 12.3 s" in result.stderr
+    assert json.loads(result.stdout)["episodes"] == 1000  # stdout stays one JSON object

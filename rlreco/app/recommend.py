@@ -18,13 +18,14 @@ import numpy as np
 import pandas as pd
 
 from rlreco.app.mongo_sync import SOCKET_TIMEOUT_MS, cell_ids
-from rlreco.app.simulate import SNAPSHOT_CELL_COLUMNS, snapshot_stream
+from rlreco.app.simulate import SNAPSHOT_CELL_COLUMNS, policy_state_of, snapshot_stream
 from rlreco.config import RunConfig, config_from_dict
 from rlreco.engine import streams
 from rlreco.engine.kernels.draw import draw_state_nb
-from rlreco.engine.kernels.records import CELL_DTYPE, Policy, PolicyParams, TopNSearch
+from rlreco.engine.kernels.records import CELL_DTYPE, PolicyParams, TopNSearch
 from rlreco.engine.online import play_online_visit
 from rlreco.engine.response import count_cdf
+from rlreco.engine.simulation import POLICIES, POLICY_STATE, SimulationParams
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.errors import SimulationError
@@ -60,6 +61,8 @@ class VisitReport:
         Key of the visit's random stream ``streams.generator(seed, ONLINE, visit)``.
     epsilon, slate_size : float, int
         From the run's config.
+    policy, param : str, float
+        The run's configured policy and its parameter (``epsilon`` for eps-greedy).
     respond : str
         ``simulate``, ``given`` or ``none`` (dry run: nothing updated or written).
     explored : int
@@ -96,6 +99,8 @@ class VisitReport:
     episodes: int | None = None
     version: int | None = None
     attempts: int = 1
+    policy: str = "eps-greedy"
+    param: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (for ``--json``)."""
@@ -110,6 +115,8 @@ class _Visit:
     state_id: int
     epsilon: float
     slate_size: int
+    policy: str
+    param: float
     click_cdf: np.ndarray
     buy_cdf: np.ndarray
     outcome_reward: np.ndarray  # mean reward by Outcome code
@@ -119,7 +126,9 @@ class _Visit:
     rng_state: Mapping[str, Any]  # the stream after the state draw
 
 
-def play_visit(plan: _Visit, value: np.ndarray, cells: np.ndarray) -> dict[str, Any]:
+def play_visit(
+    plan: _Visit, value: np.ndarray, cells: np.ndarray, state_visits: np.ndarray | None = None
+) -> dict[str, Any]:
     """Choose a slate, respond and update, with the engine's kernels, on one state's row.
 
     Parameters
@@ -129,6 +138,8 @@ def play_visit(plan: _Visit, value: np.ndarray, cells: np.ndarray) -> dict[str, 
         The state's values (-inf unknown); updated in place unless a dry run.
     cells : ndarray of CELL_DTYPE, shape (1, n_products)
         The state's reward sums and counts; updated in place unless a dry run.
+    state_visits : ndarray of int64, shape (1,), optional
+        The state's visits so far, for ``decaying`` (counts this visit, in place).
 
     Returns
     -------
@@ -149,13 +160,14 @@ def play_visit(plan: _Visit, value: np.ndarray, cells: np.ndarray) -> dict[str, 
         plan.state_id,
         value,
         cells,
-        policy=PolicyParams(Policy.eps_greedy, plan.epsilon, plan.slate_size, TopNSearch.tree),
+        policy=PolicyParams(POLICIES[plan.policy], plan.param, plan.slate_size, TopNSearch.tree),
         click_cdf=plan.click_cdf,
         buy_cdf=plan.buy_cdf,
         rewards=_outcome_rewards(plan.outcome_reward),
         respond=plan.respond,
         clicked=plan.clicked,
         bought=plan.bought,
+        state_visits=state_visits,
     )
     row = visit.metrics[0]
     return {
@@ -264,7 +276,8 @@ def recommend(
     """One customer visit, as the original ``rlRecoMain.py`` does it, with the engine's kernels.
 
     Pick the state (``state``, or uniformly from the state space), read only that state's
-    cells, recommend a slate by epsilon-greedy (epsilon and slate size from the run's config),
+    cells, recommend a slate by the run's configured policy (``policy.name``, default
+    eps-greedy; its parameter and the slate size from the run's config),
     apply the simulated (``seed`` model) or the given response, update the slate's cells
     exactly as a simulated visit does, and write back only that state.
 
@@ -342,6 +355,8 @@ def recommend(
         state_id=state_id,
         epsilon=config.policy.epsilon,
         slate_size=config.policy.slate_size,
+        policy=config.policy.name,
+        param=SimulationParams.from_config(config).param,
         click_cdf=count_cdf(config.response.click_probs, "click_probs"),
         buy_cdf=count_cdf(config.response.buy_probs, "buy_probs"),
         outcome_reward=np.array([rewards.ignore, rewards.click, rewards.buy]),
@@ -385,7 +400,14 @@ def _visit_run_dir(run: RunDir, config: RunConfig, plan: _Visit, visit: int) -> 
     row = slice(plan.state_id, plan.state_id + 1)
     value, cells = tables.value[row], tables.cells[row]  # views: the kernels update the tables
     before = (value.copy(), cells.copy())
-    played = play_visit(plan, value, cells)
+    kept = policy_state_of(run, plan.policy, run.episodes)
+    state_visits = None
+    if "state_visits" in kept:
+        state_visits = kept["state_visits"][plan.state_id : plan.state_id + 1]
+    elif "state_visits" in POLICY_STATE.get(plan.policy, ()):
+        kept["state_visits"] = np.zeros(space.n_states, dtype=np.int64)  # a run's first visit
+        state_visits = kept["state_visits"][plan.state_id : plan.state_id + 1]
+    played = play_visit(plan, value, cells, state_visits)
     episodes = run.episodes
     if played["outcome"] is not None:
         metrics = add_to_metrics(
@@ -397,6 +419,7 @@ def _visit_run_dir(run: RunDir, config: RunConfig, plan: _Visit, visit: int) -> 
             snapshot=snapshot_stream(tables, space),
             metrics=metrics,
             updates={},
+            policy_state=(plan.policy, kept),
         )
     return _report(plan, played, before, (value, cells), str(run.path), visit, episodes=episodes)
 
@@ -426,7 +449,9 @@ def _visit_mongo(
         cell_ids(frame, space, source=source, base=run.path)
         value, cells = state_rows(frame, plan)
         before = (value.copy(), cells.copy())
-        played = play_visit(plan, value, cells)
+        # MongoDB keeps no per-state visit count: decaying counts the state's shown slates
+        shown = int(cells["reco_count"].sum()) // plan.slate_size
+        played = play_visit(plan, value, cells, np.array([shown], dtype=np.int64))
         outcome.update(played=played, before=before, after=(value, cells))
         return changed_frame(plan, played["slate"], value, cells)
 
@@ -482,6 +507,8 @@ def _report(
         buys=played["buys"],
         total_reward=float(played["total_reward"]),
         slate=slate_rows(plan, played, before, after),
+        policy=plan.policy,
+        param=plan.param,
         **extra,
     )
 

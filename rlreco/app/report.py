@@ -27,6 +27,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from rlreco.schema import POLICY_PARAMS
+
 # wide enough for the summary tables when output goes to a file or a pipe
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
@@ -177,6 +179,14 @@ def _holdout_rows(holdout: dict[str, Any] | None) -> list[tuple[str, str]]:
     names = ", ".join(t["name"] for t in holdout["truths"])
     rows.append(("held-out truths", names))
     return rows
+
+
+def show_warmup(warmup: Any) -> None:
+    """The kernels' compile time, on stderr, when this run compiled them (first run only)."""
+    if warmup.compiled:
+        err_console.print(
+            f"compiling kernels, first run only: {warmup.seconds:.1f} s", highlight=False
+        )
 
 
 def show_simulation(summary: Any, run_dir: Any, *, as_json: bool) -> None:
@@ -381,7 +391,12 @@ def show_visit(report: Any, *, as_json: bool) -> None:
         )
     console.print(table)
     console.print(
-        f"epsilon {report.epsilon}, {report.explored} explored slot(s); response "
+        (
+            f"epsilon {report.epsilon}"
+            if report.policy == "eps-greedy"
+            else f"{report.policy} {POLICY_PARAMS[report.policy]} {report.param:g}"
+        )
+        + f", {report.explored} explored slot(s); response "
         f"{report.respond}: {report.clicks} click(s), {report.buys} purchase(s), total reward "
         f"{report.total_reward:.2f}",
         highlight=False,

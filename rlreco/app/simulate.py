@@ -1,11 +1,13 @@
 """Simulating a run directory: load, simulate with checkpoints, commit; resumable.
 
 :func:`simulate_run` is what ``rlreco simulate`` calls. It continues from the run's latest
-snapshot (tables, RNG state and metrics), writes a checkpoint every ``checkpoint_every`` visits
-and at the end, and stops cleanly at a chunk boundary on Ctrl-C (SIGINT), saving everything
-simulated so far. Because every checkpoint holds the complete state (tables, the RNG state,
-per-block metric sums), a run of N visits gives bit-identical tables and metrics whether it is
-simulated in one call, with checkpoints, or interrupted and resumed.
+snapshot (tables, RNG state, metrics and the policy's per-state state), writes a checkpoint
+every ``checkpoint_every`` visits and at the end, and stops cleanly at a chunk boundary on
+Ctrl-C (SIGINT), saving everything simulated so far. Because every checkpoint holds the
+complete state (tables, the RNG state, per-block metric sums, the policy's per-state state such
+as ``decaying``'s visits per state), a run of N visits under any policy gives bit-identical
+tables and metrics whether it is simulated in one call, with checkpoints, or interrupted and
+resumed.
 """
 
 from __future__ import annotations
@@ -26,11 +28,18 @@ import pandas as pd
 from rlreco.app.truth import resolve_response, sampling_space
 from rlreco.config import RunConfig, config_from_dict
 from rlreco.engine.memory import check_memory_limit
-from rlreco.engine.simulation import SimulationParams, SimulationSummary, Simulator
+from rlreco.engine.simulation import (
+    POLICY_STATE,
+    SimulationParams,
+    SimulationSummary,
+    Simulator,
+)
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
-from rlreco.errors import SimulationError, SnapshotError
+from rlreco.engine.warmup import Warmup, warm_up_simulation
+from rlreco.errors import ConfigError, SimulationError, SnapshotError
 from rlreco.io.run_dir import SCHEMAS, CellStream, RunDir, use_system_allocator
+from rlreco.schema import POLICY_PARAMS
 
 #: Snapshot columns the dense tables are rebuilt from.
 SNAPSHOT_CELL_COLUMNS = (
@@ -123,6 +132,8 @@ def simulate_run(
     episodes: int,
     *,
     epsilon: float | None = None,
+    policy: str | None = None,
+    param: float | None = None,
     seed: int | None = None,
     response: str | None = None,
     state_sampling: str | None = None,
@@ -130,6 +141,7 @@ def simulate_run(
     chunk: int = CHUNK,
     progress: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_warmup: Callable[[Warmup], None] | None = None,
 ) -> SimulationSummary:
     """Simulate ``episodes`` more visits on a run directory and commit the result.
 
@@ -139,9 +151,11 @@ def simulate_run(
         Run directory (from ``rlreco prepare``).
     episodes : int
         Visits to simulate (>= 1).
-    epsilon, response, state_sampling : optional
+    epsilon, policy, param, response, state_sampling : optional
         Overrides of the run's config; they are recorded in the manifest and stay in force for
-        later calls.
+        later calls. ``policy`` is a slate policy's name (``policy.name``); ``param`` the
+        parameter of a policy other than eps-greedy (``policy.param``; a new ``policy``
+        without ``param`` takes that policy's default); ``epsilon`` is eps-greedy's.
     seed : int, optional
         Seed of the run's random streams. Only a run that has not simulated yet can be given a
         new seed (its streams continue from the saved state afterwards).
@@ -153,6 +167,9 @@ def simulate_run(
         Called with the visits simulated by this call so far.
     should_stop : callable, optional
         Polled between chunks in addition to Ctrl-C; True stops and saves.
+    on_warmup : callable, optional
+        Called with the :class:`~rlreco.engine.warmup.Warmup` that compiled (a machine's first
+        run) or loaded the kernels before the visits, which is not counted in their visits/s.
     """
     if episodes < 1:
         raise SimulationError(f"--episodes = {episodes}: expected an integer >= 1")
@@ -171,9 +188,7 @@ def simulate_run(
     run = Run.load(path, check=fits)
     manifest = run.run_dir.manifest
     done = run.run_dir.episodes
-    changes: dict[str, Any] = {}
-    if epsilon is not None:
-        changes["policy.epsilon"] = epsilon
+    changes = policy_changes(run.config, epsilon=epsilon, policy=policy, param=param)
     if response is not None:
         changes["response.model"] = response
     if state_sampling is not None:
@@ -189,6 +204,7 @@ def simulate_run(
     every = checkpoint_every or config.simulation.checkpoint_every
     if every < 1:
         raise SimulationError(f"--checkpoint-every = {every}: expected an integer >= 1")
+    policy_state = policy_state_of(run.run_dir, config.policy.name, done)
     response_spec = resolve_response(run.run_dir, str(config.response.model))
     space, sampling = sampling_space(
         run.run_dir, run.space, config.simulation.state_sampling, response_spec
@@ -204,6 +220,7 @@ def simulate_run(
         history_count=run.history_count()
         if done and config.response.model == "popularity"
         else None,
+        policy_state=policy_state,
     )
     log = list(manifest.get("simulations", []))
     committed = [done]
@@ -216,7 +233,9 @@ def simulate_run(
         entry = {
             "from": committed[0],
             "to": total,
+            "policy": config.policy.name,
             "epsilon": config.policy.epsilon,
+            "param": SimulationParams.from_config(config).param,
             "response": config.response.model,
             "state_sampling": config.simulation.state_sampling,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -233,6 +252,7 @@ def simulate_run(
                 "rng_state": simulator.rng_state,
                 "simulations": [*log, entry],
             },
+            policy_state=(config.policy.name, simulator.policy_state),
         )
         log.append(entry)
         committed[0] = total
@@ -245,6 +265,9 @@ def simulate_run(
         if progress is not None:
             progress(n)
 
+    warmup = warm_up_simulation()
+    if on_warmup is not None:
+        on_warmup(warmup)
     with sigint_flag() as interrupted:
         summary = simulator.run(
             episodes,
@@ -254,6 +277,66 @@ def simulate_run(
         )
     commit(summary)
     return summary
+
+
+def policy_changes(
+    config: RunConfig,
+    *,
+    epsilon: float | None = None,
+    policy: str | None = None,
+    param: float | None = None,
+) -> dict[str, Any]:
+    """Config changes (dotted keys) of the policy options of ``simulate``.
+
+    Raises
+    ------
+    ConfigError
+        ``--epsilon`` with a policy other than eps-greedy, or ``--param`` with eps-greedy.
+    """
+    changes: dict[str, Any] = {}
+    name = config.policy.name if policy is None else policy
+    if policy is not None:
+        if policy not in POLICY_PARAMS:
+            raise ConfigError(f"--policy {policy!r}: expected one of {', '.join(POLICY_PARAMS)}")
+        changes["policy.name"] = policy
+        if policy != config.policy.name:
+            changes["policy.param"] = None  # another policy's parameter means nothing here
+    if epsilon is not None:
+        if name != "eps-greedy":
+            raise ConfigError(
+                f"--epsilon {epsilon:g}: the {name} policy takes --param "
+                f"({POLICY_PARAMS[name]}); --epsilon is eps-greedy's"
+            )
+        changes["policy.epsilon"] = epsilon
+    if param is not None:
+        if name == "eps-greedy":
+            raise ConfigError(
+                f"--param {param:g}: eps-greedy takes --epsilon; --param is the parameter of "
+                + ", ".join(f"{p} ({n})" for p, n in POLICY_PARAMS.items() if p != "eps-greedy")
+            )
+        changes["policy.param"] = param
+    return changes
+
+
+def policy_state_of(run_dir: RunDir, policy: str, done: int) -> dict[str, np.ndarray]:
+    """The saved per-state state ``policy`` resumes from.
+
+    Raises
+    ------
+    SimulationError
+        The policy keeps a per-state state that this run, having simulated visits under
+        another policy, does not have.
+    """
+    state = run_dir.read_policy_state(policy)
+    if not state and done and POLICY_STATE.get(policy):
+        entry = run_dir.manifest.get("policy_state") or {}
+        before = entry.get("policy") or "a policy without it"
+        raise SimulationError(
+            f"--policy {policy}: its {', '.join(POLICY_STATE[policy])} per state must count "
+            f"every visit, and this run's {done:,} visits were simulated under {before}; "
+            f"prepare a new run for {policy}"
+        )
+    return state
 
 
 def snapshot_stream(tables: Tables, space: StateSpace) -> CellStream:

@@ -23,7 +23,9 @@ the same base (run, snapshot, seed, visits per cell, blocks).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rlreco.app.sweep_cells import CellOutcome, CellTask, RunPayload, execute_cell
+from rlreco.app.sweep_cells import CellOutcome, CellTask, RunPayload, execute_cell, run_token
 from rlreco.app.sweep_execution import (
     ProgressCallback,
     SweepProgress,
@@ -41,6 +43,8 @@ from rlreco.app.sweep_execution import (
     run_dask,
     run_inline,
     run_pool,
+    start_pool,
+    stop_pool,
 )
 from rlreco.app.sweep_grid import RESPONSE_NAMES, Setting, SweepSpec, check_int
 from rlreco.app.truth import resolve_response
@@ -187,6 +191,13 @@ def check_settings(space: StateSpace, settings: list[Setting]) -> None:
         truth_from_frame(space, read_truth_table(response), source=response)
 
 
+def import_plotting() -> None:
+    """Import the plotting module (matplotlib: about a second); a failure shows when the
+    plots are written."""
+    with contextlib.suppress(Exception):
+        import rlreco.io.plots  # noqa: F401
+
+
 def run_cell(run_dir: str | Path, spec: SweepSpec, setting: Setting, replicate: int) -> CellOutcome:
     """Re-run one cell of a sweep alone, in this process; reproduces the sweep's numbers."""
     spec.validate()
@@ -242,13 +253,22 @@ def run_sweep(
     run = RunDir.open(run_dir)
     config = config_from_dict(run.manifest["config"], source=f"{run.path}/manifest.json")
     settings = spec.settings(config, lambda r: resolve_response(run, r))
-    payload = RunPayload.read(run)
-    check_settings(StateSpace.from_columns(payload.space), settings)
+    check_settings(StateSpace.from_columns(run.read_space(), run.fields), settings)
     base = sweep_base(run, spec, config)
     sweep = SweepDir.prepare(out, base, {"run_dir": str(run.path), **spec.to_dict()}, force=force)
     tasks = sweep_tasks(spec, settings, base)
     todo = [t for t in tasks if not sweep.finished(t.key)]
     skipped = len(tasks) - len(todo)
+    n_workers = min(workers or default_workers(), len(todo))
+    # pool workers start first: they import and load the run while this process goes on
+    pool = (
+        start_pool(run.path, run_token(run.manifest), n_workers)
+        if todo and scheduler is None and n_workers > 1
+        else None
+    )
+    if plots and todo:
+        # matplotlib's import, in the background while the cells run (nogil kernels)
+        threading.Thread(target=import_plotting, daemon=True).start()
     failures: list[dict[str, Any]] = []
     state = {"done": skipped, "visits": 0}
     cells_start = time.perf_counter()
@@ -268,45 +288,50 @@ def run_sweep(
                 )
             )
 
-    report(None)
-    if todo:
-        if scheduler is not None:
-            completed = run_dask(payload, todo, scheduler)
-        else:
-            n = min(workers or default_workers(), len(todo))
-            completed = (
-                run_inline(payload, todo) if n == 1 else run_pool(run.path, payload, todo, n)
-            )
-        for task, outcome, error in completed:
-            if outcome is not None:
-                frame = pd.DataFrame({"block": np.arange(len(outcome.metrics["visits"]))})
-                for name in METRIC_COLUMNS:
-                    frame[name] = outcome.metrics[name]
-                sweep.write_cell(
-                    task.key,
-                    frame,
-                    {
-                        "base": sweep.base,
-                        "setting": task.setting.columns(),
-                        "replicate": task.replicate,
-                        "seconds": outcome.seconds,
-                    },
-                )
-                state["visits"] += int(spec.episodes)
-            elif error is not None:
-                sweep.write_failure(task.key, error.report)
-                failures.append(
-                    {
-                        "cell": task.key,
-                        "label": task.setting.label,
-                        "replicate": task.replicate,
-                        "error": error.line,
-                    }
-                )
-            state["done"] += 1
-            report(task.key)
+    try:
+        report(None)
+        if todo:
+            if pool is not None:
+                completed = run_pool(pool, todo, sweep.path)
+            elif scheduler is not None:
+                completed = run_dask(RunPayload.read(run), todo, scheduler)
+            else:
+                completed = run_inline(RunPayload.read(run), todo)
+            for task, outcome, error in completed:
+                if outcome is not None:
+                    frame = pd.DataFrame({"block": np.arange(len(outcome.metrics["visits"]))})
+                    for name in METRIC_COLUMNS:
+                        frame[name] = outcome.metrics[name]
+                    sweep.write_cell(
+                        task.key,
+                        frame,
+                        {
+                            "base": sweep.base,
+                            "setting": task.setting.columns(),
+                            "replicate": task.replicate,
+                            "seconds": outcome.seconds,
+                        },
+                    )
+                    state["visits"] += int(spec.episodes)
+                elif error is not None:
+                    sweep.write_failure(task.key, error.report)
+                    failures.append(
+                        {
+                            "cell": task.key,
+                            "label": task.setting.label,
+                            "replicate": task.replicate,
+                            "error": error.line,
+                        }
+                    )
+                state["done"] += 1
+                report(task.key)
+    finally:
+        if pool is not None:
+            stop_pool(pool)
     results = _combine(sweep, tasks)
-    sweep.write_results(results)
+    # wall times vary from run to run: results.parquet holds only numbers that do not, so a
+    # resumed sweep's file is byte for byte an uninterrupted one's (times: cells/*.parquet)
+    sweep.write_results(results.drop(columns="cell_seconds"))
     replicates = (
         replicate_metrics(results)
         if len(results)

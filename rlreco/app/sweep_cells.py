@@ -9,18 +9,21 @@ from __future__ import annotations
 import dataclasses
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rlreco.app.simulate import Run
 from rlreco.app.sweep_grid import Setting
-from rlreco.config import config_from_dict
+from rlreco.config import RunConfig, config_from_dict
 from rlreco.engine import streams
 from rlreco.engine.response import Response, build_response
 from rlreco.engine.simulation import SimulationParams, Simulator
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.sweep_statistics import METRIC_COLUMNS
 from rlreco.engine.tables import Tables
+from rlreco.engine.warmup import warm_up_simulation
 from rlreco.errors import SimulationError
 from rlreco.io.run_dir import RunDir
 
@@ -75,7 +78,7 @@ class RunPayload:
             history = {k: initial[k] for k in ("state_id", "product_id", "count")}
         snapshot = run.read_snapshot()
         return cls(
-            token=f"{manifest['run_id']}:{manifest['snapshot']}",
+            token=run_token(manifest),
             space=run.read_space(),
             # per-row state names are redundant with state_id: shipping them to every worker
             # would triple the payload
@@ -84,6 +87,11 @@ class RunPayload:
             config=manifest["config"],
             state_weights=_holdout_weights(run),
         )
+
+
+def run_token(manifest: dict[str, Any]) -> str:
+    """Run id and latest snapshot of a run directory's manifest: what its cells start from."""
+    return f"{manifest['run_id']}:{manifest['snapshot']}"
 
 
 def _holdout_weights(run: RunDir) -> dict[str, np.ndarray]:
@@ -130,26 +138,59 @@ class LoadedRun:
     """
 
     def __init__(self, payload: RunPayload) -> None:
-        self.space = StateSpace.from_columns(payload.space)
-        self.tables = Tables.from_columns(payload.snapshot, self.space)
-        self.config = config_from_dict(payload.config, source="run manifest")
+        space = StateSpace.from_columns(payload.space)
+        tables = Tables.from_columns(payload.snapshot, space)
         if payload.history is None:
-            self.history_count = self.tables.count.copy()
+            history_count = tables.count.copy()
         else:
-            self.history_count = np.zeros(self.tables.shape, dtype=np.int64)
+            history_count = np.zeros(tables.shape, dtype=np.int64)
             h = payload.history
-            self.history_count[h["state_id"], h["product_id"]] = h["count"]
+            history_count[h["state_id"], h["product_id"]] = h["count"]
+        config = config_from_dict(payload.config, source="run manifest")
+        self._setup(space, tables, config, history_count, payload.state_weights)
+
+    @classmethod
+    def read(cls, path: str | Path) -> tuple[str, LoadedRun]:
+        """Load a run straight from its directory, one snapshot row group at a time (what a
+        pool worker does; the same tables as ``LoadedRun(RunPayload.read(run_dir))``), with
+        its :func:`run_token`."""
+        run = Run.load(path)  # simulate's loader
+        manifest = run.run_dir.manifest
+        history_count = (
+            run.tables.count.copy()
+            if manifest["snapshot"] == manifest["initial_snapshot"]
+            else run.history_count()
+        )
+        loaded = cls.__new__(cls)
+        weights = _holdout_weights(run.run_dir)
+        loaded._setup(run.space, run.tables, run.config, history_count, weights)
+        return run_token(manifest), loaded
+
+    def _setup(
+        self,
+        space: StateSpace,
+        tables: Tables,
+        config: RunConfig,
+        history_count: np.ndarray,
+        state_weights: dict[str, np.ndarray],
+    ) -> None:
+        self.space = space
+        self.tables = tables
+        self.config = config
+        self.history_count = history_count
         self._responses: dict[tuple[str, int], Response] = {}
-        self._state_weights = payload.state_weights
+        self._state_weights = state_weights
 
     def params(self, task: CellTask) -> SimulationParams:
         """Simulation parameters of a cell: the run's configuration with the cell's setting."""
         setting = task.setting
         sampling = self.config.simulation.state_sampling
+        # the cell's policy, whatever the run's config names
+        policy: dict[str, Any] = {"policy": setting.policy, "policy_param": None}
         if setting.policy == "eps-greedy":
-            policy: dict[str, Any] = {"epsilon": setting.param}
+            policy["epsilon"] = setting.param
         else:
-            policy = {"policy": setting.policy, "policy_param": setting.param}
+            policy["policy_param"] = setting.param
         return SimulationParams.from_config(
             self.config,
             slate_size=setting.slate_size,
@@ -199,8 +240,7 @@ def load_payload(payload: RunPayload) -> LoadedRun:
         loaded = _LOADED.get(payload.token)
         if loaded is None:
             loaded = LoadedRun(payload)
-            # load the compiled kernel now, so that no cell's timing includes it
-            Simulator(loaded.space, loaded.tables.copy(), SimulationParams(slate_size=1)).run(1)
+            warm_up_simulation()  # load the compiled kernels now: no cell's timing includes it
             _LOADED.clear()  # one run at a time: bounded memory in long-lived Dask workers
             _LOADED[payload.token] = loaded
     return loaded

@@ -2,8 +2,11 @@
 
 ``workers=1`` runs the cells in the calling process; more workers use a process pool with the
 ``spawn`` start method (forking a process that holds threads, such as a progress bar's, can
-deadlock), whose workers read the run directory themselves, in parallel; Ctrl-C terminates
-the pool at once. ``scheduler="tcp://HOST:PORT"`` runs the cells on an existing Dask
+deadlock), started before the driver reads anything, whose workers each load the run directory
+once, themselves, in parallel, and reuse it for all their cells; Ctrl-C terminates the pool at
+once. A worker that dies (``kill -9``) ends the sweep with one line; workers end themselves
+when the driver dies. Cells are saved by the driver as they finish, so either way running the
+sweep again finishes the grid. ``scheduler="tcp://HOST:PORT"`` runs the cells on an existing Dask
 distributed cluster (extra ``rlreco[dask]``): the driver scatters the run's columns to the
 workers, so they need no shared file system (truth-table responses are read by path, though).
 All paths run the same function on the same data, so the results are identical whatever the
@@ -15,9 +18,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +38,8 @@ from rlreco.app.sweep_cells import (
     load_payload,
     simulate_cell,
 )
-from rlreco.errors import ConfigError, RlrecoError, SnapshotError
-from rlreco.io.run_dir import RunDir
+from rlreco.engine.warmup import warm_up_simulation
+from rlreco.errors import ConfigError, RlrecoError, SimulationError, SnapshotError
 
 #: how long to wait for a Dask scheduler
 CONNECT_TIMEOUT = "10s"
@@ -124,22 +131,35 @@ def run_inline(payload: RunPayload, tasks: list[CellTask]) -> Iterator[Completed
 
 #: what a pool worker loaded, or why it could not
 _WORKER_RUN: list[LoadedRun | CellError] = []
+#: seconds between a pool worker's checks that the sweep that started it still runs
+PARENT_POLL = 0.5
 
 
-def _init_worker(run_path: str, token: str) -> None:
-    """Load the run in a pool worker, from the run directory itself.
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when the sweep process that started it is gone (e.g. ``kill -9``): an
+    orphan would simulate cells nobody can save."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    os._exit(1)
 
-    Reading the files costs each worker a fraction of a second, in parallel; receiving the
-    driver's payload through the spawn pipe instead would start the workers one after another.
-    Ctrl-C is the driver's to handle (it terminates the pool). A failure is kept and reported
-    by every cell: a raising initializer would make the pool respawn workers forever.
+
+def _init_worker(run_path: str, token: str, parent: int) -> None:
+    """Load the run in a pool worker, once, from the run directory itself.
+
+    Reading the files costs each worker a fraction of a second, in parallel with the other
+    workers and with the driver; receiving the driver's payload through the spawn pipe instead
+    would start the workers one after another. Ctrl-C is the driver's to handle (it ends the
+    workers). A failure is kept and reported by every cell: a raising initializer would break
+    the pool.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     try:
-        payload = RunPayload.read(RunDir.open(run_path))
-        if payload.token != token:
+        found, loaded = LoadedRun.read(run_path)
+        if found != token:
             raise SnapshotError(f"{run_path}: the run directory changed while the sweep started")
-        _WORKER_RUN.append(load_payload(payload))
+        warm_up_simulation()  # load the compiled kernels now: no cell's timing includes it
+        _WORKER_RUN.append(loaded)
     except Exception as exc:
         _WORKER_RUN.append(CellError.from_exception(exc))
 
@@ -151,18 +171,54 @@ def _pool_cell(task: CellTask) -> Completed:
     return _attempt(loaded, task)
 
 
-def run_pool(
-    run_path: Path, payload: RunPayload, tasks: list[CellTask], workers: int
-) -> Iterator[Completed]:
-    context = multiprocessing.get_context("spawn")
-    pool = context.Pool(workers, initializer=_init_worker, initargs=(str(run_path), payload.token))
+def start_pool(run_path: Path, token: str, workers: int) -> ProcessPoolExecutor:
+    """Start ``workers`` spawned processes that each load the run (in the background)."""
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(str(run_path), token, os.getpid()),
+    )
+    # the processes start on the first submissions: start them all now, so that they import
+    # and load the run while the driver does its own work
+    for _ in range(workers):
+        pool.submit(int)
+    return pool
+
+
+def run_pool(pool: ProcessPoolExecutor, tasks: list[CellTask], out: Path) -> Iterator[Completed]:
+    """Run cells on a :func:`start_pool` pool, yielding each as it finishes; shut it down.
+
+    Raises
+    ------
+    SimulationError
+        A worker process died (killed, out of memory): the cells finished so far are kept,
+        and running the sweep again finishes the grid.
+    """
     try:
-        yield from pool.imap_unordered(_pool_cell, tasks, chunksize=1)
-        pool.close()
+        futures = {pool.submit(_pool_cell, task): task for task in tasks}
+        for future in as_completed(futures):
+            try:
+                yield future.result()
+            except BrokenProcessPool:
+                raise SimulationError(
+                    f"a sweep worker process ended unexpectedly (killed, or out of memory); "
+                    f"the finished cells are saved in {out}: run the same command again to "
+                    "finish the grid"
+                ) from None
     finally:
-        # on Ctrl-C or any error: stop the running cells now (finished ones are saved)
-        pool.terminate()
-        pool.join()
+        stop_pool(pool)
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool's workers now, running cells included (finished ones are saved): on
+    Ctrl-C, a dead worker, any error, or at the end."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in workers:
+        process.terminate()
+    for process in workers:
+        process.join()
 
 
 def run_dask(payload: RunPayload, tasks: list[CellTask], address: str) -> Iterator[Completed]:

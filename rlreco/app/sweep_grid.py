@@ -21,9 +21,9 @@ import numpy as np
 
 from rlreco.app.truth import is_holdout_response
 from rlreco.config import RunConfig
-from rlreco.engine.simulation import DEFAULT_POLICY_PARAM, POLICY_PARAMS
 from rlreco.errors import ConfigError
 from rlreco.io.run_dir import file_sha256
+from rlreco.schema import DEFAULT_POLICY_PARAM, POLICY_PARAMS
 
 #: parameter values of the policies other than eps-greedy when the spec gives none
 DEFAULT_POLICY_PARAMS: dict[str, tuple[float, ...]] = {

@@ -71,6 +71,7 @@ def play_online_visit(
     respond: str,
     clicked: Set[str] = frozenset(),
     bought: Set[str] = frozenset(),
+    state_visits: np.ndarray | None = None,
 ) -> OnlineVisit:
     """Choose a slate for one state, respond and update its row, with the engine's kernels.
 
@@ -85,7 +86,7 @@ def play_online_visit(
     cells : ndarray of CELL_DTYPE, shape (1, n_products), C-contiguous
         The state's reward sums and counts; updated in place unless a dry run.
     policy : PolicyParams
-        ``eps_greedy`` (the policies that keep per-state counts start from none here).
+        Any policy.
     click_cdf, buy_cdf : ndarray of float64
         ``seed`` model count distributions (``respond="simulate"``).
     rewards : (float, float, float)
@@ -95,6 +96,9 @@ def play_online_visit(
         counts as bought; the click events are all of ``clicked``); ``none``: a dry run.
     clicked, bought : set of str
         Product codes of the given response.
+    state_visits : ndarray of int64, shape (1,), optional
+        The state's visits so far (``decaying`` counts this visit in it, in place); default:
+        none.
 
     Raises
     ------
@@ -122,7 +126,7 @@ def play_online_visit(
         np.zeros(1),
         np.full(1, -1, dtype=np.int64),
         np.zeros((1, CACHE_CAPACITY), dtype=np.int64),
-        np.zeros(1, dtype=np.int64),
+        state_visits if state_visits is not None else np.zeros(1, dtype=np.int64),
         cells["reco_count"].sum(axis=1).astype(np.int64),
     )
     ws = new_workspace_nb(policy.slate_size, learner.depth, world)

@@ -48,6 +48,7 @@ from rlreco.engine.response import Response, build_response
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.errors import SimulationError, SnapshotError
+from rlreco.schema import DEFAULT_POLICY_PARAM, POLICY_PARAMS, policy_param_problem
 
 #: Raw per-block sums, as stored (see :data:`~rlreco.engine.kernels.records.METRICS_DTYPE`).
 METRIC_SUMS: tuple[str, ...] = tuple(METRICS_DTYPE.names or ())
@@ -71,21 +72,6 @@ POLICIES: dict[str, int] = {
     "softmax": Policy.softmax,
     "ucb1": Policy.ucb1,
     "thompson": Policy.thompson,
-}
-#: policy name -> name of its one parameter
-POLICY_PARAMS: dict[str, str] = {
-    "eps-greedy": "epsilon",
-    "decaying": "c",
-    "softmax": "tau",
-    "ucb1": "c",
-    "thompson": "sigma",
-}
-#: policy name -> parameter value when none is given (eps-greedy: ``SimulationParams.epsilon``)
-DEFAULT_POLICY_PARAM: dict[str, float] = {
-    "decaying": 10.0,
-    "softmax": 0.5,
-    "ucb1": 2.0,
-    "thompson": 2.5,
 }
 #: per-state policy state that must survive a resume, by policy (:attr:`Simulator.policy_state`)
 POLICY_STATE: dict[str, tuple[str, ...]] = {"decaying": ("state_visits",)}
@@ -155,6 +141,8 @@ class SimulationParams:
             buy_probs=tuple(config.response.buy_probs),
             state_sampling=config.simulation.state_sampling,
             metrics_block=config.simulation.metrics_block,
+            policy=config.policy.name,
+            policy_param=config.policy.param,
         )
         return dataclasses.replace(params, **changes)
 
@@ -578,14 +566,9 @@ def _check_policy_param(params: SimulationParams) -> None:
         raise SimulationError(
             f"policy parameter {value!r}: eps-greedy takes epsilon, not a policy parameter"
         )
-    name = f"{policy} {POLICY_PARAMS[policy]}"
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise SimulationError(f"{name} = {value!r}: expected a number")
-    if policy in ("softmax", "thompson"):
-        if not 0.0 < value < math.inf:
-            raise SimulationError(f"{name} = {value!r}: expected a finite number > 0")
-    elif not 0.0 <= value < math.inf:
-        raise SimulationError(f"{name} = {value!r}: expected a finite number >= 0")
+    problem = policy_param_problem(policy, value)
+    if problem is not None:
+        raise SimulationError(f"{policy} {POLICY_PARAMS[policy]} = {value!r}: expected {problem}")
 
 
 def _blocks_from_frame(

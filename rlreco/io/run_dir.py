@@ -11,6 +11,8 @@ Layout::
       snapshots/episodes-<N>.parquet      long-form tables after N visits (one row per known
                                           cell), in row groups of at most ROW_GROUP cells
       metrics.parquet                     per-block simulation metrics (after the first simulate)
+      policy_state/episodes-<N>.parquet   per-state state of the run's policy after N visits
+                                          (e.g. decaying's visits per state), when it keeps any
 
 Every file is written to a temporary name in the same folder and renamed into place; the
 manifest is written last and is the commit point, so a crash leaves the previous consistent
@@ -513,6 +515,48 @@ def _check_space(folder: Path, space: Mapping[str, Mapping[str, np.ndarray]]) ->
         )
 
 
+def policy_state_name(episodes: int) -> str:
+    """File name of the policy state saved after ``episodes`` visits."""
+    return f"policy_state/episodes-{episodes:015d}.parquet"
+
+
+def write_policy_state(path: Path, policy: str, arrays: Columns) -> None:
+    """Write a policy's per-state arrays (one column each, row = state id) atomically, tagged
+    with the policy's name."""
+    names = sorted(arrays)
+    columns = [np.asarray(arrays[name]) for name in names]
+    sizes = {c.shape for c in columns}
+    if len(sizes) != 1 or len(next(iter(sizes))) != 1:
+        raise SnapshotError(f"policy state {names}: expected one 1-D array per state")
+    table = pa.Table.from_arrays([pa.array(c) for c in columns], names=names)
+    info = {"kind": "policy_state", "schema_version": SCHEMA_VERSION, "policy": policy}
+    table = table.replace_schema_metadata({_META_KEY: json.dumps(info).encode()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_policy_state(path: Path, policy: str) -> dict[str, np.ndarray]:
+    """The per-state arrays of :func:`write_policy_state`, checked to be ``policy``'s.
+
+    Raises
+    ------
+    SnapshotError
+        Missing, corrupt or foreign file, another policy's state, or missing values.
+    """
+    table, info = read_tagged(path, "policy_state", SCHEMA_VERSION)
+    if info.get("policy") != policy:
+        raise SnapshotError(f"{path}: the state of policy {info.get('policy')!r}, not {policy!r}")
+    out = {}
+    for name in table.column_names:
+        column = table.column(name)
+        if column.null_count or not (
+            pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
+        ):
+            raise SnapshotError(f"{path}: column '{name}' is not a complete numeric column")
+        out[name] = np.array(column.to_numpy())  # writable: a policy updates its state
+    return out
+
+
 def file_sha256(path: Path) -> str:
     """Hex SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
@@ -574,6 +618,7 @@ class RunDir:
                 "initial_snapshot": name,
                 "metrics": None,
                 "rng_state": None,
+                "policy_state": None,
             }
             write_json(tmp / MANIFEST, manifest)
         return cls(path, manifest)
@@ -705,6 +750,19 @@ class RunDir:
         weight[state] = columns["weight"][mine]
         return weight
 
+    def read_policy_state(self, policy: str) -> dict[str, np.ndarray]:
+        """The per-state state ``policy`` resumes from: ``{}`` when the run keeps none, and
+        also when the saved state belongs to another policy (it has to start afresh; the caller
+        checks that it may)."""
+        entry = self.manifest.get("policy_state")
+        if not entry:
+            return {}
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            raise SnapshotError(f"{self.path / MANIFEST}: corrupt 'policy_state' entry")
+        if entry.get("policy") != policy:
+            return {}
+        return read_policy_state(self.path / entry["file"], policy)
+
     def read_metrics(self) -> dict[str, np.ndarray] | None:
         """Per-block metrics columns, or None before the first simulation."""
         name = self.manifest.get("metrics")
@@ -717,27 +775,38 @@ class RunDir:
         snapshot: Snapshot,
         metrics: Columns | None,
         updates: Mapping[str, Any],
+        policy_state: tuple[str, Columns] | None = None,
     ) -> None:
-        """Write a new snapshot and metrics, then the manifest (the commit point).
+        """Write a new snapshot, metrics and policy state, then the manifest (the commit point).
 
         ``metrics=None`` keeps the current metrics (e.g. after an online visit, which is not part
-        of a simulated block). The previous snapshot is removed only after the new manifest is
-        in place; the initial snapshot is always kept.
+        of a simulated block). ``policy_state`` is (policy name, per-state arrays) after
+        ``episodes`` visits, saved under a name of its own (no arrays: the run keeps none);
+        None drops any saved policy state. The previous snapshot and policy state are removed
+        only after the new manifest is in place; the initial snapshot is always kept.
         """
         name = snapshot_name(episodes)
         previous = self.manifest["snapshot"]
+        previous_state = self.manifest.get("policy_state")
+        state_entry = None
+        if policy_state is not None and policy_state[1]:
+            state_entry = {"policy": policy_state[0], "file": policy_state_name(episodes)}
         manifest = {
             **self.manifest,
             **updates,
             "episodes": episodes,
             "snapshot": name,
             "metrics": "metrics.parquet" if metrics is not None else self.manifest.get("metrics"),
+            "policy_state": state_entry,
         }
         metrics_path = self.path / "metrics.parquet"
         backup = self.path / ".metrics.parquet.previous"
         had_metrics = metrics_path.is_file()
+        old_file = previous_state.get("file") if isinstance(previous_state, dict) else None
         try:
             write_snapshot(self.path / name, snapshot)
+            if policy_state is not None and state_entry is not None:
+                write_policy_state(self.path / state_entry["file"], *policy_state)
             if metrics is not None:
                 if had_metrics:
                     shutil.copyfile(metrics_path, backup)
@@ -747,6 +816,8 @@ class RunDir:
             # Not committed: put the files the manifest names back as they were.
             if name not in (previous, self.manifest["initial_snapshot"]):
                 (self.path / name).unlink(missing_ok=True)
+            if state_entry is not None and state_entry["file"] != old_file:
+                (self.path / state_entry["file"]).unlink(missing_ok=True)
             if metrics is not None and backup.is_file():
                 os.replace(backup, metrics_path)
             elif metrics is not None and not had_metrics:
@@ -757,6 +828,8 @@ class RunDir:
         self.manifest = manifest
         if previous not in (name, manifest["initial_snapshot"]):
             (self.path / previous).unlink(missing_ok=True)
+        if isinstance(old_file, str) and (state_entry is None or old_file != state_entry["file"]):
+            (self.path / old_file).unlink(missing_ok=True)
 
     def derive(
         self,
@@ -786,7 +859,9 @@ class RunDir:
         manifest = {**self.manifest, **updates}
         episodes = int(manifest["episodes"])
         name = snapshot_name(episodes)
-        metrics = self.manifest.get("metrics") if episodes == self.episodes else None
+        same = episodes == self.episodes
+        metrics = self.manifest.get("metrics") if same else None
+        state = self.manifest.get("policy_state") if same else None
         with staged_directory(path, force=force) as tmp:
             shutil.copytree(self.path / "state_space", tmp / "state_space")
             initial = name
@@ -796,9 +871,16 @@ class RunDir:
                 shutil.copyfile(self.path / initial, tmp / initial)
             if metrics:
                 shutil.copyfile(self.path / metrics, tmp / metrics)
+            if state:
+                (tmp / state["file"]).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(self.path / state["file"], tmp / state["file"])
             write_snapshot(tmp / name, snapshot)
             manifest.update(
-                episodes=episodes, snapshot=name, initial_snapshot=initial, metrics=metrics
+                episodes=episodes,
+                snapshot=name,
+                initial_snapshot=initial,
+                metrics=metrics,
+                policy_state=state,
             )
             write_json(tmp / MANIFEST, manifest)
         return type(self)(path, manifest)
