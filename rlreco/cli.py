@@ -204,6 +204,13 @@ def simulate(
     epsilon: Annotated[
         float | None, typer.Option("--epsilon", help="Exploration probability in [0, 1].")
     ] = None,
+    step_size: Annotated[
+        str | None,
+        typer.Option(
+            "--step-size",
+            help="Value update: 1/n (sample average) or a constant step ALPHA in (0, 1].",
+        ),
+    ] = None,
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed (only before the run's first visit).")
     ] = None,
@@ -230,6 +237,7 @@ def simulate(
             run_dir,
             episodes,
             epsilon=epsilon,
+            step_size=step_size,
             seed=seed,
             response=response,
             state_sampling=state_sampling,
@@ -275,6 +283,14 @@ def sweep(
     slate_sizes: Annotated[
         str | None, typer.Option("--slate-sizes", help="Comma-separated slate sizes.")
     ] = None,
+    step_sizes: Annotated[
+        str | None,
+        typer.Option(
+            "--step-sizes",
+            help="Comma-separated step sizes of the value updates: 1/n (sample average) or "
+            "constants in (0, 1], e.g. 1/n,0.1,0.01 (default: the run's).",
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Sweep seed.")] = None,
     blocks: Annotated[int, typer.Option("--blocks", help="Learning-curve points per cell.")] = 100,
     workers: Annotated[
@@ -296,6 +312,7 @@ def sweep(
     """
     from rlreco.app.sweep import run_sweep
     from rlreco.app.sweep_grid import SweepSpec
+    from rlreco.config import StepSize
 
     spec = SweepSpec(
         epsilons=split_list(epsilons, float, "--epsilons") or [],
@@ -303,6 +320,9 @@ def sweep(
         episodes=episodes,
         policies=split_list(policies, str, "--policies") or [],
         slate_sizes=split_list(slate_sizes, int, "--slate-sizes"),
+        step_sizes=split_list(
+            step_sizes, lambda text: StepSize.parse(text, "--step-sizes"), "--step-sizes"
+        ),
         responses=split_list(response, str, "--response"),
         seed=seed,
         blocks=blocks,

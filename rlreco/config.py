@@ -41,6 +41,9 @@ UCI_NON_PRODUCTS = (
     "gift_*",
 )  # fmt: skip
 
+#: The sample-average step size, the original's rule: ``value += (r - value) / reco_count``.
+SAMPLE_AVERAGE = "1/n"
+
 _HOLDOUT = re.compile(r"^(?:customers:(?P<fraction>[0-9.eE+-]+)|time:(?P<date>\d{4}-\d{2}-\d{2}))$")
 
 
@@ -175,14 +178,63 @@ class StatesConfig:
         return tuple(f for f in self.fields if f not in BUILTIN_STATE_FIELDS)
 
 
+@dataclass(frozen=True, order=True)
+class StepSize:
+    """How a shown product's value follows its rewards.
+
+    ``alpha`` None is the sample average ``value += (r - value) / reco_count`` (written
+    ``1/n``); a number in (0, 1] is a constant step ``value += alpha * (r - value)``, which
+    weights recent rewards more and can track a truth that drifts.
+    """
+
+    alpha: float | None = None
+
+    @classmethod
+    def parse(cls, value: Any, what: str) -> StepSize:
+        """``"1/n"``, or a number (or its text) in (0, 1]; else a one-line ConfigError naming
+        ``what`` (a config key or a command-line option)."""
+        if isinstance(value, StepSize):
+            return value
+        if isinstance(value, str) and value.strip() == SAMPLE_AVERAGE:
+            return cls()
+        alpha: float | None = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            alpha = float(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                alpha = float(value)
+        if alpha is None or not 0.0 < alpha <= 1.0:
+            raise ConfigError(f"{what} = {value!r}: expected '1/n' or a number in (0, 1]")
+        return cls(alpha)
+
+    @property
+    def is_sample_average(self) -> bool:
+        """Whether this is ``1/n``."""
+        return self.alpha is None
+
+    @property
+    def kernel_step(self) -> float:
+        """The kernels' encoding: 0.0 for ``1/n``, else ``alpha``."""
+        return 0.0 if self.alpha is None else float(self.alpha)
+
+    def to_config(self) -> str | float:
+        """The TOML/JSON value: ``"1/n"`` or the number."""
+        return SAMPLE_AVERAGE if self.alpha is None else float(self.alpha)
+
+    def __str__(self) -> str:
+        return SAMPLE_AVERAGE if self.alpha is None else f"{self.alpha:g}"
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
-    """Epsilon-greedy slate policy."""
+    """Epsilon-greedy slate policy and the step size of its value updates."""
 
     epsilon: float = field(
         default=0.1, metadata=_check(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
     )
     slate_size: int = field(default=10, metadata=_check(lambda v: v >= 1, "an integer >= 1"))
+    #: ``"1/n"`` (sample average) or a constant step in (0, 1]
+    step_size: StepSize = StepSize()
 
 
 @dataclass(frozen=True)
@@ -250,7 +302,9 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/TOML-compatible dict (paths as strings, tuples as lists)."""
-        return _plain(dataclasses.asdict(self))
+        raw: dict[str, Any] = _plain(dataclasses.asdict(self))
+        raw["policy"]["step_size"] = self.policy.step_size.to_config()
+        return raw
 
     def segment_of_score(self) -> dict[int, str]:
         """Explicit score -> segment table for every possible score."""
@@ -424,6 +478,9 @@ def _build(cls: type[Any], raw: Any, prefix: str, base: Path | None) -> Any:
     for name, value in raw.items():
         key = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
+        if tp is StepSize:
+            kwargs[name] = StepSize.parse(value, f"key '{key}'")
+            continue
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, value, key, base)
             continue

@@ -85,6 +85,7 @@ def naive_world(
     truth: np.ndarray | None,
     best_mu: np.ndarray | None,
     empirical: bool,
+    step_size: float | None = None,
 ) -> NaiveWorld:
     """The reference world of a state space and tables (copies)."""
     return NaiveWorld(
@@ -102,6 +103,7 @@ def naive_world(
         truth=None if truth is None else (truth["p_click"], truth["p_buy"]),
         best_mu=best_mu,
         state_cdf=np.cumsum(space.state_weight) if empirical else None,
+        step_size=step_size,
     )
 
 
@@ -153,7 +155,11 @@ def kernel_response(
 
 
 def policy_params(
-    code: int, param: float, slate_size: int, search: int = TopNSearch.tree
+    code: int,
+    param: float,
+    slate_size: int,
+    search: int = TopNSearch.tree,
+    step_size: float | None = None,
 ) -> PolicyParams:
-    """A :class:`PolicyParams` bundle."""
-    return PolicyParams(code, float(param), slate_size, search)
+    """A :class:`PolicyParams` bundle (``step_size`` None: the sample average)."""
+    return PolicyParams(code, float(param), slate_size, search, step_size or 0.0)

@@ -44,7 +44,8 @@ class NaiveWorld:
     """Everything one visit reads and writes, as plain arrays (modified in place).
 
     ``truth`` is None for the seed model, else ``(p_click, p_buy)`` arrays of shape
-    (n_states, n_products); ``rewards`` are the mean rewards of (ignored, clicked, bought).
+    (n_states, n_products); ``rewards`` are the mean rewards of (ignored, clicked, bought);
+    ``step_size`` None is the sample average ``1/n``, else a constant step.
     """
 
     value: np.ndarray
@@ -61,6 +62,7 @@ class NaiveWorld:
     truth: tuple[np.ndarray, np.ndarray] | None = None
     best_mu: np.ndarray | None = None
     state_cdf: np.ndarray | None = None
+    step_size: float | None = None
     blocks: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
@@ -141,7 +143,10 @@ def update(
         world.count[state, product] += 1
         r = round2(rng.normal(world.rewards[code], 1.0))
         world.reward[state, product] += r
-        mean += (r - mean) / world.reco_count[state, product]
+        if world.step_size is None:
+            mean += (r - mean) / world.reco_count[state, product]
+        else:
+            mean += world.step_size * (r - mean)
         world.value[state, product] = mean
         total += r
     return total

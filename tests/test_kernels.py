@@ -207,17 +207,20 @@ CASES = {
     "scan": dict(epsilon=0.2, slate_size=6, search=TopNSearch.scan),
     "depth-1": dict(epsilon=0.2, slate_size=3, n_products=8, catalogue_size=8),
     "depth-3": dict(epsilon=0.05, slate_size=10, n_products=300, catalogue_size=120),
+    "constant-step": dict(epsilon=0.2, slate_size=5, truth=True, step_size=0.1),
+    "step-one": dict(epsilon=0.1, slate_size=4, step_size=1.0),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_visits_match_naive(case: str) -> None:
-    if QUICK and case not in ("seed", "truth", "depth-3"):
-        pytest.skip("plain-Python run: three cases suffice")
+    if QUICK and case not in ("seed", "truth", "depth-3", "constant-step"):
+        pytest.skip("plain-Python run: four cases suffice")
     options = dict(CASES[case])
     epsilon, slate_size = options["epsilon"], options["slate_size"]
     empirical = bool(options.get("empirical", False))
     search = options.get("search", TopNSearch.tree)
+    step_size = options.get("step_size")
     space, tables = synthetic_world(
         n_products=options.get("n_products", 40),
         catalogue_size=options.get("catalogue_size", 25),
@@ -243,9 +246,10 @@ def test_visits_match_naive(case: str) -> None:
         truth=truth,
         best_mu=best_mu,
         empirical=empirical,
+        step_size=step_size,
     )
     learner = kernel_learner(tables, search)
-    policy = policy_params(Policy.eps_greedy, epsilon, slate_size, search)
+    policy = policy_params(Policy.eps_greedy, epsilon, slate_size, search, step_size)
     response = kernel_response(n_states, truth, best_mu)
     generators = [np.random.Generator(np.random.PCG64(11)) for _ in range(2)]
     block = 170

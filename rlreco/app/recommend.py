@@ -110,6 +110,7 @@ class _Visit:
     state_id: int
     epsilon: float
     slate_size: int
+    step: float  # PolicyParams.step of the run's step size
     click_cdf: np.ndarray
     buy_cdf: np.ndarray
     outcome_reward: np.ndarray  # mean reward by Outcome code
@@ -149,7 +150,9 @@ def play_visit(plan: _Visit, value: np.ndarray, cells: np.ndarray) -> dict[str, 
         plan.state_id,
         value,
         cells,
-        policy=PolicyParams(Policy.eps_greedy, plan.epsilon, plan.slate_size, TopNSearch.tree),
+        policy=PolicyParams(
+            Policy.eps_greedy, plan.epsilon, plan.slate_size, TopNSearch.tree, plan.step
+        ),
         click_cdf=plan.click_cdf,
         buy_cdf=plan.buy_cdf,
         rewards=_outcome_rewards(plan.outcome_reward),
@@ -342,6 +345,7 @@ def recommend(
         state_id=state_id,
         epsilon=config.policy.epsilon,
         slate_size=config.policy.slate_size,
+        step=config.policy.step_size.kernel_step,
         click_cdf=count_cdf(config.response.click_probs, "click_probs"),
         buy_cdf=count_cdf(config.response.buy_probs, "buy_probs"),
         outcome_reward=np.array([rewards.ignore, rewards.click, rewards.buy]),

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from rlreco.app.truth import resolve_response, sampling_space
-from rlreco.config import RunConfig, config_from_dict
+from rlreco.config import RunConfig, StepSize, config_from_dict
 from rlreco.engine.memory import check_memory_limit
 from rlreco.engine.simulation import SimulationParams, SimulationSummary, Simulator
 from rlreco.engine.state_space import StateSpace
@@ -123,6 +123,7 @@ def simulate_run(
     episodes: int,
     *,
     epsilon: float | None = None,
+    step_size: str | None = None,
     seed: int | None = None,
     response: str | None = None,
     state_sampling: str | None = None,
@@ -142,6 +143,8 @@ def simulate_run(
     epsilon, response, state_sampling : optional
         Overrides of the run's config; they are recorded in the manifest and stay in force for
         later calls.
+    step_size : str, optional
+        ``1/n`` or a constant step in (0, 1] (``--step-size``); an override like the others.
     seed : int, optional
         Seed of the run's random streams. Only a run that has not simulated yet can be given a
         new seed (its streams continue from the saved state afterwards).
@@ -156,6 +159,7 @@ def simulate_run(
     """
     if episodes < 1:
         raise SimulationError(f"--episodes = {episodes}: expected an integer >= 1")
+    step = None if step_size is None else StepSize.parse(step_size, "--step-size")
 
     def fits(config: RunConfig, space: StateSpace) -> None:
         model = response if response is not None else str(config.response.model)
@@ -174,6 +178,8 @@ def simulate_run(
     changes: dict[str, Any] = {}
     if epsilon is not None:
         changes["policy.epsilon"] = epsilon
+    if step is not None:
+        changes["policy.step_size"] = step.to_config()
     if response is not None:
         changes["response.model"] = response
     if state_sampling is not None:
@@ -217,6 +223,7 @@ def simulate_run(
             "from": committed[0],
             "to": total,
             "epsilon": config.policy.epsilon,
+            "step_size": config.policy.step_size.to_config(),
             "response": config.response.model,
             "state_sampling": config.simulation.state_sampling,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -155,6 +155,7 @@ class LoadedRun:
             slate_size=setting.slate_size,
             response=setting.response,
             metrics_block=task.metrics_block,
+            step_size=setting.step_size,
             state_sampling="empirical" if sampling == "holdout" else sampling,
             **policy,
         )

@@ -1,10 +1,13 @@
-"""The grid of a sweep: settings (policy, parameter, slate size, response) and their checks.
+"""The grid of a sweep: settings (policy, parameter, step size, slate size, response) and their
+checks.
 
-A *setting* is (response model, slate size, policy, policy parameter): epsilon for
+A *setting* is (response model, slate size, policy, policy parameter, step size): epsilon for
 ``eps-greedy``; ``c`` for ``decaying`` (epsilon_t = min(1, c / visits to the state)); ``tau``
 for ``softmax``; ``c`` for ``ucb1``; ``sigma`` for ``thompson`` (the reward noise scale of the
-Gaussian posterior). A setting's random stream is keyed by a hash of its *values*
-(:attr:`Setting.stream_id`), never by its place in the grid.
+Gaussian posterior); the step size of the value updates is ``1/n`` (the sample average) or a
+constant. A setting's random stream is keyed by a hash of its *values*
+(:attr:`Setting.stream_id`), never by its place in the grid; a ``1/n`` step size is left out of
+the hash, so the settings of sweeps made before step sizes existed keep their streams.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from rlreco.app.truth import is_holdout_response
-from rlreco.config import RunConfig
+from rlreco.config import RunConfig, StepSize
 from rlreco.engine.simulation import DEFAULT_POLICY_PARAM, POLICY_PARAMS
 from rlreco.errors import ConfigError
 from rlreco.io.run_dir import file_sha256
@@ -48,6 +51,8 @@ class Setting:
         ``seed``, ``popularity`` or the absolute path of a truth-table Parquet file.
     response_id : str
         ``response`` for named models, ``sha256:<hex>`` of the file for truth tables.
+    step_size : StepSize
+        Step size of the value updates (``1/n`` by default).
     """
 
     policy: str
@@ -55,6 +60,7 @@ class Setting:
     slate_size: int
     response: str
     response_id: str
+    step_size: StepSize = field(default_factory=StepSize)
 
     @property
     def param_name(self) -> str:
@@ -64,8 +70,9 @@ class Setting:
     @property
     def label(self) -> str:
         """Readable one-line description."""
+        step = "" if self.step_size.is_sample_average else f" step={self.step_size}"
         return (
-            f"{self.policy} {self.param_name}={self.param:g} n={self.slate_size} "
+            f"{self.policy} {self.param_name}={self.param:g}{step} n={self.slate_size} "
             f"{Path(self.response).name}"
         )
 
@@ -78,6 +85,8 @@ class Setting:
             "slate_size": int(self.slate_size),
             "response": self.response_id,
         }
+        if self.step_size.alpha is not None:
+            identity["step_size"] = float(self.step_size.alpha).hex()
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     @property
@@ -91,6 +100,7 @@ class Setting:
             "policy": self.policy,
             "param_name": self.param_name,
             "param": float(self.param),
+            "step_size": str(self.step_size),
             "slate_size": int(self.slate_size),
             "response": self.response,
         }
@@ -99,8 +109,9 @@ class Setting:
         """File-name-safe key of one replicate, readable and unique."""
         response = Path(self.response).stem if self.response_id != self.response else self.response
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in response)
+        step = "" if self.step_size.alpha is None else f"-step{self.step_size.alpha:.6g}"
         return (
-            f"{self.policy}-{self.param_name}{self.param:.6g}-n{self.slate_size}-{safe}"
+            f"{self.policy}-{self.param_name}{self.param:.6g}{step}-n{self.slate_size}-{safe}"
             f"-{self.digest[:8]}-r{replicate:03d}"
         )
 
@@ -126,6 +137,8 @@ class SweepSpec:
         ``response.model``.
     params : mapping of str to sequence of float
         Parameter values of the other policies; default :data:`DEFAULT_POLICY_PARAMS`.
+    step_sizes : sequence of StepSize, optional
+        Step sizes of the value updates; default the run's ``policy.step_size``.
     seed : int, optional
         Sweep seed (>= 0); default the run's ``simulation.seed``.
     blocks : int
@@ -141,6 +154,7 @@ class SweepSpec:
     params: Mapping[str, Sequence[float]] = field(default_factory=dict)
     seed: int | None = None
     blocks: int = 100
+    step_sizes: Sequence[StepSize] | None = None
 
     def validate(self) -> None:
         """Check the grid; raise a one-line :class:`ConfigError` naming the bad value."""
@@ -176,6 +190,12 @@ class SweepSpec:
             for size in self.slate_sizes:
                 check_int("slate sizes", size, 1)
             _unique("slate sizes", list(self.slate_sizes))
+        if self.step_sizes is not None:
+            if not self.step_sizes:
+                raise ConfigError("step sizes: empty list; give 1/n or numbers in (0, 1]")
+            for step in self.step_sizes:
+                StepSize.parse(step, "step sizes")
+            _unique("step sizes", [str(step) for step in self.step_sizes])
         if self.responses is not None:
             if not self.responses:
                 raise ConfigError("responses: empty list; give seed, popularity or a file")
@@ -204,6 +224,7 @@ class SweepSpec:
         """
         responses = self.responses if self.responses is not None else (config.response.model,)
         slates = self.slate_sizes if self.slate_sizes is not None else (config.policy.slate_size,)
+        steps = self.step_sizes if self.step_sizes is not None else (config.policy.step_size,)
         out = []
         for spec in responses:
             response = resolve(str(spec))
@@ -217,7 +238,8 @@ class SweepSpec:
             for slate in slates:
                 for policy in self.policies:
                     for value in self.policy_values(policy):
-                        out.append(Setting(policy, float(value), int(slate), name, ident))
+                        for step in steps:
+                            out.append(Setting(policy, float(value), int(slate), name, ident, step))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -232,6 +254,9 @@ class SweepSpec:
             "params": {k: [float(v) for v in vs] for k, vs in self.params.items()},
             "seed": self.seed,
             "blocks": int(self.blocks),
+            "step_sizes": (
+                None if self.step_sizes is None else [s.to_config() for s in self.step_sizes]
+            ),
         }
 
 

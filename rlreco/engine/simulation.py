@@ -22,14 +22,14 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from rlreco.config import SEED_BUY_PROBS, SEED_CLICK_PROBS, RunConfig
+from rlreco.config import SEED_BUY_PROBS, SEED_CLICK_PROBS, RunConfig, StepSize
 from rlreco.engine import streams
 from rlreco.engine.kernels.records import (
     CELL_DTYPE,
@@ -120,6 +120,9 @@ class SimulationParams:
     policy_param : float or None
         The parameter of a policy other than ``eps-greedy`` (see :data:`POLICY_PARAMS`); None
         takes :data:`DEFAULT_POLICY_PARAM`. ``eps-greedy`` uses ``epsilon``.
+    step_size : StepSize
+        How a shown product's value follows its rewards: ``1/n`` (the sample average) or a
+        constant step.
     """
 
     epsilon: float = 0.1
@@ -133,6 +136,7 @@ class SimulationParams:
     search: str = "tree"
     policy: str = "eps-greedy"
     policy_param: float | None = None
+    step_size: StepSize = field(default_factory=StepSize)
 
     @property
     def param(self) -> float:
@@ -155,6 +159,7 @@ class SimulationParams:
             buy_probs=tuple(config.response.buy_probs),
             state_sampling=config.simulation.state_sampling,
             metrics_block=config.simulation.metrics_block,
+            step_size=config.policy.step_size,
         )
         return dataclasses.replace(params, **changes)
 
@@ -344,6 +349,7 @@ class Simulator:
             params.param,
             int(params.slate_size),
             TOPN_SEARCH[params.search],
+            params.step_size.kernel_step,
         )
         self._response_arrays = ResponseArrays(
             int(self.response.model),
@@ -561,6 +567,8 @@ def _check_params(space: StateSpace, tables: Tables, params: SimulationParams) -
         )
     if params.state_sampling == "empirical" and not np.sum(space.state_weight) > 0:
         raise SimulationError("empirical state sampling: no state has historical transactions")
+    if not isinstance(params.step_size, StepSize):
+        raise SimulationError(f"step size {params.step_size!r}: expected a StepSize")
     if params.metrics_block < 1:
         raise SimulationError(f"metrics block = {params.metrics_block}: expected >= 1")
     if params.search not in TOPN_SEARCH:

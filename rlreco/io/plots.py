@@ -39,7 +39,7 @@ METRIC_LABELS: dict[str, tuple[str, str]] = {
     "buy_rate": ("Buy rate", "purchases per shown product"),
 }
 #: the setting columns, in label order
-SETTING_COLUMNS = ("policy", "param_name", "param", "slate_size", "response")
+SETTING_COLUMNS = ("policy", "param_name", "param", "step_size", "slate_size", "response")
 GREEDY = "eps-greedy"
 _DPI = 120
 
@@ -65,6 +65,8 @@ def setting_labels(frame: pd.DataFrame) -> pd.Series:
         label = str(row.policy)
         if isinstance(row.param_name, str) and row.param_name:
             label += f" {greek.get(row.param_name, row.param_name)}={row.param:g}"
+        if isinstance(row.step_size, str) and row.step_size != "1/n":
+            label += f" α={row.step_size}"
         if show_slate:
             label += f", n={row.slate_size}"
         labels.append(label)

@@ -167,12 +167,17 @@ class PolicyParams(NamedTuple):
         ``n``: products per slate.
     search : int
         :data:`TopNSearch` code of the greedy top-n lookups.
+    step : float
+        Step size of the value updates: 0.0 is the sample average
+        ``value += (r - value) / reco_count``, a number in (0, 1] the constant step
+        ``value += step * (r - value)``.
     """
 
     code: int
     param: float
     slate_size: int
     search: int
+    step: float = 0.0
 
 
 class ResponseArrays(NamedTuple):

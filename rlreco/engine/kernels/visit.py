@@ -20,7 +20,8 @@ in this order per visit:
 4. **Update**, slot by slot: a product new to the state (value ``-inf``) becomes known with
    value 0 and reward ``round2(rng.standard_normal())``; then ``reco_count += 1``,
    ``count += 1``, ``r = round2(rng.normal(reward_of_outcome, 1.0))``, ``reward += r`` and
-   ``value += (r - value) / reco_count``.
+   ``value += (r - value) / reco_count`` (step size ``1/n``, the sample average), or
+   ``value += alpha * (r - value)`` under a constant step ``alpha`` (``PolicyParams.step``).
 
 ``below`` and ``round2`` are those of :mod:`rlreco.engine.kernels.draw`. Steps 3 and 4 and the
 visit's metric sums are one kernel, :func:`respond_update_record_nb`, shared by the fused loop
@@ -215,6 +216,7 @@ def update_cells_nb(
     slate: np.ndarray,
     outcome: np.ndarray,
     previous: np.ndarray,
+    step: float,
 ) -> float:
     """Bookkeeping, rewards and incremental means of one slate (step 4).
 
@@ -231,6 +233,8 @@ def update_cells_nb(
     outcome : ndarray of int8, shape (n,)
     previous : ndarray of float64, shape (n,)
         Output: the slate's values before the update.
+    step : float
+        0.0: the sample average (``1/reco_count``); else the constant step size.
 
     Returns
     -------
@@ -250,7 +254,10 @@ def update_cells_nb(
         cell["count"] += 1
         reward = round_cents_nb(rng.normal(outcome_reward[outcome[i]], 1.0))
         cell["reward"] += reward
-        mean += (reward - mean) / cell["reco_count"]
+        if step > 0.0:
+            mean += step * (reward - mean)
+        else:
+            mean += (reward - mean) / cell["reco_count"]
         value[state, product] = mean
         total += reward
     return total
@@ -296,6 +303,7 @@ def respond_update_record_nb(
     index: np.ndarray,
     depth: int,
     search: int,
+    step: float,
     cells: np.ndarray,
     cache_floor: np.ndarray,
     cache_size: np.ndarray,
@@ -329,6 +337,8 @@ def respond_update_record_nb(
         As in :class:`~rlreco.engine.kernels.records.Learner`; updated in place.
     search : int
         :data:`TopNSearch` code (the index and caches are kept under ``tree`` only).
+    step : float
+        :attr:`~rlreco.engine.kernels.records.PolicyParams.step`.
     slate, outcome, order, previous
         As in :class:`~rlreco.engine.kernels.records.Workspace`.
     metrics : ndarray of METRICS_DTYPE, shape (n_blocks,)
@@ -342,7 +352,9 @@ def respond_update_record_nb(
         clicks, buys, shown_mu = respond_truth_nb(rng, truth, outcome_reward, state, slate, outcome)
     else:  # given
         clicks, buys = count_outcomes_nb(outcome)
-    reward = update_cells_nb(rng, state, value, cells, outcome_reward, slate, outcome, previous)
+    reward = update_cells_nb(
+        rng, state, value, cells, outcome_reward, slate, outcome, previous, step
+    )
     n = slate.shape[0]
     state_shown[state] += n
     if search == TopNSearch.tree:
@@ -371,9 +383,9 @@ def play_slate_nb(
     respond_update_record_nb(
         rng, state, explored, response.model, response.click_cdf, response.buy_cdf,
         response.truth, response.best_mu, response.outcome_reward, learner.value,
-        learner.tree, learner.depth, policy.search, learner.cells, learner.cache_floor,
-        learner.cache_size, learner.cache_items, learner.state_shown, ws.slate, ws.outcome,
-        ws.order, ws.previous, metrics, 0,
+        learner.tree, learner.depth, policy.search, policy.step, learner.cells,
+        learner.cache_floor, learner.cache_size, learner.cache_items, learner.state_shown,
+        ws.slate, ws.outcome, ws.order, ws.previous, metrics, 0,
     )  # fmt: skip
 
 
@@ -427,7 +439,7 @@ def simulate_visits_nb(
     value, index, depth, cells, cache_floor, cache_size, cache_items, state_visits, state_shown = (
         learner
     )
-    code, param, _, search = policy
+    code, param, _, search, step = policy
     model, click_cdf, buy_cdf, truth, best_mu, outcome_reward = response
     slate, outcome, order, previous, top_value, top_product, frontier, _ = ws
     n_states = value.shape[0]
@@ -447,7 +459,7 @@ def simulate_visits_nb(
             explored = choose_slate_nb(rng, state, world, learner, policy, ws)
         respond_update_record_nb(
             rng, state, explored, model, click_cdf, buy_cdf, truth, best_mu, outcome_reward,
-            value, index, depth, search, cells, cache_floor, cache_size, cache_items,
+            value, index, depth, search, step, cells, cache_floor, cache_size, cache_items,
             state_shown, slate, outcome, order, previous, metrics,
             visit // metrics_block - first_block,
         )  # fmt: skip
