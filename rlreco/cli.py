@@ -216,10 +216,29 @@ def simulate(
     ] = None,
     response: Annotated[
         str | None,
-        typer.Option("--response", help="seed, popularity, or a truth-table Parquet file."),
+        typer.Option(
+            "--response",
+            help="seed, popularity, holdout[:NAME] or a truth-table Parquet file.",
+        ),
+    ] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            "--schedule",
+            help="Drifting truth: VISITS=RESPONSE,... e.g. "
+            "0=holdout:2011-10,2000000=holdout:2011-11 (visits start at 0 and increase).",
+        ),
+    ] = None,
+    drift_every: Annotated[
+        int | None,
+        typer.Option(
+            "--drift-every",
+            help="Drifting truth: a time holdout's monthly truths in order, N visits each.",
+        ),
     ] = None,
     state_sampling: Annotated[
-        str | None, typer.Option("--state-sampling", help="uniform or empirical.")
+        str | None,
+        typer.Option("--state-sampling", help="uniform, empirical or holdout."),
     ] = None,
     checkpoint_every: Annotated[
         int | None, typer.Option("--checkpoint-every", help="Visits between snapshots.")
@@ -240,6 +259,8 @@ def simulate(
             step_size=step_size,
             seed=seed,
             response=response,
+            schedule=schedule,
+            drift_every=drift_every,
             state_sampling=state_sampling,
             checkpoint_every=checkpoint_every,
             progress=update,
@@ -273,6 +294,21 @@ def sweep(
     response: Annotated[
         str | None,
         typer.Option("--response", help="Comma-separated: seed, popularity, truth Parquet files."),
+    ] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            "--schedule",
+            help="One drifting truth swept as a response: VISITS=RESPONSE,... (visits start at "
+            "0 and increase).",
+        ),
+    ] = None,
+    drift_every: Annotated[
+        int | None,
+        typer.Option(
+            "--drift-every",
+            help="One drifting truth: the run's monthly held-out truths, N visits each.",
+        ),
     ] = None,
     policies: Annotated[
         str,
@@ -324,6 +360,8 @@ def sweep(
             step_sizes, lambda text: StepSize.parse(text, "--step-sizes"), "--step-sizes"
         ),
         responses=split_list(response, str, "--response"),
+        schedule=schedule,
+        drift_every=drift_every,
         seed=seed,
         blocks=blocks,
     )

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -43,6 +44,54 @@ UCI_NON_PRODUCTS = (
 
 #: The sample-average step size, the original's rule: ``value += (r - value) / reco_count``.
 SAMPLE_AVERAGE = "1/n"
+
+#: One phase of a truth schedule: ``VISITS=RESPONSE``.
+_PHASE = re.compile(r"^\s*(?P<start>\d+)\s*=\s*(?P<response>\S(?:.*\S)?)\s*$")
+
+#: A truth schedule: (first visit, response spec) per phase, starting at 0, increasing.
+Schedule = tuple[tuple[int, str], ...]
+
+
+def is_schedule(response: str) -> bool:
+    """Whether a response spec is a schedule (``VISITS=RESPONSE,...``) rather than one truth."""
+    return _PHASE.match(response.split(",", 1)[0]) is not None
+
+
+def parse_schedule(value: str | Sequence[str], what: str) -> Schedule:
+    """A truth schedule from ``"0=A,2000000=B"`` or ``["0=A", "2000000=B"]``.
+
+    Raises
+    ------
+    ConfigError
+        One line naming ``what`` (a config key or option): an entry that is not
+        ``VISITS=RESPONSE``, or visit counts that do not start at 0 and increase.
+    """
+    entries = value.split(",") if isinstance(value, str) else list(value)
+    phases: list[tuple[int, str]] = []
+    for entry in entries:
+        match = _PHASE.match(entry) if isinstance(entry, str) else None
+        if match is None:
+            raise ConfigError(
+                f"{what} = {value!r}: entry {entry!r} is not VISITS=RESPONSE "
+                "(e.g. 0=holdout:2011-10,2000000=holdout:2011-11)"
+            )
+        phases.append((int(match["start"]), match["response"]))
+    if not phases:
+        raise ConfigError(f"{what} = {value!r}: expected at least one VISITS=RESPONSE entry")
+    if phases[0][0] != 0:
+        raise ConfigError(f"{what} = {value!r}: the first truth must start at visit 0")
+    for (before, _), (start, _) in itertools.pairwise(phases):
+        if start <= before:
+            raise ConfigError(
+                f"{what} = {value!r}: visit counts must increase ({start} after {before})"
+            )
+    return tuple(phases)
+
+
+def format_schedule(phases: Schedule) -> str:
+    """The text form ``0=A,2000000=B`` of a schedule (:func:`parse_schedule` inverts it)."""
+    return ",".join(f"{start}={response}" for start, response in phases)
+
 
 _HOLDOUT = re.compile(r"^(?:customers:(?P<fraction>[0-9.eE+-]+)|time:(?P<date>\d{4}-\d{2}-\d{2}))$")
 
@@ -246,14 +295,35 @@ class RewardConfig:
     ignore: float = field(default=-2.0, metadata=_check(math.isfinite, "a finite number"))
 
 
+def _schedule_entries(entries: tuple[str, ...]) -> bool:
+    """Empty, or ``VISITS=RESPONSE`` entries whose visits start at 0 and increase."""
+    if not entries:
+        return True
+    try:
+        parse_schedule(entries, "schedule")
+    except ConfigError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class ResponseConfig:
     """Simulated customer response: ``seed``, ``popularity``, ``holdout`` (the run's held-out
-    truth) or a path to a truth table."""
+    truth) or a path to a truth table; or a drifting truth: ``schedule`` (truths that take
+    over at given visits) or ``drift_every`` (a time holdout's monthly truths in order, each
+    for that many visits). ``schedule`` wins over ``drift_every``, both over ``model``."""
 
     model: str = field(
         default="seed", metadata=_check(bool, "seed, popularity, holdout or a Parquet path")
     )
+    schedule: tuple[str, ...] = field(
+        default=(),
+        metadata=_check(
+            _schedule_entries,
+            "a list of 'VISITS=RESPONSE' whose visit counts start at 0 and increase",
+        ),
+    )
+    drift_every: int = field(default=0, metadata=_check(lambda v: v >= 0, "an integer >= 0"))
     click_probs: tuple[float, ...] = field(
         default=SEED_CLICK_PROBS,
         metadata=_check(_probabilities, "probabilities in [0, 1] summing to 1 within 1e-6"),

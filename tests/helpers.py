@@ -107,13 +107,19 @@ def naive_world(
     )
 
 
-def kernel_world(space: StateSpace, *, empirical: bool) -> World:
-    """The :class:`World` bundle of a state space."""
+def kernel_world(
+    space: StateSpace, *, empirical: bool, phase_weights: np.ndarray | None = None
+) -> World:
+    """The :class:`World` bundle of a state space (one response phase, or one per row of
+    ``phase_weights`` under empirical sampling)."""
+    if phase_weights is None:
+        phase_weights = space.state_weight[None, :]
+    cdf = np.cumsum(phase_weights, axis=1) if empirical else np.empty((len(phase_weights), 0))
     return World(
         np.ascontiguousarray(space.state_segment, dtype=np.int16),
         np.ascontiguousarray(space.catalog_ptr, dtype=np.int64),
         np.ascontiguousarray(space.catalog_items, dtype=np.int32),
-        np.cumsum(space.state_weight) if empirical else np.empty(0),
+        cdf,
     )
 
 
@@ -136,21 +142,32 @@ def kernel_learner(tables: Tables, search: int = TopNSearch.tree) -> Learner:
 
 
 def kernel_response(
-    n_states: int, truth: np.ndarray | None = None, best_mu: np.ndarray | None = None
+    n_states: int,
+    truth: np.ndarray | None = None,
+    best_mu: np.ndarray | None = None,
+    phase_start: tuple[int, ...] = (0,),
 ) -> ResponseArrays:
-    """The ``seed`` response (no ``truth``) or a ``truth`` response, with :data:`REWARDS`."""
+    """The ``seed`` response (no ``truth``) or a ``truth`` response, with :data:`REWARDS`.
+
+    ``truth`` (S, P) and ``best_mu`` (S,) are one phase; with several ``phase_start``, they are
+    stacked per phase: (F, S, P) and (F, S).
+    """
+    starts = np.array(phase_start, dtype=np.int64)
     if truth is None:
         return ResponseArrays(
             ResponseModel.seed,
             CLICK_CDF,
             BUY_CDF,
-            np.empty((n_states, 0), dtype=TRUTH_DTYPE),
-            np.zeros(n_states),
+            np.empty((1, n_states, 0), dtype=TRUTH_DTYPE),
+            np.zeros((1, n_states)),
             np.array(REWARDS),
+            starts,
         )
     assert best_mu is not None
+    if truth.ndim == 2:
+        truth, best_mu = truth[None], best_mu[None]
     return ResponseArrays(
-        ResponseModel.truth, CLICK_CDF, BUY_CDF, truth, best_mu, np.array(REWARDS)
+        ResponseModel.truth, CLICK_CDF, BUY_CDF, truth, best_mu, np.array(REWARDS), starts
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,10 @@ class NaiveWorld:
 
     ``truth`` is None for the seed model, else ``(p_click, p_buy)`` arrays of shape
     (n_states, n_products); ``rewards`` are the mean rewards of (ignored, clicked, bought);
-    ``step_size`` None is the sample average ``1/n``, else a constant step.
+    ``step_size`` None is the sample average ``1/n``, else a constant step. ``schedule``, when
+    given, lists the response phases ``(first visit, truth, best_mu, state_cdf)``: before each
+    visit the phase with the last first visit ``<=`` the global visit index sets ``truth``,
+    ``best_mu`` and ``state_cdf``.
     """
 
     value: np.ndarray
@@ -63,6 +67,7 @@ class NaiveWorld:
     best_mu: np.ndarray | None = None
     state_cdf: np.ndarray | None = None
     step_size: float | None = None
+    schedule: list[tuple[int, Any, Any, Any]] = field(default_factory=list)
     blocks: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
@@ -161,6 +166,9 @@ def simulate(
 ) -> None:
     """Simulate visits ``first_visit ..`` and add their sums to ``world.blocks``."""
     for visit in range(first_visit, first_visit + n_visits):
+        for start, truth, best_mu, state_cdf in world.schedule:
+            if start <= visit:
+                world.truth, world.best_mu, world.state_cdf = truth, best_mu, state_cdf
         state = draw_state(world, rng)
         slate, explored = choose_slate(world, state, rng)
         outcome, clicks, buys, shown_mu = respond(world, state, slate, rng)

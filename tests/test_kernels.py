@@ -306,3 +306,57 @@ def test_tables_keep_values_in_the_padded_layout() -> None:
     assert again.equals(tables)
     again.padded[0, 0] = 9.0
     assert again.value[0, 0] == 9.0
+
+
+def test_drifting_truth_matches_naive() -> None:
+    """Three truths switching at visits 700 and 1,500, each with its own state weights, and
+    a constant step: chunks end before, at and after switches."""
+    slate_size, epsilon, step = 5, 0.2, 0.1
+    space, tables = synthetic_world(seed=4)
+    n_states, n_products = tables.shape
+    rng = np.random.default_rng(8)
+    starts = (0, 700, 1_500)
+    truths, best, weights = [], [], []
+    for _ in starts:
+        truth, best_mu = truth_arrays(
+            space,
+            rng.uniform(0.0, 0.4, (n_states, n_products)),
+            rng.uniform(0.0, 0.2, (n_states, n_products)),
+            REWARDS,
+            slate_size,
+        )
+        truths.append(truth)
+        best.append(best_mu)
+        weights.append(rng.integers(0, 5, n_states).astype(np.float64) + (np.arange(n_states) == 1))
+    cdf = np.cumsum(np.stack(weights), axis=1)
+    world = naive_world(
+        space, tables, epsilon=epsilon, slate_size=slate_size, truth=truths[0],
+        best_mu=best[0], empirical=True, step_size=step,
+    )  # fmt: skip
+    world.schedule = [
+        (start, (t["p_click"], t["p_buy"]), b, c)
+        for start, t, b, c in zip(starts, truths, best, cdf, strict=True)
+    ]
+    learner = kernel_learner(tables)
+    policy = policy_params(Policy.eps_greedy, epsilon, slate_size, TopNSearch.tree, step)
+    response = kernel_response(n_states, np.stack(truths), np.stack(best), starts)
+    kernel_space = kernel_world(space, empirical=True, phase_weights=np.stack(weights))
+    generators = [np.random.Generator(np.random.PCG64(21)) for _ in range(2)]
+    block = 250
+    visits = 2_000
+    out = np.zeros(visits // block + 1, dtype=METRICS_DTYPE)
+    for first, n in ((0, 699), (699, 1), (700, 900), (1_600, 400)):
+        part = np.zeros((first + n - 1) // block - first // block + 1, dtype=METRICS_DTYPE)
+        part[0] = out[first // block]
+        simulate_visits_nb(
+            generators[0], first, n, kernel_space, learner, policy, response, block, part
+        )
+        out[first // block : first // block + part.size] = part
+        simulate(world, generators[1], first, n, block)
+    assert np.array_equal(tables.value, world.value)
+    assert np.array_equal(tables.cells["reward"], world.reward)
+    for b, sums in world.blocks.items():
+        for name, total in sums.items():
+            assert out[b][name] == total, (b, name)
+    assert generators[0].bit_generator.state == generators[1].bit_generator.state
+    assert out["regret_visits"].sum() == visits

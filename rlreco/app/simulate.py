@@ -23,13 +23,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rlreco.app.truth import resolve_response, sampling_space
-from rlreco.config import RunConfig, StepSize, config_from_dict
+from rlreco.app.truth import (
+    monthly_schedule,
+    phase_weights,
+    resolve_response,
+    response_spec,
+    sampling_space,
+)
+from rlreco.config import RunConfig, StepSize, config_from_dict, parse_schedule
 from rlreco.engine.memory import check_memory_limit
+from rlreco.engine.response import uses_popularity
 from rlreco.engine.simulation import SimulationParams, SimulationSummary, Simulator
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
-from rlreco.errors import SimulationError, SnapshotError
+from rlreco.errors import ConfigError, SimulationError, SnapshotError
 from rlreco.io.run_dir import SCHEMAS, CellStream, RunDir, use_system_allocator
 
 #: Snapshot columns the dense tables are rebuilt from.
@@ -126,6 +133,8 @@ def simulate_run(
     step_size: str | None = None,
     seed: int | None = None,
     response: str | None = None,
+    schedule: str | None = None,
+    drift_every: int | None = None,
     state_sampling: str | None = None,
     checkpoint_every: int | None = None,
     chunk: int = CHUNK,
@@ -145,6 +154,12 @@ def simulate_run(
         later calls.
     step_size : str, optional
         ``1/n`` or a constant step in (0, 1] (``--step-size``); an override like the others.
+    schedule : str, optional
+        A drifting truth ``VISITS=RESPONSE,...`` (``--schedule``): visit counts start at 0 and
+        increase; each response as for ``response``.
+    drift_every : int, optional
+        A time holdout's monthly truths in order, each for this many visits
+        (``--drift-every``). ``response``, ``schedule`` and ``drift_every`` exclude each other.
     seed : int, optional
         Seed of the run's random streams. Only a run that has not simulated yet can be given a
         new seed (its streams continue from the saved state afterwards).
@@ -160,9 +175,16 @@ def simulate_run(
     if episodes < 1:
         raise SimulationError(f"--episodes = {episodes}: expected an integer >= 1")
     step = None if step_size is None else StepSize.parse(step_size, "--step-size")
+    chosen = [o for o, v in (("--response", response), ("--schedule", schedule),
+                             ("--drift-every", drift_every)) if v is not None]  # fmt: skip
+    if len(chosen) > 1:
+        raise ConfigError(f"{' and '.join(chosen)}: each chooses the truth; give one of them")
+    phases = None if schedule is None else parse_schedule(schedule, "--schedule")
+    if drift_every is not None and drift_every < 1:
+        raise ConfigError(f"--drift-every = {drift_every}: expected an integer >= 1")
 
     def fits(config: RunConfig, space: StateSpace) -> None:
-        model = response if response is not None else str(config.response.model)
+        model = "truth" if schedule or drift_every else response or str(config.response.model)
         check_memory_limit(
             space.n_states,
             space.n_products,
@@ -181,7 +203,14 @@ def simulate_run(
     if step is not None:
         changes["policy.step_size"] = step.to_config()
     if response is not None:
-        changes["response.model"] = response
+        changes.update({"response.model": response, "response.schedule": [],
+                        "response.drift_every": 0})  # fmt: skip
+    if phases is not None:
+        changes.update({"response.schedule": [f"{v}={r}" for v, r in phases],
+                        "response.drift_every": 0})  # fmt: skip
+    if drift_every is not None:
+        monthly_schedule(run.run_dir, drift_every)  # a run without monthly truths: one line
+        changes.update({"response.schedule": [], "response.drift_every": drift_every})
     if state_sampling is not None:
         changes["simulation.state_sampling"] = state_sampling
     if seed is not None and seed != run.config.simulation.seed:
@@ -195,21 +224,21 @@ def simulate_run(
     every = checkpoint_every or config.simulation.checkpoint_every
     if every < 1:
         raise SimulationError(f"--checkpoint-every = {every}: expected an integer >= 1")
-    response_spec = resolve_response(run.run_dir, str(config.response.model))
+    wanted = response_spec(run.run_dir, config)
+    resolved = resolve_response(run.run_dir, wanted)
     space, sampling = sampling_space(
-        run.run_dir, run.space, config.simulation.state_sampling, response_spec
+        run.run_dir, run.space, config.simulation.state_sampling, resolved
     )
     simulator = Simulator(
         space,
         run.tables,
-        SimulationParams.from_config(config, response=response_spec, state_sampling=sampling),
+        SimulationParams.from_config(config, response=resolved, state_sampling=sampling),
         seed=config.simulation.seed,
         rng_state=manifest.get("rng_state"),
         episodes_done=done,
         metrics=run.metrics_frame(),
-        history_count=run.history_count()
-        if done and config.response.model == "popularity"
-        else None,
+        history_count=run.history_count() if done and uses_popularity(wanted) else None,
+        phase_weights=phase_weights(run.run_dir, config.simulation.state_sampling, resolved),
     )
     log = list(manifest.get("simulations", []))
     committed = [done]
@@ -224,7 +253,7 @@ def simulate_run(
             "to": total,
             "epsilon": config.policy.epsilon,
             "step_size": config.policy.step_size.to_config(),
-            "response": config.response.model,
+            "response": wanted,
             "state_sampling": config.simulation.state_sampling,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }

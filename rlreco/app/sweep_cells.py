@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from rlreco.app.sweep_grid import Setting
-from rlreco.config import config_from_dict
+from rlreco.config import config_from_dict, is_schedule, parse_schedule
 from rlreco.engine import streams
 from rlreco.engine.response import Response, build_response
 from rlreco.engine.simulation import SimulationParams, Simulator
@@ -174,6 +174,17 @@ class LoadedRun:
         weight = weights.get(task.setting.response, weights[""])
         return dataclasses.replace(self.space, state_weight=weight)
 
+    def phase_weights(self, task: CellTask) -> np.ndarray | None:
+        """Per-phase state weights of a schedule under ``holdout`` sampling (each phase's
+        truth's held-out rows; see :func:`rlreco.app.truth.phase_weights`), else None."""
+        response = task.setting.response
+        if self.config.simulation.state_sampling != "holdout" or not is_schedule(response):
+            return None
+        self.sampling_space(task)  # a run without a holdout: one line
+        weights = self._state_weights
+        phases = parse_schedule(response, "--schedule")
+        return np.stack([weights.get(phase, weights[""]) for _, phase in phases])
+
     def response(self, params: SimulationParams) -> Response:
         """The response model of some parameters, built on first use."""
         key = (params.response, params.slate_size)
@@ -223,6 +234,7 @@ def simulate_cell(loaded: LoadedRun, task: CellTask) -> CellOutcome:
         seed=task.seed,
         stream=task.stream,
         response=loaded.response(params),
+        phase_weights=loaded.phase_weights(task),
     )
     summary = simulator.run(task.episodes)
     frame = simulator.metrics_frame()

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from rlreco.app.truth import is_holdout_response
-from rlreco.config import RunConfig, StepSize
+from rlreco.config import RunConfig, StepSize, format_schedule, is_schedule, parse_schedule
 from rlreco.engine.simulation import DEFAULT_POLICY_PARAM, POLICY_PARAMS
 from rlreco.errors import ConfigError
 from rlreco.io.run_dir import file_sha256
@@ -48,9 +48,11 @@ class Setting:
         The policy's parameter (epsilon for ``eps-greedy``).
     slate_size : int
     response : str
-        ``seed``, ``popularity`` or the absolute path of a truth-table Parquet file.
+        ``seed``, ``popularity``, the absolute path of a truth-table Parquet file, or a
+        schedule ``VISITS=RESPONSE,...`` of these (a drifting truth).
     response_id : str
-        ``response`` for named models, ``sha256:<hex>`` of the file for truth tables.
+        ``response`` for named models, ``sha256:<hex>`` of the file for truth tables,
+        ``schedule:<hex>`` (SHA-256 of the phases' starts and ids) for a schedule.
     step_size : StepSize
         Step size of the value updates (``1/n`` by default).
     """
@@ -73,7 +75,7 @@ class Setting:
         step = "" if self.step_size.is_sample_average else f" step={self.step_size}"
         return (
             f"{self.policy} {self.param_name}={self.param:g}{step} n={self.slate_size} "
-            f"{Path(self.response).name}"
+            f"{response_label(self.response)}"
         )
 
     @property
@@ -108,6 +110,8 @@ class Setting:
     def cell_key(self, replicate: int) -> str:
         """File-name-safe key of one replicate, readable and unique."""
         response = Path(self.response).stem if self.response_id != self.response else self.response
+        if is_schedule(self.response):
+            response = "schedule"
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in response)
         step = "" if self.step_size.alpha is None else f"-step{self.step_size.alpha:.6g}"
         return (
@@ -133,12 +137,17 @@ class SweepSpec:
     slate_sizes : sequence of int, optional
         Slate sizes; default the run's ``policy.slate_size``.
     responses : sequence of str, optional
-        ``seed``, ``popularity`` or truth-table Parquet paths; default the run's
-        ``response.model``.
+        ``seed``, ``popularity``, ``holdout[:NAME]`` or truth-table Parquet paths; default the
+        run's response (with ``schedule`` or ``drift_every``: none besides the schedule).
     params : mapping of str to sequence of float
         Parameter values of the other policies; default :data:`DEFAULT_POLICY_PARAMS`.
     step_sizes : sequence of StepSize, optional
         Step sizes of the value updates; default the run's ``policy.step_size``.
+    schedule : str, optional
+        One drifting truth ``VISITS=RESPONSE,...`` swept as one more response.
+    drift_every : int, optional
+        One drifting truth: the run's monthly held-out truths, this many visits each (made a
+        ``schedule`` by :func:`rlreco.app.sweep.run_sweep`, which knows the run).
     seed : int, optional
         Sweep seed (>= 0); default the run's ``simulation.seed``.
     blocks : int
@@ -155,6 +164,8 @@ class SweepSpec:
     seed: int | None = None
     blocks: int = 100
     step_sizes: Sequence[StepSize] | None = None
+    schedule: str | None = None
+    drift_every: int | None = None
 
     def validate(self) -> None:
         """Check the grid; raise a one-line :class:`ConfigError` naming the bad value."""
@@ -196,6 +207,12 @@ class SweepSpec:
             for step in self.step_sizes:
                 StepSize.parse(step, "step sizes")
             _unique("step sizes", [str(step) for step in self.step_sizes])
+        if self.schedule is not None and self.drift_every is not None:
+            raise ConfigError("--schedule and --drift-every: a sweep takes one schedule")
+        if self.schedule is not None:
+            parse_schedule(self.schedule, "--schedule")
+        if self.drift_every is not None:
+            check_int("--drift-every", self.drift_every, 1)
         if self.responses is not None:
             if not self.responses:
                 raise ConfigError("responses: empty list; give seed, popularity or a file")
@@ -215,26 +232,30 @@ class SweepSpec:
         return tuple(float(v) for v in self.params.get(policy, DEFAULT_POLICY_PARAMS[policy]))
 
     def settings(
-        self, config: RunConfig, resolve: Callable[[str], str] = lambda r: r
+        self,
+        config: RunConfig,
+        resolve: Callable[[str], str] = lambda r: r,
+        default_response: str | None = None,
     ) -> list[Setting]:
-        """Settings in grid order (response, slate size, policy, parameter).
+        """Settings in grid order (response, slate size, policy, parameter, step size).
 
         ``resolve`` maps a response spec to what the engine reads (``holdout`` to the run's
-        held-out truth file, see :func:`rlreco.app.truth.resolve_response`).
+        held-out truth file, see :func:`rlreco.app.truth.resolve_response`);
+        ``default_response`` is the run's response (default ``response.model``).
         """
-        responses = self.responses if self.responses is not None else (config.response.model,)
+        if self.responses is not None:
+            responses = list(self.responses)
+        elif self.schedule is not None:
+            responses = []
+        else:
+            responses = [default_response or config.response.model]
+        if self.schedule is not None:
+            responses.append(self.schedule)
         slates = self.slate_sizes if self.slate_sizes is not None else (config.policy.slate_size,)
         steps = self.step_sizes if self.step_sizes is not None else (config.policy.step_size,)
         out = []
         for spec in responses:
-            response = resolve(str(spec))
-            if response in RESPONSE_NAMES:
-                name, ident = response, response
-            else:
-                path = Path(response).resolve()
-                if not path.is_file():
-                    raise ConfigError(f"responses: truth table {path} not found")
-                name, ident = str(path), f"sha256:{file_sha256(path)}"
+            name, ident = response_identity(resolve(str(spec)))
             for slate in slates:
                 for policy in self.policies:
                     for value in self.policy_values(policy):
@@ -257,7 +278,38 @@ class SweepSpec:
             "step_sizes": (
                 None if self.step_sizes is None else [s.to_config() for s in self.step_sizes]
             ),
+            "schedule": self.schedule,
+            "drift_every": self.drift_every,
         }
+
+
+def response_identity(response: str) -> tuple[str, str]:
+    """A resolved response's name in a setting (truth tables by absolute path) and its id
+    (:attr:`Setting.response_id`)."""
+    if is_schedule(response):
+        phases = [
+            (start, *response_identity(phase))
+            for start, phase in parse_schedule(response, "--schedule")
+        ]
+        name = format_schedule(tuple((start, phase) for start, phase, _ in phases))
+        ids = [[start, ident] for start, _, ident in phases]
+        digest = hashlib.sha256(json.dumps(ids).encode()).hexdigest()
+        return name, f"schedule:{digest}"
+    if response in RESPONSE_NAMES:
+        return response, response
+    path = Path(response).resolve()
+    if not path.is_file():
+        raise ConfigError(f"responses: truth table {path} not found")
+    return str(path), f"sha256:{file_sha256(path)}"
+
+
+def response_label(response: str) -> str:
+    """Short name of a setting's response: a truth table's file name; a schedule's phases as
+    ``drift stem@visit,...``."""
+    if is_schedule(response):
+        phases = parse_schedule(response, "--schedule")
+        return "drift " + ",".join(f"{Path(r).stem}@{start:g}" for start, r in phases)
+    return Path(response).name
 
 
 def check_int(name: str, value: Any, minimum: int) -> None:

@@ -109,7 +109,7 @@ def play_online_visit(
         np.zeros(1, dtype=np.int16),
         np.array([0, last - first], dtype=np.int64),
         np.ascontiguousarray(space.catalog_items[first:last], dtype=np.int32),
-        np.empty(0),
+        np.empty((1, 0)),
     )
     padded = padded_values(value)
     search = policy.search
@@ -150,9 +150,10 @@ def play_online_visit(
         model,
         np.asarray(click_cdf, dtype=np.float64),
         np.asarray(buy_cdf, dtype=np.float64),
-        np.empty((1, 0), dtype=TRUTH_DTYPE),
-        np.zeros(1),
+        np.empty((1, 1, 0), dtype=TRUTH_DTYPE),
+        np.zeros((1, 1)),
         np.array(rewards, dtype=np.float64),
+        np.zeros(1, dtype=np.int64),
     )
     metrics[0]["explored"] = 0
     play_slate_nb(rng, 0, explored, learner, policy, response, ws, metrics)

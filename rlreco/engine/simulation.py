@@ -44,7 +44,7 @@ from rlreco.engine.kernels.records import (
 )
 from rlreco.engine.kernels.topn import CACHE_CAPACITY, build_index_nb, index_depth, index_width
 from rlreco.engine.kernels.visit import simulate_visits_nb
-from rlreco.engine.response import Response, build_response
+from rlreco.engine.response import Response, build_response, uses_popularity
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.errors import SimulationError, SnapshotError
@@ -105,7 +105,8 @@ class SimulationParams:
         Mean reward of an ignored, a clicked and a bought product, in
         :data:`~rlreco.engine.kernels.records.Outcome` order (each draw is N(mean, 1)).
     response : str
-        ``"seed"``, ``"popularity"`` or the path of a truth-table Parquet file.
+        ``"seed"``, ``"popularity"``, the path of a truth-table Parquet file, or a schedule of
+        known truths ``VISITS=RESPONSE,...`` (:mod:`rlreco.engine.response`).
     click_probs, buy_probs : tuple of float
         Seed model distributions of the click and purchase counts per visit.
     state_sampling : str
@@ -271,6 +272,10 @@ class Simulator:
     policy_state : mapping of str to ndarray, optional
         :attr:`policy_state` of an earlier simulator of this run (required when
         ``episodes_done > 0`` and the policy keeps one, see :data:`POLICY_STATE`).
+    phase_weights : ndarray of float64, shape (n_phases, n_states), optional
+        Under ``empirical`` sampling, the state weights of each phase of the response (a
+        schedule of held-out truths, each speaking for its own states); default
+        ``space.state_weight`` in every phase.
 
     Raises
     ------
@@ -296,12 +301,13 @@ class Simulator:
         history_count: np.ndarray | None = None,
         response: Response | None = None,
         policy_state: Mapping[str, np.ndarray] | None = None,
+        phase_weights: np.ndarray | None = None,
     ) -> None:
         self.space = space
         self.tables = tables
         self.params = params
         _check_params(space, tables, params)
-        if history_count is None and episodes_done == 0 and params.response == "popularity":
+        if history_count is None and episodes_done == 0 and uses_popularity(params.response):
             history_count = tables.count  # read only while the response is built
         self.response = (
             response
@@ -323,12 +329,11 @@ class Simulator:
         self._blocks = _blocks_from_frame(metrics, params.metrics_block, self._episodes)
         n_states = space.n_states
         self._state_visits = _state_visits(params.policy, policy_state, n_states, self._episodes)
-        weight = np.asarray(space.state_weight, dtype=np.float64)
         self._world = World(
             np.ascontiguousarray(space.state_segment, dtype=np.int16),
             np.ascontiguousarray(space.catalog_ptr, dtype=np.int64),
             np.ascontiguousarray(space.catalog_items, dtype=np.int32),
-            np.cumsum(weight) if params.state_sampling == "empirical" else np.empty(0),
+            _phase_cdf(space, params.state_sampling, self.response.n_phases, phase_weights),
         )
         width = tables.padded.shape[1]
         tree = params.search == "tree"
@@ -358,6 +363,7 @@ class Simulator:
             self.response.truth,
             self.response.best_mu,
             np.array(self.response.rewards, dtype=np.float64),
+            self.response.phase_start,
         )
 
     @property
@@ -530,6 +536,33 @@ def _state_visits(
             "simulated"
         )
     return visits.astype(np.int64)
+
+
+def _phase_cdf(
+    space: StateSpace, sampling: str, n_phases: int, phase_weights: np.ndarray | None
+) -> np.ndarray:
+    """Cumulative state weights per response phase, shape (n_phases, S); (n_phases, 0) under
+    uniform sampling."""
+    if sampling != "empirical":
+        if phase_weights is not None:
+            raise SimulationError("phase state weights need empirical state sampling")
+        return np.empty((n_phases, 0))
+    if phase_weights is None:
+        weight = np.asarray(space.state_weight, dtype=np.float64)
+        return np.ascontiguousarray(np.broadcast_to(np.cumsum(weight), (n_phases, weight.size)))
+    weights = np.asarray(phase_weights, dtype=np.float64)
+    if weights.shape != (n_phases, space.n_states):
+        raise SimulationError(
+            f"phase state weights have shape {weights.shape}, expected "
+            f"({n_phases}, {space.n_states}): one row per phase of the response"
+        )
+    empty = np.flatnonzero(~(weights.sum(axis=1) > 0))
+    if empty.size or (weights < 0).any():
+        raise SimulationError(
+            f"phase {int(empty[0]) if empty.size else 0} of the response: its state weights "
+            "must be >= 0 with a positive sum (no state to draw visits from)"
+        )
+    return np.cumsum(weights, axis=1)
 
 
 def _plain(state: Mapping[str, Any]) -> dict[str, Any]:

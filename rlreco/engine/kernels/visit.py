@@ -4,6 +4,9 @@ Semantics (``tests/naive.py`` and ``tests/naive_policy.py`` re-implement them in
 draw for draw). Every draw comes from one ``numpy.random.Generator`` passed in by the caller,
 in this order per visit:
 
+0. **Phase.** The response phase in force is the last whose start is ``<=`` the global visit
+   index (no draw): its truth answers the visit, its best slate measures the regret, and its
+   state weights draw the state.
 1. **State.** ``uniform``: ``s = below(S)``; ``empirical``: ``s`` = the first state whose
    cumulative weight exceeds ``rng.random() * total`` (states without history never occur).
 2. **Slate**: by the policy (:mod:`rlreco.engine.kernels.policy`).
@@ -378,11 +381,12 @@ def play_slate_nb(
 ) -> None:
     """:func:`respond_update_record_nb` with bundled arguments (one visit: the online visit).
 
-    ``metrics`` (METRICS_DTYPE, shape (1,)) receives the visit's sums.
+    ``metrics`` (METRICS_DTYPE, shape (1,)) receives the visit's sums. An online visit is
+    answered by the response's first phase.
     """
     respond_update_record_nb(
         rng, state, explored, response.model, response.click_cdf, response.buy_cdf,
-        response.truth, response.best_mu, response.outcome_reward, learner.value,
+        response.truth[0], response.best_mu[0], response.outcome_reward, learner.value,
         learner.tree, learner.depth, policy.search, policy.step, learner.cells,
         learner.cache_floor, learner.cache_size, learner.cache_items, learner.state_shown,
         ws.slate, ws.outcome, ws.order, ws.previous, metrics, 0,
@@ -398,6 +402,23 @@ def count_outcomes_nb(outcome: np.ndarray) -> tuple[int, int]:
         clicks += outcome[i] == Outcome.clicked
         buys += outcome[i] == Outcome.bought
     return clicks, buys
+
+
+@jit(inline=True)
+def phase_of_visit_nb(phase_start: np.ndarray, visit: int) -> int:
+    """Index of the last phase starting at or before ``visit`` (``phase_start[0] == 0``)."""
+    phase = 0
+    while phase + 1 < phase_start.shape[0] and phase_start[phase + 1] <= visit:
+        phase += 1
+    return phase
+
+
+@jit(inline=True)
+def next_phase_start_nb(phase_start: np.ndarray, phase: int) -> int:
+    """The visit at which the phase after ``phase`` starts (int64 max after the last)."""
+    if phase + 1 < phase_start.shape[0]:
+        return phase_start[phase + 1]
+    return np.iinfo(np.int64).max
 
 
 @jit()
@@ -419,7 +440,7 @@ def simulate_visits_nb(
     rng : numpy.random.Generator
         Source of every draw; advanced in place.
     first_visit : int
-        Global index of the first visit (places visits in metric blocks).
+        Global index of the first visit (places visits in metric blocks and response phases).
     n_visits : int
     world : World
     learner : Learner
@@ -435,16 +456,29 @@ def simulate_visits_nb(
     ws = new_workspace_nb(policy.slate_size, learner.depth, world)
     # unpacked once: the per-visit kernels take arrays, not bundles (see
     # respond_update_record_nb)
-    state_segment, catalogue_ptr, catalogue_items, state_cdf = world
+    state_segment, catalogue_ptr, catalogue_items, phase_cdf = world
     value, index, depth, cells, cache_floor, cache_size, cache_items, state_visits, state_shown = (
         learner
     )
     code, param, _, search, step = policy
-    model, click_cdf, buy_cdf, truth, best_mu, outcome_reward = response
+    model, click_cdf, buy_cdf, phase_truth, phase_best, outcome_reward, phase_start = response
     slate, outcome, order, previous, top_value, top_product, frontier, _ = ws
     n_states = value.shape[0]
     first_block = first_visit // metrics_block
+    # the phase in force, as views: one comparison per visit finds a switch (a fixed response
+    # never switches)
+    phase = phase_of_visit_nb(phase_start, first_visit)
+    switch = next_phase_start_nb(phase_start, phase)
+    truth = phase_truth[phase]
+    best_mu = phase_best[phase]
+    state_cdf = phase_cdf[phase]
     for visit in range(first_visit, first_visit + n_visits):
+        if visit >= switch:
+            phase = phase_of_visit_nb(phase_start, visit)
+            switch = next_phase_start_nb(phase_start, phase)
+            truth = phase_truth[phase]
+            best_mu = phase_best[phase]
+            state_cdf = phase_cdf[phase]
         state = draw_state_nb(rng, state_cdf, n_states)
         if code in (Policy.eps_greedy, Policy.decaying):
             segment = state_segment[state]
