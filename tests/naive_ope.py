@@ -202,7 +202,7 @@ def validation_world(
         items = space.catalogue(int(space.state_segment[s]))
         p_click[s, items] = rng.uniform(0.02, 0.5, items.size)
         p_buy[s, items] = rng.uniform(0.0, 0.25, items.size) ** 2 * 4
-        mu = expected_reward(p_click[s, items], p_buy[s, items], rewards[::-1])
+        mu = expected_reward(p_click[s, items], p_buy[s, items], rewards)
         tables.value[s, items] = np.round(mu + rng.normal(0.0, noise, items.size), 2)
         tables.cells["reward"][s, items] = tables.value[s, items]
         tables.cells["count"][s, items] = 1
@@ -229,9 +229,8 @@ def truth_scores(world: NaiveWorld) -> dict[str, np.ndarray]:
     """Per-cell expected reward, P(clicked or bought) and P(bought) of a world's truth."""
     assert world.truth is not None
     p_click, p_buy = world.truth
-    ignore, click, buy = world.rewards
     return {
-        "reward_per_visit": expected_reward(p_click, p_buy, (buy, click, ignore)),
+        "reward_per_visit": expected_reward(p_click, p_buy, world.rewards),
         "click_rate": 1.0 - (1.0 - p_click) * (1.0 - p_buy),
         "buy_rate": p_buy,
     }
