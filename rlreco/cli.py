@@ -243,6 +243,12 @@ def simulate(
     checkpoint_every: Annotated[
         int | None, typer.Option("--checkpoint-every", help="Visits between snapshots.")
     ] = None,
+    log: Annotated[
+        bool,
+        typer.Option(
+            "--log", help="Write a visit log (one row per shown slot, with its propensity)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Simulate visits on a run directory, continuing from its latest snapshot.
@@ -264,6 +270,7 @@ def simulate(
             state_sampling=state_sampling,
             checkpoint_every=checkpoint_every,
             progress=update,
+            log=log,
         )
     report.show_simulation(summary, run_dir, as_json=as_json)
 
@@ -602,6 +609,14 @@ def recommend(
         ),
     ] = None,
     timeout_ms: TimeoutOpt = 5000,
+    log: Annotated[
+        bool,
+        typer.Option(
+            "--log",
+            help="Log the visit's slots with propensities and a UTC timestamp: a part in "
+            "RUN_DIR/logs, or with --uri the visit_log collection.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """One customer visit: recommend a slate by epsilon-greedy, apply the response, update."""
@@ -623,6 +638,7 @@ def recommend(
         bought=bought_codes,
         visit=visit,
         timeout_ms=timeout_ms,
+        log=log,
     )
     report.show_visit(visited, as_json=as_json)
 

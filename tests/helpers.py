@@ -24,19 +24,24 @@ from rlreco.engine.response import count_cdf
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.io.run_dir import RunDir
-from rlreco.schema import DEFAULT_STATE_FIELDS
+from rlreco.schema import DEFAULT_STATE_FIELDS, LOG_DTYPE
 
 #: visits per cell and blocks per cell of :func:`small_spec`
 EPISODES = 3_000
 BLOCKS = 6
+#: the log buffer of a kernel call that does not log
+NO_LOG = np.zeros(0, dtype=LOG_DTYPE)
 #: mean rewards of (ignored, clicked, bought) used by the kernel reference tests
 REWARDS = (-2.0, 1.0, 5.0)
 CLICK_CDF = count_cdf((0.5, 0.3, 0.15, 0.05), "click_probs")
 BUY_CDF = count_cdf((0.6, 0.0, 0.2, 0.1, 0.1), "buy_probs")
 
 
-def synthetic_run(path: Path, seed: int = 0, n_products: int = 40) -> RunDir:
-    """A small prepared run: 2 segments x 2 months x 1 half x 2 weekdays, 40 products."""
+def synthetic_run(
+    path: Path, seed: int = 0, n_products: int = 40, config: RunConfig | None = None
+) -> RunDir:
+    """A small prepared run: 2 segments x 2 months x 1 half x 2 weekdays, 40 products (catalogues
+    of 25), with ``config`` (default: the defaults)."""
     rng = np.random.default_rng(seed)
     grid = np.indices((2, 2, 1, 2)).reshape(4, -1)
     catalogues = [
@@ -57,7 +62,7 @@ def synthetic_run(path: Path, seed: int = 0, n_products: int = 40) -> RunDir:
         tables.value[s, known] = np.round(rng.normal(2.0, 1.0, known.size), 2)
         tables.cells["reward"][s, known] = np.round(rng.normal(2.0, 1.0, known.size), 2)
         tables.cells["count"][s, known] = rng.integers(1, 9, known.size)
-    manifest = {"run_id": uuid.uuid4().hex, "config": RunConfig().to_dict(), "seed": 1}
+    manifest = {"run_id": uuid.uuid4().hex, "config": (config or RunConfig()).to_dict(), "seed": 1}
     return RunDir.create(
         path, manifest=manifest, space=space.to_columns(), snapshot=tables.to_columns(space)
     )

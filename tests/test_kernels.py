@@ -12,6 +12,7 @@ import os
 import numpy as np
 import pytest
 from helpers import (
+    NO_LOG,
     REWARDS,
     kernel_learner,
     kernel_response,
@@ -20,6 +21,7 @@ from helpers import (
     policy_params,
 )
 from naive import simulate, synthetic_world
+from naive_ope import log_visits
 
 from rlreco.engine.kernels.records import (
     LANES,
@@ -200,13 +202,13 @@ def test_group_operations() -> None:
 
 
 CASES = {
-    "seed": dict(epsilon=0.1, slate_size=5),
+    "seed": dict(epsilon=0.1, slate_size=5, log=True),
     "greedy-empirical": dict(epsilon=0.0, slate_size=10, empirical=True),
-    "truth": dict(epsilon=0.3, slate_size=7, truth=True),
-    "explore-only": dict(epsilon=1.0, slate_size=4, truth=True),
-    "scan": dict(epsilon=0.2, slate_size=6, search=TopNSearch.scan),
+    "truth": dict(epsilon=0.3, slate_size=7, truth=True, log=True),
+    "explore-only": dict(epsilon=1.0, slate_size=4, truth=True, log=True),
+    "scan": dict(epsilon=0.2, slate_size=6, search=TopNSearch.scan, log=True),
     "depth-1": dict(epsilon=0.2, slate_size=3, n_products=8, catalogue_size=8),
-    "depth-3": dict(epsilon=0.05, slate_size=10, n_products=300, catalogue_size=120),
+    "depth-3": dict(epsilon=0.05, slate_size=10, n_products=300, catalogue_size=120, log=True),
     "constant-step": dict(epsilon=0.2, slate_size=5, truth=True, step_size=0.1),
     "step-one": dict(epsilon=0.1, slate_size=4, step_size=1.0),
 }
@@ -248,10 +250,15 @@ def test_visits_match_naive(case: str) -> None:
         empirical=empirical,
         step_size=step_size,
     )
+    logged = naive_world(
+        space, tables, epsilon=epsilon, slate_size=slate_size, truth=truth, best_mu=best_mu,
+        empirical=empirical, step_size=step_size,
+    )  # fmt: skip
+    log = options.get("log", False)
     learner = kernel_learner(tables, search)
     policy = policy_params(Policy.eps_greedy, epsilon, slate_size, search, step_size)
     response = kernel_response(n_states, truth, best_mu)
-    generators = [np.random.Generator(np.random.PCG64(11)) for _ in range(2)]
+    generators = [np.random.Generator(np.random.PCG64(11)) for _ in range(3)]
     block = 170
     visits = 400 if QUICK else 2000
     out = np.zeros(visits // block + 2, dtype=METRICS_DTYPE)
@@ -259,6 +266,7 @@ def test_visits_match_naive(case: str) -> None:
     for first, n in chunks:  # a chunk boundary inside a metric block
         part = np.zeros((first + n - 1) // block - first // block + 1, dtype=METRICS_DTYPE)
         part[0] = out[first // block]
+        buffer = np.zeros(n * slate_size, dtype=NO_LOG.dtype) if log else NO_LOG
         simulate_visits_nb(
             generators[0],
             first,
@@ -269,9 +277,14 @@ def test_visits_match_naive(case: str) -> None:
             response,
             block,
             part,
+            buffer,
         )
         out[first // block : first // block + part.size] = part
         simulate(world, generators[1], first, n, block)
+        if log:
+            expected = log_visits(logged, generators[2], first, n)
+            for name in expected.dtype.names or ():
+                assert np.array_equal(buffer[name], expected[name]), name
     assert np.array_equal(tables.value, world.value)  # -inf compares equal
     assert np.all(tables.padded[:, n_products:] == -np.inf)
     assert np.array_equal(tables.cells["reward"], world.reward)
@@ -349,7 +362,7 @@ def test_drifting_truth_matches_naive() -> None:
         part = np.zeros((first + n - 1) // block - first // block + 1, dtype=METRICS_DTYPE)
         part[0] = out[first // block]
         simulate_visits_nb(
-            generators[0], first, n, kernel_space, learner, policy, response, block, part
+            generators[0], first, n, kernel_space, learner, policy, response, block, part, NO_LOG
         )
         out[first // block : first // block + part.size] = part
         simulate(world, generators[1], first, n, block)

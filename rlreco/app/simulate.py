@@ -38,6 +38,7 @@ from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.errors import ConfigError, SimulationError, SnapshotError
 from rlreco.io.run_dir import SCHEMAS, CellStream, RunDir, use_system_allocator
+from rlreco.io.visit_log import remove_log_parts_from, write_log_part
 
 #: Snapshot columns the dense tables are rebuilt from.
 SNAPSHOT_CELL_COLUMNS = (
@@ -140,6 +141,7 @@ def simulate_run(
     chunk: int = CHUNK,
     progress: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    log: bool = False,
 ) -> SimulationSummary:
     """Simulate ``episodes`` more visits on a run directory and commit the result.
 
@@ -171,6 +173,12 @@ def simulate_run(
         Called with the visits simulated by this call so far.
     should_stop : callable, optional
         Polled between chunks in addition to Ctrl-C; True stops and saves.
+    log : bool
+        Write a visit log: one row per shown slot with its propensity, a part
+        ``logs/part-<first visit>.parquet`` per chunk, each before the snapshot commit of its
+        chunk boundary (:mod:`rlreco.io.visit_log`). Whether or not it logs, a call first
+        deletes the parts that start at or after the committed visit count (written after the
+        last commit), so a log written in one call, in chunks or resumed is the same.
     """
     if episodes < 1:
         raise SimulationError(f"--episodes = {episodes}: expected an integer >= 1")
@@ -197,6 +205,7 @@ def simulate_run(
     run = Run.load(path, check=fits)
     manifest = run.run_dir.manifest
     done = run.run_dir.episodes
+    remove_log_parts_from(run.run_dir.path, done)
     changes: dict[str, Any] = {}
     if epsilon is not None:
         changes["policy.epsilon"] = epsilon
@@ -240,7 +249,7 @@ def simulate_run(
         history_count=run.history_count() if done and uses_popularity(wanted) else None,
         phase_weights=phase_weights(run.run_dir, config.simulation.state_sampling, resolved),
     )
-    log = list(manifest.get("simulations", []))
+    calls = list(manifest.get("simulations", []))
     committed = [done]
 
     def commit(summary: SimulationSummary | None = None) -> None:
@@ -254,6 +263,7 @@ def simulate_run(
             "epsilon": config.policy.epsilon,
             "step_size": config.policy.step_size.to_config(),
             "response": wanted,
+            "log": log,
             "state_sampling": config.simulation.state_sampling,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -267,10 +277,10 @@ def simulate_run(
                 "config": config.to_dict(),
                 "seed": config.simulation.seed,
                 "rng_state": simulator.rng_state,
-                "simulations": [*log, entry],
+                "simulations": [*calls, entry],
             },
         )
-        log.append(entry)
+        calls.append(entry)
         committed[0] = total
 
     chunk = max(1, min(chunk, every))
@@ -281,12 +291,26 @@ def simulate_run(
         if progress is not None:
             progress(n)
 
+    params = simulator.params
+
+    def write_part(records: np.ndarray) -> None:
+        write_log_part(
+            run.run_dir.path,
+            records,
+            run_id=str(manifest["run_id"]),
+            state_names=run.space.state_ids,
+            product_codes=run.space.product_codes,
+            policy=params.policy,
+            param=params.param,
+        )
+
     with sigint_flag() as interrupted:
         summary = simulator.run(
             episodes,
             chunk=chunk,
             progress=on_chunk,
             should_stop=lambda: interrupted() or bool(should_stop and should_stop()),
+            log=write_part if log else None,
         )
     commit(summary)
     return summary

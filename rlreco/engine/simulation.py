@@ -48,6 +48,7 @@ from rlreco.engine.response import Response, build_response, uses_popularity
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.errors import SimulationError, SnapshotError
+from rlreco.schema import LOG_DTYPE
 
 #: Raw per-block sums, as stored (see :data:`~rlreco.engine.kernels.records.METRICS_DTYPE`).
 METRIC_SUMS: tuple[str, ...] = tuple(METRICS_DTYPE.names or ())
@@ -415,6 +416,7 @@ class Simulator:
         chunk: int = 500_000,
         progress: Callable[[int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        log: Callable[[np.ndarray], None] | None = None,
     ) -> SimulationSummary:
         """Simulate ``episodes`` visits (fewer if ``should_stop`` returns True at a chunk end).
 
@@ -429,6 +431,11 @@ class Simulator:
         should_stop : callable, optional
             Polled after every chunk (e.g. set by a SIGINT handler); True ends the call there,
             with tables, RNG state, metrics and policy state consistent.
+        log : callable, optional
+            Log every shown slot: called after each chunk, before ``progress``, with the
+            chunk's records (:data:`rlreco.schema.LOG_DTYPE`, ``chunk visits x slate size``,
+            in visit and slot order, with propensities). Without it no record is made, and
+            either way the draws, tables and metrics are the same.
         """
         if episodes < 0 or chunk < 1:
             raise SimulationError(f"episodes = {episodes}, chunk = {chunk}: need >= 0 and >= 1")
@@ -452,6 +459,7 @@ class Simulator:
             out = np.zeros((first + n - 1) // block - first_block + 1, dtype=METRICS_DTYPE)
             if first_block < self._blocks.size:
                 out[0] = self._blocks[first_block]  # continue the partial block's sums
+            records = np.empty(n * self.params.slate_size if log else 0, dtype=LOG_DTYPE)
             t0 = time.perf_counter()
             simulate_visits_nb(
                 self._rng,
@@ -463,8 +471,11 @@ class Simulator:
                 self._response_arrays,
                 block,
                 out,
+                records,
             )
             seconds += time.perf_counter() - t0
+            if log is not None:
+                log(records)
             self._blocks = np.concatenate([self._blocks[:first_block], out])
             self._episodes += n
             done += n

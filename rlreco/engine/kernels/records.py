@@ -231,6 +231,11 @@ class Workspace(NamedTuple):
         Nodes of the top-n query.
     untried : ndarray of int64, shape (K,)
         Products of a catalogue (``ucb1``).
+    drawn : ndarray of float64, shape (n,)
+        The reward drawn for each slot by the update.
+    propensity : ndarray of float64, shape (n,)
+        The policy's probability of each slot's product (visit logs,
+        :mod:`rlreco.engine.kernels.propensity`).
     """
 
     slate: np.ndarray
@@ -241,6 +246,8 @@ class Workspace(NamedTuple):
     top_product: np.ndarray
     frontier: np.ndarray
     untried: np.ndarray
+    drawn: np.ndarray
+    propensity: np.ndarray
 
 
 def padded_width(n_products: int) -> int:

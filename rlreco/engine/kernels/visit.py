@@ -49,6 +49,7 @@ from rlreco.engine.kernels.policy import (
     choose_slate_nb,
     greedy_epsilon_nb,
 )
+from rlreco.engine.kernels.propensity import greedy_propensities_nb, slate_propensities_nb
 from rlreco.engine.kernels.records import (
     Learner,
     Outcome,
@@ -94,6 +95,8 @@ def new_workspace_nb(slate_size: int, depth: int, world: World) -> Workspace:
         # a cached query ranks up to CACHE_CAPACITY candidates in the same rows
         np.empty((3, max(1 << (FANOUT_BITS * depth), CACHE_CAPACITY)), dtype=np.int64),
         np.empty(largest, dtype=np.int64),
+        np.zeros(n, dtype=np.float64),
+        np.zeros(n, dtype=np.float64),
     )
 
 
@@ -220,6 +223,7 @@ def update_cells_nb(
     outcome: np.ndarray,
     previous: np.ndarray,
     step: float,
+    drawn: np.ndarray,
 ) -> float:
     """Bookkeeping, rewards and incremental means of one slate (step 4).
 
@@ -238,6 +242,8 @@ def update_cells_nb(
         Output: the slate's values before the update.
     step : float
         0.0: the sample average (``1/reco_count``); else the constant step size.
+    drawn : ndarray of float64, shape (n,)
+        Output: the reward drawn for each slot.
 
     Returns
     -------
@@ -256,6 +262,7 @@ def update_cells_nb(
         cell["reco_count"] += 1
         cell["count"] += 1
         reward = round_cents_nb(rng.normal(outcome_reward[outcome[i]], 1.0))
+        drawn[i] = reward
         cell["reward"] += reward
         if step > 0.0:
             mean += step * (reward - mean)
@@ -316,6 +323,7 @@ def respond_update_record_nb(
     outcome: np.ndarray,
     order: np.ndarray,
     previous: np.ndarray,
+    drawn: np.ndarray,
     metrics: np.ndarray,
     block: int,
 ) -> None:
@@ -342,7 +350,7 @@ def respond_update_record_nb(
         :data:`TopNSearch` code (the index and caches are kept under ``tree`` only).
     step : float
         :attr:`~rlreco.engine.kernels.records.PolicyParams.step`.
-    slate, outcome, order, previous
+    slate, outcome, order, previous, drawn
         As in :class:`~rlreco.engine.kernels.records.Workspace`.
     metrics : ndarray of METRICS_DTYPE, shape (n_blocks,)
     block : int
@@ -356,7 +364,7 @@ def respond_update_record_nb(
     else:  # given
         clicks, buys = count_outcomes_nb(outcome)
     reward = update_cells_nb(
-        rng, state, value, cells, outcome_reward, slate, outcome, previous, step
+        rng, state, value, cells, outcome_reward, slate, outcome, previous, step, drawn
     )
     n = slate.shape[0]
     state_shown[state] += n
@@ -389,7 +397,7 @@ def play_slate_nb(
         response.truth[0], response.best_mu[0], response.outcome_reward, learner.value,
         learner.tree, learner.depth, policy.search, policy.step, learner.cells,
         learner.cache_floor, learner.cache_size, learner.cache_items, learner.state_shown,
-        ws.slate, ws.outcome, ws.order, ws.previous, metrics, 0,
+        ws.slate, ws.outcome, ws.order, ws.previous, ws.drawn, metrics, 0,
     )  # fmt: skip
 
 
@@ -402,6 +410,38 @@ def count_outcomes_nb(outcome: np.ndarray) -> tuple[int, int]:
         clicks += outcome[i] == Outcome.clicked
         buys += outcome[i] == Outcome.bought
     return clicks, buys
+
+
+@jit(inline=True)
+def record_slots_nb(
+    log: np.ndarray,
+    at: int,
+    visit: int,
+    state: int,
+    slate: np.ndarray,
+    outcome: np.ndarray,
+    drawn: np.ndarray,
+    propensity: np.ndarray,
+) -> None:
+    """Write one visit's slots into ``log[at:at + n]`` (LOG_DTYPE records).
+
+    Parameters
+    ----------
+    log : ndarray of LOG_DTYPE, shape (m,)
+    at : int
+    visit, state : int
+    slate, outcome, drawn, propensity
+        As in :class:`~rlreco.engine.kernels.records.Workspace`, after the visit's update.
+    """
+    for i in range(slate.shape[0]):
+        row = log[at + i]
+        row["visit"] = visit
+        row["state"] = state
+        row["position"] = i
+        row["product"] = slate[i]
+        row["outcome"] = outcome[i]
+        row["reward"] = drawn[i]
+        row["propensity"] = propensity[i]
 
 
 @jit(inline=True)
@@ -432,6 +472,7 @@ def simulate_visits_nb(
     response: ResponseArrays,
     metrics_block: int,
     metrics: np.ndarray,
+    log: np.ndarray,
 ) -> None:
     """Simulate visits ``first_visit .. first_visit + n_visits - 1`` and add their metrics.
 
@@ -452,6 +493,10 @@ def simulate_visits_nb(
     metrics : ndarray of METRICS_DTYPE, shape (n_blocks,)
         Sums of blocks ``first_visit // metrics_block`` onwards; visits are added to the
         running sums already present (a block continued from the previous chunk).
+    log : ndarray of LOG_DTYPE (:data:`rlreco.schema.LOG_DTYPE`), shape (n_visits * n,) or (0,)
+        Output: one record per shown slot, visit ``v``'s slot ``i`` at ``(v - first_visit) *
+        n + i``, with its propensity (:mod:`rlreco.engine.kernels.propensity`). Length 0: no
+        logging (one predictable branch per visit; no draw changes either way).
     """
     ws = new_workspace_nb(policy.slate_size, learner.depth, world)
     # unpacked once: the per-visit kernels take arrays, not bundles (see
@@ -462,8 +507,10 @@ def simulate_visits_nb(
     )
     code, param, _, search, step = policy
     model, click_cdf, buy_cdf, phase_truth, phase_best, outcome_reward, phase_start = response
-    slate, outcome, order, previous, top_value, top_product, frontier, _ = ws
+    slate, outcome, order, previous, top_value, top_product, frontier, _, drawn, propensity = ws
     n_states = value.shape[0]
+    n = slate.shape[0]
+    logging = log.shape[0] > 0
     first_block = first_visit // metrics_block
     # the phase in force, as views: one comparison per visit finds a switch (a fixed response
     # never switches)
@@ -489,11 +536,23 @@ def simulate_visits_nb(
                 catalogue_ptr[segment + 1] - first, epsilon, slate, top_value, top_product,
                 frontier, cache_floor, cache_size, cache_items,
             )  # fmt: skip
+            if logging:
+                greedy_propensities_nb(
+                    value, index, depth, search, state, epsilon,
+                    catalogue_ptr[segment + 1] - first, slate, top_value, top_product, frontier,
+                    cache_floor, cache_size, cache_items, propensity,
+                )  # fmt: skip
         else:
             explored = choose_slate_nb(rng, state, world, learner, policy, ws)
+            if logging:
+                slate_propensities_nb(state, world, learner, policy, ws)
         respond_update_record_nb(
             rng, state, explored, model, click_cdf, buy_cdf, truth, best_mu, outcome_reward,
             value, index, depth, search, step, cells, cache_floor, cache_size, cache_items,
-            state_shown, slate, outcome, order, previous, metrics,
+            state_shown, slate, outcome, order, previous, drawn, metrics,
             visit // metrics_block - first_block,
         )  # fmt: skip
+        if logging:
+            record_slots_nb(
+                log, (visit - first_visit) * n, visit, state, slate, outcome, drawn, propensity
+            )
