@@ -268,3 +268,22 @@ def test_sweep_over_a_drift_marks_the_switch(
     assert "eps-greedy epsilon=0.5 step=0.2 n=3 drift truth-2011-07@0,truth-2011-08@800" in labels
     assert any(p.endswith("learning_schedule.png") for p in out["plots"])
     assert marks and set(marks) == {800.0}
+
+
+def test_cli_drift_with_a_constant_step_resumes_bit_identically(
+    drift_run: Path, tmp_path: Path
+) -> None:
+    runs = [Path(shutil.copytree(drift_run, tmp_path / name)) for name in ("one", "two")]
+    common = ["--drift-every", "500", "--step-size", "0.1"]
+    one = runner.invoke(app, ["simulate", str(runs[0]), "-n", "1500", *common])
+    assert one.exit_code == 0, one.output
+    for n, extra in (("700", [*common, "--checkpoint-every", "300"]), ("800", [])):
+        result = runner.invoke(app, ["simulate", str(runs[1]), "-n", n, *extra])
+        assert result.exit_code == 0, result.output
+    a, b = RunDir.open(runs[0]), RunDir.open(runs[1])
+    assert a.manifest["rng_state"] == b.manifest["rng_state"]
+    for name, values in a.read_snapshot().items():
+        np.testing.assert_array_equal(values, b.read_snapshot()[name], err_msg=name)
+    for name, values in (a.read_metrics() or {}).items():
+        np.testing.assert_array_equal(values, (b.read_metrics() or {})[name], err_msg=name)
+    assert b.manifest["config"]["policy"]["step_size"] == 0.1

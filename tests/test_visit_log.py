@@ -163,3 +163,44 @@ def test_recommend_log_into_mongodb(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert runner.invoke(app, argv).exit_code == 0
     assert client["rlRecomendation"]["visit_log"].count_documents({}) == 3
     assert not (run.path / LOG_FOLDER).exists()  # the run directory is only read
+
+
+@pytest.mark.parametrize("policy", ["softmax", "ucb1", "thompson"])
+def test_propensities_of_the_other_policies(policy: str) -> None:
+    """The closed forms of :mod:`rlreco.engine.kernels.propensity`, recomputed in Python for
+    dry-run online visits (the tables are read, not changed)."""
+    from naive import synthetic_world
+
+    from rlreco.engine.kernels.records import Policy, PolicyParams, TopNSearch
+    from rlreco.engine.online import play_online_visit
+
+    space, tables = synthetic_world(known=(0, 3, 12, 25), seed=5)
+    tables.cells["reco_count"][tables.value > 0.5] = 2  # some tried, some untried
+    code, param = {"softmax": (Policy.softmax, 0.7), "ucb1": (Policy.ucb1, 2.0),
+                   "thompson": (Policy.thompson, 2.5)}[policy]  # fmt: skip
+    rng = np.random.default_rng(1)
+    for state in range(space.n_states):
+        row = slice(state, state + 1)
+        value, cells = tables.value[row].copy(), tables.cells[row].copy()
+        visit = play_online_visit(
+            rng, space, state, value, cells, policy=PolicyParams(code, param, 5, TopNSearch.tree),
+            click_cdf=np.ones(1), buy_cdf=np.ones(1), rewards=REWARDS, respond="none",
+        )  # fmt: skip
+        catalogue = space.catalogue(int(space.state_segment[state])).tolist()
+        slate = visit.slate.tolist()
+        expected = []
+        for i, product in enumerate(slate):
+            if policy == "softmax":
+                known = [p for p in catalogue if np.isfinite(value[0, p]) and p not in slate[:i]]
+                if product in known:
+                    weights = {p: np.exp(value[0, p] / param) for p in known}
+                    expected.append(weights[product] / sum(weights.values()))
+                else:
+                    expected.append(1.0 / (len(catalogue) - i))
+            elif policy == "ucb1":
+                untried = sum(cells["reco_count"][0, p] == 0 for p in catalogue)
+                expected.append(1.0 / (untried - i) if i < untried else 1.0)
+            else:
+                expected.append(np.nan)
+        np.testing.assert_allclose(visit.propensity, expected, rtol=1e-12)
+        assert np.array_equal(value, tables.value[row])  # a dry run changes nothing
