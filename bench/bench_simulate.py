@@ -30,6 +30,15 @@ with a baseline measured in the same sitting):
   kernels (ratio ~0.63); ``synthetic seed`` (best of 8 alternating 300k-visit rounds): 1.14M
   against 0.77-0.79M.
 
+Truth and learner cases (``bench_truth_cases``, synthetic space, 10M visits each, one pytest
+run; ``python bench/bench_simulate.py cases ROUNDS`` alternates them ROUNDS times in one process
+and prints the best visits/s of each and its ratio to ``popularity``): ``popularity``; ``holdout``
+(a truth the learner has not seen: the popularity formula on other counts); ``drift`` (three
+such truths switching every 3.3M visits); ``constant-step`` (``popularity`` learned with step
+size 0.1); ``log`` (``popularity`` with every slot logged, propensities included; the records
+are made by the kernel and handed to the driver, not written). Targets: each >= 95% of
+``popularity``'s visits/s, ``log`` >= 80%.
+
 Run pinned to one core::
 
     taskset -c 0 .venv/bin/python -m pytest bench/bench_simulate.py \\
@@ -38,6 +47,7 @@ Run pinned to one core::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import resource
 import subprocess
@@ -49,7 +59,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from rlreco.config import StepSize
 from rlreco.engine.kernels.jit import jit
+from rlreco.engine.kernels.records import ResponseModel
 from rlreco.engine.kernels.topn import (
     CACHE_CAPACITY,
     depth_of_width_nb,
@@ -57,13 +69,20 @@ from rlreco.engine.kernels.topn import (
     new_index,
     scan_top_nb,
 )
-from rlreco.engine.response import Response, build_response
+from rlreco.engine.response import (
+    Response,
+    build_response,
+    mean_per_slot,
+    popularity_probabilities,
+    truth_arrays,
+)
 from rlreco.engine.simulation import SimulationParams, Simulator
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables, round_cents
 from rlreco.schema import DEFAULT_STATE_FIELDS, MONTH_NAMES, WEEKDAY_NAMES
 
 VISITS = 10_000_000
+TRUTH = ResponseModel.truth
 SCAN_VISITS = 200_000
 WARMUP = 200_000
 REAL_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -134,6 +153,62 @@ def response_of(space: StateSpace, tables: Tables, name: str) -> Response:
     )
 
 
+#: cases of :func:`bench_truth_cases`, in run order
+TRUTH_CASES = ("popularity", "holdout", "drift", "constant-step", "log")
+
+
+def unseen_truths(space: StateSpace, n: int, params: SimulationParams) -> list[Response]:
+    """``n`` truths the learner has not seen: the popularity formula on random counts."""
+    out = []
+    for k in range(n):
+        rng = np.random.default_rng(100 + k)
+        counts = rng.integers(0, 40, (space.n_states, space.n_products)) * (
+            rng.random((space.n_states, space.n_products)) < 0.15
+        )
+        p_click, p_buy = popularity_probabilities(
+            space,
+            counts,
+            mean_per_slot(params.click_probs, params.slate_size),
+            mean_per_slot(params.buy_probs, params.slate_size),
+        )
+        truth, best_mu = truth_arrays(space, p_click, p_buy, params.rewards, params.slate_size)
+        name = f"unseen-{k}"
+        starts = np.zeros(1, dtype=np.int64)
+        cdf = np.ones(1)
+        arrays = (truth[None], best_mu[None], starts)
+        out.append(Response(name, params.rewards, TRUTH, cdf, cdf, *arrays, (name,)))
+    return out
+
+
+def truth_case(
+    space: StateSpace, initial: Tables, case: str, visits: int
+) -> tuple[SimulationParams, Response]:
+    """Parameters and response of one case of :data:`TRUTH_CASES`."""
+    params = SimulationParams(epsilon=0.1, slate_size=10, response="popularity")
+    if case in ("popularity", "constant-step", "log"):
+        step = StepSize(0.1) if case == "constant-step" else StepSize()
+        popularity = response_of(space, initial, "popularity")
+        return dataclasses.replace(params, step_size=step), popularity
+    truths = unseen_truths(space, 1 if case == "holdout" else 3, params)
+    if case == "holdout":
+        return params, truths[0]
+    starts = np.arange(len(truths), dtype=np.int64) * (visits // len(truths))
+    phased = dataclasses.replace(
+        truths[0],
+        name="drift",
+        truth=np.concatenate([t.truth for t in truths]),
+        best_mu=np.concatenate([t.best_mu for t in truths]),
+        phase_start=starts,
+        phases=tuple(t.name for t in truths),
+    )
+    return params, phased
+
+
+def log_of(case: str) -> Any:
+    """The ``log`` callback of a case: keep nothing (the kernel still makes every record)."""
+    return (lambda records: None) if case == "log" else None
+
+
 @pytest.fixture(scope="module")
 def spaces(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """State spaces, built once per module on first use."""
@@ -180,6 +255,42 @@ def bench_simulate(
     print(
         f"\n{space_name} {response} {search}: {visits / benchmark.stats.stats.mean:,.0f} visits/s"
     )
+
+
+@pytest.mark.parametrize("case", TRUTH_CASES)
+def bench_truth_cases(benchmark: Any, spaces: dict[str, Any], case: str) -> None:
+    """Visits/s of a held-out truth, a drift schedule and a constant step (module docstring)."""
+    space, initial = spaces["get"]("synthetic")
+    params, response = truth_case(space, initial, case, VISITS)
+    Simulator(space, initial.copy(), params, response=response).run(WARMUP)
+    summaries = []
+
+    def simulate() -> None:
+        simulator = Simulator(space, initial.copy(), params, seed=1, response=response)
+        summaries.append(simulator.run(VISITS, chunk=1_000_000, log=log_of(case)))
+
+    benchmark.pedantic(simulate, rounds=1, iterations=1)
+    rate = summaries[-1].episodes_per_second
+    benchmark.extra_info["visits_per_second"] = rate
+    print(f"\n{case}: {rate:,.0f} visits/s (kernel time)")
+
+
+def compare_cases(rounds: int, visits: int = 3_000_000) -> dict[str, Any]:
+    """Alternate the truth cases ``rounds`` times; best visits/s of each and its ratio to
+    ``popularity`` (all in this process, so one sitting)."""
+    space, initial = synthetic_space()
+    prepared = {case: truth_case(space, initial, case, visits) for case in TRUTH_CASES}
+    best: dict[str, float] = {}
+    for params, response in prepared.values():
+        Simulator(space, initial.copy(), params, response=response).run(WARMUP)
+    for _ in range(rounds):
+        for case, (params, response) in prepared.items():
+            simulator = Simulator(space, initial.copy(), params, seed=1, response=response)
+            summary = simulator.run(visits, chunk=1_000_000, log=log_of(case))
+            rate = summary.episodes_per_second
+            best[case] = max(best.get(case, 0.0), rate)
+    base = best["popularity"]
+    return {case: {"visits_per_second": r, "ratio": r / base} for case, r in best.items()}
 
 
 @pytest.mark.parametrize("response", ["seed", "popularity"])
@@ -296,4 +407,7 @@ def peak_rss_mb() -> float:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    if sys.argv[1:2] == ["cases"]:
+        print(json.dumps(compare_cases(int(sys.argv[2]) if len(sys.argv) > 2 else 3), indent=1))
+    else:
+        main(*sys.argv[1:4])

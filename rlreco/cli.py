@@ -254,19 +254,51 @@ def simulate(
             "(default: 10, 0.5, 2, 2.5).",
         ),
     ] = None,
+    step_size: Annotated[
+        str | None,
+        typer.Option(
+            "--step-size",
+            help="Value update: 1/n (sample average) or a constant step ALPHA in (0, 1].",
+        ),
+    ] = None,
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed (only before the run's first visit).")
     ] = None,
     response: Annotated[
         str | None,
-        typer.Option("--response", help="seed, popularity, or a truth-table Parquet file."),
+        typer.Option(
+            "--response",
+            help="seed, popularity, holdout[:NAME] or a truth-table Parquet file.",
+        ),
+    ] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            "--schedule",
+            help="Drifting truth: VISITS=RESPONSE,... e.g. "
+            "0=holdout:2011-10,2000000=holdout:2011-11 (visits start at 0 and increase).",
+        ),
+    ] = None,
+    drift_every: Annotated[
+        int | None,
+        typer.Option(
+            "--drift-every",
+            help="Drifting truth: a time holdout's monthly truths in order, N visits each.",
+        ),
     ] = None,
     state_sampling: Annotated[
-        str | None, typer.Option("--state-sampling", help="uniform or empirical.")
+        str | None,
+        typer.Option("--state-sampling", help="uniform, empirical or holdout."),
     ] = None,
     checkpoint_every: Annotated[
         int | None, typer.Option("--checkpoint-every", help="Visits between snapshots.")
     ] = None,
+    log: Annotated[
+        bool,
+        typer.Option(
+            "--log", help="Write a visit log (one row per shown slot, with its propensity)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Simulate visits on a run directory, continuing from its latest snapshot.
@@ -283,12 +315,16 @@ def simulate(
             epsilon=epsilon,
             policy=policy,
             param=param,
+            step_size=step_size,
             seed=seed,
             response=response,
+            schedule=schedule,
+            drift_every=drift_every,
             state_sampling=state_sampling,
             checkpoint_every=checkpoint_every,
             progress=update,
             on_warmup=report.show_warmup,
+            log=log,
         )
     report.show_simulation(summary, run_dir, as_json=as_json)
 
@@ -320,6 +356,21 @@ def sweep(
         str | None,
         typer.Option("--response", help="Comma-separated: seed, popularity, truth Parquet files."),
     ] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            "--schedule",
+            help="One drifting truth swept as a response: VISITS=RESPONSE,... (visits start at "
+            "0 and increase).",
+        ),
+    ] = None,
+    drift_every: Annotated[
+        int | None,
+        typer.Option(
+            "--drift-every",
+            help="One drifting truth: the run's monthly held-out truths, N visits each.",
+        ),
+    ] = None,
     policies: Annotated[
         str,
         typer.Option(
@@ -328,6 +379,14 @@ def sweep(
     ] = "eps-greedy",
     slate_sizes: Annotated[
         str | None, typer.Option("--slate-sizes", help="Comma-separated slate sizes.")
+    ] = None,
+    step_sizes: Annotated[
+        str | None,
+        typer.Option(
+            "--step-sizes",
+            help="Comma-separated step sizes of the value updates: 1/n (sample average) or "
+            "constants in (0, 1], e.g. 1/n,0.1,0.01 (default: the run's).",
+        ),
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Sweep seed.")] = None,
     blocks: Annotated[int, typer.Option("--blocks", help="Learning-curve points per cell.")] = 100,
@@ -350,6 +409,7 @@ def sweep(
     """
     from rlreco.app.sweep import run_sweep
     from rlreco.app.sweep_grid import SweepSpec
+    from rlreco.config import StepSize
 
     spec = SweepSpec(
         epsilons=split_list(epsilons, float, "--epsilons") or [],
@@ -357,7 +417,12 @@ def sweep(
         episodes=episodes,
         policies=split_list(policies, str, "--policies") or [],
         slate_sizes=split_list(slate_sizes, int, "--slate-sizes"),
+        step_sizes=split_list(
+            step_sizes, lambda text: StepSize.parse(text, "--step-sizes"), "--step-sizes"
+        ),
         responses=split_list(response, str, "--response"),
+        schedule=schedule,
+        drift_every=drift_every,
         seed=seed,
         blocks=blocks,
     )
@@ -598,6 +663,14 @@ def recommend(
         ),
     ] = None,
     timeout_ms: TimeoutOpt = 5000,
+    log: Annotated[
+        bool,
+        typer.Option(
+            "--log",
+            help="Log the visit's slots with propensities and a UTC timestamp: a part in "
+            "RUN_DIR/logs, or with --uri the visit_log collection.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """One customer visit: recommend a slate by epsilon-greedy, apply the response, update."""
@@ -619,6 +692,7 @@ def recommend(
         bought=bought_codes,
         visit=visit,
         timeout_ms=timeout_ms,
+        log=log,
     )
     report.show_visit(visited, as_json=as_json)
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import re
 import tomllib
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -48,6 +49,57 @@ UCI_NON_PRODUCTS = (
     "POST", "DOT", "M", "m", "C2", "D", "S", "B", "BANK CHARGES", "AMAZONFEE", "CRUK", "PADS",
     "gift_*",
 )  # fmt: skip
+
+#: The sample-average step size, the original's rule: ``value += (r - value) / reco_count``.
+SAMPLE_AVERAGE = "1/n"
+
+#: One phase of a truth schedule: ``VISITS=RESPONSE``.
+_PHASE = re.compile(r"^\s*(?P<start>\d+)\s*=\s*(?P<response>\S(?:.*\S)?)\s*$")
+
+#: A truth schedule: (first visit, response spec) per phase, starting at 0, increasing.
+Schedule = tuple[tuple[int, str], ...]
+
+
+def is_schedule(response: str) -> bool:
+    """Whether a response spec is a schedule (``VISITS=RESPONSE,...``) rather than one truth."""
+    return _PHASE.match(response.split(",", 1)[0]) is not None
+
+
+def parse_schedule(value: str | Sequence[str], what: str) -> Schedule:
+    """A truth schedule from ``"0=A,2000000=B"`` or ``["0=A", "2000000=B"]``.
+
+    Raises
+    ------
+    ConfigError
+        One line naming ``what`` (a config key or option): an entry that is not
+        ``VISITS=RESPONSE``, or visit counts that do not start at 0 and increase.
+    """
+    entries = value.split(",") if isinstance(value, str) else list(value)
+    phases: list[tuple[int, str]] = []
+    for entry in entries:
+        match = _PHASE.match(entry) if isinstance(entry, str) else None
+        if match is None:
+            raise ConfigError(
+                f"{what} = {value!r}: entry {entry!r} is not VISITS=RESPONSE "
+                "(e.g. 0=holdout:2011-10,2000000=holdout:2011-11)"
+            )
+        phases.append((int(match["start"]), match["response"]))
+    if not phases:
+        raise ConfigError(f"{what} = {value!r}: expected at least one VISITS=RESPONSE entry")
+    if phases[0][0] != 0:
+        raise ConfigError(f"{what} = {value!r}: the first truth must start at visit 0")
+    for (before, _), (start, _) in itertools.pairwise(phases):
+        if start <= before:
+            raise ConfigError(
+                f"{what} = {value!r}: visit counts must increase ({start} after {before})"
+            )
+    return tuple(phases)
+
+
+def format_schedule(phases: Schedule) -> str:
+    """The text form ``0=A,2000000=B`` of a schedule (:func:`parse_schedule` inverts it)."""
+    return ",".join(f"{start}={response}" for start, response in phases)
+
 
 _HOLDOUT = re.compile(r"^(?:customers:(?P<fraction>[0-9.eE+-]+)|time:(?P<date>\d{4}-\d{2}-\d{2}))$")
 
@@ -183,11 +235,59 @@ class StatesConfig:
         return tuple(f for f in self.fields if f not in BUILTIN_STATE_FIELDS)
 
 
+@dataclass(frozen=True, order=True)
+class StepSize:
+    """How a shown product's value follows its rewards.
+
+    ``alpha`` None is the sample average ``value += (r - value) / reco_count`` (written
+    ``1/n``); a number in (0, 1] is a constant step ``value += alpha * (r - value)``, which
+    weights recent rewards more and can track a truth that drifts.
+    """
+
+    alpha: float | None = None
+
+    @classmethod
+    def parse(cls, value: Any, what: str) -> StepSize:
+        """``"1/n"``, or a number (or its text) in (0, 1]; else a one-line ConfigError naming
+        ``what`` (a config key or a command-line option)."""
+        if isinstance(value, StepSize):
+            return value
+        if isinstance(value, str) and value.strip() == SAMPLE_AVERAGE:
+            return cls()
+        alpha: float | None = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            alpha = float(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                alpha = float(value)
+        if alpha is None or not 0.0 < alpha <= 1.0:
+            raise ConfigError(f"{what} = {value!r}: expected '1/n' or a number in (0, 1]")
+        return cls(alpha)
+
+    @property
+    def is_sample_average(self) -> bool:
+        """Whether this is ``1/n``."""
+        return self.alpha is None
+
+    @property
+    def kernel_step(self) -> float:
+        """The kernels' encoding: 0.0 for ``1/n``, else ``alpha``."""
+        return 0.0 if self.alpha is None else float(self.alpha)
+
+    def to_config(self) -> str | float:
+        """The TOML/JSON value: ``"1/n"`` or the number."""
+        return SAMPLE_AVERAGE if self.alpha is None else float(self.alpha)
+
+    def __str__(self) -> str:
+        return SAMPLE_AVERAGE if self.alpha is None else f"{self.alpha:g}"
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
-    """Slate policy: ``name`` (default ``eps-greedy``, which takes ``epsilon``) and the
-    parameter ``param`` of the other policies (``decaying`` c, ``softmax`` tau, ``ucb1`` c,
-    ``thompson`` sigma; absent: the policy's default), and the slate size."""
+    """Slate policy: ``name`` (default ``eps-greedy``, which takes ``epsilon``), the parameter
+    ``param`` of the other policies (``decaying`` c, ``softmax`` tau, ``ucb1`` c, ``thompson``
+    sigma; absent: the policy's default), the slate size, and the step size of the value
+    updates."""
 
     epsilon: float = field(
         default=0.1, metadata=_check(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
@@ -195,6 +295,8 @@ class PolicyConfig:
     slate_size: int = field(default=10, metadata=_check(lambda v: v >= 1, "an integer >= 1"))
     name: PolicyName = "eps-greedy"
     param: float | None = None
+    #: ``"1/n"`` (sample average) or a constant step in (0, 1]
+    step_size: StepSize = StepSize()
 
 
 @dataclass(frozen=True)
@@ -206,14 +308,35 @@ class RewardConfig:
     ignore: float = field(default=-2.0, metadata=_check(math.isfinite, "a finite number"))
 
 
+def _schedule_entries(entries: tuple[str, ...]) -> bool:
+    """Empty, or ``VISITS=RESPONSE`` entries whose visits start at 0 and increase."""
+    if not entries:
+        return True
+    try:
+        parse_schedule(entries, "schedule")
+    except ConfigError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class ResponseConfig:
     """Simulated customer response: ``seed``, ``popularity``, ``holdout`` (the run's held-out
-    truth) or a path to a truth table."""
+    truth) or a path to a truth table; or a drifting truth: ``schedule`` (truths that take
+    over at given visits) or ``drift_every`` (a time holdout's monthly truths in order, each
+    for that many visits). ``schedule`` wins over ``drift_every``, both over ``model``."""
 
     model: str = field(
         default="seed", metadata=_check(bool, "seed, popularity, holdout or a Parquet path")
     )
+    schedule: tuple[str, ...] = field(
+        default=(),
+        metadata=_check(
+            _schedule_entries,
+            "a list of 'VISITS=RESPONSE' whose visit counts start at 0 and increase",
+        ),
+    )
+    drift_every: int = field(default=0, metadata=_check(lambda v: v >= 0, "an integer >= 0"))
     click_probs: tuple[float, ...] = field(
         default=SEED_CLICK_PROBS,
         metadata=_check(_probabilities, "probabilities in [0, 1] summing to 1 within 1e-6"),
@@ -262,7 +385,9 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/TOML-compatible dict (paths as strings, tuples as lists)."""
-        return _plain(dataclasses.asdict(self))
+        raw: dict[str, Any] = _plain(dataclasses.asdict(self))
+        raw["policy"]["step_size"] = self.policy.step_size.to_config()
+        return raw
 
     def segment_of_score(self) -> dict[int, str]:
         """Explicit score -> segment table for every possible score."""
@@ -460,6 +585,9 @@ def _build(cls: type[Any], raw: Any, prefix: str, base: Path | None) -> Any:
     for name, value in raw.items():
         key = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
+        if tp is StepSize:
+            kwargs[name] = StepSize.parse(value, f"key '{key}'")
+            continue
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, value, key, base)
             continue

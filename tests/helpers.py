@@ -24,19 +24,24 @@ from rlreco.engine.response import count_cdf
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.io.run_dir import RunDir
-from rlreco.schema import DEFAULT_STATE_FIELDS
+from rlreco.schema import DEFAULT_STATE_FIELDS, LOG_DTYPE
 
 #: visits per cell and blocks per cell of :func:`small_spec`
 EPISODES = 3_000
 BLOCKS = 6
+#: the log buffer of a kernel call that does not log
+NO_LOG = np.zeros(0, dtype=LOG_DTYPE)
 #: mean rewards of (ignored, clicked, bought) used by the kernel reference tests
 REWARDS = (-2.0, 1.0, 5.0)
 CLICK_CDF = count_cdf((0.5, 0.3, 0.15, 0.05), "click_probs")
 BUY_CDF = count_cdf((0.6, 0.0, 0.2, 0.1, 0.1), "buy_probs")
 
 
-def synthetic_run(path: Path, seed: int = 0, n_products: int = 40) -> RunDir:
-    """A small prepared run: 2 segments x 2 months x 1 half x 2 weekdays, 40 products."""
+def synthetic_run(
+    path: Path, seed: int = 0, n_products: int = 40, config: RunConfig | None = None
+) -> RunDir:
+    """A small prepared run: 2 segments x 2 months x 1 half x 2 weekdays, 40 products (catalogues
+    of 25), with ``config`` (default: the defaults)."""
     rng = np.random.default_rng(seed)
     grid = np.indices((2, 2, 1, 2)).reshape(4, -1)
     catalogues = [
@@ -57,7 +62,7 @@ def synthetic_run(path: Path, seed: int = 0, n_products: int = 40) -> RunDir:
         tables.value[s, known] = np.round(rng.normal(2.0, 1.0, known.size), 2)
         tables.cells["reward"][s, known] = np.round(rng.normal(2.0, 1.0, known.size), 2)
         tables.cells["count"][s, known] = rng.integers(1, 9, known.size)
-    manifest = {"run_id": uuid.uuid4().hex, "config": RunConfig().to_dict(), "seed": 1}
+    manifest = {"run_id": uuid.uuid4().hex, "config": (config or RunConfig()).to_dict(), "seed": 1}
     return RunDir.create(
         path, manifest=manifest, space=space.to_columns(), snapshot=tables.to_columns(space)
     )
@@ -85,6 +90,7 @@ def naive_world(
     truth: np.ndarray | None,
     best_mu: np.ndarray | None,
     empirical: bool,
+    step_size: float | None = None,
 ) -> NaiveWorld:
     """The reference world of a state space and tables (copies)."""
     return NaiveWorld(
@@ -102,16 +108,23 @@ def naive_world(
         truth=None if truth is None else (truth["p_click"], truth["p_buy"]),
         best_mu=best_mu,
         state_cdf=np.cumsum(space.state_weight) if empirical else None,
+        step_size=step_size,
     )
 
 
-def kernel_world(space: StateSpace, *, empirical: bool) -> World:
-    """The :class:`World` bundle of a state space."""
+def kernel_world(
+    space: StateSpace, *, empirical: bool, phase_weights: np.ndarray | None = None
+) -> World:
+    """The :class:`World` bundle of a state space (one response phase, or one per row of
+    ``phase_weights`` under empirical sampling)."""
+    if phase_weights is None:
+        phase_weights = space.state_weight[None, :]
+    cdf = np.cumsum(phase_weights, axis=1) if empirical else np.empty((len(phase_weights), 0))
     return World(
         np.ascontiguousarray(space.state_segment, dtype=np.int16),
         np.ascontiguousarray(space.catalog_ptr, dtype=np.int64),
         np.ascontiguousarray(space.catalog_items, dtype=np.int32),
-        np.cumsum(space.state_weight) if empirical else np.empty(0),
+        cdf,
     )
 
 
@@ -134,26 +147,41 @@ def kernel_learner(tables: Tables, search: int = TopNSearch.tree) -> Learner:
 
 
 def kernel_response(
-    n_states: int, truth: np.ndarray | None = None, best_mu: np.ndarray | None = None
+    n_states: int,
+    truth: np.ndarray | None = None,
+    best_mu: np.ndarray | None = None,
+    phase_start: tuple[int, ...] = (0,),
 ) -> ResponseArrays:
-    """The ``seed`` response (no ``truth``) or a ``truth`` response, with :data:`REWARDS`."""
+    """The ``seed`` response (no ``truth``) or a ``truth`` response, with :data:`REWARDS`.
+
+    ``truth`` (S, P) and ``best_mu`` (S,) are one phase; with several ``phase_start``, they are
+    stacked per phase: (F, S, P) and (F, S).
+    """
+    starts = np.array(phase_start, dtype=np.int64)
     if truth is None:
         return ResponseArrays(
             ResponseModel.seed,
             CLICK_CDF,
             BUY_CDF,
-            np.empty((n_states, 0), dtype=TRUTH_DTYPE),
-            np.zeros(n_states),
+            np.empty((1, n_states, 0), dtype=TRUTH_DTYPE),
+            np.zeros((1, n_states)),
             np.array(REWARDS),
+            starts,
         )
     assert best_mu is not None
+    if truth.ndim == 2:
+        truth, best_mu = truth[None], best_mu[None]
     return ResponseArrays(
-        ResponseModel.truth, CLICK_CDF, BUY_CDF, truth, best_mu, np.array(REWARDS)
+        ResponseModel.truth, CLICK_CDF, BUY_CDF, truth, best_mu, np.array(REWARDS), starts
     )
 
 
 def policy_params(
-    code: int, param: float, slate_size: int, search: int = TopNSearch.tree
+    code: int,
+    param: float,
+    slate_size: int,
+    search: int = TopNSearch.tree,
+    step_size: float | None = None,
 ) -> PolicyParams:
-    """A :class:`PolicyParams` bundle."""
-    return PolicyParams(code, float(param), slate_size, search)
+    """A :class:`PolicyParams` bundle (``step_size`` None: the sample average)."""
+    return PolicyParams(code, float(param), slate_size, search, step_size or 0.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,11 @@ class NaiveWorld:
     """Everything one visit reads and writes, as plain arrays (modified in place).
 
     ``truth`` is None for the seed model, else ``(p_click, p_buy)`` arrays of shape
-    (n_states, n_products); ``rewards`` are the mean rewards of (ignored, clicked, bought).
+    (n_states, n_products); ``rewards`` are the mean rewards of (ignored, clicked, bought);
+    ``step_size`` None is the sample average ``1/n``, else a constant step. ``schedule``, when
+    given, lists the response phases ``(first visit, truth, best_mu, state_cdf)``: before each
+    visit the phase with the last first visit ``<=`` the global visit index sets ``truth``,
+    ``best_mu`` and ``state_cdf``.
     """
 
     value: np.ndarray
@@ -61,6 +66,8 @@ class NaiveWorld:
     truth: tuple[np.ndarray, np.ndarray] | None = None
     best_mu: np.ndarray | None = None
     state_cdf: np.ndarray | None = None
+    step_size: float | None = None
+    schedule: list[tuple[int, Any, Any, Any]] = field(default_factory=list)
     blocks: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
@@ -141,7 +148,10 @@ def update(
         world.count[state, product] += 1
         r = round2(rng.normal(world.rewards[code], 1.0))
         world.reward[state, product] += r
-        mean += (r - mean) / world.reco_count[state, product]
+        if world.step_size is None:
+            mean += (r - mean) / world.reco_count[state, product]
+        else:
+            mean += world.step_size * (r - mean)
         world.value[state, product] = mean
         total += r
     return total
@@ -156,6 +166,9 @@ def simulate(
 ) -> None:
     """Simulate visits ``first_visit ..`` and add their sums to ``world.blocks``."""
     for visit in range(first_visit, first_visit + n_visits):
+        for start, truth, best_mu, state_cdf in world.schedule:
+            if start <= visit:
+                world.truth, world.best_mu, world.state_cdf = truth, best_mu, state_cdf
         state = draw_state(world, rng)
         slate, explored = choose_slate(world, state, rng)
         outcome, clicks, buys, shown_mu = respond(world, state, slate, rng)

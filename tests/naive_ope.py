@@ -229,9 +229,8 @@ def truth_scores(world: NaiveWorld) -> dict[str, np.ndarray]:
     """Per-cell expected reward, P(clicked or bought) and P(bought) of a world's truth."""
     assert world.truth is not None
     p_click, p_buy = world.truth
-    ignore, click, buy = world.rewards
     return {
-        "reward_per_visit": expected_reward(p_click, p_buy, (ignore, click, buy)),
+        "reward_per_visit": expected_reward(p_click, p_buy, world.rewards),
         "click_rate": 1.0 - (1.0 - p_click) * (1.0 - p_buy),
         "buy_rate": p_buy,
     }

@@ -50,7 +50,8 @@ def test_original_json_keys_map_to_fields(tmp_path: Path) -> None:
         ({"bogus": {}}, "unknown key 'bogus'"),
         (
             {"policy": {"eps": 0.1}},
-            "unknown key 'policy.eps': allowed keys are epsilon, name, param, slate_size",
+            "unknown key 'policy.eps': allowed keys are epsilon, name, param, slate_size, "
+            "step_size",
         ),
         ({"simulation": {"state_sampling": "random"}}, "'uniform' or 'empirical'"),
         ({"response": {"click_probs": [0.5, 0.4]}}, "summing to 1"),

@@ -12,6 +12,7 @@ import os
 import numpy as np
 import pytest
 from helpers import (
+    NO_LOG,
     REWARDS,
     kernel_learner,
     kernel_response,
@@ -20,6 +21,7 @@ from helpers import (
     policy_params,
 )
 from naive import simulate, synthetic_world
+from naive_ope import log_visits
 
 from rlreco.engine.kernels.records import (
     LANES,
@@ -200,24 +202,27 @@ def test_group_operations() -> None:
 
 
 CASES = {
-    "seed": dict(epsilon=0.1, slate_size=5),
+    "seed": dict(epsilon=0.1, slate_size=5, log=True),
     "greedy-empirical": dict(epsilon=0.0, slate_size=10, empirical=True),
-    "truth": dict(epsilon=0.3, slate_size=7, truth=True),
-    "explore-only": dict(epsilon=1.0, slate_size=4, truth=True),
-    "scan": dict(epsilon=0.2, slate_size=6, search=TopNSearch.scan),
+    "truth": dict(epsilon=0.3, slate_size=7, truth=True, log=True),
+    "explore-only": dict(epsilon=1.0, slate_size=4, truth=True, log=True),
+    "scan": dict(epsilon=0.2, slate_size=6, search=TopNSearch.scan, log=True),
     "depth-1": dict(epsilon=0.2, slate_size=3, n_products=8, catalogue_size=8),
-    "depth-3": dict(epsilon=0.05, slate_size=10, n_products=300, catalogue_size=120),
+    "depth-3": dict(epsilon=0.05, slate_size=10, n_products=300, catalogue_size=120, log=True),
+    "constant-step": dict(epsilon=0.2, slate_size=5, truth=True, step_size=0.1),
+    "step-one": dict(epsilon=0.1, slate_size=4, step_size=1.0),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_visits_match_naive(case: str) -> None:
-    if QUICK and case not in ("seed", "truth", "depth-3"):
-        pytest.skip("plain-Python run: three cases suffice")
+    if QUICK and case not in ("seed", "truth", "depth-3", "constant-step"):
+        pytest.skip("plain-Python run: four cases suffice")
     options = dict(CASES[case])
     epsilon, slate_size = options["epsilon"], options["slate_size"]
     empirical = bool(options.get("empirical", False))
     search = options.get("search", TopNSearch.tree)
+    step_size = options.get("step_size")
     space, tables = synthetic_world(
         n_products=options.get("n_products", 40),
         catalogue_size=options.get("catalogue_size", 25),
@@ -243,11 +248,17 @@ def test_visits_match_naive(case: str) -> None:
         truth=truth,
         best_mu=best_mu,
         empirical=empirical,
+        step_size=step_size,
     )
+    logged = naive_world(
+        space, tables, epsilon=epsilon, slate_size=slate_size, truth=truth, best_mu=best_mu,
+        empirical=empirical, step_size=step_size,
+    )  # fmt: skip
+    log = options.get("log", False)
     learner = kernel_learner(tables, search)
-    policy = policy_params(Policy.eps_greedy, epsilon, slate_size, search)
+    policy = policy_params(Policy.eps_greedy, epsilon, slate_size, search, step_size)
     response = kernel_response(n_states, truth, best_mu)
-    generators = [np.random.Generator(np.random.PCG64(11)) for _ in range(2)]
+    generators = [np.random.Generator(np.random.PCG64(11)) for _ in range(3)]
     block = 170
     visits = 400 if QUICK else 2000
     out = np.zeros(visits // block + 2, dtype=METRICS_DTYPE)
@@ -255,6 +266,7 @@ def test_visits_match_naive(case: str) -> None:
     for first, n in chunks:  # a chunk boundary inside a metric block
         part = np.zeros((first + n - 1) // block - first // block + 1, dtype=METRICS_DTYPE)
         part[0] = out[first // block]
+        buffer = np.zeros(n * slate_size, dtype=NO_LOG.dtype) if log else NO_LOG
         simulate_visits_nb(
             generators[0],
             first,
@@ -265,9 +277,14 @@ def test_visits_match_naive(case: str) -> None:
             response,
             block,
             part,
+            buffer,
         )
         out[first // block : first // block + part.size] = part
         simulate(world, generators[1], first, n, block)
+        if log:
+            expected = log_visits(logged, generators[2], first, n)
+            for name in expected.dtype.names or ():
+                assert np.array_equal(buffer[name], expected[name]), name
     assert np.array_equal(tables.value, world.value)  # -inf compares equal
     assert np.all(tables.padded[:, n_products:] == -np.inf)
     assert np.array_equal(tables.cells["reward"], world.reward)
@@ -302,3 +319,57 @@ def test_tables_keep_values_in_the_padded_layout() -> None:
     assert again.equals(tables)
     again.padded[0, 0] = 9.0
     assert again.value[0, 0] == 9.0
+
+
+def test_drifting_truth_matches_naive() -> None:
+    """Three truths switching at visits 700 and 1,500, each with its own state weights, and
+    a constant step: chunks end before, at and after switches."""
+    slate_size, epsilon, step = 5, 0.2, 0.1
+    space, tables = synthetic_world(seed=4)
+    n_states, n_products = tables.shape
+    rng = np.random.default_rng(8)
+    starts = (0, 700, 1_500)
+    truths, best, weights = [], [], []
+    for _ in starts:
+        truth, best_mu = truth_arrays(
+            space,
+            rng.uniform(0.0, 0.4, (n_states, n_products)),
+            rng.uniform(0.0, 0.2, (n_states, n_products)),
+            REWARDS,
+            slate_size,
+        )
+        truths.append(truth)
+        best.append(best_mu)
+        weights.append(rng.integers(0, 5, n_states).astype(np.float64) + (np.arange(n_states) == 1))
+    cdf = np.cumsum(np.stack(weights), axis=1)
+    world = naive_world(
+        space, tables, epsilon=epsilon, slate_size=slate_size, truth=truths[0],
+        best_mu=best[0], empirical=True, step_size=step,
+    )  # fmt: skip
+    world.schedule = [
+        (start, (t["p_click"], t["p_buy"]), b, c)
+        for start, t, b, c in zip(starts, truths, best, cdf, strict=True)
+    ]
+    learner = kernel_learner(tables)
+    policy = policy_params(Policy.eps_greedy, epsilon, slate_size, TopNSearch.tree, step)
+    response = kernel_response(n_states, np.stack(truths), np.stack(best), starts)
+    kernel_space = kernel_world(space, empirical=True, phase_weights=np.stack(weights))
+    generators = [np.random.Generator(np.random.PCG64(21)) for _ in range(2)]
+    block = 250
+    visits = 2_000
+    out = np.zeros(visits // block + 1, dtype=METRICS_DTYPE)
+    for first, n in ((0, 699), (699, 1), (700, 900), (1_600, 400)):
+        part = np.zeros((first + n - 1) // block - first // block + 1, dtype=METRICS_DTYPE)
+        part[0] = out[first // block]
+        simulate_visits_nb(
+            generators[0], first, n, kernel_space, learner, policy, response, block, part, NO_LOG
+        )
+        out[first // block : first // block + part.size] = part
+        simulate(world, generators[1], first, n, block)
+    assert np.array_equal(tables.value, world.value)
+    assert np.array_equal(tables.cells["reward"], world.reward)
+    for b, sums in world.blocks.items():
+        for name, total in sums.items():
+            assert out[b][name] == total, (b, name)
+    assert generators[0].bit_generator.state == generators[1].bit_generator.state
+    assert out["regret_visits"].sum() == visits

@@ -10,6 +10,7 @@ import naive_policy
 import numpy as np
 import pytest
 from helpers import (
+    NO_LOG,
     REWARDS,
     kernel_learner,
     kernel_response,
@@ -64,6 +65,7 @@ def test_policy_kernel_matches_reference(policy: int, truth: bool) -> None:
         kernel_response(space.n_states, cells, best_mu),
         block,
         metrics,
+        NO_LOG,
     )
     naive_rng = np.random.default_rng(5)
     naive_policy.simulate_policy(world, naive_rng, policy, PARAMS[policy], n_visits, block)

@@ -308,10 +308,10 @@ def test_uniform_slates_get_the_seed_models_clicks_and_buys() -> None:
     assert frame["buys"].sum() / 100_000 == pytest.approx(0.543, abs=0.01)
     # uniform slates: expected regret = best slate - n * catalogue mean of mu, averaged over
     # (uniformly drawn) states
-    mu = sim.response.mu
+    mu = sim.response.mu[0]
     expected = np.mean(
         [
-            sim.response.best_mu[s]
+            sim.response.best_mu[0, s]
             - 10 * mu[s, space.catalogue(int(space.state_segment[s]))].mean()
             for s in range(space.n_states)
         ]
@@ -362,7 +362,7 @@ def test_truth_table_reproduces_the_popularity_run(tmp_path: Path) -> None:
     assert runs[0].tables.equals(runs[1].tables)
     assert metrics_equal(runs[0].metrics_frame(), runs[1].metrics_frame())
     mu = expected_reward(p_click, p_buy, (-2.0, 1.0, 5.0))
-    assert np.array_equal(runs[1].response.mu, mu)
+    assert np.array_equal(runs[1].response.mu[0], mu)
 
 
 def break_table(frame: pd.DataFrame, how: str, space: StateSpace) -> pd.DataFrame:
@@ -415,7 +415,7 @@ def test_bad_truth_tables_get_one_line_errors(how: str, message: str, tmp_path: 
 
 def test_unreadable_truth_tables(tmp_path: Path) -> None:
     space, tables = synthetic_world()
-    with pytest.raises(SimulationError, match="expected seed, popularity or the path"):
+    with pytest.raises(SimulationError, match="expected seed, popularity, the path"):
         Simulator(space, tables, params(response=str(tmp_path / "absent.parquet")))
     junk = tmp_path / "junk.parquet"
     junk.write_text("not parquet")

@@ -157,7 +157,7 @@ def test_sweep_writes_results_summary_and_plots(reference: sweep.SweepResult) ->
     out = reference.out
     results = reference.results
     assert len(results) == 3 * 3 * BLOCKS
-    assert list(results.columns[:7]) == [*sweep_statistics.SETTING_COLUMNS, "replicate", "cell"]
+    assert list(results.columns[:8]) == [*sweep_statistics.SETTING_COLUMNS, "replicate", "cell"]
     assert set(sweep_statistics.METRIC_COLUMNS) <= set(results.columns)
     per_cell = results.groupby("cell")
     assert (per_cell["visits"].sum() == EPISODES).all()
@@ -409,6 +409,7 @@ def replicate_frame(values: dict[float, list[float]]) -> pd.DataFrame:
                     "policy": "eps-greedy",
                     "param_name": "epsilon",
                     "param": eps,
+                    "step_size": "1/n",
                     "slate_size": 10,
                     "response": "popularity",
                     "replicate": r,

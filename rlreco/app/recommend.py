@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,10 @@ from rlreco.io.mongo import (
     redact_uri,
 )
 from rlreco.io.mongo_layout import check_layout
+from rlreco.io.mongo_visit import write_visit_log
 from rlreco.io.run_dir import SCHEMAS, RunDir
+from rlreco.io.visit_log import log_documents, write_log_part
+from rlreco.schema import LOG_DTYPE
 
 __all__ = ["VisitReport", "recommend"]
 
@@ -117,6 +121,7 @@ class _Visit:
     slate_size: int
     policy: str
     param: float
+    step: float  # PolicyParams.step of the run's step size
     click_cdf: np.ndarray
     buy_cdf: np.ndarray
     outcome_reward: np.ndarray  # mean reward by Outcome code
@@ -160,7 +165,9 @@ def play_visit(
         plan.state_id,
         value,
         cells,
-        policy=PolicyParams(POLICIES[plan.policy], plan.param, plan.slate_size, TopNSearch.tree),
+        policy=PolicyParams(
+            POLICIES[plan.policy], plan.param, plan.slate_size, TopNSearch.tree, plan.step
+        ),
         click_cdf=plan.click_cdf,
         buy_cdf=plan.buy_cdf,
         rewards=_outcome_rewards(plan.outcome_reward),
@@ -173,6 +180,8 @@ def play_visit(
     return {
         "slate": visit.slate,
         "outcome": visit.outcome,
+        "propensity": visit.propensity,
+        "reward": visit.reward,
         "explored": int(row["explored"]),
         "clicks": int(row["clicks"]),
         "buys": int(row["buys"]),
@@ -272,6 +281,7 @@ def recommend(
     visit: int | None = None,
     timeout_ms: int = 5000,
     policy: RetryPolicy | None = None,
+    log: bool = False,
 ) -> VisitReport:
     """One customer visit, as the original ``rlRecoMain.py`` does it, with the engine's kernels.
 
@@ -305,6 +315,12 @@ def recommend(
         (state draw, slate, response and reward draws, in the simulator's order). Default:
         the run's episode count (run directory: repeating a dry run's key gives its slate) or a
         random key (MongoDB; reported, so a visit can be replayed).
+    log : bool
+        Log the visit's slots with their propensities and a UTC timestamp (not a dry run):
+        against a run directory a part ``logs/part-<visit index>.parquet`` written before the
+        snapshot commit (the visit index is the run's visit count before it); with ``uri``
+        documents upserted into the ``visit_log`` collection once the state's update is
+        committed, keyed by run id, the visit key and the slot.
 
     Returns
     -------
@@ -357,6 +373,7 @@ def recommend(
         slate_size=config.policy.slate_size,
         policy=config.policy.name,
         param=SimulationParams.from_config(config).param,
+        step=config.policy.step_size.kernel_step,
         click_cdf=count_cdf(config.response.click_probs, "click_probs"),
         buy_cdf=count_cdf(config.response.buy_probs, "buy_probs"),
         outcome_reward=np.array([rewards.ignore, rewards.click, rewards.buy]),
@@ -366,7 +383,7 @@ def recommend(
         rng_state=rng.bit_generator.state,
     )
     if uri is None:
-        return _visit_run_dir(run, config, plan, visit)
+        return _visit_run_dir(run, config, plan, visit, log=log)
     return _visit_mongo(
         run,
         plan,
@@ -377,7 +394,22 @@ def recommend(
         run_id=run_id,
         timeout_ms=timeout_ms,
         policy=policy,
+        log=log,
     )
+
+
+def visit_records(plan: _Visit, played: Mapping[str, Any], visit: int) -> np.ndarray:
+    """The slots of a played visit as visit log records (:data:`rlreco.schema.LOG_DTYPE`)."""
+    slate = played["slate"]
+    records = np.zeros(slate.size, dtype=LOG_DTYPE)
+    records["visit"] = visit
+    records["state"] = plan.state_id
+    records["position"] = np.arange(slate.size)
+    records["product"] = slate
+    records["outcome"] = played["outcome"]
+    records["reward"] = played["reward"]
+    records["propensity"] = played["propensity"]
+    return records
 
 
 def pick_state(space: StateSpace, state: str | None, rng: np.random.Generator, where: Path) -> int:
@@ -393,7 +425,9 @@ def pick_state(space: StateSpace, state: str | None, rng: np.random.Generator, w
     return found
 
 
-def _visit_run_dir(run: RunDir, config: RunConfig, plan: _Visit, visit: int) -> VisitReport:
+def _visit_run_dir(
+    run: RunDir, config: RunConfig, plan: _Visit, visit: int, *, log: bool
+) -> VisitReport:
     """A visit on a run directory's latest snapshot, committed as a new snapshot."""
     space = plan.space
     tables = Tables.from_groups(run.iter_snapshot(columns=SNAPSHOT_CELL_COLUMNS), space)
@@ -413,6 +447,17 @@ def _visit_run_dir(run: RunDir, config: RunConfig, plan: _Visit, visit: int) -> 
         metrics = add_to_metrics(
             run.read_metrics(), episodes, config.simulation.metrics_block, plan.slate_size, played
         )
+        if log:
+            write_log_part(
+                run.path,
+                visit_records(plan, played, episodes),
+                run_id=str(run.manifest["run_id"]),
+                state_names=space.state_ids,
+                product_codes=space.product_codes,
+                policy="eps-greedy",
+                param=plan.epsilon,
+                timestamp=np.full(plan.slate_size, np.datetime64(_now().replace(tzinfo=None))),
+            )
         episodes += 1
         run.commit(
             episodes=episodes,
@@ -435,6 +480,7 @@ def _visit_mongo(
     run_id: str | None,
     timeout_ms: int,
     policy: RetryPolicy | None,
+    log: bool,
 ) -> VisitReport:
     """A visit on one state's documents in MongoDB (atomic per state, see ``apply_visit``)."""
     kind = check_layout(layout)
@@ -471,6 +517,18 @@ def _visit_mongo(
         else:
             result = apply_visit(client, state, step, **common)
             version, attempts = result.version, result.attempts
+            if log:
+                records = visit_records(plan, outcome["played"], visit)
+                documents = log_documents(
+                    records,
+                    run_id=stored_run or str(run.manifest["run_id"]),
+                    state_names=space.state_ids,
+                    product_codes=space.product_codes,
+                    policy="eps-greedy",
+                    param=plan.epsilon,
+                    timestamp=_now(),
+                )
+                write_visit_log(client, documents, db=db, policy=policy)
     finally:
         client.close()
     return _report(
@@ -483,6 +541,11 @@ def _visit_mongo(
         version=version,
         attempts=attempts,
     )
+
+
+def _now() -> datetime:
+    """The current time in UTC, to the microsecond (the log's resolution)."""
+    return datetime.now(UTC)
 
 
 def _report(

@@ -25,9 +25,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rlreco.app.truth import resolve_response, sampling_space
-from rlreco.config import RunConfig, config_from_dict
+from rlreco.app.truth import (
+    monthly_schedule,
+    phase_weights,
+    resolve_response,
+    response_spec,
+    sampling_space,
+)
+from rlreco.config import RunConfig, StepSize, config_from_dict, parse_schedule
 from rlreco.engine.memory import check_memory_limit
+from rlreco.engine.response import uses_popularity
 from rlreco.engine.simulation import (
     POLICY_STATE,
     SimulationParams,
@@ -39,6 +46,7 @@ from rlreco.engine.tables import Tables
 from rlreco.engine.warmup import Warmup, warm_up_simulation
 from rlreco.errors import ConfigError, SimulationError, SnapshotError
 from rlreco.io.run_dir import SCHEMAS, CellStream, RunDir, use_system_allocator
+from rlreco.io.visit_log import remove_log_parts_from, write_log_part
 from rlreco.schema import POLICY_PARAMS
 
 #: Snapshot columns the dense tables are rebuilt from.
@@ -134,14 +142,18 @@ def simulate_run(
     epsilon: float | None = None,
     policy: str | None = None,
     param: float | None = None,
+    step_size: str | None = None,
     seed: int | None = None,
     response: str | None = None,
+    schedule: str | None = None,
+    drift_every: int | None = None,
     state_sampling: str | None = None,
     checkpoint_every: int | None = None,
     chunk: int = CHUNK,
     progress: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_warmup: Callable[[Warmup], None] | None = None,
+    log: bool = False,
 ) -> SimulationSummary:
     """Simulate ``episodes`` more visits on a run directory and commit the result.
 
@@ -156,6 +168,15 @@ def simulate_run(
         later calls. ``policy`` is a slate policy's name (``policy.name``); ``param`` the
         parameter of a policy other than eps-greedy (``policy.param``; a new ``policy``
         without ``param`` takes that policy's default); ``epsilon`` is eps-greedy's.
+        later calls.
+    step_size : str, optional
+        ``1/n`` or a constant step in (0, 1] (``--step-size``); an override like the others.
+    schedule : str, optional
+        A drifting truth ``VISITS=RESPONSE,...`` (``--schedule``): visit counts start at 0 and
+        increase; each response as for ``response``.
+    drift_every : int, optional
+        A time holdout's monthly truths in order, each for this many visits
+        (``--drift-every``). ``response``, ``schedule`` and ``drift_every`` exclude each other.
     seed : int, optional
         Seed of the run's random streams. Only a run that has not simulated yet can be given a
         new seed (its streams continue from the saved state afterwards).
@@ -170,12 +191,26 @@ def simulate_run(
     on_warmup : callable, optional
         Called with the :class:`~rlreco.engine.warmup.Warmup` that compiled (a machine's first
         run) or loaded the kernels before the visits, which is not counted in their visits/s.
+    log : bool
+        Write a visit log: one row per shown slot with its propensity, a part
+        ``logs/part-<first visit>.parquet`` per chunk, each before the snapshot commit of its
+        chunk boundary (:mod:`rlreco.io.visit_log`). Whether or not it logs, a call first
+        deletes the parts that start at or after the committed visit count (written after the
+        last commit), so a log written in one call, in chunks or resumed is the same.
     """
     if episodes < 1:
         raise SimulationError(f"--episodes = {episodes}: expected an integer >= 1")
+    step = None if step_size is None else StepSize.parse(step_size, "--step-size")
+    chosen = [o for o, v in (("--response", response), ("--schedule", schedule),
+                             ("--drift-every", drift_every)) if v is not None]  # fmt: skip
+    if len(chosen) > 1:
+        raise ConfigError(f"{' and '.join(chosen)}: each chooses the truth; give one of them")
+    phases = None if schedule is None else parse_schedule(schedule, "--schedule")
+    if drift_every is not None and drift_every < 1:
+        raise ConfigError(f"--drift-every = {drift_every}: expected an integer >= 1")
 
     def fits(config: RunConfig, space: StateSpace) -> None:
-        model = response if response is not None else str(config.response.model)
+        model = "truth" if schedule or drift_every else response or str(config.response.model)
         check_memory_limit(
             space.n_states,
             space.n_products,
@@ -188,9 +223,19 @@ def simulate_run(
     run = Run.load(path, check=fits)
     manifest = run.run_dir.manifest
     done = run.run_dir.episodes
+    remove_log_parts_from(run.run_dir.path, done)
     changes = policy_changes(run.config, epsilon=epsilon, policy=policy, param=param)
+    if step is not None:
+        changes["policy.step_size"] = step.to_config()
     if response is not None:
-        changes["response.model"] = response
+        changes.update({"response.model": response, "response.schedule": [],
+                        "response.drift_every": 0})  # fmt: skip
+    if phases is not None:
+        changes.update({"response.schedule": [f"{v}={r}" for v, r in phases],
+                        "response.drift_every": 0})  # fmt: skip
+    if drift_every is not None:
+        monthly_schedule(run.run_dir, drift_every)  # a run without monthly truths: one line
+        changes.update({"response.schedule": [], "response.drift_every": drift_every})
     if state_sampling is not None:
         changes["simulation.state_sampling"] = state_sampling
     if seed is not None and seed != run.config.simulation.seed:
@@ -205,24 +250,24 @@ def simulate_run(
     if every < 1:
         raise SimulationError(f"--checkpoint-every = {every}: expected an integer >= 1")
     policy_state = policy_state_of(run.run_dir, config.policy.name, done)
-    response_spec = resolve_response(run.run_dir, str(config.response.model))
+    wanted = response_spec(run.run_dir, config)
+    resolved = resolve_response(run.run_dir, wanted)
     space, sampling = sampling_space(
-        run.run_dir, run.space, config.simulation.state_sampling, response_spec
+        run.run_dir, run.space, config.simulation.state_sampling, resolved
     )
     simulator = Simulator(
         space,
         run.tables,
-        SimulationParams.from_config(config, response=response_spec, state_sampling=sampling),
+        SimulationParams.from_config(config, response=resolved, state_sampling=sampling),
         seed=config.simulation.seed,
         rng_state=manifest.get("rng_state"),
         episodes_done=done,
         metrics=run.metrics_frame(),
-        history_count=run.history_count()
-        if done and config.response.model == "popularity"
-        else None,
+        history_count=run.history_count() if done and uses_popularity(wanted) else None,
+        phase_weights=phase_weights(run.run_dir, config.simulation.state_sampling, resolved),
         policy_state=policy_state,
     )
-    log = list(manifest.get("simulations", []))
+    calls = list(manifest.get("simulations", []))
     committed = [done]
 
     def commit(summary: SimulationSummary | None = None) -> None:
@@ -236,7 +281,9 @@ def simulate_run(
             "policy": config.policy.name,
             "epsilon": config.policy.epsilon,
             "param": SimulationParams.from_config(config).param,
-            "response": config.response.model,
+            "step_size": config.policy.step_size.to_config(),
+            "response": wanted,
+            "log": log,
             "state_sampling": config.simulation.state_sampling,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -250,11 +297,11 @@ def simulate_run(
                 "config": config.to_dict(),
                 "seed": config.simulation.seed,
                 "rng_state": simulator.rng_state,
-                "simulations": [*log, entry],
+                "simulations": [*calls, entry],
             },
             policy_state=(config.policy.name, simulator.policy_state),
         )
-        log.append(entry)
+        calls.append(entry)
         committed[0] = total
 
     chunk = max(1, min(chunk, every))
@@ -268,12 +315,27 @@ def simulate_run(
     warmup = warm_up_simulation()
     if on_warmup is not None:
         on_warmup(warmup)
+
+    params = simulator.params
+
+    def write_part(records: np.ndarray) -> None:
+        write_log_part(
+            run.run_dir.path,
+            records,
+            run_id=str(manifest["run_id"]),
+            state_names=run.space.state_ids,
+            product_codes=run.space.product_codes,
+            policy=params.policy,
+            param=params.param,
+        )
+
     with sigint_flag() as interrupted:
         summary = simulator.run(
             episodes,
             chunk=chunk,
             progress=on_chunk,
             should_stop=lambda: interrupted() or bool(should_stop and should_stop()),
+            log=write_part if log else None,
         )
     commit(summary)
     return summary

@@ -24,6 +24,7 @@ the same base (run, snapshot, seed, visits per cell, blocks).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import threading
 import time
@@ -47,8 +48,8 @@ from rlreco.app.sweep_execution import (
     stop_pool,
 )
 from rlreco.app.sweep_grid import RESPONSE_NAMES, Setting, SweepSpec, check_int
-from rlreco.app.truth import resolve_response
-from rlreco.config import RunConfig, config_from_dict
+from rlreco.app.truth import monthly_schedule, resolve_response, response_spec, schedule_starts
+from rlreco.config import RunConfig, config_from_dict, format_schedule, is_schedule, parse_schedule
 from rlreco.engine.response import truth_from_frame
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.sweep_statistics import (
@@ -187,7 +188,11 @@ def check_settings(space: StateSpace, settings: list[Setting]) -> None:
             raise ConfigError(
                 f"slate sizes: {slate} exceeds the smallest segment catalogue ({smallest} products)"
             )
-    for response in sorted({s.response for s in settings} - set(RESPONSE_NAMES)):
+    responses = {s.response for s in settings}
+    files = {r for r in responses if not is_schedule(r)}
+    for schedule in responses - files:
+        files.update(phase for _, phase in parse_schedule(schedule, "--schedule"))
+    for response in sorted(files - set(RESPONSE_NAMES)):
         truth_from_frame(space, read_truth_table(response), source=response)
 
 
@@ -196,6 +201,17 @@ def import_plotting() -> None:
     plots are written."""
     with contextlib.suppress(Exception):
         import rlreco.io.plots  # noqa: F401
+
+
+def grid_settings(run: RunDir, spec: SweepSpec, config: RunConfig) -> list[Setting]:
+    """The settings of a grid on a run: holdout truths resolved to the run's files, and
+    ``drift_every`` made the run's monthly schedule."""
+    if spec.drift_every is not None:
+        monthly = format_schedule(monthly_schedule(run, spec.drift_every))
+        spec = dataclasses.replace(spec, schedule=monthly, drift_every=None)
+    return spec.settings(
+        config, lambda r: resolve_response(run, r), default_response=response_spec(run, config)
+    )
 
 
 def run_cell(run_dir: str | Path, spec: SweepSpec, setting: Setting, replicate: int) -> CellOutcome:
@@ -252,7 +268,7 @@ def run_sweep(
         check_int("workers", workers, 1)
     run = RunDir.open(run_dir)
     config = config_from_dict(run.manifest["config"], source=f"{run.path}/manifest.json")
-    settings = spec.settings(config, lambda r: resolve_response(run, r))
+    settings = grid_settings(run, spec, config)
     check_settings(StateSpace.from_columns(run.read_space(), run.fields), settings)
     base = sweep_base(run, spec, config)
     sweep = SweepDir.prepare(out, base, {"run_dir": str(run.path), **spec.to_dict()}, force=force)
@@ -345,7 +361,10 @@ def run_sweep(
         # matplotlib loads lazily: worker processes import this module and never plot
         from rlreco.io.plots import write_sweep_plots
 
-        written = write_sweep_plots(learning_curves(results), summary, sweep.plots_dir)
+        switches = {s.response: schedule_starts(s.response)[1:] for s in settings}
+        written = write_sweep_plots(
+            learning_curves(results), summary, sweep.plots_dir, switches=switches
+        )
     result = SweepResult(
         out=sweep.path,
         summary=summary,

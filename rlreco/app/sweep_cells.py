@@ -16,7 +16,7 @@ import numpy as np
 
 from rlreco.app.simulate import Run
 from rlreco.app.sweep_grid import Setting
-from rlreco.config import RunConfig, config_from_dict
+from rlreco.config import RunConfig, config_from_dict, is_schedule, parse_schedule
 from rlreco.engine import streams
 from rlreco.engine.response import Response, build_response
 from rlreco.engine.simulation import SimulationParams, Simulator
@@ -196,6 +196,7 @@ class LoadedRun:
             slate_size=setting.slate_size,
             response=setting.response,
             metrics_block=task.metrics_block,
+            step_size=setting.step_size,
             state_sampling="empirical" if sampling == "holdout" else sampling,
             **policy,
         )
@@ -213,6 +214,17 @@ class LoadedRun:
             )
         weight = weights.get(task.setting.response, weights[""])
         return dataclasses.replace(self.space, state_weight=weight)
+
+    def phase_weights(self, task: CellTask) -> np.ndarray | None:
+        """Per-phase state weights of a schedule under ``holdout`` sampling (each phase's
+        truth's held-out rows; see :func:`rlreco.app.truth.phase_weights`), else None."""
+        response = task.setting.response
+        if self.config.simulation.state_sampling != "holdout" or not is_schedule(response):
+            return None
+        self.sampling_space(task)  # a run without a holdout: one line
+        weights = self._state_weights
+        phases = parse_schedule(response, "--schedule")
+        return np.stack([weights.get(phase, weights[""]) for _, phase in phases])
 
     def response(self, params: SimulationParams) -> Response:
         """The response model of some parameters, built on first use."""
@@ -262,6 +274,7 @@ def simulate_cell(loaded: LoadedRun, task: CellTask) -> CellOutcome:
         seed=task.seed,
         stream=task.stream,
         response=loaded.response(params),
+        phase_weights=loaded.phase_weights(task),
     )
     summary = simulator.run(task.episodes)
     frame = simulator.metrics_frame()

@@ -1,10 +1,13 @@
-"""The grid of a sweep: settings (policy, parameter, slate size, response) and their checks.
+"""The grid of a sweep: settings (policy, parameter, step size, slate size, response) and their
+checks.
 
-A *setting* is (response model, slate size, policy, policy parameter): epsilon for
+A *setting* is (response model, slate size, policy, policy parameter, step size): epsilon for
 ``eps-greedy``; ``c`` for ``decaying`` (epsilon_t = min(1, c / visits to the state)); ``tau``
 for ``softmax``; ``c`` for ``ucb1``; ``sigma`` for ``thompson`` (the reward noise scale of the
-Gaussian posterior). A setting's random stream is keyed by a hash of its *values*
-(:attr:`Setting.stream_id`), never by its place in the grid.
+Gaussian posterior); the step size of the value updates is ``1/n`` (the sample average) or a
+constant. A setting's random stream is keyed by a hash of its *values*
+(:attr:`Setting.stream_id`), never by its place in the grid; a ``1/n`` step size is left out of
+the hash, so the settings of sweeps made before step sizes existed keep their streams.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from rlreco.app.truth import is_holdout_response
-from rlreco.config import RunConfig
+from rlreco.config import RunConfig, StepSize, format_schedule, is_schedule, parse_schedule
 from rlreco.errors import ConfigError
 from rlreco.io.run_dir import file_sha256
 from rlreco.schema import DEFAULT_POLICY_PARAM, POLICY_PARAMS
@@ -45,9 +48,13 @@ class Setting:
         The policy's parameter (epsilon for ``eps-greedy``).
     slate_size : int
     response : str
-        ``seed``, ``popularity`` or the absolute path of a truth-table Parquet file.
+        ``seed``, ``popularity``, the absolute path of a truth-table Parquet file, or a
+        schedule ``VISITS=RESPONSE,...`` of these (a drifting truth).
     response_id : str
-        ``response`` for named models, ``sha256:<hex>`` of the file for truth tables.
+        ``response`` for named models, ``sha256:<hex>`` of the file for truth tables,
+        ``schedule:<hex>`` (SHA-256 of the phases' starts and ids) for a schedule.
+    step_size : StepSize
+        Step size of the value updates (``1/n`` by default).
     """
 
     policy: str
@@ -55,6 +62,7 @@ class Setting:
     slate_size: int
     response: str
     response_id: str
+    step_size: StepSize = field(default_factory=StepSize)
 
     @property
     def param_name(self) -> str:
@@ -64,9 +72,10 @@ class Setting:
     @property
     def label(self) -> str:
         """Readable one-line description."""
+        step = "" if self.step_size.is_sample_average else f" step={self.step_size}"
         return (
-            f"{self.policy} {self.param_name}={self.param:g} n={self.slate_size} "
-            f"{Path(self.response).name}"
+            f"{self.policy} {self.param_name}={self.param:g}{step} n={self.slate_size} "
+            f"{response_label(self.response)}"
         )
 
     @property
@@ -78,6 +87,8 @@ class Setting:
             "slate_size": int(self.slate_size),
             "response": self.response_id,
         }
+        if self.step_size.alpha is not None:
+            identity["step_size"] = float(self.step_size.alpha).hex()
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     @property
@@ -91,6 +102,7 @@ class Setting:
             "policy": self.policy,
             "param_name": self.param_name,
             "param": float(self.param),
+            "step_size": str(self.step_size),
             "slate_size": int(self.slate_size),
             "response": self.response,
         }
@@ -98,9 +110,12 @@ class Setting:
     def cell_key(self, replicate: int) -> str:
         """File-name-safe key of one replicate, readable and unique."""
         response = Path(self.response).stem if self.response_id != self.response else self.response
+        if is_schedule(self.response):
+            response = "schedule"
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in response)
+        step = "" if self.step_size.alpha is None else f"-step{self.step_size.alpha:.6g}"
         return (
-            f"{self.policy}-{self.param_name}{self.param:.6g}-n{self.slate_size}-{safe}"
+            f"{self.policy}-{self.param_name}{self.param:.6g}{step}-n{self.slate_size}-{safe}"
             f"-{self.digest[:8]}-r{replicate:03d}"
         )
 
@@ -122,10 +137,17 @@ class SweepSpec:
     slate_sizes : sequence of int, optional
         Slate sizes; default the run's ``policy.slate_size``.
     responses : sequence of str, optional
-        ``seed``, ``popularity`` or truth-table Parquet paths; default the run's
-        ``response.model``.
+        ``seed``, ``popularity``, ``holdout[:NAME]`` or truth-table Parquet paths; default the
+        run's response (with ``schedule`` or ``drift_every``: none besides the schedule).
     params : mapping of str to sequence of float
         Parameter values of the other policies; default :data:`DEFAULT_POLICY_PARAMS`.
+    step_sizes : sequence of StepSize, optional
+        Step sizes of the value updates; default the run's ``policy.step_size``.
+    schedule : str, optional
+        One drifting truth ``VISITS=RESPONSE,...`` swept as one more response.
+    drift_every : int, optional
+        One drifting truth: the run's monthly held-out truths, this many visits each (made a
+        ``schedule`` by :func:`rlreco.app.sweep.run_sweep`, which knows the run).
     seed : int, optional
         Sweep seed (>= 0); default the run's ``simulation.seed``.
     blocks : int
@@ -141,6 +163,9 @@ class SweepSpec:
     params: Mapping[str, Sequence[float]] = field(default_factory=dict)
     seed: int | None = None
     blocks: int = 100
+    step_sizes: Sequence[StepSize] | None = None
+    schedule: str | None = None
+    drift_every: int | None = None
 
     def validate(self) -> None:
         """Check the grid; raise a one-line :class:`ConfigError` naming the bad value."""
@@ -176,6 +201,18 @@ class SweepSpec:
             for size in self.slate_sizes:
                 check_int("slate sizes", size, 1)
             _unique("slate sizes", list(self.slate_sizes))
+        if self.step_sizes is not None:
+            if not self.step_sizes:
+                raise ConfigError("step sizes: empty list; give 1/n or numbers in (0, 1]")
+            for step in self.step_sizes:
+                StepSize.parse(step, "step sizes")
+            _unique("step sizes", [str(step) for step in self.step_sizes])
+        if self.schedule is not None and self.drift_every is not None:
+            raise ConfigError("--schedule and --drift-every: a sweep takes one schedule")
+        if self.schedule is not None:
+            parse_schedule(self.schedule, "--schedule")
+        if self.drift_every is not None:
+            check_int("--drift-every", self.drift_every, 1)
         if self.responses is not None:
             if not self.responses:
                 raise ConfigError("responses: empty list; give seed, popularity or a file")
@@ -195,29 +232,35 @@ class SweepSpec:
         return tuple(float(v) for v in self.params.get(policy, DEFAULT_POLICY_PARAMS[policy]))
 
     def settings(
-        self, config: RunConfig, resolve: Callable[[str], str] = lambda r: r
+        self,
+        config: RunConfig,
+        resolve: Callable[[str], str] = lambda r: r,
+        default_response: str | None = None,
     ) -> list[Setting]:
-        """Settings in grid order (response, slate size, policy, parameter).
+        """Settings in grid order (response, slate size, policy, parameter, step size).
 
         ``resolve`` maps a response spec to what the engine reads (``holdout`` to the run's
-        held-out truth file, see :func:`rlreco.app.truth.resolve_response`).
+        held-out truth file, see :func:`rlreco.app.truth.resolve_response`);
+        ``default_response`` is the run's response (default ``response.model``).
         """
-        responses = self.responses if self.responses is not None else (config.response.model,)
+        if self.responses is not None:
+            responses = list(self.responses)
+        elif self.schedule is not None:
+            responses = []
+        else:
+            responses = [default_response or config.response.model]
+        if self.schedule is not None:
+            responses.append(self.schedule)
         slates = self.slate_sizes if self.slate_sizes is not None else (config.policy.slate_size,)
+        steps = self.step_sizes if self.step_sizes is not None else (config.policy.step_size,)
         out = []
         for spec in responses:
-            response = resolve(str(spec))
-            if response in RESPONSE_NAMES:
-                name, ident = response, response
-            else:
-                path = Path(response).resolve()
-                if not path.is_file():
-                    raise ConfigError(f"responses: truth table {path} not found")
-                name, ident = str(path), f"sha256:{file_sha256(path)}"
+            name, ident = response_identity(resolve(str(spec)))
             for slate in slates:
                 for policy in self.policies:
                     for value in self.policy_values(policy):
-                        out.append(Setting(policy, float(value), int(slate), name, ident))
+                        for step in steps:
+                            out.append(Setting(policy, float(value), int(slate), name, ident, step))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -232,7 +275,41 @@ class SweepSpec:
             "params": {k: [float(v) for v in vs] for k, vs in self.params.items()},
             "seed": self.seed,
             "blocks": int(self.blocks),
+            "step_sizes": (
+                None if self.step_sizes is None else [s.to_config() for s in self.step_sizes]
+            ),
+            "schedule": self.schedule,
+            "drift_every": self.drift_every,
         }
+
+
+def response_identity(response: str) -> tuple[str, str]:
+    """A resolved response's name in a setting (truth tables by absolute path) and its id
+    (:attr:`Setting.response_id`)."""
+    if is_schedule(response):
+        phases = [
+            (start, *response_identity(phase))
+            for start, phase in parse_schedule(response, "--schedule")
+        ]
+        name = format_schedule(tuple((start, phase) for start, phase, _ in phases))
+        ids = [[start, ident] for start, _, ident in phases]
+        digest = hashlib.sha256(json.dumps(ids).encode()).hexdigest()
+        return name, f"schedule:{digest}"
+    if response in RESPONSE_NAMES:
+        return response, response
+    path = Path(response).resolve()
+    if not path.is_file():
+        raise ConfigError(f"responses: truth table {path} not found")
+    return str(path), f"sha256:{file_sha256(path)}"
+
+
+def response_label(response: str) -> str:
+    """Short name of a setting's response: a truth table's file name; a schedule's phases as
+    ``drift stem@visit,...``."""
+    if is_schedule(response):
+        phases = parse_schedule(response, "--schedule")
+        return "drift " + ",".join(f"{Path(r).stem}@{start:g}" for start, r in phases)
+    return Path(response).name
 
 
 def check_int(name: str, value: Any, minimum: int) -> None:

@@ -6,6 +6,12 @@ the engine reads like any user truth file. ``--state-sampling holdout`` draws vi
 states that truth speaks for, weighted by its held-out rows (the ``all`` truth's when the
 response is not a held-out one): the engine sees it as ``empirical`` sampling over a state space
 whose weights are those rows.
+
+A drifting truth is a schedule ``VISITS=RESPONSE,...`` of such responses (``response.schedule``,
+``--schedule``), or ``response.drift_every`` / ``--drift-every N``: a time holdout's monthly
+truths in order, each for N visits. Under ``holdout`` state sampling each phase draws its
+visits from its own truth's states (:func:`phase_weights`): a held-out month's truth only
+speaks for that month's states.
 """
 
 from __future__ import annotations
@@ -13,8 +19,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
+
+from rlreco.config import RunConfig, Schedule, format_schedule, is_schedule, parse_schedule
 from rlreco.engine.state_space import StateSpace
-from rlreco.errors import SimulationError
+from rlreco.errors import ConfigError, SimulationError
 from rlreco.io.run_dir import RunDir
 
 #: The response and state sampling names that refer to a run's held-out part.
@@ -31,9 +40,59 @@ def holdout_name(response: str) -> str | None:
 
 
 def resolve_response(run: RunDir, response: str) -> str:
-    """The response the engine reads: a held-out truth's file path, or ``response`` itself."""
+    """The response the engine reads: a held-out truth's file path, or ``response`` itself;
+    a schedule with each phase resolved."""
+    if is_schedule(response):
+        phases = parse_schedule(response, "response schedule")
+        return format_schedule(tuple((start, resolve_response(run, r)) for start, r in phases))
     name = holdout_name(response)
     return str(run.truth_path(name)) if name is not None else response
+
+
+def monthly_schedule(run: RunDir, every: int, what: str = "--drift-every") -> Schedule:
+    """A time holdout's monthly truths in order, each for ``every`` visits.
+
+    Raises
+    ------
+    ConfigError
+        ``every`` < 1, or a run without monthly held-out truths (one line naming ``what``).
+    """
+    if every < 1:
+        raise ConfigError(f"{what} = {every}: expected an integer >= 1")
+    months = [str(t["name"]) for t in run.truths() if t["name"] != "all"]
+    if not months:
+        raise ConfigError(
+            f"{what} {every}: {run.path} has no monthly held-out truths; prepare it with "
+            "--holdout time:YYYY-MM-DD"
+        )
+    return tuple((i * every, f"{HOLDOUT}:{month}") for i, month in enumerate(months))
+
+
+def response_spec(run: RunDir, config: RunConfig) -> str:
+    """The response a config asks for: its schedule, its monthly drift, or its model."""
+    if config.response.schedule:
+        return format_schedule(parse_schedule(config.response.schedule, "response.schedule"))
+    if config.response.drift_every:
+        every = config.response.drift_every
+        return format_schedule(monthly_schedule(run, every, "response.drift_every"))
+    return config.response.model
+
+
+def schedule_starts(response: str) -> tuple[int, ...]:
+    """Visits at which the phases of a response start (``(0,)`` for a fixed response)."""
+    if not is_schedule(response):
+        return (0,)
+    return tuple(start for start, _ in parse_schedule(response, "response schedule"))
+
+
+def phase_weights(run: RunDir, state_sampling: str, response: str) -> np.ndarray | None:
+    """Per-phase state weights of ``holdout`` sampling under a schedule (each phase's truth's
+    held-out rows), shape (n_phases, n_states); None otherwise (one phase, or no holdout
+    sampling)."""
+    if state_sampling != HOLDOUT or not is_schedule(response):
+        return None
+    phases = parse_schedule(response, "response schedule")
+    return np.stack([run.read_state_weights(truth_of_file(run, phase)) for _, phase in phases])
 
 
 def truth_of_file(run: RunDir, response: str) -> str:

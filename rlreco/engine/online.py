@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlreco.engine.kernels.policy import choose_slate_nb
+from rlreco.engine.kernels.propensity import slate_propensities_nb
 from rlreco.engine.kernels.records import (
     METRICS_DTYPE,
     TRUTH_DTYPE,
@@ -50,11 +51,18 @@ class OnlineVisit:
         :data:`~rlreco.engine.kernels.records.Outcome` code per slot (None in a dry run).
     metrics : ndarray of METRICS_DTYPE, shape (1,)
         The visit's metric sums (all zero in a dry run but ``explored``).
+    propensity : ndarray of float64, shape (n,)
+        The policy's probability of each slot's product given the state's tables before the
+        visit and the slots before it (:mod:`rlreco.engine.kernels.propensity`).
+    reward : ndarray of float64, shape (n,), or None
+        The reward drawn for each slot (None in a dry run).
     """
 
     slate: np.ndarray
     outcome: np.ndarray | None
     metrics: np.ndarray
+    propensity: np.ndarray
+    reward: np.ndarray | None = None
 
 
 def play_online_visit(
@@ -113,7 +121,7 @@ def play_online_visit(
         np.zeros(1, dtype=np.int16),
         np.array([0, last - first], dtype=np.int64),
         np.ascontiguousarray(space.catalog_items[first:last], dtype=np.int32),
-        np.empty(0),
+        np.empty((1, 0)),
     )
     padded = padded_values(value)
     search = policy.search
@@ -132,10 +140,12 @@ def play_online_visit(
     ws = new_workspace_nb(policy.slate_size, learner.depth, world)
     explored = int(choose_slate_nb(rng, 0, world, learner, policy, ws))
     slate = ws.slate.copy()
+    slate_propensities_nb(0, world, learner, policy, ws)  # reads the tables; draws nothing
+    propensity = ws.propensity.copy()
     metrics = np.zeros(1, dtype=METRICS_DTYPE)
     metrics[0]["explored"] = explored
     if respond == "none":
-        return OnlineVisit(slate, None, metrics)
+        return OnlineVisit(slate, None, metrics, propensity)
     model = ResponseModel.seed
     if respond == "given":
         model = ResponseModel.given
@@ -154,9 +164,10 @@ def play_online_visit(
         model,
         np.asarray(click_cdf, dtype=np.float64),
         np.asarray(buy_cdf, dtype=np.float64),
-        np.empty((1, 0), dtype=TRUTH_DTYPE),
-        np.zeros(1),
+        np.empty((1, 1, 0), dtype=TRUTH_DTYPE),
+        np.zeros((1, 1)),
         np.array(rewards, dtype=np.float64),
+        np.zeros(1, dtype=np.int64),
     )
     metrics[0]["explored"] = 0
     play_slate_nb(rng, 0, explored, learner, policy, response, ws, metrics)
@@ -164,4 +175,4 @@ def play_online_visit(
         # a product both clicked and bought is one click event and one purchase
         metrics[0]["clicks"] = len(clicked)
     value[...] = padded[:, : value.shape[1]]
-    return OnlineVisit(slate, ws.outcome.copy(), metrics)
+    return OnlineVisit(slate, ws.outcome.copy(), metrics, propensity, ws.drawn.copy())

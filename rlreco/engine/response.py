@@ -32,6 +32,12 @@
 truth table
     A user-supplied Parquet file of the same probabilities (:mod:`rlreco.io.truth`).
 
+schedule (drifting truth)
+    ``VISITS=RESPONSE,...`` (e.g. ``0=a.parquet,2000000=b.parquet``): known truths
+    (``popularity`` or truth tables) that take over at the given global visit indices, each a
+    *phase* of the response. Each visit is answered, and its regret measured, by the phase in
+    force at its visit index. A fixed response is one phase starting at 0.
+
 Under a known truth each cell's expected reward is
 
     mu = p_buy * R_buy + (1 - p_buy) * p_click * R_click + (1 - p_buy) * (1 - p_click) * R_ignore
@@ -49,6 +55,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rlreco.config import is_schedule, parse_schedule
 from rlreco.engine.kernels.records import TRUTH_DTYPE, ResponseModel
 from rlreco.engine.state_space import StateSpace
 from rlreco.errors import DataError, SimulationError
@@ -65,17 +72,21 @@ class Response:
     Attributes
     ----------
     name : str
-        ``"seed"``, ``"popularity"`` or the truth table's path.
+        ``"seed"``, ``"popularity"``, the truth table's path or a schedule's text.
     rewards : (float, float, float)
         Mean reward of an ignored, a clicked and a bought product (Outcome order).
     model : int
         :data:`~rlreco.engine.kernels.records.ResponseModel` code.
     click_cdf, buy_cdf : ndarray of float64, shape (k,)
         Cumulative click and purchase count distributions (used by ``seed``).
-    truth : ndarray of TRUTH_DTYPE, shape (n_states, n_products) or (n_states, 0)
-        True ``p_click`` and ``p_buy`` of every cell (empty under ``seed``).
-    best_mu : ndarray of float64, shape (n_states,)
-        Expected reward of the best slate of each state (zeros under ``seed``).
+    truth : ndarray of TRUTH_DTYPE, shape (n_phases, n_states, n_products) or (1, n_states, 0)
+        True ``p_click`` and ``p_buy`` of every cell per phase (empty under ``seed``).
+    best_mu : ndarray of float64, shape (n_phases, n_states)
+        Expected reward of the best slate of each state per phase (zeros under ``seed``).
+    phase_start : ndarray of int64, shape (n_phases,)
+        Global visit index at which each phase takes over (``[0]`` for a fixed response).
+    phases : tuple of str
+        The response spec of each phase (``(name,)`` for a fixed response).
     """
 
     name: str
@@ -85,6 +96,8 @@ class Response:
     buy_cdf: np.ndarray
     truth: np.ndarray
     best_mu: np.ndarray
+    phase_start: np.ndarray
+    phases: tuple[str, ...]
 
     @property
     def knows_regret(self) -> bool:
@@ -92,8 +105,14 @@ class Response:
         return self.model == ResponseModel.truth
 
     @property
+    def n_phases(self) -> int:
+        """Phases of the response (1 unless it is a schedule)."""
+        return int(self.phase_start.shape[0])
+
+    @property
     def mu(self) -> np.ndarray:
-        """Expected reward of every cell, shape (n_states, n_products) (or (n_states, 0))."""
+        """Expected reward of every cell per phase, shape (n_phases, n_states, n_products)
+        (or (1, n_states, 0))."""
         return expected_reward(self.truth["p_click"], self.truth["p_buy"], self.rewards)
 
 
@@ -359,7 +378,8 @@ def build_response(
     buy_probs: Sequence[float],
     history_count: np.ndarray | None,
 ) -> Response:
-    """The response model named by ``spec``: ``"seed"``, ``"popularity"`` or a truth table path.
+    """The response model named by ``spec``: ``"seed"``, ``"popularity"``, a truth table path,
+    or a schedule of known truths (``VISITS=RESPONSE,...``, module docstring).
 
     Parameters
     ----------
@@ -376,6 +396,32 @@ def build_response(
     click_cdf = count_cdf(click_probs, "click_probs")
     buy_cdf = count_cdf(buy_probs, "buy_probs")
     name = str(spec)
+    if is_schedule(name):
+        schedule = parse_schedule(name, "response schedule")
+        if any(phase == "seed" for _, phase in schedule):
+            raise SimulationError(
+                f"response schedule {name!r}: every phase needs a known truth (popularity or a "
+                "truth table); seed knows none"
+            )
+        truths, best = [], []
+        for _, phase in schedule:
+            p_click, p_buy = _truth_probabilities(
+                phase, space, slate_size, click_probs, buy_probs, history_count
+            )
+            truth, best_mu = truth_arrays(space, p_click, p_buy, rewards, slate_size)
+            truths.append(truth)
+            best.append(best_mu)
+        return Response(
+            name,
+            rewards,
+            ResponseModel.truth,
+            click_cdf,
+            buy_cdf,
+            np.stack(truths),
+            np.stack(best),
+            np.array([start for start, _ in schedule], dtype=np.int64),
+            tuple(phase for _, phase in schedule),
+        )
     if name == "seed":
         return Response(
             name,
@@ -383,25 +429,58 @@ def build_response(
             ResponseModel.seed,
             click_cdf,
             buy_cdf,
-            np.empty((space.n_states, 0), dtype=TRUTH_DTYPE),
-            np.zeros(space.n_states),
+            np.empty((1, space.n_states, 0), dtype=TRUTH_DTYPE),
+            np.zeros((1, space.n_states)),
+            np.zeros(1, dtype=np.int64),
+            (name,),
         )
+    p_click, p_buy = _truth_probabilities(
+        name, space, slate_size, click_probs, buy_probs, history_count
+    )
+    truth, best_mu = truth_arrays(space, p_click, p_buy, rewards, slate_size)
+    return Response(
+        name,
+        rewards,
+        ResponseModel.truth,
+        click_cdf,
+        buy_cdf,
+        truth[None],
+        best_mu[None],
+        np.zeros(1, dtype=np.int64),
+        (name,),
+    )
+
+
+def _truth_probabilities(
+    name: str,
+    space: StateSpace,
+    slate_size: int,
+    click_probs: Sequence[float],
+    buy_probs: Sequence[float],
+    history_count: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``p_click`` and ``p_buy`` of ``popularity`` or a truth table (``name`` its path)."""
     if name == "popularity":
         if history_count is None:
             raise SimulationError("the popularity response needs the historical counts")
-        p_click, p_buy = popularity_probabilities(
+        return popularity_probabilities(
             space,
             history_count,
             mean_per_slot(click_probs, slate_size),
             mean_per_slot(buy_probs, slate_size),
         )
-    else:
-        path = Path(spec)
-        if not path.is_file():
-            raise SimulationError(
-                f"response {name!r}: expected seed, popularity or the path of a truth-table "
-                "Parquet file"
-            )
-        p_click, p_buy = truth_from_frame(space, read_truth_table(path), source=name)
-    truth, best_mu = truth_arrays(space, p_click, p_buy, rewards, slate_size)
-    return Response(name, rewards, ResponseModel.truth, click_cdf, buy_cdf, truth, best_mu)
+    path = Path(name)
+    if not path.is_file():
+        raise SimulationError(
+            f"response {name!r}: expected seed, popularity, the path of a truth-table Parquet "
+            "file or a schedule VISITS=RESPONSE,..."
+        )
+    return truth_from_frame(space, read_truth_table(path), source=name)
+
+
+def uses_popularity(spec: str | Path) -> bool:
+    """Whether a response spec (or one phase of a schedule) is ``popularity``."""
+    name = str(spec)
+    if is_schedule(name):
+        return any(phase == "popularity" for _, phase in parse_schedule(name, "response"))
+    return name == "popularity"

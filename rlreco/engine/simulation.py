@@ -22,14 +22,14 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from rlreco.config import SEED_BUY_PROBS, SEED_CLICK_PROBS, RunConfig
+from rlreco.config import SEED_BUY_PROBS, SEED_CLICK_PROBS, RunConfig, StepSize
 from rlreco.engine import streams
 from rlreco.engine.kernels.records import (
     CELL_DTYPE,
@@ -44,11 +44,11 @@ from rlreco.engine.kernels.records import (
 )
 from rlreco.engine.kernels.topn import CACHE_CAPACITY, build_index_nb, index_depth, index_width
 from rlreco.engine.kernels.visit import simulate_visits_nb
-from rlreco.engine.response import Response, build_response
+from rlreco.engine.response import Response, build_response, uses_popularity
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.errors import SimulationError, SnapshotError
-from rlreco.schema import DEFAULT_POLICY_PARAM, POLICY_PARAMS, policy_param_problem
+from rlreco.schema import DEFAULT_POLICY_PARAM, LOG_DTYPE, POLICY_PARAMS, policy_param_problem
 
 #: Raw per-block sums, as stored (see :data:`~rlreco.engine.kernels.records.METRICS_DTYPE`).
 METRIC_SUMS: tuple[str, ...] = tuple(METRICS_DTYPE.names or ())
@@ -91,7 +91,8 @@ class SimulationParams:
         Mean reward of an ignored, a clicked and a bought product, in
         :data:`~rlreco.engine.kernels.records.Outcome` order (each draw is N(mean, 1)).
     response : str
-        ``"seed"``, ``"popularity"`` or the path of a truth-table Parquet file.
+        ``"seed"``, ``"popularity"``, the path of a truth-table Parquet file, or a schedule of
+        known truths ``VISITS=RESPONSE,...`` (:mod:`rlreco.engine.response`).
     click_probs, buy_probs : tuple of float
         Seed model distributions of the click and purchase counts per visit.
     state_sampling : str
@@ -106,6 +107,9 @@ class SimulationParams:
     policy_param : float or None
         The parameter of a policy other than ``eps-greedy`` (see :data:`POLICY_PARAMS`); None
         takes :data:`DEFAULT_POLICY_PARAM`. ``eps-greedy`` uses ``epsilon``.
+    step_size : StepSize
+        How a shown product's value follows its rewards: ``1/n`` (the sample average) or a
+        constant step.
     """
 
     epsilon: float = 0.1
@@ -119,6 +123,7 @@ class SimulationParams:
     search: str = "tree"
     policy: str = "eps-greedy"
     policy_param: float | None = None
+    step_size: StepSize = field(default_factory=StepSize)
 
     @property
     def param(self) -> float:
@@ -143,6 +148,7 @@ class SimulationParams:
             metrics_block=config.simulation.metrics_block,
             policy=config.policy.name,
             policy_param=config.policy.param,
+            step_size=config.policy.step_size,
         )
         return dataclasses.replace(params, **changes)
 
@@ -254,6 +260,10 @@ class Simulator:
     policy_state : mapping of str to ndarray, optional
         :attr:`policy_state` of an earlier simulator of this run (required when
         ``episodes_done > 0`` and the policy keeps one, see :data:`POLICY_STATE`).
+    phase_weights : ndarray of float64, shape (n_phases, n_states), optional
+        Under ``empirical`` sampling, the state weights of each phase of the response (a
+        schedule of held-out truths, each speaking for its own states); default
+        ``space.state_weight`` in every phase.
 
     Raises
     ------
@@ -279,12 +289,13 @@ class Simulator:
         history_count: np.ndarray | None = None,
         response: Response | None = None,
         policy_state: Mapping[str, np.ndarray] | None = None,
+        phase_weights: np.ndarray | None = None,
     ) -> None:
         self.space = space
         self.tables = tables
         self.params = params
         _check_params(space, tables, params)
-        if history_count is None and episodes_done == 0 and params.response == "popularity":
+        if history_count is None and episodes_done == 0 and uses_popularity(params.response):
             history_count = tables.count  # read only while the response is built
         self.response = (
             response
@@ -306,12 +317,11 @@ class Simulator:
         self._blocks = _blocks_from_frame(metrics, params.metrics_block, self._episodes)
         n_states = space.n_states
         self._state_visits = _state_visits(params.policy, policy_state, n_states, self._episodes)
-        weight = np.asarray(space.state_weight, dtype=np.float64)
         self._world = World(
             np.ascontiguousarray(space.state_segment, dtype=np.int16),
             np.ascontiguousarray(space.catalog_ptr, dtype=np.int64),
             np.ascontiguousarray(space.catalog_items, dtype=np.int32),
-            np.cumsum(weight) if params.state_sampling == "empirical" else np.empty(0),
+            _phase_cdf(space, params.state_sampling, self.response.n_phases, phase_weights),
         )
         width = tables.padded.shape[1]
         tree = params.search == "tree"
@@ -332,6 +342,7 @@ class Simulator:
             params.param,
             int(params.slate_size),
             TOPN_SEARCH[params.search],
+            params.step_size.kernel_step,
         )
         self._response_arrays = ResponseArrays(
             int(self.response.model),
@@ -340,6 +351,7 @@ class Simulator:
             self.response.truth,
             self.response.best_mu,
             np.array(self.response.rewards, dtype=np.float64),
+            self.response.phase_start,
         )
 
     @property
@@ -391,6 +403,7 @@ class Simulator:
         chunk: int = 500_000,
         progress: Callable[[int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        log: Callable[[np.ndarray], None] | None = None,
     ) -> SimulationSummary:
         """Simulate ``episodes`` visits (fewer if ``should_stop`` returns True at a chunk end).
 
@@ -405,6 +418,11 @@ class Simulator:
         should_stop : callable, optional
             Polled after every chunk (e.g. set by a SIGINT handler); True ends the call there,
             with tables, RNG state, metrics and policy state consistent.
+        log : callable, optional
+            Log every shown slot: called after each chunk, before ``progress``, with the
+            chunk's records (:data:`rlreco.schema.LOG_DTYPE`, ``chunk visits x slate size``,
+            in visit and slot order, with propensities). Without it no record is made, and
+            either way the draws, tables and metrics are the same.
         """
         if episodes < 0 or chunk < 1:
             raise SimulationError(f"episodes = {episodes}, chunk = {chunk}: need >= 0 and >= 1")
@@ -428,6 +446,7 @@ class Simulator:
             out = np.zeros((first + n - 1) // block - first_block + 1, dtype=METRICS_DTYPE)
             if first_block < self._blocks.size:
                 out[0] = self._blocks[first_block]  # continue the partial block's sums
+            records = np.empty(n * self.params.slate_size if log else 0, dtype=LOG_DTYPE)
             t0 = time.perf_counter()
             simulate_visits_nb(
                 self._rng,
@@ -439,8 +458,11 @@ class Simulator:
                 self._response_arrays,
                 block,
                 out,
+                records,
             )
             seconds += time.perf_counter() - t0
+            if log is not None:
+                log(records)
             self._blocks = np.concatenate([self._blocks[:first_block], out])
             self._episodes += n
             done += n
@@ -514,6 +536,33 @@ def _state_visits(
     return visits.astype(np.int64)
 
 
+def _phase_cdf(
+    space: StateSpace, sampling: str, n_phases: int, phase_weights: np.ndarray | None
+) -> np.ndarray:
+    """Cumulative state weights per response phase, shape (n_phases, S); (n_phases, 0) under
+    uniform sampling."""
+    if sampling != "empirical":
+        if phase_weights is not None:
+            raise SimulationError("phase state weights need empirical state sampling")
+        return np.empty((n_phases, 0))
+    if phase_weights is None:
+        weight = np.asarray(space.state_weight, dtype=np.float64)
+        return np.ascontiguousarray(np.broadcast_to(np.cumsum(weight), (n_phases, weight.size)))
+    weights = np.asarray(phase_weights, dtype=np.float64)
+    if weights.shape != (n_phases, space.n_states):
+        raise SimulationError(
+            f"phase state weights have shape {weights.shape}, expected "
+            f"({n_phases}, {space.n_states}): one row per phase of the response"
+        )
+    empty = np.flatnonzero(~(weights.sum(axis=1) > 0))
+    if empty.size or (weights < 0).any():
+        raise SimulationError(
+            f"phase {int(empty[0]) if empty.size else 0} of the response: its state weights "
+            "must be >= 0 with a positive sum (no state to draw visits from)"
+        )
+    return np.cumsum(weights, axis=1)
+
+
 def _plain(state: Mapping[str, Any]) -> dict[str, Any]:
     """A bit generator state as plain JSON types (its integers are Python ints already)."""
     return {k: (_plain(v) if isinstance(v, Mapping) else v) for k, v in state.items()}
@@ -549,6 +598,8 @@ def _check_params(space: StateSpace, tables: Tables, params: SimulationParams) -
         )
     if params.state_sampling == "empirical" and not np.sum(space.state_weight) > 0:
         raise SimulationError("empirical state sampling: no state has historical transactions")
+    if not isinstance(params.step_size, StepSize):
+        raise SimulationError(f"step size {params.step_size!r}: expected a StepSize")
     if params.metrics_block < 1:
         raise SimulationError(f"metrics block = {params.metrics_block}: expected >= 1")
     if params.search not in TOPN_SEARCH:

@@ -23,7 +23,7 @@ from rlreco.engine.statistics import t_interval, t_quantile, welch_difference, w
 #: columns of the per-block metric sums of a cell, in order
 METRIC_COLUMNS: tuple[str, ...] = tuple(METRIC_SUMS or ())
 #: columns identifying a setting, in order
-SETTING_COLUMNS = ("policy", "param_name", "param", "slate_size", "response")
+SETTING_COLUMNS = ("policy", "param_name", "param", "step_size", "slate_size", "response")
 #: replicate-level metrics summarised per setting
 SUMMARY_METRICS = (
     "reward_per_visit",

@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from pymongo import UpdateOne
+from pymongo import ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from rlreco.errors import RlrecoError, SyncError, shown
@@ -429,6 +429,30 @@ def _open_store(
     if kind == "seed":
         return _SeedStore(link, state, index, fields)
     return _TidyStore(link, state, resolve_run_id(link, run_id), fields)
+
+
+#: Collection of online visit logs: one document per shown slot (:mod:`rlreco.io.visit_log`).
+VISIT_LOG = "visit_log"
+
+
+def write_visit_log(
+    client_or_db: Any,
+    documents: list[dict[str, Any]],
+    *,
+    db: str = DEFAULT_DB,
+    policy: RetryPolicy | None = None,
+) -> None:
+    """Upsert visit log documents (:func:`rlreco.io.visit_log.log_documents`) into
+    :data:`VISIT_LOG`, by ``_id``: writing the same visit again changes nothing."""
+    if not documents:
+        return
+    link = MongoLink(database_of(client_or_db, db), policy or RetryPolicy())
+    ops = [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in documents]
+    collection = link.db[VISIT_LOG]
+    link.run(
+        f"bulk write to {link.db.name}.{VISIT_LOG}",
+        lambda: collection.bulk_write(ops, ordered=False),
+    )
 
 
 def _read_consistent(store: _StateStore) -> tuple[int, _Read]:

@@ -6,7 +6,8 @@ between models:
 
 - ``learning_<response>.png``: reward per visit of each block of visits and cumulative
   expected regret (when the response model knows the truth) against visits, one line per
-  setting with its 95% confidence band over replicates.
+  setting with its 95% confidence band over replicates; under a drifting truth (a schedule,
+  file stem ``schedule``) a dotted vertical line marks each switch of truth.
 - ``epsilon_<response>.png``: mean reward per visit over the run, reward per visit over the
   final 10% of visits and cumulative expected regret against epsilon, with 95% error bars; one
   line per slate size for epsilon-greedy, and a horizontal line with a band for every setting
@@ -19,6 +20,7 @@ nothing here does statistics.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from rlreco.config import is_schedule
 
 #: metric -> (panel title, y-axis label)
 METRIC_LABELS: dict[str, tuple[str, str]] = {
@@ -39,15 +43,26 @@ METRIC_LABELS: dict[str, tuple[str, str]] = {
     "buy_rate": ("Buy rate", "purchases per shown product"),
 }
 #: the setting columns, in label order
-SETTING_COLUMNS = ("policy", "param_name", "param", "slate_size", "response")
+SETTING_COLUMNS = ("policy", "param_name", "param", "step_size", "slate_size", "response")
 GREEDY = "eps-greedy"
 _DPI = 120
 
 
 def file_stem(name: str) -> str:
-    """File-name-safe form of a response model name (a truth table path becomes its stem)."""
+    """File-name-safe form of a response model name (a truth table path becomes its stem, a
+    schedule ``schedule``: a sweep has at most one)."""
+    if is_schedule(name):
+        return "schedule"
     stem = Path(name).stem if ("/" in name or "." in name) else name
     return re.sub(r"[^A-Za-z0-9_-]+", "_", stem) or "response"
+
+
+def title_name(response: str) -> str:
+    """A response as a figure title names it: a schedule by its phases' file stems."""
+    if not is_schedule(response):
+        return response
+    phases = [part.split("=", 1) for part in response.split(",")]
+    return "drift " + " -> ".join(f"{Path(r).stem} @{int(v):,}" for v, r in phases)
 
 
 def setting_labels(frame: pd.DataFrame) -> pd.Series:
@@ -65,6 +80,8 @@ def setting_labels(frame: pd.DataFrame) -> pd.Series:
         label = str(row.policy)
         if isinstance(row.param_name, str) and row.param_name:
             label += f" {greek.get(row.param_name, row.param_name)}={row.param:g}"
+        if isinstance(row.step_size, str) and row.step_size != "1/n":
+            label += f" α={row.step_size}"
         if show_slate:
             label += f", n={row.slate_size}"
         labels.append(label)
@@ -91,7 +108,9 @@ def _legend(fig: Figure, axes: list[Axes]) -> None:
         fig.legend(handles, labels, loc="outside right center", fontsize="small", title="setting")
 
 
-def plot_learning_curves(curves: pd.DataFrame, response: str, path: Path) -> Path:
+def plot_learning_curves(
+    curves: pd.DataFrame, response: str, path: Path, switches: Sequence[int] = ()
+) -> Path:
     """Learning curves of one response model.
 
     Parameters
@@ -103,6 +122,9 @@ def plot_learning_curves(curves: pd.DataFrame, response: str, path: Path) -> Pat
         Response model drawn (rows of other models are ignored).
     path : Path
         PNG file to write.
+    switches : sequence of int
+        Visits at which the truth switches (a schedule's phase starts after the first): a
+        dotted vertical line each.
     """
     data = curves[curves["response"] == response]
     metrics = [m for m in ("reward_per_visit", "regret") if m in set(data["metric"])]
@@ -133,6 +155,9 @@ def plot_learning_curves(curves: pd.DataFrame, response: str, path: Path) -> Pat
                 alpha=0.18,
                 lw=0,
             )
+        for k, visit in enumerate(switches):
+            label = "truth switches" if k == 0 else None
+            ax.axvline(float(visit), color="0.35", ls=":", lw=1.2, label=label)
         title, ylabel = METRIC_LABELS[metric]
         if metric == "reward_per_visit":
             title += " (per block of visits)"
@@ -141,7 +166,10 @@ def plot_learning_curves(curves: pd.DataFrame, response: str, path: Path) -> Pat
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3))
-    fig.suptitle(f"Learning curves, response model '{response}' (mean and 95% CI over replicates)")
+    fig.suptitle(
+        f"Learning curves, response model '{title_name(response)}' "
+        "(mean and 95% CI over replicates)"
+    )
     _legend(fig, axes)
     return _save(fig, path)
 
@@ -207,17 +235,28 @@ def plot_metrics_vs_epsilon(summary: pd.DataFrame, response: str, path: Path) ->
         ax.set_xlabel("epsilon (exploration probability per slot)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"Metrics vs epsilon, response model '{response}' (mean and 95% CI)")
+    fig.suptitle(f"Metrics vs epsilon, response model '{title_name(response)}' (mean and 95% CI)")
     _legend(fig, axes)
     return _save(fig, path)
 
 
-def write_sweep_plots(curves: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Write both figures for every response model of a sweep; return the PNG paths."""
+def write_sweep_plots(
+    curves: pd.DataFrame,
+    summary: pd.DataFrame,
+    out_dir: Path,
+    switches: Mapping[str, Sequence[int]] | None = None,
+) -> list[Path]:
+    """Write both figures for every response model of a sweep; return the PNG paths.
+
+    ``switches`` gives, per response, the visits at which its truth switches (schedules).
+    """
     paths: list[Path] = []
     for response in sorted(summary["response"].unique().tolist()):
         stem = file_stem(response)
-        paths.append(plot_learning_curves(curves, response, out_dir / f"learning_{stem}.png"))
+        marks = (switches or {}).get(response, ())
+        paths.append(
+            plot_learning_curves(curves, response, out_dir / f"learning_{stem}.png", marks)
+        )
         paths.append(plot_metrics_vs_epsilon(summary, response, out_dir / f"epsilon_{stem}.png"))
     return paths
 

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -178,6 +180,58 @@ def write_log_part(
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     return path
+
+
+def remove_log_parts_from(run_path: Path, first_visit: int) -> list[Path]:
+    """Delete the parts of a run's log that start at or after ``first_visit``; return them.
+
+    ``rlreco simulate`` calls it with the committed visit count before it resumes: parts
+    written after the last commit (an interrupted call) are regenerated bit for bit.
+    """
+    folder = run_path / LOG_FOLDER
+    removed = []
+    for part in sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []:
+        start = part.stem.removeprefix("part-")
+        if start.isdigit() and int(start) >= first_visit:
+            part.unlink()
+            removed.append(part)
+    return removed
+
+
+def log_documents(
+    records: np.ndarray,
+    *,
+    run_id: str,
+    state_names: np.ndarray,
+    product_codes: np.ndarray,
+    policy: str,
+    param: float,
+    timestamp: datetime,
+) -> list[dict[str, Any]]:
+    """One MongoDB document per logged slot: the Parquet columns, ``_id`` = ``{run_id, visit,
+    position}`` (a retried visit rewrites the same documents), a null propensity for NaN."""
+    docs = []
+    for row in records.tolist():
+        visit, state, position, product, outcome, reward, propensity = row
+        docs.append(
+            {
+                "_id": {"run_id": run_id, "visit": int(visit), "position": int(position)},
+                "run_id": run_id,
+                "visit": int(visit),
+                "state": int(state),
+                "position": int(position),
+                "product": int(product),
+                "outcome": int(outcome),
+                "reward": float(reward),
+                "propensity": None if np.isnan(propensity) else float(propensity),
+                "state_name": str(state_names[state]),
+                "product_code": str(product_codes[product]),
+                "policy": policy,
+                "param": float(param),
+                "timestamp": timestamp,
+            }
+        )
+    return docs
 
 
 def is_rlreco_log(path: str | Path) -> bool:

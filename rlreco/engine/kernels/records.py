@@ -5,7 +5,8 @@ heterogeneous ``NamedTuple`` into a struct passed by value): :class:`World` (wha
 are drawn from), :class:`Learner` (the tables and their derived search structures),
 :class:`PolicyParams`, :class:`ResponseArrays` and :class:`Workspace` (per-visit scratch).
 Their array shapes use ``S`` states, ``P`` products, ``W`` the padded value width
-(:func:`padded_width`), ``n`` the slate size and ``K`` the largest segment catalogue.
+(:func:`padded_width`), ``n`` the slate size, ``K`` the largest segment catalogue and ``F`` the
+phases of the response (truths that take over at given visits; 1 for a fixed response).
 """
 
 from __future__ import annotations
@@ -107,8 +108,9 @@ class World(NamedTuple):
     catalogue_items : ndarray of int32, shape (nnz,)
         CSR segment catalogues: segment ``g`` offers
         ``catalogue_items[catalogue_ptr[g]:catalogue_ptr[g + 1]]``, at least ``n`` products.
-    state_cdf : ndarray of float64, shape (S,) or (0,)
-        Cumulative state weights (``empirical`` sampling) or empty (``uniform``).
+    state_cdf : ndarray of float64, shape (F, S) or (F, 0)
+        Per response phase (:class:`ResponseArrays`), cumulative state weights (``empirical``
+        sampling) or empty (``uniform``).
     """
 
     state_segment: np.ndarray
@@ -167,12 +169,17 @@ class PolicyParams(NamedTuple):
         ``n``: products per slate.
     search : int
         :data:`TopNSearch` code of the greedy top-n lookups.
+    step : float
+        Step size of the value updates: 0.0 is the sample average
+        ``value += (r - value) / reco_count``, a number in (0, 1] the constant step
+        ``value += step * (r - value)``.
     """
 
     code: int
     param: float
     slate_size: int
     search: int
+    step: float = 0.0
 
 
 class ResponseArrays(NamedTuple):
@@ -184,12 +191,15 @@ class ResponseArrays(NamedTuple):
         :data:`ResponseModel` code.
     click_cdf, buy_cdf : ndarray of float64, shape (k,)
         ``seed`` model count distributions.
-    truth : ndarray of TRUTH_DTYPE, shape (S, P) or (S, 0)
-        True response per cell (``truth`` model; width 0 under ``seed``).
-    best_mu : ndarray of float64, shape (S,)
-        Expected reward of the best slate per state (``truth`` model).
+    truth : ndarray of TRUTH_DTYPE, shape (F, S, P) or (F, S, 0)
+        True response per phase and cell (``truth`` model; width 0 under ``seed``).
+    best_mu : ndarray of float64, shape (F, S)
+        Expected reward of the best slate per phase and state (``truth`` model).
     outcome_reward : ndarray of float64, shape (3,)
         Mean reward per :data:`Outcome` code (ignored, clicked, bought).
+    phase_start : ndarray of int64, shape (F,)
+        Global visit index at which each phase takes over: ``0`` first, increasing. Visit
+        ``v`` is answered (and its regret measured) by the last phase starting at or before it.
     """
 
     model: int
@@ -198,6 +208,7 @@ class ResponseArrays(NamedTuple):
     truth: np.ndarray
     best_mu: np.ndarray
     outcome_reward: np.ndarray
+    phase_start: np.ndarray
 
 
 class Workspace(NamedTuple):
@@ -220,6 +231,11 @@ class Workspace(NamedTuple):
         Nodes of the top-n query.
     untried : ndarray of int64, shape (K,)
         Products of a catalogue (``ucb1``).
+    drawn : ndarray of float64, shape (n,)
+        The reward drawn for each slot by the update.
+    propensity : ndarray of float64, shape (n,)
+        The policy's probability of each slot's product (visit logs,
+        :mod:`rlreco.engine.kernels.propensity`).
     """
 
     slate: np.ndarray
@@ -230,6 +246,8 @@ class Workspace(NamedTuple):
     top_product: np.ndarray
     frontier: np.ndarray
     untried: np.ndarray
+    drawn: np.ndarray
+    propensity: np.ndarray
 
 
 def padded_width(n_products: int) -> int:

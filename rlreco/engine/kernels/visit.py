@@ -4,6 +4,9 @@ Semantics (``tests/naive.py`` and ``tests/naive_policy.py`` re-implement them in
 draw for draw). Every draw comes from one ``numpy.random.Generator`` passed in by the caller,
 in this order per visit:
 
+0. **Phase.** The response phase in force is the last whose start is ``<=`` the global visit
+   index (no draw): its truth answers the visit, its best slate measures the regret, and its
+   state weights draw the state.
 1. **State.** ``uniform``: ``s = below(S)``; ``empirical``: ``s`` = the first state whose
    cumulative weight exceeds ``rng.random() * total`` (states without history never occur).
 2. **Slate**: by the policy (:mod:`rlreco.engine.kernels.policy`).
@@ -20,7 +23,8 @@ in this order per visit:
 4. **Update**, slot by slot: a product new to the state (value ``-inf``) becomes known with
    value 0 and reward ``round2(rng.standard_normal())``; then ``reco_count += 1``,
    ``count += 1``, ``r = round2(rng.normal(reward_of_outcome, 1.0))``, ``reward += r`` and
-   ``value += (r - value) / reco_count``.
+   ``value += (r - value) / reco_count`` (step size ``1/n``, the sample average), or
+   ``value += alpha * (r - value)`` under a constant step ``alpha`` (``PolicyParams.step``).
 
 ``below`` and ``round2`` are those of :mod:`rlreco.engine.kernels.draw`. Steps 3 and 4 and the
 visit's metric sums are one kernel, :func:`respond_update_record_nb`, shared by the fused loop
@@ -45,6 +49,7 @@ from rlreco.engine.kernels.policy import (
     choose_slate_nb,
     greedy_epsilon_nb,
 )
+from rlreco.engine.kernels.propensity import greedy_propensities_nb, slate_propensities_nb
 from rlreco.engine.kernels.records import (
     Learner,
     Outcome,
@@ -90,6 +95,8 @@ def new_workspace_nb(slate_size: int, depth: int, world: World) -> Workspace:
         # a cached query ranks up to CACHE_CAPACITY candidates in the same rows
         np.empty((3, max(1 << (FANOUT_BITS * depth), CACHE_CAPACITY)), dtype=np.int64),
         np.empty(largest, dtype=np.int64),
+        np.zeros(n, dtype=np.float64),
+        np.zeros(n, dtype=np.float64),
     )
 
 
@@ -215,6 +222,8 @@ def update_cells_nb(
     slate: np.ndarray,
     outcome: np.ndarray,
     previous: np.ndarray,
+    step: float,
+    drawn: np.ndarray,
 ) -> float:
     """Bookkeeping, rewards and incremental means of one slate (step 4).
 
@@ -231,6 +240,10 @@ def update_cells_nb(
     outcome : ndarray of int8, shape (n,)
     previous : ndarray of float64, shape (n,)
         Output: the slate's values before the update.
+    step : float
+        0.0: the sample average (``1/reco_count``); else the constant step size.
+    drawn : ndarray of float64, shape (n,)
+        Output: the reward drawn for each slot.
 
     Returns
     -------
@@ -249,8 +262,12 @@ def update_cells_nb(
         cell["reco_count"] += 1
         cell["count"] += 1
         reward = round_cents_nb(rng.normal(outcome_reward[outcome[i]], 1.0))
+        drawn[i] = reward
         cell["reward"] += reward
-        mean += (reward - mean) / cell["reco_count"]
+        if step > 0.0:
+            mean += step * (reward - mean)
+        else:
+            mean += (reward - mean) / cell["reco_count"]
         value[state, product] = mean
         total += reward
     return total
@@ -296,6 +313,7 @@ def respond_update_record_nb(
     index: np.ndarray,
     depth: int,
     search: int,
+    step: float,
     cells: np.ndarray,
     cache_floor: np.ndarray,
     cache_size: np.ndarray,
@@ -305,6 +323,7 @@ def respond_update_record_nb(
     outcome: np.ndarray,
     order: np.ndarray,
     previous: np.ndarray,
+    drawn: np.ndarray,
     metrics: np.ndarray,
     block: int,
 ) -> None:
@@ -329,7 +348,9 @@ def respond_update_record_nb(
         As in :class:`~rlreco.engine.kernels.records.Learner`; updated in place.
     search : int
         :data:`TopNSearch` code (the index and caches are kept under ``tree`` only).
-    slate, outcome, order, previous
+    step : float
+        :attr:`~rlreco.engine.kernels.records.PolicyParams.step`.
+    slate, outcome, order, previous, drawn
         As in :class:`~rlreco.engine.kernels.records.Workspace`.
     metrics : ndarray of METRICS_DTYPE, shape (n_blocks,)
     block : int
@@ -342,7 +363,9 @@ def respond_update_record_nb(
         clicks, buys, shown_mu = respond_truth_nb(rng, truth, outcome_reward, state, slate, outcome)
     else:  # given
         clicks, buys = count_outcomes_nb(outcome)
-    reward = update_cells_nb(rng, state, value, cells, outcome_reward, slate, outcome, previous)
+    reward = update_cells_nb(
+        rng, state, value, cells, outcome_reward, slate, outcome, previous, step, drawn
+    )
     n = slate.shape[0]
     state_shown[state] += n
     if search == TopNSearch.tree:
@@ -366,14 +389,15 @@ def play_slate_nb(
 ) -> None:
     """:func:`respond_update_record_nb` with bundled arguments (one visit: the online visit).
 
-    ``metrics`` (METRICS_DTYPE, shape (1,)) receives the visit's sums.
+    ``metrics`` (METRICS_DTYPE, shape (1,)) receives the visit's sums. An online visit is
+    answered by the response's first phase.
     """
     respond_update_record_nb(
         rng, state, explored, response.model, response.click_cdf, response.buy_cdf,
-        response.truth, response.best_mu, response.outcome_reward, learner.value,
-        learner.tree, learner.depth, policy.search, learner.cells, learner.cache_floor,
-        learner.cache_size, learner.cache_items, learner.state_shown, ws.slate, ws.outcome,
-        ws.order, ws.previous, metrics, 0,
+        response.truth[0], response.best_mu[0], response.outcome_reward, learner.value,
+        learner.tree, learner.depth, policy.search, policy.step, learner.cells,
+        learner.cache_floor, learner.cache_size, learner.cache_items, learner.state_shown,
+        ws.slate, ws.outcome, ws.order, ws.previous, ws.drawn, metrics, 0,
     )  # fmt: skip
 
 
@@ -388,6 +412,55 @@ def count_outcomes_nb(outcome: np.ndarray) -> tuple[int, int]:
     return clicks, buys
 
 
+@jit(inline=True)
+def record_slots_nb(
+    log: np.ndarray,
+    at: int,
+    visit: int,
+    state: int,
+    slate: np.ndarray,
+    outcome: np.ndarray,
+    drawn: np.ndarray,
+    propensity: np.ndarray,
+) -> None:
+    """Write one visit's slots into ``log[at:at + n]`` (LOG_DTYPE records).
+
+    Parameters
+    ----------
+    log : ndarray of LOG_DTYPE, shape (m,)
+    at : int
+    visit, state : int
+    slate, outcome, drawn, propensity
+        As in :class:`~rlreco.engine.kernels.records.Workspace`, after the visit's update.
+    """
+    for i in range(slate.shape[0]):
+        row = log[at + i]
+        row["visit"] = visit
+        row["state"] = state
+        row["position"] = i
+        row["product"] = slate[i]
+        row["outcome"] = outcome[i]
+        row["reward"] = drawn[i]
+        row["propensity"] = propensity[i]
+
+
+@jit(inline=True)
+def phase_of_visit_nb(phase_start: np.ndarray, visit: int) -> int:
+    """Index of the last phase starting at or before ``visit`` (``phase_start[0] == 0``)."""
+    phase = 0
+    while phase + 1 < phase_start.shape[0] and phase_start[phase + 1] <= visit:
+        phase += 1
+    return phase
+
+
+@jit(inline=True)
+def next_phase_start_nb(phase_start: np.ndarray, phase: int) -> int:
+    """The visit at which the phase after ``phase`` starts (int64 max after the last)."""
+    if phase + 1 < phase_start.shape[0]:
+        return phase_start[phase + 1]
+    return np.iinfo(np.int64).max
+
+
 @jit()
 def simulate_visits_nb(
     rng: np.random.Generator,
@@ -399,6 +472,7 @@ def simulate_visits_nb(
     response: ResponseArrays,
     metrics_block: int,
     metrics: np.ndarray,
+    log: np.ndarray,
 ) -> None:
     """Simulate visits ``first_visit .. first_visit + n_visits - 1`` and add their metrics.
 
@@ -407,7 +481,7 @@ def simulate_visits_nb(
     rng : numpy.random.Generator
         Source of every draw; advanced in place.
     first_visit : int
-        Global index of the first visit (places visits in metric blocks).
+        Global index of the first visit (places visits in metric blocks and response phases).
     n_visits : int
     world : World
     learner : Learner
@@ -419,20 +493,39 @@ def simulate_visits_nb(
     metrics : ndarray of METRICS_DTYPE, shape (n_blocks,)
         Sums of blocks ``first_visit // metrics_block`` onwards; visits are added to the
         running sums already present (a block continued from the previous chunk).
+    log : ndarray of LOG_DTYPE (:data:`rlreco.schema.LOG_DTYPE`), shape (n_visits * n,) or (0,)
+        Output: one record per shown slot, visit ``v``'s slot ``i`` at ``(v - first_visit) *
+        n + i``, with its propensity (:mod:`rlreco.engine.kernels.propensity`). Length 0: no
+        logging (one predictable branch per visit; no draw changes either way).
     """
     ws = new_workspace_nb(policy.slate_size, learner.depth, world)
     # unpacked once: the per-visit kernels take arrays, not bundles (see
     # respond_update_record_nb)
-    state_segment, catalogue_ptr, catalogue_items, state_cdf = world
+    state_segment, catalogue_ptr, catalogue_items, phase_cdf = world
     value, index, depth, cells, cache_floor, cache_size, cache_items, state_visits, state_shown = (
         learner
     )
-    code, param, _, search = policy
-    model, click_cdf, buy_cdf, truth, best_mu, outcome_reward = response
-    slate, outcome, order, previous, top_value, top_product, frontier, _ = ws
+    code, param, _, search, step = policy
+    model, click_cdf, buy_cdf, phase_truth, phase_best, outcome_reward, phase_start = response
+    slate, outcome, order, previous, top_value, top_product, frontier, _, drawn, propensity = ws
     n_states = value.shape[0]
+    n = slate.shape[0]
+    logging = log.shape[0] > 0
     first_block = first_visit // metrics_block
+    # the phase in force, as views: one comparison per visit finds a switch (a fixed response
+    # never switches)
+    phase = phase_of_visit_nb(phase_start, first_visit)
+    switch = next_phase_start_nb(phase_start, phase)
+    truth = phase_truth[phase]
+    best_mu = phase_best[phase]
+    state_cdf = phase_cdf[phase]
     for visit in range(first_visit, first_visit + n_visits):
+        if visit >= switch:
+            phase = phase_of_visit_nb(phase_start, visit)
+            switch = next_phase_start_nb(phase_start, phase)
+            truth = phase_truth[phase]
+            best_mu = phase_best[phase]
+            state_cdf = phase_cdf[phase]
         state = draw_state_nb(rng, state_cdf, n_states)
         if code in (Policy.eps_greedy, Policy.decaying):
             segment = state_segment[state]
@@ -443,11 +536,23 @@ def simulate_visits_nb(
                 catalogue_ptr[segment + 1] - first, epsilon, slate, top_value, top_product,
                 frontier, cache_floor, cache_size, cache_items,
             )  # fmt: skip
+            if logging:
+                greedy_propensities_nb(
+                    value, index, depth, search, state, epsilon,
+                    catalogue_ptr[segment + 1] - first, slate, top_value, top_product, frontier,
+                    cache_floor, cache_size, cache_items, propensity,
+                )  # fmt: skip
         else:
             explored = choose_slate_nb(rng, state, world, learner, policy, ws)
+            if logging:
+                slate_propensities_nb(state, world, learner, policy, ws)
         respond_update_record_nb(
             rng, state, explored, model, click_cdf, buy_cdf, truth, best_mu, outcome_reward,
-            value, index, depth, search, cells, cache_floor, cache_size, cache_items,
-            state_shown, slate, outcome, order, previous, metrics,
+            value, index, depth, search, step, cells, cache_floor, cache_size, cache_items,
+            state_shown, slate, outcome, order, previous, drawn, metrics,
             visit // metrics_block - first_block,
         )  # fmt: skip
+        if logging:
+            record_slots_nb(
+                log, (visit - first_visit) * n, visit, state, slate, outcome, drawn, propensity
+            )
