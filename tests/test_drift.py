@@ -13,6 +13,7 @@ from naive import synthetic_world
 from typer.testing import CliRunner
 
 from rlreco.app.prepare import prepare
+from rlreco.app.truth import load_truth_tables
 from rlreco.cli import app
 from rlreco.config import RunConfig, StepSize, config_from_dict, parse_schedule
 from rlreco.engine.simulation import SimulationParams, Simulator
@@ -70,7 +71,9 @@ def test_constant_step_tracks_a_switch_and_the_sample_average_lags(tmp_path: Pat
         params = SimulationParams(
             epsilon=0.1, slate_size=5, response=schedule, metrics_block=BLOCK, step_size=step
         )
-        simulator = Simulator(space, tables.copy(), params, seed=1)
+        simulator = Simulator(
+            space, tables.copy(), params, seed=1, truth_tables=load_truth_tables(params.response)
+        )
         simulator.run(VISITS)
         frame = simulator.metrics_frame()
         assert frame["regret_visits"].sum() == VISITS
@@ -103,16 +106,23 @@ def test_schedule_with_a_constant_step_is_bit_identical_chunked_and_resumed(
         state_sampling="empirical",
         step_size=StepSize(0.1),
     )
-    whole = Simulator(space, initial.copy(), params, seed=3, phase_weights=weights)
+    tables_of = load_truth_tables(schedule)
+    whole = Simulator(
+        space, initial.copy(), params, seed=3, phase_weights=weights, truth_tables=tables_of
+    )
     whole.run(3_000)
-    chunked = Simulator(space, initial.copy(), params, seed=3, phase_weights=weights)
+    chunked = Simulator(
+        space, initial.copy(), params, seed=3, phase_weights=weights, truth_tables=tables_of
+    )
     for n in (1_299, 1, 2, 698):  # up to, at and across the switch, and across run() calls
         chunked.run(n, chunk=333)
     chunked.run(1_000, chunk=1_000)
     assert chunked.tables.equals(whole.tables)
     assert chunked.metrics_frame().equals(whole.metrics_frame())
     assert chunked.rng_state == whole.rng_state
-    first = Simulator(space, initial.copy(), params, seed=3, phase_weights=weights)
+    first = Simulator(
+        space, initial.copy(), params, seed=3, phase_weights=weights, truth_tables=tables_of
+    )
     first.run(1_250)
     resumed = Simulator(
         space,
@@ -122,19 +132,28 @@ def test_schedule_with_a_constant_step_is_bit_identical_chunked_and_resumed(
         episodes_done=1_250,
         metrics=first.metrics_frame(),
         phase_weights=weights,
+        truth_tables=tables_of,
     )
     resumed.run(1_750, chunk=400)
     assert resumed.tables.equals(whole.tables)
     assert resumed.metrics_frame().equals(whole.metrics_frame())
     # phase 1 never visits the states it weighs 0
     unvisited = weights[1] == 0
-    after = Simulator(space, initial.copy(), params, seed=3, phase_weights=weights)
+    after = Simulator(
+        space, initial.copy(), params, seed=3, phase_weights=weights, truth_tables=tables_of
+    )
     after.run(1_300)
     shown = after.tables.reco_count.sum(axis=1)
     after.run(1_700)
     assert np.array_equal(after.tables.reco_count.sum(axis=1)[unvisited], shown[unvisited])
     with pytest.raises(SimulationError, match="phase 1 of the response"):
-        Simulator(space, initial.copy(), params, phase_weights=weights * [[1], [0]])
+        Simulator(
+            space,
+            initial.copy(),
+            params,
+            phase_weights=weights * [[1], [0]],
+            truth_tables=tables_of,
+        )
 
 
 def held_out_months(seed: int = 0) -> pd.DataFrame:

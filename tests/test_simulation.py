@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from naive import synthetic_world
 
+from rlreco.app.truth import load_truth_tables
 from rlreco.config import SEED_BUY_PROBS, SEED_CLICK_PROBS
 from rlreco.engine.response import (
     build_response,
@@ -356,7 +357,13 @@ def test_truth_table_reproduces_the_popularity_run(tmp_path: Path) -> None:
     truth_frame(space, p_click, p_buy).sample(frac=1.0, random_state=0).to_parquet(path)
     runs = []
     for response in ("popularity", str(path)):
-        sim = Simulator(space, initial.copy(), params(response=response), seed=3)
+        sim = Simulator(
+            space,
+            initial.copy(),
+            params(response=response),
+            seed=3,
+            truth_tables=load_truth_tables(response),
+        )
         sim.run(4_000)
         runs.append(sim)
     assert runs[0].tables.equals(runs[1].tables)
@@ -406,7 +413,10 @@ def test_bad_truth_tables_get_one_line_errors(how: str, message: str, tmp_path: 
     path = tmp_path / "truth.parquet"
     break_table(good, how, space).to_parquet(path)
     with pytest.raises(DataError) as info:
-        Simulator(space, tables, params(response=str(path)))
+        # the application reads the file, the engine checks it against the state space
+        Simulator(
+            space, tables, params(response=str(path)), truth_tables=load_truth_tables(str(path))
+        )
     text = str(info.value)
     assert "\n" not in text and str(path) in text and message in text
     if how == "outside catalogue":
@@ -415,18 +425,21 @@ def test_bad_truth_tables_get_one_line_errors(how: str, message: str, tmp_path: 
 
 def test_unreadable_truth_tables(tmp_path: Path) -> None:
     space, tables = synthetic_world()
+    # the engine reads no file: a truth table it was not given is a one-line error
     with pytest.raises(SimulationError, match="expected seed, popularity, the path"):
         Simulator(space, tables, params(response=str(tmp_path / "absent.parquet")))
+    with pytest.raises(DataError, match="truth table not found"):
+        load_truth_tables(str(tmp_path / "absent.parquet"))
     junk = tmp_path / "junk.parquet"
     junk.write_text("not parquet")
     with pytest.raises(DataError, match=r"junk\.parquet: not a readable Parquet file"):
-        Simulator(space, tables, params(response=str(junk)))
+        load_truth_tables(str(junk))
     empty = tmp_path / "empty.parquet"
     pd.DataFrame({c: pd.Series([], dtype="str") for c in ("state_id", "product_id")}).assign(
         p_click=pd.Series([], dtype=float), p_buy=pd.Series([], dtype=float)
     ).to_parquet(empty)
     with pytest.raises(DataError, match="has no rows"):
-        Simulator(space, tables, params(response=str(empty)))
+        load_truth_tables(str(empty))
 
 
 @pytest.mark.parametrize(

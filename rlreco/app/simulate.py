@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from rlreco.app.truth import (
+    load_truth_tables,
     monthly_schedule,
     phase_weights,
     resolve_response,
@@ -265,6 +266,7 @@ def simulate_run(
         metrics=run.metrics_frame(),
         history_count=run.history_count() if done and uses_popularity(wanted) else None,
         phase_weights=phase_weights(run.run_dir, config.simulation.state_sampling, resolved),
+        truth_tables=load_truth_tables(resolved),
         policy_state=policy_state,
     )
     calls = list(manifest.get("simulations", []))

@@ -16,6 +16,7 @@ import numpy as np
 
 from rlreco.app.simulate import Run
 from rlreco.app.sweep_grid import Setting
+from rlreco.app.truth import load_truth_tables
 from rlreco.config import RunConfig, config_from_dict, is_schedule, parse_schedule
 from rlreco.engine import streams
 from rlreco.engine.response import Response, build_response
@@ -238,6 +239,7 @@ class LoadedRun:
                 click_probs=params.click_probs,
                 buy_probs=params.buy_probs,
                 history_count=self.history_count,
+                truth_tables=load_truth_tables(params.response),
             )
         return self._responses[key]
 

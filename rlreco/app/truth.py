@@ -20,11 +20,13 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from rlreco.config import RunConfig, Schedule, format_schedule, is_schedule, parse_schedule
 from rlreco.engine.state_space import StateSpace
 from rlreco.errors import ConfigError, SimulationError
 from rlreco.io.run_dir import RunDir
+from rlreco.io.truth import read_truth_table
 
 #: The response and state sampling names that refer to a run's held-out part.
 HOLDOUT = "holdout"
@@ -141,3 +143,24 @@ def is_holdout_response(response: str) -> bool:
 def existing_file(response: str) -> bool:
     """Whether a response spec is a truth-table file that exists."""
     return Path(response).is_file()
+
+
+def load_truth_tables(response: str) -> dict[str, pd.DataFrame]:
+    """The truth-table files a resolved response names (one path, or a schedule's phases),
+    read and checked on their own (:func:`rlreco.io.truth.read_truth_table`), by path.
+
+    Raises
+    ------
+    DataError
+        A file is missing or not a truth table (one line).
+    """
+    phases = (
+        [phase for _, phase in parse_schedule(response, "response schedule")]
+        if is_schedule(response)
+        else [response]
+    )
+    return {
+        name: read_truth_table(name)
+        for name in dict.fromkeys(phases)
+        if name not in ("seed", "popularity")
+    }

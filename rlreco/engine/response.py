@@ -30,7 +30,8 @@
     10 products). Products outside the segment catalogue have probability 0.
 
 truth table
-    A user-supplied Parquet file of the same probabilities (:mod:`rlreco.io.truth`).
+    A user-supplied Parquet file of the same probabilities, read by the application layer
+    (:func:`rlreco.app.truth.load_truth_tables`) and passed in as a frame per file name.
 
 schedule (drifting truth)
     ``VISITS=RESPONSE,...`` (e.g. ``0=a.parquet,2000000=b.parquet``): known truths
@@ -48,7 +49,7 @@ catalogue (the best slate) minus the sum of ``mu`` over the slate shown.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,6 @@ from rlreco.config import is_schedule, parse_schedule
 from rlreco.engine.kernels.records import TRUTH_DTYPE, ResponseModel
 from rlreco.engine.state_space import StateSpace
 from rlreco.errors import DataError, SimulationError
-from rlreco.io.truth import read_truth_table
 
 #: Weights of the state, segment and uniform terms of the popularity formula.
 STATE_SHARE, SEGMENT_SHARE, UNIFORM_SHARE = 0.45, 0.45, 0.10
@@ -254,7 +254,8 @@ def popularity_probabilities(
 def truth_from_frame(
     space: StateSpace, frame: pd.DataFrame, *, source: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Check a truth table (:func:`rlreco.io.truth.read_truth_table`) against a state space.
+    """Check a truth table (as :func:`rlreco.io.truth.read_truth_table` reads it) against a
+    state space.
 
     Parameters
     ----------
@@ -377,6 +378,7 @@ def build_response(
     click_probs: Sequence[float],
     buy_probs: Sequence[float],
     history_count: np.ndarray | None,
+    truth_tables: Mapping[str, pd.DataFrame] | None = None,
 ) -> Response:
     """The response model named by ``spec``: ``"seed"``, ``"popularity"``, a truth table path,
     or a schedule of known truths (``VISITS=RESPONSE,...``, module docstring).
@@ -392,6 +394,9 @@ def build_response(
         Seed model count distributions (also the popularity model's calibration targets).
     history_count : ndarray of int64, shape (n_states, n_products), optional
         Historical counts; required by ``popularity``.
+    truth_tables : mapping of str to DataFrame, optional
+        The truth tables ``spec`` names (a path, or the paths of a schedule's phases), as read
+        by the application layer; the engine reads no file.
     """
     click_cdf = count_cdf(click_probs, "click_probs")
     buy_cdf = count_cdf(buy_probs, "buy_probs")
@@ -406,7 +411,7 @@ def build_response(
         truths, best = [], []
         for _, phase in schedule:
             p_click, p_buy = _truth_probabilities(
-                phase, space, slate_size, click_probs, buy_probs, history_count
+                phase, space, slate_size, click_probs, buy_probs, history_count, truth_tables
             )
             truth, best_mu = truth_arrays(space, p_click, p_buy, rewards, slate_size)
             truths.append(truth)
@@ -435,7 +440,7 @@ def build_response(
             (name,),
         )
     p_click, p_buy = _truth_probabilities(
-        name, space, slate_size, click_probs, buy_probs, history_count
+        name, space, slate_size, click_probs, buy_probs, history_count, truth_tables
     )
     truth, best_mu = truth_arrays(space, p_click, p_buy, rewards, slate_size)
     return Response(
@@ -458,6 +463,7 @@ def _truth_probabilities(
     click_probs: Sequence[float],
     buy_probs: Sequence[float],
     history_count: np.ndarray | None,
+    truth_tables: Mapping[str, pd.DataFrame] | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``p_click`` and ``p_buy`` of ``popularity`` or a truth table (``name`` its path)."""
     if name == "popularity":
@@ -469,13 +475,13 @@ def _truth_probabilities(
             mean_per_slot(click_probs, slate_size),
             mean_per_slot(buy_probs, slate_size),
         )
-    path = Path(name)
-    if not path.is_file():
+    frame = (truth_tables or {}).get(name)
+    if frame is None:
         raise SimulationError(
             f"response {name!r}: expected seed, popularity, the path of a truth-table Parquet "
-            "file or a schedule VISITS=RESPONSE,..."
+            "file (read by the caller) or a schedule VISITS=RESPONSE,..."
         )
-    return truth_from_frame(space, read_truth_table(path), source=name)
+    return truth_from_frame(space, frame, source=name)
 
 
 def uses_popularity(spec: str | Path) -> bool:

@@ -257,6 +257,9 @@ class Simulator:
         defaults to ``tables.count`` when no visit has been simulated yet.
     response : Response, optional
         A prebuilt response model (overrides ``params.response``), e.g. shared by many runs.
+    truth_tables : mapping of str to DataFrame, optional
+        The truth tables ``params.response`` names, by path, as the application layer read them
+        (:func:`rlreco.app.truth.load_truth_tables`).
     policy_state : mapping of str to ndarray, optional
         :attr:`policy_state` of an earlier simulator of this run (required when
         ``episodes_done > 0`` and the policy keeps one, see :data:`POLICY_STATE`).
@@ -288,6 +291,7 @@ class Simulator:
         metrics: pd.DataFrame | None = None,
         history_count: np.ndarray | None = None,
         response: Response | None = None,
+        truth_tables: Mapping[str, pd.DataFrame] | None = None,
         policy_state: Mapping[str, np.ndarray] | None = None,
         phase_weights: np.ndarray | None = None,
     ) -> None:
@@ -308,6 +312,7 @@ class Simulator:
                 click_probs=params.click_probs,
                 buy_probs=params.buy_probs,
                 history_count=history_count,
+                truth_tables=truth_tables,
             )
         )
         self._rng = streams.generator(seed, *stream)
