@@ -71,8 +71,7 @@ from bench_simulate import synthetic_space
 SLATE = 10
 PARAMS = {"softmax": 0.5, "ucb1": 2.0, "thompson": 2.5}
 CODES = {"softmax": 1, "ucb1": 2, "thompson": 3}
-VISITS = {("fast", "ucb1"): 1_000_000, ("fast", "softmax"): 1_000_000}
-DEFAULT_VISITS = 200_000
+VISITS = 200_000
 _rates: dict[tuple[str, str, float], float] = {}
 
 
@@ -275,7 +274,7 @@ def run_case(method: str, policy: str, fraction: float, visits: int) -> tuple[fl
 @pytest.mark.parametrize("policy", ["ucb1", "softmax", "thompson"])
 @pytest.mark.parametrize("method", ["scan", "fast"])
 def bench_policy(benchmark: Any, method: str, policy: str, fraction: float) -> None:
-    visits = VISITS.get((method, policy), DEFAULT_VISITS)
+    visits = VISITS
     run_case(method, policy, fraction, 2_000)  # warm-up: compile or load the cache
     rate, build = benchmark.pedantic(
         lambda: run_case(method, policy, fraction, visits), rounds=1, iterations=1
