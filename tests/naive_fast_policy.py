@@ -1,4 +1,4 @@
-"""Slow pure-Python references of the fast exact policies (``count_groups``, ``sum_tree``,
+"""Slow pure-Python references of the fast exact policies (``ucb1_cache``, ``sum_tree``,
 ``thompson`` kernels), written from their module docstrings with Python lists and ``math``.
 
 Every draw is a scalar call on the same ``numpy.random.Generator``, in the kernels' order.
@@ -6,18 +6,14 @@ Every draw is a scalar call on the same ``numpy.random.Generator``, in the kerne
 
 from __future__ import annotations
 
-import heapq
 import math
+from statistics import NormalDist
 
 import numpy as np
 
 FANOUT = 8
-REBUILD_ABOVE = 64.0
+GRID_TAUS = 256.0
 FALLBACK_BELOW = 1e-150
-PRIORITY_SCALES = 2.0
-SPLIT_ABOVE = 2.0
-DRAW_ALL_ABOVE = 0.5
-BOUND_MARGIN = 1.0 + 1e-9
 
 
 def below(rng: np.random.Generator, m: int) -> int:
@@ -65,7 +61,8 @@ def ucb1_slate(
 
 
 class SoftmaxTree:
-    """One state's sum tree: a flat list, level ``l`` at ``(8**l - 1) // 7``."""
+    """One state's sum tree: a flat list, level ``l`` at 0, 8, 16, 80, ... (padded to 8),
+    always a rebuild from the values (the kernel's row must equal it after every update)."""
 
     def __init__(self, width: int, catalogue: list[int], tau: float) -> None:
         self.depth = 1
@@ -73,16 +70,18 @@ class SoftmaxTree:
             self.depth += 1
         self.catalogue = catalogue
         self.tau = tau
-        self.node = [0.0] * ((FANOUT ** (self.depth + 1) - 1) // (FANOUT - 1))
+        self.node = [0.0] * (self.start(self.depth) + FANOUT**self.depth)
         self.offset = -math.inf
         self.known = 0
 
     def start(self, level: int) -> int:
-        return (FANOUT**level - 1) // (FANOUT - 1)
+        return 0 if level == 0 else FANOUT + (FANOUT**level - FANOUT) // (FANOUT - 1)
 
     def rebuild(self, row: np.ndarray) -> None:
         known = [p for p in self.catalogue if row[p] != -math.inf]
-        self.offset = max((float(row[p]) for p in known), default=-math.inf)
+        grid = GRID_TAUS * self.tau
+        cell = max((math.ceil(float(row[p]) / grid - 0.5) for p in known), default=-math.inf)
+        self.offset = (cell + 0.5) * grid
         self.known = len(known)
         leaf0 = self.start(self.depth)
         for i in range(leaf0, len(self.node)):
@@ -94,11 +93,9 @@ class SoftmaxTree:
                 self.node[self.start(level) + j] = self.children_sum(level, j)
 
     def children_sum(self, level: int, j: int) -> float:
-        first = self.start(level + 1) + FANOUT * j
-        total = 0.0
-        for c in range(FANOUT):
-            total += self.node[first + c]
-        return total
+        """Pairwise: ((a+b)+(c+d))+((e+f)+(g+h))."""
+        a, b, c, d, e, f, g, h = self.node[self.start(level + 1) + FANOUT * j :][:FANOUT]
+        return ((a + b) + (c + d)) + ((e + f) + (g + h))
 
     def set_leaf(self, product: int, weight: float) -> None:
         self.node[self.start(self.depth) + product] = weight
@@ -140,33 +137,37 @@ class SoftmaxTree:
         return chosen
 
     def slate(self, row: np.ndarray, n: int, rng: np.random.Generator) -> list[int]:
+        """Rejection rounds while the slate holds at most half the weight, then removal."""
         slate: list[int] = []
-        taken: list[tuple[int, float]] = []
-        for _ in range(min(n, self.known)):
-            if self.node[0] < FALLBACK_BELOW:
-                product = self.draw_remaining(row, slate, rng)
-            else:
-                product = self.descend(rng.random() * self.node[0])
-            slate.append(product)
-            taken.append((product, self.node[self.start(self.depth) + product]))
-            self.set_leaf(product, 0.0)
-        for product, weight in taken:
-            self.set_leaf(product, weight)
+        draws = min(n, self.known)
+        total = self.node[0]
+        leaf0 = self.start(self.depth)
+        accepted = 0.0
+        while len(slate) < draws and accepted <= 0.5 * total:
+            us = [rng.random() * total for _ in range(draws - len(slate))]
+            for product in [self.descend(u) for u in us]:
+                if product not in slate:
+                    slate.append(product)
+                    accepted += self.node[leaf0 + product]
+        if len(slate) < draws:
+            taken = [(p, self.node[leaf0 + p]) for p in slate]
+            for product, _ in taken:
+                self.set_leaf(product, 0.0)
+            while len(slate) < draws:
+                if self.node[0] < FALLBACK_BELOW:
+                    product = self.draw_remaining(row, slate, rng)
+                else:
+                    product = self.descend(rng.random() * self.node[0])
+                slate.append(product)
+                taken.append((product, self.node[leaf0 + product]))
+                self.set_leaf(product, 0.0)
+            for product, weight in taken:
+                self.set_leaf(product, weight)
         pad(slate, self.catalogue, n, rng)
         return slate
 
-    def update(self, row: np.ndarray, slate: list[int], previous: list[float]) -> None:
-        rebuild = False
-        for product, before in zip(slate, previous, strict=True):
-            if before == -math.inf and row[product] != -math.inf:
-                self.known += 1
-            scaled = (float(row[product]) - self.offset) / self.tau
-            if scaled > REBUILD_ABOVE or self.offset == -math.inf:
-                rebuild = True
-            elif not rebuild:
-                self.set_leaf(product, math.exp(scaled))
-        if rebuild or (self.known > 0 and self.node[0] < math.exp(-REBUILD_ABOVE)):
-            self.rebuild(row)
+    def update(self, row: np.ndarray) -> None:
+        self.rebuild(row)
 
 
 def sum_left_to_right(values: list[float]) -> float:
@@ -177,117 +178,52 @@ def sum_left_to_right(values: list[float]) -> float:
     return total
 
 
-class CountLayout:
-    """One state's count-group slots: products ordered by count, moved as the kernel moves
-    them (to the last slot of their run of equal counts, then across the boundary)."""
-
-    def __init__(self, catalogue: list[int], tries: np.ndarray, row: np.ndarray) -> None:
-        order = sorted(catalogue, key=lambda p: (int(tries[p]), p))
-        self.product = order
-        self.count = [int(tries[p]) for p in order]
-        self.mean = [0.0 if row[p] == -math.inf else float(row[p]) for p in order]
-
-    def move(self, product: int, count: int, mean: float) -> None:
-        slot = self.product.index(product)
-        self.mean[slot] = mean
-        while self.count[slot] != count:
-            last = slot
-            while last + 1 < len(self.count) and self.count[last + 1] == self.count[slot]:
-                last += 1
-            self.product[slot], self.product[last] = self.product[last], self.product[slot]
-            self.count[slot], self.count[last] = self.count[last], self.count[slot]
-            self.mean[slot], self.mean[last] = self.mean[last], self.mean[slot]
-            slot = last
-            following = self.count[slot + 1] if slot + 1 < len(self.count) else math.inf
-            self.count[slot] = int(following) if following <= count else count
-
-    def thompson_slate(self, n: int, sigma: float, rng: np.random.Generator) -> list[int]:
-        """The lazy search of the ``thompson`` module docstring, over Python lists."""
-        size = len(self.product)
-        depth = 1
-        while FANOUT**depth < size:
-            depth += 1
-
-        def span(level: int, j: int) -> tuple[int, int]:
-            width = FANOUT ** (depth - level)
-            return j * width, min((j + 1) * width, size)
-
-        def node_id(level: int, j: int) -> int:
-            return (FANOUT**level - 1) // (FANOUT - 1) + j
-
-        def scale(slot: int) -> float:
-            return sigma / math.sqrt(self.count[slot] + 1.0)
-
-        keys: dict[int, float] = {}
-
-        def threshold() -> float:
-            if len(keys) < n:
-                return -math.inf
-            return keys[top(keys, n)[-1]]
-
-        def rank(product: int, key: float) -> None:
-            keys[product] = key
-            if len(keys) > n:
-                del keys[top(keys, n + 1)[-1]]
-
-        heap: list[tuple[float, int, int, int]] = [(-0.0, 0, 0, 0)]
-        while heap:
-            _, _, level, j = heapq.heappop(heap)
-            lo, hi = span(level, j)
-            best = max(self.mean[lo:hi])
-            s = scale(lo)
-            t = threshold()
-            rate = 1.0 if len(keys) < n else tail_bound((t - best) / s)
-            if rate == 0.0:
-                continue
-            if level < depth - 1 and rate * (hi - lo) > SPLIT_ABOVE:
-                for child in range(FANOUT * j, FANOUT * j + FANOUT):
-                    c_lo, c_hi = span(level + 1, child)
-                    if c_lo >= size:
-                        break
-                    priority = max(self.mean[c_lo:c_hi]) + PRIORITY_SCALES * scale(c_lo)
-                    heapq.heappush(heap, (-priority, node_id(level + 1, child), level + 1, child))
-                continue
-            if rate >= DRAW_ALL_ABOVE:
-                for slot in range(lo, hi):
-                    rank(self.product[slot], self.mean[slot] + scale(slot) * rng.standard_normal())
-                continue
-            slot = lo
-            while True:
-                gap = math.log1p(-rng.random()) / math.log1p(-rate)
-                if gap >= hi - slot:
-                    break
-                slot += int(gap)
-                a = (t - self.mean[slot]) / scale(slot)
-                q = 0.5 * math.erfc(a / math.sqrt(2.0))
-                if rng.random() * rate < q:
-                    rank(self.product[slot], self.mean[slot] + scale(slot) * draw_tail(rng, a))
-                    t = threshold()
-                    rate = tail_bound((t - best) / s)
-                    if rate == 0.0:
-                        break
-                slot += 1
-                if slot >= hi:
-                    break
-        return top(keys, n)
+MASK = (1 << 64) - 1
+STREAM_TAG = 0xD1B54A32D192ED03
+LANDINGS_PER_SLOT = 8.0
 
 
-def tail_bound(z: float) -> float:
-    """Mills-ratio bound of the normal upper tail."""
-    if z <= 1.0:
-        return 1.0
-    return min(1.0, math.exp(-0.5 * z * z) / (z * math.sqrt(2.0 * math.pi)) * BOUND_MARGIN)
+def mix(x: int) -> int:
+    """splitmix64 finaliser on Python ints modulo 2**64."""
+    x &= MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK
+    return x ^ (x >> 31)
 
 
-def draw_tail(rng: np.random.Generator, a: float) -> float:
-    """Standard normal conditioned on exceeding ``a``."""
-    if a <= 0.0:
-        z = rng.standard_normal()
-        while z <= a:
-            z = rng.standard_normal()
-        return z
-    alpha = 0.5 * (a + math.sqrt(a * a + 4.0))
+def unit(x: int) -> float:
+    return ((mix(x) >> 11) + 0.5) / 2.0**53
+
+
+def thompson_slate(
+    row: np.ndarray,
+    tries: np.ndarray,
+    catalogue: list[int],
+    n: int,
+    sigma: float,
+    rng: np.random.Generator,
+) -> list[int]:
+    """The counter-based Thompson definition, every catalogue product's key computed."""
+    inv_cdf = NormalDist().inv_cdf
+    w = int(rng.random() * 2.0**53)
+    q = min(0.5, LANDINGS_PER_SLOT * n / len(catalogue))
+    zc = -inv_cdf(q)
+    base, stream = mix(w), mix(w ^ STREAM_TAG)
+    landed: set[int] = set()
+    position, i = 0, 0
     while True:
-        z = a - math.log(1.0 - rng.random()) / alpha
-        if rng.random() <= math.exp(-0.5 * (z - alpha) * (z - alpha)):
-            return z
+        i += 1
+        gap = math.floor(math.log(unit(stream + i)) / math.log1p(-q))
+        if gap >= len(catalogue) - position:
+            break
+        position += gap
+        landed.add(catalogue[position])
+        position += 1
+    keys = {}
+    for p in catalogue:
+        mean = 0.0 if row[p] == -math.inf else float(row[p])
+        scale = sigma / math.sqrt(int(tries[p]) + 1.0)
+        u = unit(base + p)
+        z = -inv_cdf(q * u) if p in landed else min(inv_cdf((1.0 - q) * u), zc)
+        keys[p] = mean + scale * z
+    return top(keys, n)
