@@ -43,7 +43,8 @@ N = 5
 
 
 def check_ucb1_cache(cache: Ucb1Cache, world: World, c: float) -> None:
-    """A built row holds exactly the tried products with key(H) >= F, values and counts."""
+    """A built row holds exactly the tried products with key(H) >= F (one live entry each,
+    exact values, counts and upper bounds) and buckets ordered by their largest ``upper``."""
     for state in range(4):
         size = int(cache.size[state])
         if size < 0:
@@ -55,10 +56,22 @@ def check_ucb1_cache(cache: Ucb1Cache, world: World, c: float) -> None:
             for p in world.catalogue(state)
             if tries[p] > 0 and world.value[state, p] + c * math.sqrt(log_h / tries[p]) >= floor
         )
-        members = cache.product[state, :size]
+        live = np.flatnonzero(cache.product[state, :size] >= 0)
+        members = cache.product[state, live]
         assert sorted(members.tolist()) == expected
-        np.testing.assert_array_equal(cache.value[state, :size], world.value[state, members])
-        np.testing.assert_array_equal(cache.tries[state, :size], tries[members])
+        np.testing.assert_array_equal(cache.value[state, live], world.value[state, members])
+        np.testing.assert_array_equal(cache.tries[state, live], tries[members])
+        uppers = world.value[state, members] + c * np.sqrt(log_h / tries[members])
+        np.testing.assert_array_equal(cache.upper[state, live], uppers)
+        start = 0
+        previous_low = np.inf
+        for b in range(cache.bucket_end.shape[1]):
+            stop = int(cache.bucket_end[state, b])
+            block = cache.upper[state, start:stop]
+            if block.size:
+                assert block.max() == cache.bucket_top[state, b] <= previous_low
+                previous_low = block.min()
+            start = stop
 
 
 def check_untried(untried: Untried, world: World) -> None:
@@ -94,7 +107,7 @@ def run_ucb1(
         assert explored == int(np.sum(tries[slate] == 0))
         world.visit(state, slate)
         shown[state] += N
-        update_ucb1_nb(untried, cache, world.value, world.cells, state, c, slate)
+        update_ucb1_nb(untried, cache, world.value, world.cells, state, c, slate, work)
     assert kernel_rng.bit_generator.state == naive_rng.bit_generator.state
     return untried, cache, kernel_rng
 
@@ -345,7 +358,7 @@ def step(
             work,
         )  # fmt: skip
         world.visit(state, slate)
-        update_ucb1_nb(untried, cache, world.value, world.cells, state, 1.0, slate)
+        update_ucb1_nb(untried, cache, world.value, world.cells, state, 1.0, slate, work)
     elif policy == "softmax":
         tree, work = structures
         choose_softmax_slate_nb(
