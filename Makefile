@@ -25,6 +25,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+	# the kernels once more for a generic CPU (no host-specific instructions), with their own
+	# cache, and as plain Python (NUMBA_DISABLE_JIT: the pure-Python twin of every kernel)
+	NUMBA_CPU_NAME=generic NUMBA_CACHE_DIR=.numba-generic $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_kernels.py
+	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_kernels.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench -o python_files='bench_*.py' -o python_functions='bench_*' --benchmark-only -q
@@ -34,5 +38,5 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .benchmarks
+	rm -rf $(VENV) runs .pytest_cache .benchmarks .numba-generic
 	find rlreco bench tests -name '*.nb[ic]' -delete

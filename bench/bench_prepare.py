@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from rlreco.app.prepare import prepare
 from rlreco.config import RunConfig
-from rlreco.engine.preparation import prepare
 
 
 @pytest.mark.parametrize("name", ["online_retail.csv.gz", "online_retail.parquet"])

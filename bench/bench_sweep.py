@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from rlreco.app.sweep import SweepResult, run_sweep
+from rlreco.app.sweep_grid import SweepSpec
 from rlreco.config import DEFAULT_DATA, RunConfig
-from rlreco.engine.sweep import SweepResult, SweepSpec, run_sweep
 
 SPEC = SweepSpec(
     epsilons=(0.0, 0.01, 0.05, 0.1, 0.2, 0.5),
@@ -34,7 +35,7 @@ def retail_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run directory prepared from the embedded data."""
     if not Path(DEFAULT_DATA).is_file():
         pytest.skip(f"embedded data not found at {DEFAULT_DATA}")
-    from rlreco.engine.preparation import prepare
+    from rlreco.app.prepare import prepare
 
     out = tmp_path_factory.mktemp("bench_sweep") / "run"
     prepare(RunConfig(), out=out)

@@ -1,29 +1,18 @@
-"""The ``rlreco`` command line: parses, loads config, calls the API; nothing else."""
+"""The ``rlreco`` command line: parses options, loads config, calls the application layer.
+
+Results are shown by :mod:`rlreco.app.report`; nothing else happens here.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
+from rlreco.app import report
 from rlreco.config import load_config
 from rlreco.errors import ConfigError, RlrecoError
 
@@ -34,10 +23,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-# wide enough for the summary tables when output goes to a file or a pipe
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 ConfigOpt = Annotated[
@@ -48,6 +33,29 @@ TimeoutOpt = Annotated[
     int, typer.Option("--timeout-ms", help="An unreachable server fails after this.")
 ]
 DbOpt = Annotated[str, typer.Option("--db", help="Database.")]
+ContextOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--context-cols", help="Foreign log: comma-separated context columns (a state = a tuple)."
+    ),
+]
+ItemOpt = Annotated[str | None, typer.Option("--item-col", help="Foreign log: product column.")]
+PositionOpt = Annotated[
+    str | None, typer.Option("--position-col", help="Foreign log: 0-based slot column.")
+]
+RewardOpt = Annotated[str | None, typer.Option("--reward-col", help="Foreign log: reward column.")]
+ClickOpt = Annotated[str | None, typer.Option("--click-col", help="Foreign log: 0/1 click column.")]
+BuyOpt = Annotated[str | None, typer.Option("--buy-col", help="Foreign log: 0/1 purchase column.")]
+PropensityOpt = Annotated[
+    str | None,
+    typer.Option("--propensity-col", help="Foreign log: logging propensity column, in (0, 1]."),
+]
+TimestampOpt = Annotated[
+    str | None, typer.Option("--timestamp-col", help="Foreign log: time column (UTC).")
+]
+VisitOpt = Annotated[
+    str | None, typer.Option("--visit-col", help="Foreign log: visit key column (one slate).")
+]
 
 
 @app.callback()
@@ -63,25 +71,45 @@ def user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except RlrecoError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            report.print_error(str(exc))
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
 
 
-def print_json(obj: Any) -> None:
-    """One JSON object on stdout."""
-    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+def column_map(
+    context: str | None,
+    item: str | None,
+    *,
+    position: str | None,
+    reward: str | None,
+    click: str | None,
+    buy: str | None,
+    propensity: str | None,
+    timestamp: str | None,
+    visit: str | None,
+) -> Any:
+    """The column map of a foreign log, or None when no column option is given."""
+    from rlreco.io.foreign_log import ColumnMap
 
-
-def print_pairs(title: str, rows: list[tuple[str, str]]) -> None:
-    """A two-column rich table."""
-    table = Table(title=title, show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    for key, value in rows:
-        table.add_row(key, value)
-    console.print(table)
+    given = (context, item, position, reward, click, buy, propensity, timestamp, visit)
+    if all(option is None for option in given):
+        return None
+    if context is None or item is None:
+        raise ConfigError("a foreign log needs --context-cols and --item-col")
+    columns = ColumnMap(
+        context=tuple(split_list(context, str, "--context-cols") or ()),
+        item=item,
+        position=position,
+        reward=reward,
+        click=click,
+        buy=buy,
+        propensity=propensity,
+        timestamp=timestamp,
+        visit=visit,
+    )
+    columns.check()
+    return columns
 
 
 @app.command()
@@ -92,80 +120,80 @@ def prepare(
     data: Annotated[
         Path | None, typer.Option("--data", help="Transactions file (CSV, CSV.gz, Parquet, XLSX).")
     ] = None,
+    log: Annotated[
+        Path | None,
+        typer.Option(
+            "--log", help="Build the run from a visit log of another system (CSV or Parquet)."
+        ),
+    ] = None,
+    context_cols: ContextOpt = None,
+    item_col: ItemOpt = None,
+    position_col: PositionOpt = None,
+    reward_col: RewardOpt = None,
+    click_col: ClickOpt = None,
+    buy_col: BuyOpt = None,
+    propensity_col: PropensityOpt = None,
+    timestamp_col: TimestampOpt = None,
+    visit_col: VisitOpt = None,
+    tables: Annotated[
+        str,
+        typer.Option(
+            "--tables", help="With --log: empty, or history (logged shows and mean rewards)."
+        ),
+    ] = "empty",
+    holdout: Annotated[
+        str | None,
+        typer.Option(
+            "--holdout",
+            help="Hold out customers:F (a fraction of customers) or time:YYYY-MM-DD (every "
+            "transaction from that day) as the truth the learner is judged against.",
+        ),
+    ] = None,
+    holdout_seed: Annotated[
+        int | None, typer.Option("--holdout-seed", help="Seed of the customer hash.")
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing run directory.")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Load transactions, segment customers, build states and tables, write a run directory."""
-    from rlreco.engine.preparation import prepare as run_prepare
+    """Load transactions, segment customers, build states and tables, write a run directory.
 
-    summary = run_prepare(load_config(config), out=out, data=data, force=force)
-    if as_json:
-        print_json(summary.to_dict())
+    With --log, build it from a visit log instead: a state per distinct tuple of the context
+    columns, the logged items as products.
+    """
+    from rlreco.app.prepare import prepare as run_prepare
+
+    run_config = load_config(config)
+    columns = column_map(
+        context_cols, item_col, position=position_col, reward=reward_col, click=click_col,
+        buy=buy_col, propensity=propensity_col, timestamp=timestamp_col, visit=visit_col,
+    )  # fmt: skip
+    if log is not None:
+        from rlreco.app.log_prepare import prepare_from_log
+
+        if columns is None:
+            raise ConfigError(
+                "--log needs --context-cols, --item-col and --reward-col or --click-col"
+            )
+        if data is not None or holdout is not None:
+            raise ConfigError("--log builds the run from the log: drop --data and --holdout")
+        summary_log = prepare_from_log(
+            run_config, log=log, columns=columns, out=out, tables=tables, force=force
+        )
+        report.show_log_prepare(summary_log, as_json=as_json)
         return
-    segs = ", ".join(f"{k} {v:,}" for k, v in summary.customers_per_segment.items())
-    print_pairs(
-        f"rlreco prepare -> {summary.run_dir}",
-        [
-            ("data", summary.data),
-            ("rows read", f"{summary.rows_read:,}"),
-            ("rows without customer (dropped)", f"{summary.rows_without_customer:,}"),
-            ("customers", f"{summary.customers:,}"),
-            ("customers per segment", segs),
-            ("products", f"{summary.products:,}"),
-            (
-                "states with history / total",
-                f"{summary.states_with_history:,} / {summary.states_total:,}",
-            ),
-            ("known (state, product) pairs", f"{summary.known_pairs:,}"),
-            (
-                "products per state min / median / max",
-                f"{summary.products_per_state_min:,} / {summary.products_per_state_median:,.0f}"
-                f" / {summary.products_per_state_max:,}",
-            ),
-            ("wall time", f"{summary.seconds:.2f} s"),
-        ],
-    )
-
-
-def progress_bar() -> Progress:
-    """A rich progress bar on stderr: description, bar, done/total, rate field, times."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-    )
-
-
-@contextlib.contextmanager
-def visit_progress(
-    total: int, *, enabled: bool, label: str = "visits"
-) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar over visits with visits/s; yields an ``update(done)`` callback."""
-    if not enabled:
-        yield lambda done: None
-        return
-    start = time.perf_counter()
-    with progress_bar() as bar:
-        task = bar.add_task(label, total=total, rate="")
-
-        def update(done: int) -> None:
-            rate = done / max(time.perf_counter() - start, 1e-9)
-            bar.update(task, completed=done, rate=f"{rate:,.0f} visits/s")
-
-        yield update
-
-
-def fmt(value: float | None, spec: str = ",.4f") -> str:
-    """Format a number, or "n/a" for None/NaN."""
-    if value is None or math.isnan(value):
-        return "n/a"
-    return format(value, spec)
+    if columns is not None:
+        raise ConfigError("--context-cols and the other column options need --log")
+    changes: dict[str, Any] = {}
+    if holdout is not None:
+        changes["holdout.split"] = holdout
+    if holdout_seed is not None:
+        changes["holdout.seed"] = holdout_seed
+    if changes:
+        run_config = run_config.replace(**changes)
+    summary = run_prepare(run_config, out=out, data=data, force=force)
+    report.show_prepare(summary, as_json=as_json)
 
 
 @app.command()
@@ -195,9 +223,9 @@ def simulate(
 
     Ctrl-C stops at the next chunk boundary and saves everything simulated so far.
     """
-    from rlreco.engine.runs import simulate_run
+    from rlreco.app.simulate import simulate_run
 
-    with visit_progress(episodes, enabled=not as_json and sys.stderr.isatty()) as update:
+    with report.visit_progress(episodes, enabled=report.interactive(as_json)) as update:
         summary = simulate_run(
             run_dir,
             episodes,
@@ -208,25 +236,7 @@ def simulate(
             checkpoint_every=checkpoint_every,
             progress=update,
         )
-    if as_json:
-        print_json(summary.to_dict())
-        return
-    print_pairs(
-        f"rlreco simulate -> {run_dir}"
-        + ("  (stopped by Ctrl-C, saved)" if summary.stopped else ""),
-        [
-            (
-                "visits (this call / run total)",
-                f"{summary.episodes:,} / {summary.episodes_total:,}",
-            ),
-            ("visits/s (simulation kernel)", f"{summary.episodes_per_second:,.0f}"),
-            ("mean reward per visit", fmt(summary.mean_reward)),
-            ("click rate per shown product", fmt(summary.click_rate)),
-            ("buy rate per shown product", fmt(summary.buy_rate)),
-            ("explored share of slots", fmt(summary.explored_share)),
-            ("mean expected regret per visit", fmt(summary.mean_regret)),
-        ],
-    )
+    report.show_simulation(summary, run_dir, as_json=as_json)
 
 
 def split_list(text: str | None, cast: Callable[[str], Any], option: str) -> list[Any] | None:
@@ -284,7 +294,8 @@ def sweep(
 
     Re-running the same command resumes: finished cells are skipped.
     """
-    from rlreco.engine.sweep import SweepSpec, run_sweep
+    from rlreco.app.sweep import run_sweep
+    from rlreco.app.sweep_grid import SweepSpec
 
     spec = SweepSpec(
         epsilons=split_list(epsilons, float, "--epsilons") or [],
@@ -296,8 +307,7 @@ def sweep(
         seed=seed,
         blocks=blocks,
     )
-    show = not as_json and sys.stderr.isatty()
-    with sweep_progress(enabled=show) as update:
+    with report.sweep_progress(enabled=report.interactive(as_json)) as update:
         result = run_sweep(
             run_dir,
             spec,
@@ -308,89 +318,85 @@ def sweep(
             force=force,
             plots=plots,
         )
-    if as_json:
-        print_json(
-            {
-                "settings": result.to_json(),
-                "best": result.best,
-                "failures": result.failures,
-                "cells_total": result.cells_total,
-                "cells_run": result.cells_run,
-                "cells_skipped": result.cells_skipped,
-                "seconds": result.seconds,
-                "out": str(result.out),
-                "plots": [str(p) for p in result.plots],
-            }
-        )
-        return
-    print_sweep(result)
+    report.show_sweep(result, as_json=as_json)
 
 
-@contextlib.contextmanager
-def sweep_progress(*, enabled: bool) -> Iterator[Callable[[Any], None]]:
-    """A rich progress bar across sweep cells with visits/s."""
-    if not enabled:
-        yield lambda progress: None
-        return
-    with progress_bar() as bar:
-        task = bar.add_task("cells", total=None, rate="")
+@app.command()
+@user_errors
+def evaluate(
+    log: Annotated[
+        Path,
+        typer.Argument(
+            help="Visit log: a run directory or its logs/ folder or a part file, or a CSV / "
+            "Parquet log of another system (with the column options)."
+        ),
+    ],
+    run: Annotated[
+        Path, typer.Option("--run", help="Run directory: state space and the targets' tables.")
+    ],
+    policies: Annotated[
+        str, typer.Option("--policies", help="Comma-separated target policies: eps-greedy.")
+    ] = "eps-greedy",
+    epsilons: Annotated[
+        str, typer.Option("--epsilons", help="Comma-separated target epsilons.")
+    ] = "0,0.05,0.1,0.2",
+    estimators: Annotated[
+        str | None,
+        typer.Option(
+            "--estimators",
+            help="Comma-separated: replay, ips, snips, dr (default: all the log allows).",
+        ),
+    ] = None,
+    clip: Annotated[
+        float | None, typer.Option("--clip", help="Cap of the importance weights (default: none).")
+    ] = None,
+    reward_model: Annotated[
+        str, typer.Option("--reward-model", help="dr's direct-method model: fitted or values.")
+    ] = "fitted",
+    snapshot: Annotated[
+        str, typer.Option("--snapshot", help="The run's latest or initial tables.")
+    ] = "latest",
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of replay's draws (default: the run's).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write summary.parquet, summary.json and plots/ here."),
+    ] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG plots.")] = True,
+    context_cols: ContextOpt = None,
+    item_col: ItemOpt = None,
+    position_col: PositionOpt = None,
+    reward_col: RewardOpt = None,
+    click_col: ClickOpt = None,
+    buy_col: BuyOpt = None,
+    propensity_col: PropensityOpt = None,
+    timestamp_col: TimestampOpt = None,
+    visit_col: VisitOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Off-policy estimates of epsilon-greedy targets (the run's tables) on a visit log."""
+    import math
 
-        def update(progress: Any) -> None:
-            bar.update(
-                task,
-                total=progress.cells_total,
-                completed=progress.cells_done,
-                rate=f"{progress.visits_per_second:,.0f} visits/s"
-                + (f", {progress.cells_failed} failed" if progress.cells_failed else ""),
-            )
+    from rlreco.app.evaluate import EvaluationSpec, evaluate_log
 
-        yield update
-
-
-def print_sweep(result: Any) -> None:
-    """Summary table (mean [95% CI]) per setting, best settings, failures and plot files."""
-    table = Table(title=f"rlreco sweep -> {result.out}", title_justify="left")
-    metrics = [
-        ("reward_per_visit", "reward/visit", ",.3f"),
-        ("click_rate", "click rate", ".4f"),
-        ("buy_rate", "buy rate", ".4f"),
-        ("regret", "cum. regret", ",.0f"),
-        ("visits_per_second", "visits/s", ",.0f"),
-    ]
-    table.add_column("setting")
-    table.add_column("reps", justify="right")
-    for _, title, _ in metrics:
-        table.add_column(f"{title} mean [95% CI]", justify="right")
-    for row in result.summary.to_dict(orient="records"):
-        cells = [str(row["label"]), str(row["replicates"])]
-        for key, _, spec in metrics:
-            mean, low, high = row[f"{key}_mean"], row[f"{key}_low"], row[f"{key}_high"]
-            cells.append(
-                "n/a"
-                if mean is None or math.isnan(mean)
-                else f"{fmt(mean, spec)} [{fmt(low, spec)}, {fmt(high, spec)}]"
-            )
-        table.add_row(*cells)
-    console.print(table)
-    for best in result.best:
-        if best["metric"] not in ("reward_per_visit", "regret", "buy_rate"):
-            continue
-        verdict = "n/a"
-        if best["p_value"] is not None:
-            verdict = ("significantly" if best["significant"] else "not significantly") + (
-                f" better than {best['runner_up']} (Welch p = {best['p_value']:.3g})"
-            )
-        console.print(f"best {best['metric']}: [bold]{best['best']}[/] - {verdict}")
-    for failure in result.failures:
-        err_console.print(
-            f"[red]failed cell[/] {failure['label']} #{failure['replicate']}: {failure['error']}"
-        )
-    console.print(
-        f"{result.cells_run} cell(s) run, {result.cells_skipped} found finished, "
-        f"{len(result.failures)} failed, {result.seconds:.1f} s"
+    spec = EvaluationSpec(
+        epsilons=tuple(split_list(epsilons, float, "--epsilons") or ()),
+        policies=tuple(split_list(policies, str, "--policies") or ()),
+        estimators=(
+            tuple(split_list(estimators, str, "--estimators") or ()) if estimators else None
+        ),
+        clip=math.inf if clip is None else clip,
+        reward_model=reward_model,
+        snapshot=snapshot,
+        seed=seed,
     )
-    for path in result.plots:
-        console.print(f"plot: {path}")
+    columns = column_map(
+        context_cols, item_col, position=position_col, reward=reward_col, click=click_col,
+        buy=buy_col, propensity=propensity_col, timestamp=timestamp_col, visit=visit_col,
+    )  # fmt: skip
+    result = evaluate_log(log, run, spec, columns=columns, out=out, plots=plots)
+    report.show_evaluation(result, as_json=as_json)
 
 
 @app.command("export-mongo")
@@ -425,10 +431,9 @@ def export_mongo(
     as_json: JsonOpt = False,
 ) -> None:
     """Export a run's tables to MongoDB; only states changed since the last export are written."""
-    from rlreco.engine.sync import export_run
-    from rlreco.io.mongo import redact_uri
+    from rlreco.app.mongo_sync import export_run
 
-    report = export_run(
+    exported = export_run(
         run_dir,
         uri=uri,
         db=db,
@@ -437,30 +442,7 @@ def export_mongo(
         batch_size=batch_size,
         force=force,
     )
-    if as_json:
-        print_json({**report.to_dict(), "uri": redact_uri(uri)})
-        return
-    rows = [
-        ("layout", report.layout),
-        ("run id", report.run_id or "-"),
-        (
-            "states written / unchanged / deleted",
-            f"{report.states_written:,} / {report.states_unchanged:,} / {report.states_deleted:,}",
-        ),
-    ]
-    rows += [
-        (
-            f"{name}: documents written / unchanged / deleted",
-            f"{c.written:,} / {c.unchanged:,} / {c.deleted:,}",
-        )
-        for name, c in sorted(report.collections.items())
-    ]
-    rows += [
-        ("documents written", f"{report.documents_written:,}"),
-        ("round trips", f"{report.round_trips:,}"),
-        ("wall time", f"{report.seconds:.2f} s"),
-    ]
-    print_pairs(f"rlreco export-mongo -> {redact_uri(uri)} {report.database}", rows)
+    report.show_export(exported, uri, as_json=as_json)
 
 
 @app.command("import-mongo")
@@ -493,8 +475,7 @@ def import_mongo(
     as_json: JsonOpt = False,
 ) -> None:
     """Load tables from MongoDB (either layout) into a new run directory."""
-    from rlreco.engine.sync import import_run
-    from rlreco.io.mongo import redact_uri
+    from rlreco.app.mongo_sync import import_run
 
     summary = import_run(
         uri=uri,
@@ -506,20 +487,7 @@ def import_mongo(
         timeout_ms=timeout_ms,
         force=force,
     )
-    if as_json:
-        print_json(summary.to_dict())
-        return
-    print_pairs(
-        f"rlreco import-mongo {redact_uri(uri)} {summary.database} -> {summary.run_dir}",
-        [
-            ("layout", summary.layout),
-            ("base run", summary.base_run),
-            ("run id", summary.run_id),
-            ("states / known cells", f"{summary.states:,} / {summary.cells:,}"),
-            ("episodes", f"{summary.episodes:,}"),
-            ("wall time", f"{summary.seconds:.2f} s"),
-        ],
-    )
+    report.show_import(summary, uri, as_json=as_json)
 
 
 @app.command()
@@ -579,13 +547,13 @@ def recommend(
     as_json: JsonOpt = False,
 ) -> None:
     """One customer visit: recommend a slate by epsilon-greedy, apply the response, update."""
-    from rlreco.engine.sync import recommend as run_visit
+    from rlreco.app.recommend import recommend as run_visit
 
     clicked_codes = [c.strip() for c in clicked.split(",") if c.strip()]
     bought_codes = [c.strip() for c in bought.split(",") if c.strip()]
     if respond is None:
         respond = "given" if clicked_codes or bought_codes else "simulate"
-    report = run_visit(
+    visited = run_visit(
         run_dir,
         uri=uri,
         db=db,
@@ -598,56 +566,7 @@ def recommend(
         visit=visit,
         timeout_ms=timeout_ms,
     )
-    if as_json:
-        print_json(report.to_dict())
-        return
-    where = (
-        "dry run"
-        if report.respond == "none"
-        else f"episodes {report.episodes:,}"
-        if report.episodes is not None
-        else f"state version {report.version}"
-    )
-    table = Table(
-        title=f"rlreco recommend: {report.state} (visit {report.visit}, {report.source}, {where})",
-        title_justify="left",
-    )
-    for column in (
-        "slot",
-        "product",
-        "description",
-        "outcome",
-        "reward",
-        "value",
-        "reward sum",
-        "reco_count",
-    ):
-        table.add_column(
-            column, justify="left" if column in ("product", "description", "outcome") else "right"
-        )
-
-    def change(item: dict[str, Any], key: str, spec: str) -> str:
-        old = "new" if item["before"] is None else format(item["before"][key], spec)
-        return old if item["after"] is None else f"{old} -> {format(item['after'][key], spec)}"
-
-    for item in report.slate:
-        table.add_row(
-            str(item["slot"] + 1),
-            item["product_code"],
-            item["description"],
-            item["outcome"] or "-",
-            "-" if item["reward"] is None else f"{item['reward']:.2f}",
-            change(item, "value", ".4f"),
-            change(item, "reward", ".2f"),
-            change(item, "reco_count", ","),
-        )
-    console.print(table)
-    console.print(
-        f"epsilon {report.epsilon}, {report.explored} explored slot(s); response "
-        f"{report.respond}: {report.clicks} click(s), {report.buys} purchase(s), total reward "
-        f"{report.total_reward:.2f}",
-        highlight=False,
-    )
+    report.show_visit(visited, as_json=as_json)
 
 
 def main() -> None:

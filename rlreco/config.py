@@ -17,10 +17,12 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from rlreco.errors import ConfigError
+from rlreco.schema import BUILTIN_STATE_FIELDS, DEFAULT_STATE_FIELDS
 
 #: The embedded default data set (a copy of the UCI Online Retail data, see data/README.md).
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "online_retail.parquet"
@@ -29,11 +31,41 @@ DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "online_retail.
 SEED_CLICK_PROBS = (0.50, 0.35, 0.10, 0.025, 0.015, 0.0055, 0.002, 0.00125, 0.00124, 0.00001)
 SEED_BUY_PROBS = (0.70, 0.15, 0.10, 0.025, 0.015, 0.0055, 0.002, 0.00125, 0.00124, 0.00001)
 
-StateSampling = Literal["uniform", "empirical"]
+StateSampling = Literal["uniform", "empirical", "holdout"]
+
+#: Non-merchandise stock codes of the UCI Online Retail data (postage, fees, manual
+#: adjustments, samples, gift vouchers): removed from catalogues, tables and truth by default.
+#: Shell-style patterns (``fnmatch``), matched case-sensitively against the whole code.
+UCI_NON_PRODUCTS = (
+    "POST", "DOT", "M", "m", "C2", "D", "S", "B", "BANK CHARGES", "AMAZONFEE", "CRUK", "PADS",
+    "gift_*",
+)  # fmt: skip
+
+_HOLDOUT = re.compile(r"^(?:customers:(?P<fraction>[0-9.eE+-]+)|time:(?P<date>\d{4}-\d{2}-\d{2}))$")
 
 
 def _check(predicate: Callable[[Any], bool], allowed: str) -> dict[str, Any]:
     return {"check": predicate, "allowed": allowed}
+
+
+def _holdout_split(text: str) -> bool:
+    """``""`` (no holdout), ``customers:F`` with F in (0, 1), or ``time:YYYY-MM-DD``."""
+    if text == "":
+        return True
+    match = _HOLDOUT.match(text)
+    if match is None:
+        return False
+    if match["fraction"] is not None:
+        try:
+            fraction = float(match["fraction"])
+        except ValueError:
+            return False
+        return 0.0 < fraction < 1.0
+    try:
+        date.fromisoformat(match["date"])
+    except ValueError:
+        return False
+    return True
 
 
 def _probabilities(values: tuple[float, ...]) -> bool:
@@ -55,6 +87,17 @@ class Columns:
     order_date: str = "InvoiceDate"
     unit_price: str = "UnitPrice"
     customer_id: str = "CustomerID"
+    #: read only when ``states.fields`` uses it
+    country: str = "Country"
+    #: further categorical columns usable as state fields: canonical name -> file column
+    #: (any other key of ``[data.columns]``), read only when ``states.fields`` uses them
+    categorical: tuple[tuple[str, str], ...] = ()
+
+    def source_of(self, name: str) -> str | None:
+        """File column of a categorical state field (``country`` or a ``categorical`` key)."""
+        if name == "country":
+            return self.country
+        return dict(self.categorical).get(name)
 
 
 @dataclass(frozen=True)
@@ -64,7 +107,28 @@ class DataConfig:
     path: Path = DEFAULT_DATA
     encoding: str = "ISO-8859-1"
     date_format: str = field(default="%m/%d/%Y %H:%M", metadata=_check(bool, "a strftime format"))
+    #: product codes or shell patterns that are not merchandise: kept for the RFM segmentation
+    #: (they are part of what customers paid) but removed from catalogues, tables and truth
+    exclude_products: tuple[str, ...] = field(
+        default=UCI_NON_PRODUCTS, metadata=_check(all, "non-empty strings")
+    )
     columns: Columns = Columns()
+
+
+@dataclass(frozen=True)
+class HoldoutConfig:
+    """A part of the data the learner never sees, used as the truth it is judged against.
+
+    ``split``: ``""`` (no holdout), ``customers:F`` (a deterministic fraction F of customers,
+    chosen by a hash of the customer id and ``seed``) or ``time:YYYY-MM-DD`` (every transaction
+    on or after the date).
+    """
+
+    split: str = field(
+        default="",
+        metadata=_check(_holdout_split, "'', 'customers:F' with F in (0, 1), or 'time:YYYY-MM-DD'"),
+    )
+    seed: int = field(default=0, metadata=_check(lambda v: v >= 0, "an integer >= 0"))
 
 
 @dataclass(frozen=True)
@@ -83,13 +147,32 @@ class SegmentationConfig:
     default_segment: str = field(default="Q1", metadata=_check(bool, "a non-empty name"))
 
 
+def _state_fields(fields: tuple[str, ...]) -> bool:
+    """Distinct, non-empty field names including ``segment``."""
+    return len(set(fields)) == len(fields) and "segment" in fields and all(fields)
+
+
 @dataclass(frozen=True)
 class StatesConfig:
-    """State space: the day of month after which a visit is in the second month-half."""
+    """State space: the fields whose values make a state, and the month-half split day.
 
+    ``fields``: in id order; ``segment`` (RFM segment, required: catalogues are per segment),
+    ``month``, ``half`` (month-half), ``weekday``, ``hour`` (of the order time), or the
+    canonical name of a categorical column in ``data.columns`` (``country`` or a name added
+    there). ``split_day``: a visit after this day of month is in the second month-half.
+    """
+
+    fields: tuple[str, ...] = field(
+        default=DEFAULT_STATE_FIELDS,
+        metadata=_check(_state_fields, "distinct field names including 'segment'"),
+    )
     split_day: int = field(
         default=15, metadata=_check(lambda v: 1 <= v <= 30, "an integer in [1, 30]")
     )
+
+    def columns(self) -> tuple[str, ...]:
+        """The fields read from a categorical column of the transactions (not built in)."""
+        return tuple(f for f in self.fields if f not in BUILTIN_STATE_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -113,9 +196,12 @@ class RewardConfig:
 
 @dataclass(frozen=True)
 class ResponseConfig:
-    """Simulated customer response: ``seed``, ``popularity`` or a path to a truth table."""
+    """Simulated customer response: ``seed``, ``popularity``, ``holdout`` (the run's held-out
+    truth) or a path to a truth table."""
 
-    model: str = field(default="seed", metadata=_check(bool, "seed, popularity or a Parquet path"))
+    model: str = field(
+        default="seed", metadata=_check(bool, "seed, popularity, holdout or a Parquet path")
+    )
     click_probs: tuple[float, ...] = field(
         default=SEED_CLICK_PROBS,
         metadata=_check(_probabilities, "probabilities in [0, 1] summing to 1 within 1e-6"),
@@ -136,6 +222,9 @@ class SimulationConfig:
     checkpoint_every: int = field(
         default=5_000_000, metadata=_check(lambda v: v >= 1, "an integer >= 1")
     )
+    #: refuse a state space whose tables would need more (estimated before any allocation);
+    #: 0 = no limit
+    memory_limit_mb: int = field(default=0, metadata=_check(lambda v: v >= 0, "an integer >= 0"))
 
 
 @dataclass(frozen=True)
@@ -143,6 +232,7 @@ class RunConfig:
     """Everything a run needs, validated."""
 
     data: DataConfig = DataConfig()
+    holdout: HoldoutConfig = HoldoutConfig()
     segmentation: SegmentationConfig = SegmentationConfig()
     states: StatesConfig = StatesConfig()
     policy: PolicyConfig = PolicyConfig()
@@ -177,6 +267,10 @@ def _plain(obj: Any) -> Any:
         if "scores" in obj and isinstance(obj["scores"], (list, tuple)):
             obj = dict(obj)
             obj["scores"] = {name: list(s) for name, s in obj["scores"]}
+        if "categorical" in obj and isinstance(obj["categorical"], (list, tuple)):
+            # extra categorical columns are plain keys of [data.columns], as written
+            extra = dict(obj.pop("categorical"))
+            obj = {**obj, **extra}
         return {k: _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
@@ -198,7 +292,7 @@ def _type_name(tp: Any) -> str:
     if tp is Path:
         return "a path string"
     if origin is tuple:
-        return "a list of numbers"
+        return "a list of strings" if get_args(tp)[0] is str else "a list of numbers"
     return str(tp)
 
 
@@ -236,6 +330,10 @@ def _coerce(key: str, tp: Any, value: Any, base: Path | None) -> Any:
         if not path.is_absolute() and base is not None:
             path = base / path
         return path
+    if origin is tuple and get_args(tp) == (str, ...):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise bad("a list of strings")
+        return tuple(value)
     if origin is tuple and get_args(tp) == (float, ...):
         if not isinstance(value, (list, tuple)) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
@@ -266,11 +364,58 @@ def _scores(key: str, value: Any) -> tuple[tuple[str, tuple[int, ...]], ...]:
     return tuple((name, tuple(int(i) for i in s)) for name, s in value.items())
 
 
+#: Column names of run-directory tables and MongoDB documents: no state field may take them.
+RESERVED_NAMES = frozenset(
+    (
+        "state_id", "state", "product_id", "product_code", "description", "value", "reward",
+        "count", "reco_count", "weight", "run_id", "episodes", "updated_at", "truth",
+        "categorical",
+    )
+)  # fmt: skip
+_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def _categorical_columns(raw: Mapping[str, Any], prefix: str, known: set[str]) -> dict[str, Any]:
+    """``[data.columns]`` with its extra keys (categorical columns) moved to ``categorical``."""
+    extra = []
+    for name, value in raw.items():
+        if name in known:
+            continue
+        key = f"{prefix}.{name}"
+        if not _FIELD_NAME.match(name) or name in RESERVED_NAMES or name in BUILTIN_STATE_FIELDS:
+            raise ConfigError(
+                f"key '{key}' = {value!r}: a categorical column needs a name of letters, digits "
+                "and '_' (starting with a letter) that is not a built-in state field or "
+                f"reserved ({', '.join(sorted(RESERVED_NAMES | set(BUILTIN_STATE_FIELDS)))})"
+            )
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"key '{key}' = {value!r}: expected a column name")
+        extra.append((name, value))
+    if not extra:
+        return dict(raw)
+    return {**{k: v for k, v in raw.items() if k in known}, "categorical": tuple(extra)}
+
+
+def _check_state_fields(config: RunConfig) -> None:
+    """Every state field is built in or a categorical column of ``data.columns``."""
+    columns = config.data.columns
+    allowed = [*BUILTIN_STATE_FIELDS, "country", *(n for n, _ in columns.categorical)]
+    for name in config.states.fields:
+        if name not in allowed:
+            raise ConfigError(
+                f"key 'states.fields' = {list(config.states.fields)!r}: unknown state field "
+                f"{name!r}; allowed: {', '.join(allowed)} (add a categorical column as "
+                '[data.columns] NAME = "Column")'
+            )
+
+
 def _build(cls: type[Any], raw: Any, prefix: str, base: Path | None) -> Any:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"key '{prefix}' = {raw!r}: expected a table")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    if cls is Columns:
+        raw = _categorical_columns(raw, prefix, set(fields))
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         where = f"'{prefix}.{unknown[0]}'" if prefix else f"'{unknown[0]}'"
@@ -284,6 +429,9 @@ def _build(cls: type[Any], raw: Any, prefix: str, base: Path | None) -> Any:
             continue
         if name == "scores" and cls is SegmentationConfig:
             kwargs[name] = _scores(key, value)
+            continue
+        if name == "categorical" and cls is Columns:
+            kwargs[name] = value
             continue
         converted = _coerce(key, tp, value, base)
         meta = fields[name].metadata
@@ -309,10 +457,29 @@ def config_from_dict(
         Directory that relative data paths are resolved against.
     """
     try:
-        cfg: RunConfig = _build(RunConfig, raw, "", base)
+        cfg: RunConfig = _build(RunConfig, _state_alias(raw), "", base)
+        _check_state_fields(cfg)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return cfg
+
+
+def _state_alias(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Accept ``[state]`` as another spelling of the ``[states]`` section."""
+    if "state" not in raw:
+        return raw
+    alias, states = raw["state"], raw.get("states", {})
+    if not isinstance(alias, Mapping) or not isinstance(states, Mapping):
+        return raw  # reported by _build as a non-table
+    both = sorted(set(alias) & set(states))
+    if both:
+        raise ConfigError(
+            f"key 'state.{both[0]}' is also given as 'states.{both[0]}'; "
+            "[state] and [states] are the same section"
+        )
+    merged = {k: v for k, v in raw.items() if k != "state"}
+    merged["states"] = {**states, **alias}
+    return merged
 
 
 _COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
@@ -338,7 +505,8 @@ ORIGINAL_KEYS: dict[str, tuple[str, ...]] = {
 
 
 def _original_to_nested(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
+    # the original recommends every stock code, postage and fees included
+    nested: dict[str, Any] = {"data": {"exclude_products": []}}
     for key, value in raw.items():
         if key not in ORIGINAL_KEYS:
             raise ConfigError(

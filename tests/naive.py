@@ -15,6 +15,7 @@ import numpy as np
 
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
+from rlreco.schema import DEFAULT_STATE_FIELDS, WEEKDAY_NAMES
 
 IGNORED, CLICKED, BOUGHT = 0, 1, 2
 
@@ -205,15 +206,14 @@ def synthetic_world(
         np.sort(rng.choice(n_products, catalogue_size, replace=False)).astype(np.int32)
         for _ in range(n_segments)
     ]
-    space = StateSpace(
-        segments=tuple(f"Q{g + 1}" for g in range(n_segments)),
-        months=(12,),
-        halves=(0,),
-        weekdays=tuple(range(weekdays)),
-        state_segment=grid[0].astype(np.int16),
-        state_month=np.full(n_states, 12, dtype=np.int8),
-        state_half=np.zeros(n_states, dtype=np.int8),
-        state_weekday=grid[3].astype(np.int8),
+    space = StateSpace.from_grid(
+        DEFAULT_STATE_FIELDS,
+        (
+            tuple(f"Q{g + 1}" for g in range(n_segments)),
+            ("December",),
+            ("0",),
+            WEEKDAY_NAMES[:weekdays],
+        ),
         state_weight=np.where(np.arange(n_states) % 4 == 0, 0.0, rng.integers(1, 9, n_states)),
         product_codes=np.array([f"{20000 + p}" for p in range(n_products)]),
         product_names=np.array([f"product {p}" for p in range(n_products)]),

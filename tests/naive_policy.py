@@ -3,7 +3,7 @@
 Written from that module's docstring: every key is computed with ``math`` on Python floats,
 the best products are found by sorting, and every draw is a scalar call on the same
 ``numpy.random.Generator``, in the kernel's order. The response and update steps are those of
-:mod:`tests.naive`.
+:mod:`tests.naive`. Policy codes are :data:`~rlreco.engine.kernels.records.Policy`'s.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 import numpy as np
 from naive import NaiveWorld, below, choose_slate, draw_state, respond, update
 
-DECAYING, SOFTMAX, UCB1, THOMPSON = 0, 1, 2, 3
+EPS_GREEDY, DECAYING, SOFTMAX, UCB1, THOMPSON = 0, 1, 2, 3, 4
 
 
 def top(keys: dict[int, float], n: int) -> list[int]:
@@ -42,6 +42,9 @@ def choose(
     """Slate of one visit and its explored count (``visits`` includes this visit)."""
     catalogue = world.catalogues[world.state_segment[state]]
     n = world.slate_size
+    if policy == EPS_GREEDY:
+        world.epsilon = param
+        return choose_slate(world, state, rng)
     if policy == DECAYING:
         world.epsilon = min(1.0, param / visits)
         return choose_slate(world, state, rng)
@@ -86,7 +89,11 @@ def simulate_policy(
     n_visits: int,
     metrics_block: int,
 ) -> None:
-    """Simulate ``n_visits`` visits under a policy and add their sums to ``world.blocks``."""
+    """Simulate ``n_visits`` visits under a policy and add their sums to ``world.blocks``.
+
+    ``decaying`` counts the visits per state from this call's start; ``ucb1``'s ``N_s`` are
+    the row sums of ``reco_count``.
+    """
     n_states = world.value.shape[0]
     visits = np.zeros(n_states, dtype=np.int64)
     shown = world.reco_count.sum(axis=1)

@@ -1,6 +1,7 @@
 """`rlreco export-mongo`, `import-mongo` and `recommend` end to end against mongomock.
 
-The CLI runs unchanged; only the connect function of :mod:`rlreco.engine.sync` is replaced by
+The CLI runs unchanged; only the connect function of :mod:`rlreco.app.mongo_sync` and
+:mod:`rlreco.app.recommend` is replaced by
 one returning a shared (patched) mongomock client. Real-server runs of the same MongoDB code go
 through the ``RLRECO_MONGO_URI``-gated suite in ``tests/test_mongo.py``.
 """
@@ -21,11 +22,12 @@ import pytest
 from mongo_suite import patch_mongomock
 from typer.testing import CliRunner
 
-import rlreco.engine.sync
+import rlreco.app.mongo_sync
+import rlreco.app.recommend
 import rlreco.io.mongo
+from rlreco.app.prepare import prepare
 from rlreco.cli import app
 from rlreco.config import RunConfig
-from rlreco.engine.preparation import prepare
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.io.mongo_layout import CELLS, RUNS, SEED_COLLECTIONS, escape_field
@@ -78,7 +80,7 @@ def run(prepared: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def mongo(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """A mongomock client that every ``connect`` of :mod:`rlreco.engine.sync` returns."""
+    """A mongomock client that every ``connect`` of :mod:`rlreco.app` returns."""
     patch_mongomock()
     client = mongomock.MongoClient()
     seen: list[str] = []
@@ -87,7 +89,8 @@ def mongo(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         seen.append(uri)
         return client
 
-    monkeypatch.setattr(rlreco.engine.sync, "connect", connect)
+    monkeypatch.setattr(rlreco.app.mongo_sync, "connect", connect)
+    monkeypatch.setattr(rlreco.app.recommend, "connect", connect)
     yield client
     assert set(seen) <= {URI}
 
@@ -397,7 +400,7 @@ def test_recommend_via_mongodb_updates_only_that_state(mongo: Any, run: Path, la
     assert report["source"].startswith("mongodb://***@db.example")
     assert (run / MANIFEST).read_text() == manifest_before  # the run directory is only read
     frame, _ = rlreco.io.mongo.import_snapshot(mongo, layout=layout)
-    after = rlreco.engine.sync.tables_in_space(frame, space, source="test", base=run)
+    after = rlreco.app.mongo_sync.tables_in_space(frame, space, source="test", base=run)
     check_update(report, tables_of(run, space), after, space.state_index()[STATE])
     # a second visit sees the first one's update
     assert visit_json(run, "--uri", URI, "--layout", layout, "--state", STATE)["version"] == 2

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from rlreco.app.prepare import prepare
 from rlreco.cli import app
 from rlreco.config import RunConfig
-from rlreco.engine.preparation import prepare
 
 runner = CliRunner()
 

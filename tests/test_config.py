@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rlreco.config import RunConfig, config_from_dict, load_config
+from rlreco.config import UCI_NON_PRODUCTS, RunConfig, config_from_dict, load_config
 from rlreco.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -15,7 +15,10 @@ REPO = Path(__file__).resolve().parent.parent
 def test_shipped_toml_equals_defaults_and_original_json() -> None:
     toml = load_config(REPO / "configs" / "online_retail.toml")
     original = load_config(REPO / "configs" / "custprof.json")
-    assert toml == original
+    # the original recommends every stock code; the shipped TOML drops non-merchandise codes
+    assert original.data.exclude_products == ()
+    assert toml.data.exclude_products == UCI_NON_PRODUCTS
+    assert toml == original.replace(**{"data.exclude_products": list(UCI_NON_PRODUCTS)})
     assert toml.data.path.resolve() == (REPO / "data" / "online_retail.parquet").resolve()
     defaults = RunConfig()
     assert toml.replace(**{"data.path": str(defaults.data.path)}) == defaults

@@ -1,45 +1,64 @@
-"""Visit kernels against the pure-Python reference (tests/naive.py), and the top-n index."""
+"""Visit kernels against the pure-Python reference (tests/naive.py), and the top-n index.
+
+Also run with ``NUMBA_DISABLE_JIT=1`` (the kernels as plain Python, on fewer cases: see
+``QUICK``) and with ``NUMBA_CPU_NAME=generic`` (``make test``).
+"""
 
 from __future__ import annotations
 
 import math
+import os
 
-import numba as nb
 import numpy as np
 import pytest
-from naive import NaiveWorld, simulate, synthetic_world
-
-from rlreco.engine.kernels.intrinsics import (
-    count_ahead_nb,
-    count_reached_nb,
-    max_of_group_nb,
-    select_reached_nb,
+from helpers import (
+    REWARDS,
+    kernel_learner,
+    kernel_response,
+    kernel_world,
+    naive_world,
+    policy_params,
 )
-from rlreco.engine.kernels.records import METRICS_DTYPE, TRUTH_DTYPE, ResponseModel, TopNSearch
+from naive import simulate, synthetic_world
+
+from rlreco.engine.kernels.records import (
+    LANES,
+    METRICS_DTYPE,
+    Policy,
+    TopNSearch,
+    padded_width,
+)
 from rlreco.engine.kernels.topn import (
     CACHE_CAPACITY,
     build_index_nb,
+    count_ahead_nb,
+    count_reached_nb,
     depth_of_width_nb,
     find_top_cached_nb,
     find_top_nb,
     index_depth,
     index_width,
+    max_of_group_nb,
     new_index,
     refresh_cache_nb,
     repair_index_nb,
     scan_top_nb,
+    select_reached_nb,
 )
 from rlreco.engine.kernels.visit import simulate_visits_nb
-from rlreco.engine.response import count_cdf, truth_arrays
-from rlreco.engine.state_space import StateSpace
-from rlreco.engine.tables import Tables
+from rlreco.engine.response import truth_arrays
+from rlreco.engine.tables import Tables, padded_values
+
+#: the kernels run as plain Python: fewer and smaller cases
+QUICK = os.environ.get("NUMBA_DISABLE_JIT", "0") == "1"
 
 
 def random_values(rng: np.random.Generator, shape: tuple[int, int], known: float) -> np.ndarray:
-    """Values with many ties (one decimal) and a share ``known`` of finite cells."""
+    """Padded values (kernel layout) with many ties (one decimal) and a share ``known`` of
+    finite cells among the first ``shape[1]`` columns."""
     value = np.round(rng.normal(0.0, 1.0, shape), 1)
     value[rng.random(shape) >= known] = -np.inf
-    return value
+    return padded_values(value)
 
 
 def ranked(row: np.ndarray, n: int) -> list[int]:
@@ -52,7 +71,7 @@ def top_of(value: np.ndarray, index: np.ndarray, state: int, n: int) -> list[int
     depth = depth_of_width_nb(index.shape[1])
     top_value = np.empty(n + 1)
     top_product = np.empty(n + 1, dtype=np.int64)
-    frontier = np.empty((3, 8**depth), dtype=np.int64)
+    frontier = np.empty((3, max(8**depth, CACHE_CAPACITY)), dtype=np.int64)
     found = find_top_nb(value, index, state, depth, n, top_value, top_product, frontier)
     assert np.array_equal(top_value[:found], value[state, top_product[:found]])
     return top_product[:found].tolist()
@@ -61,12 +80,15 @@ def top_of(value: np.ndarray, index: np.ndarray, state: int, n: int) -> list[int
 @pytest.mark.parametrize("n_products", [1, 7, 8, 9, 40, 64, 65, 300, 600])
 @pytest.mark.parametrize("known", [0.02, 0.3, 1.0])
 def test_find_top_matches_sorting(n_products: int, known: float) -> None:
+    if QUICK and n_products not in (9, 65):
+        pytest.skip("plain-Python run: two widths suffice")
     rng = np.random.default_rng(n_products)
     value = random_values(rng, (12, n_products), known)
     value[0] = -np.inf  # a cold state
+    assert value.shape[1] == padded_width(n_products) and value.shape[1] % LANES == 0
     index = new_index(value)
-    assert index.shape == (12, index_width(n_products))
-    assert index.ctypes.data % 64 == 0
+    assert index.shape == (12, index_width(value.shape[1]))
+    assert index.ctypes.data % 64 == 0 and value.ctypes.data % 64 == 0
     for state in range(value.shape[0]):
         for n in (1, 3, 10):
             assert top_of(value, index, state, n) == ranked(value[state], n)
@@ -78,8 +100,9 @@ def test_find_top_matches_sorting(n_products: int, known: float) -> None:
 
 def test_find_top_with_all_values_tied() -> None:
     # every product reaches the floor: the many-candidates path ranks by insertion
-    value = np.full((2, 700), 1.5)
-    value[1, ::3] = -np.inf
+    raw = np.full((2, 700), 1.5)
+    raw[1, ::3] = -np.inf
+    value = padded_values(raw)
     index = new_index(value)
     for state in range(2):
         assert top_of(value, index, state, 10) == ranked(value[state], 10)
@@ -89,7 +112,8 @@ def test_index_layout_and_depth() -> None:
     assert [index_depth(p) for p in (1, 8, 9, 64, 65, 512, 513, 4070)] == [1, 1, 2, 2, 3, 3, 4, 4]
     # levels of 1 (padded to 8), 8, 64 and 512 maxima for the real product count
     assert index_width(4070) == 592
-    value = np.array([[1.0, -np.inf, 3.0, 2.0, -np.inf, 0.5, 3.0, -1.0, 7.0, 3.0]])
+    value = padded_values(np.array([[1.0, -np.inf, 3.0, 2.0, -np.inf, 0.5, 3.0, -1.0, 7.0, 3.0]]))
+    assert value.shape == (1, 16) and np.all(value[0, 10:] == -np.inf)
     index = new_index(value)
     assert index[0, 0] == 7.0  # root
     assert index[0, 1:8].tolist() == [-np.inf] * 7  # root padding
@@ -102,8 +126,8 @@ def test_repair_matches_rebuild(n_products: int) -> None:
     rng = np.random.default_rng(1)
     value = random_values(rng, (4, n_products), 0.5)
     index = new_index(value)
-    depth = index_depth(n_products)
-    for _ in range(200):
+    depth = index_depth(value.shape[1])
+    for _ in range(20 if QUICK else 200):
         state = int(rng.integers(4))
         products = rng.choice(n_products, min(10, n_products), replace=False).astype(np.int64)
         # raise, lower, tie with the current maximum, or make known
@@ -111,6 +135,7 @@ def test_repair_matches_rebuild(n_products: int) -> None:
             value[state, p] = rng.choice(
                 [value[state].max(), np.round(rng.normal(0.0, 2.0), 1), -5.0, 9.0]
             )
+        assert np.all(value[:, n_products:] == -np.inf)  # the padding stays unknown
         repair_index_nb(value, index, state, depth, products)
         expected = np.empty_like(index)
         build_index_nb(value, expected)
@@ -124,13 +149,13 @@ def test_cached_query_stays_exact(n_products: int) -> None:
     n_states, n = 3, 10
     value = random_values(rng, (n_states, n_products), 0.3)
     index = new_index(value)
-    depth = index_depth(n_products)
+    depth = index_depth(value.shape[1])
     cache_floor = np.zeros(n_states)
     cache_size = np.full(n_states, -1, dtype=np.int64)
     cache_items = np.zeros((n_states, CACHE_CAPACITY), dtype=np.int64)
     top_value = np.empty(n + 1)
     top_product = np.empty(n + 1, dtype=np.int64)
-    frontier = np.empty((3, 8**depth), dtype=np.int64)
+    frontier = np.empty((3, max(8**depth, CACHE_CAPACITY)), dtype=np.int64)
     served = 0
     for _ in range(600):
         state = int(rng.integers(n_states))
@@ -150,71 +175,28 @@ def test_cached_query_stays_exact(n_products: int) -> None:
     assert served > 50  # the cache did answer queries
 
 
-@nb.njit
-def select_all(keys: np.ndarray, count: int, floor: float) -> np.ndarray:
-    out = np.full(8, -1, dtype=np.int64)
-    appended = select_reached_nb(keys, (0,), count, floor, out, (0,), 100)
-    return out[:appended]
-
-
-@nb.njit
-def reached(keys: np.ndarray, count: int, floor: float) -> int:
-    return count_reached_nb(keys, (0,), count, floor)
-
-
-@nb.njit
-def group_max(keys: np.ndarray, count: int) -> float:
-    return max_of_group_nb(keys, (0,), count)
-
-
-@nb.njit
-def ahead_of(keys: np.ndarray, labels: np.ndarray, count: int, key: float, label: int) -> int:
-    return count_ahead_nb(keys, labels, (0,), count, key, label)
-
-
-def test_vector_group_operations() -> None:
-    keys = np.array([0.5, -np.inf, 2.0, 0.5, 1.0, -3.0, np.inf, 0.5, 99.0])
-    labels = np.array([7, 1, 2, 3, 4, 5, 6, 0, 8], dtype=np.int64)
-    for count in range(9):
-        head = keys[:count]
-        for floor in (-np.inf, 0.5, 1.5):
-            expected = [100 + i for i in range(count) if head[i] >= floor and head[i] != -np.inf]
-            assert select_all(keys, count, floor).tolist() == expected
-            assert reached(keys, count, floor) == len(expected)
-        assert group_max(keys, count) == (head.max() if count else -np.inf)
+def test_group_operations() -> None:
+    keys = np.array([[0.5, -np.inf, 2.0, 0.5, 1.0, -3.0, np.inf, 0.5, 99.0, -np.inf, 1.0]])
+    labels = np.array([7, 1, 2, 3, 4, 5, 6, 0, 8, 9, 10], dtype=np.int64)
+    lowest = np.finfo(np.float64).min
+    for start in (0, 1, 3):
+        group = keys[0, start : start + 8]
+        for floor in (-np.inf, lowest, 0.5, 1.5):
+            expected = [100 + i for i in range(8) if group[i] >= floor and group[i] != -np.inf]
+            out = np.full((2, 16), -1, dtype=np.int64)
+            appended = select_reached_nb(keys, 0, start, floor, out, 1, 3, 100)
+            assert out[1, 3 : 3 + appended].tolist() == expected
+            assert np.all(out[0] == -1) and np.all(out[1, :3] == -1)
+            assert count_reached_nb(keys, 0, start, floor) == len(expected)
+        assert max_of_group_nb(keys, 0, start) == group.max()
         for key, label in ((0.5, 3), (2.0, 2), (-np.inf, 9)):
             expected_ahead = sum(
-                1 for i in range(count) if head[i] > key or (head[i] == key and labels[i] < label)
+                1
+                for i in range(8)
+                if group[i] > key or (group[i] == key and labels[start + i] < label)
             )
-            assert ahead_of(keys, labels, count, key, label) == expected_ahead
-
-
-def naive_world(
-    space: StateSpace,
-    tables: Tables,
-    *,
-    epsilon: float,
-    slate_size: int,
-    truth: np.ndarray | None,
-    best_mu: np.ndarray | None,
-    empirical: bool,
-) -> NaiveWorld:
-    return NaiveWorld(
-        value=tables.value.copy(),
-        reward=tables.cells["reward"].copy(),
-        count=tables.cells["count"].copy(),
-        reco_count=tables.cells["reco_count"].copy(),
-        state_segment=space.state_segment,
-        catalogues=[space.catalogue(g).tolist() for g in range(space.n_segments)],
-        epsilon=epsilon,
-        slate_size=slate_size,
-        rewards=(-2.0, 1.0, 5.0),
-        click_cdf=count_cdf((0.5, 0.3, 0.15, 0.05), "click_probs"),
-        buy_cdf=count_cdf((0.6, 0.0, 0.2, 0.1, 0.1), "buy_probs"),
-        truth=None if truth is None else (truth["p_click"], truth["p_buy"]),
-        best_mu=best_mu,
-        state_cdf=np.cumsum(space.state_weight) if empirical else None,
-    )
+            assert count_ahead_nb(keys[0], labels, start, key, label) == expected_ahead
+    assert max_of_group_nb(np.full((1, 8), -np.inf), 0, 0) == -np.inf
 
 
 CASES = {
@@ -230,6 +212,8 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_visits_match_naive(case: str) -> None:
+    if QUICK and case not in ("seed", "truth", "depth-3"):
+        pytest.skip("plain-Python run: three cases suffice")
     options = dict(CASES[case])
     epsilon, slate_size = options["epsilon"], options["slate_size"]
     empirical = bool(options.get("empirical", False))
@@ -241,15 +225,14 @@ def test_visits_match_naive(case: str) -> None:
         seed=len(case),
     )
     n_states, n_products = tables.shape
-    truth = np.empty((n_states, 0), dtype=TRUTH_DTYPE)
-    best_mu = np.zeros(n_states)
+    truth, best_mu = None, None
     if options.get("truth"):
         rng = np.random.default_rng(3)
         truth, best_mu = truth_arrays(
             space,
             rng.uniform(0.0, 0.4, (n_states, n_products)),
             rng.uniform(0.0, 0.2, (n_states, n_products)),
-            (5.0, 1.0, -2.0),
+            REWARDS,
             slate_size,
         )
     world = naive_world(
@@ -257,58 +240,65 @@ def test_visits_match_naive(case: str) -> None:
         tables,
         epsilon=epsilon,
         slate_size=slate_size,
-        truth=truth if options.get("truth") else None,
+        truth=truth,
         best_mu=best_mu,
         empirical=empirical,
     )
-    index = new_index(tables.value) if search == TopNSearch.tree else np.empty((n_states, 0))
+    learner = kernel_learner(tables, search)
+    policy = policy_params(Policy.eps_greedy, epsilon, slate_size, search)
+    response = kernel_response(n_states, truth, best_mu)
     generators = [np.random.Generator(np.random.PCG64(11)) for _ in range(2)]
     block = 170
-    out = np.zeros(2000 // block + 2, dtype=METRICS_DTYPE)
-    cache_floor = np.zeros(n_states)
-    cache_size = np.full(n_states, -1, dtype=np.int64)
-    cache_items = np.zeros((n_states, CACHE_CAPACITY), dtype=np.int64)
-    for first, n in ((0, 999), (999, 1001)):  # a chunk boundary inside a metric block
+    visits = 400 if QUICK else 2000
+    out = np.zeros(visits // block + 2, dtype=METRICS_DTYPE)
+    chunks = ((0, visits // 2 - 1), (visits // 2 - 1, visits // 2 + 1))
+    for first, n in chunks:  # a chunk boundary inside a metric block
         part = np.zeros((first + n - 1) // block - first // block + 1, dtype=METRICS_DTYPE)
         part[0] = out[first // block]
         simulate_visits_nb(
             generators[0],
             first,
             n,
-            tables.value,
-            index,
-            tables.cells,
-            space.state_segment,
-            space.catalog_ptr,
-            space.catalog_items,
-            np.cumsum(space.state_weight) if empirical else np.empty(0),
-            epsilon,
-            slate_size,
-            search,
-            ResponseModel.truth if options.get("truth") else ResponseModel.seed,
-            world.click_cdf,
-            world.buy_cdf,
-            truth,
-            best_mu,
-            np.array([-2.0, 1.0, 5.0]),
+            kernel_world(space, empirical=empirical),
+            learner,
+            policy,
+            response,
             block,
             part,
-            cache_floor,
-            cache_size,
-            cache_items,
         )
         out[first // block : first // block + part.size] = part
         simulate(world, generators[1], first, n, block)
     assert np.array_equal(tables.value, world.value)  # -inf compares equal
+    assert np.all(tables.padded[:, n_products:] == -np.inf)
     assert np.array_equal(tables.cells["reward"], world.reward)
     assert np.array_equal(tables.cells["count"], world.count)
     assert np.array_equal(tables.cells["reco_count"], world.reco_count)
+    assert np.array_equal(learner.state_shown, tables.reco_count.sum(axis=1))
     for b, sums in world.blocks.items():
         for name, total in sums.items():
             assert out[b][name] == total, (b, name)
-    assert out["visits"].sum() == 2000
+    assert out["visits"].sum() == visits
     assert generators[0].bit_generator.state == generators[1].bit_generator.state
     if search == TopNSearch.tree:
-        rebuilt = np.empty_like(index)
-        build_index_nb(tables.value, rebuilt)
-        assert np.array_equal(index, rebuilt)
+        rebuilt = np.empty_like(learner.tree)
+        build_index_nb(tables.padded, rebuilt)
+        assert np.array_equal(learner.tree, rebuilt)
+
+
+def test_tables_keep_values_in_the_padded_layout() -> None:
+    value = np.array([[1.0, -np.inf, 2.5], [-np.inf, -np.inf, 0.0]])
+    cells = np.zeros((2, 3), dtype=Tables.empty(1, 1).cells.dtype)
+    tables = Tables(value, cells)
+    assert tables.padded.shape == (2, 8) and tables.padded.ctypes.data % 64 == 0
+    assert np.all(tables.padded[:, 3:] == -np.inf)
+    assert np.array_equal(tables.value, value) and tables.value.base is not None
+    tables.padded[1, 2] = 4.0  # the kernels' writes are the tables' values
+    assert tables.value[1, 2] == 4.0
+    copy = tables.copy()
+    assert copy.equals(tables) and copy.padded is not tables.padded
+    import pickle
+
+    again = pickle.loads(pickle.dumps(tables))
+    assert again.equals(tables)
+    again.padded[0, 0] = 9.0
+    assert again.value[0, 0] == 9.0

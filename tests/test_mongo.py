@@ -46,6 +46,7 @@ from rlreco.io.mongo_layout import (
     decode_manifest,
     encode_manifest,
     escape_field,
+    format_state,
     parse_state,
     unescape_field,
 )
@@ -111,13 +112,20 @@ def test_manifest_encoding_is_bson_safe_and_exact() -> None:
     assert decode_manifest(encoded) == manifest
 
 
-def test_state_ids_parse_from_the_right() -> None:
+def test_state_ids_are_escaped_values_joined_and_parse_back() -> None:
     assert parse_state("Q1_December_0_Thursday") == ("Q1", "December", 0, "Thursday")
-    assert parse_state("big_spender_May_1_Sunday") == ("big_spender", "May", 1, "Sunday")
+    # a value holding "_" or "%" is escaped, so ids split back exactly
+    assert format_state("big_spender", "May", 1, "Sunday") == "big%5Fspender_May_1_Sunday"
+    assert parse_state("big%5Fspender_May_1_Sunday") == ("big_spender", "May", 1, "Sunday")
+    fields = ("segment", "country", "hour")
+    for values in [("Q1", "United Kingdom", 6), ("a%5F_b", "%", 20), ("_", "__", 0)]:
+        assert parse_state(format_state(*values), fields) == values
     with pytest.raises(SyncError, match="segment_month_half_weekday"):
-        parse_state("Q1_December_2_Thursday")
+        parse_state("Q1_December_x_Thursday")  # half is an integer
     with pytest.raises(SyncError, match="segment_month_half_weekday"):
         parse_state("Q1December")
+    with pytest.raises(SyncError, match="segment_country_hour"):
+        parse_state("Q1_December_0_Thursday", fields)
 
 
 def test_uri_credentials_are_redacted() -> None:

@@ -1,6 +1,6 @@
-"""Policy kernels (decaying epsilon, softmax, UCB1, Thompson sampling): draw-for-draw
-agreement with the slow references of ``tests/naive_policy.py``, and a sanity check that each
-beats uniformly random slates on the ``popularity`` model."""
+"""Policy kernels (epsilon-greedy, decaying epsilon, softmax, UCB1, Thompson sampling):
+draw-for-draw agreement with the slow references of ``tests/naive_policy.py``, and a sanity
+check that each beats uniformly random slates on the ``popularity`` model."""
 
 from __future__ import annotations
 
@@ -9,16 +9,25 @@ from pathlib import Path
 import naive_policy
 import numpy as np
 import pytest
-from naive import NaiveWorld, synthetic_world
-from test_sweep import small_spec, synthetic_run
+from helpers import (
+    REWARDS,
+    kernel_learner,
+    kernel_response,
+    kernel_world,
+    naive_world,
+    policy_params,
+    small_spec,
+    synthetic_run,
+)
+from naive import synthetic_world
 
-from rlreco.engine.kernels.policy import Policy, simulate_policy_visits_nb
-from rlreco.engine.kernels.records import METRICS_DTYPE, TRUTH_DTYPE, ResponseModel
-from rlreco.engine.response import count_cdf, truth_arrays
-from rlreco.engine.sweep import run_sweep
+from rlreco.app.sweep import run_sweep
+from rlreco.engine.kernels.records import METRICS_DTYPE, Policy
+from rlreco.engine.kernels.visit import simulate_visits_nb
+from rlreco.engine.response import truth_arrays
 
-REWARDS = (-2.0, 1.0, 5.0)  # ignored, clicked, bought
 PARAMS = {
+    Policy.eps_greedy: 0.2,
     Policy.decaying: 3.0,
     Policy.softmax: 0.7,
     Policy.ucb1: 1.5,
@@ -32,52 +41,27 @@ def test_policy_kernel_matches_reference(policy: int, truth: bool) -> None:
     space, tables = synthetic_world(seed=policy)
     rng = np.random.default_rng(11)
     slate_size = 6
+    cells, best_mu = None, None
     if truth:
         p_click = rng.uniform(0.0, 0.4, tables.shape)
         p_buy = rng.uniform(0.0, 0.3, tables.shape)
-        cells, best_mu = truth_arrays(space, p_click, p_buy, (5.0, 1.0, -2.0), slate_size)
-    else:
-        cells, best_mu = np.empty((space.n_states, 0), dtype=TRUTH_DTYPE), np.zeros(space.n_states)
-    click_cdf = count_cdf((0.5, 0.3, 0.15, 0.05), "click_probs")
-    buy_cdf = count_cdf((0.6, 0.0, 0.2, 0.1, 0.1), "buy_probs")
-    world = NaiveWorld(
-        value=tables.value.copy(),
-        reward=tables.cells["reward"].copy(),
-        count=tables.cells["count"].copy(),
-        reco_count=tables.cells["reco_count"].copy(),
-        state_segment=space.state_segment,
-        catalogues=[space.catalogue(g).tolist() for g in range(space.n_segments)],
-        epsilon=0.0,
-        slate_size=slate_size,
-        rewards=REWARDS,
-        click_cdf=click_cdf,
-        buy_cdf=buy_cdf,
-        truth=(cells["p_click"], cells["p_buy"]) if truth else None,
-        best_mu=best_mu if truth else None,
-    )
+        cells, best_mu = truth_arrays(space, p_click, p_buy, REWARDS, slate_size)
+    world = naive_world(
+        space, tables, epsilon=0.0, slate_size=slate_size, truth=cells, best_mu=best_mu,
+        empirical=False,
+    )  # fmt: skip
     n_visits, block = 400, 64
     metrics = np.zeros(-(-n_visits // block), dtype=METRICS_DTYPE)
     kernel_rng = np.random.default_rng(5)
-    simulate_policy_visits_nb(
+    learner = kernel_learner(tables)
+    simulate_visits_nb(
         kernel_rng,
+        0,
         n_visits,
-        policy,
-        PARAMS[policy],
-        tables.value,
-        tables.cells,
-        space.state_segment,
-        space.catalog_ptr,
-        space.catalog_items,
-        np.empty(0),
-        np.zeros(space.n_states, dtype=np.int64),
-        tables.reco_count.sum(axis=1),
-        slate_size,
-        ResponseModel.truth if truth else ResponseModel.seed,
-        click_cdf,
-        buy_cdf,
-        cells,
-        best_mu,
-        np.array(REWARDS),
+        kernel_world(space, empirical=False),
+        learner,
+        policy_params(policy, PARAMS[policy], slate_size),
+        kernel_response(space.n_states, cells, best_mu),
         block,
         metrics,
     )
@@ -93,6 +77,10 @@ def test_policy_kernel_matches_reference(policy: int, truth: bool) -> None:
     assert kernel_rng.bit_generator.state == naive_rng.bit_generator.state
     # every policy explored something on this small problem, and learned
     assert metrics["explored"].sum() > 0
+    # decaying alone counts the visits per state; every policy keeps N_s exact
+    counted = n_visits if policy == Policy.decaying else 0
+    assert learner.state_visits.sum() == counted
+    np.testing.assert_array_equal(learner.state_shown, tables.reco_count.sum(axis=1))
 
 
 def test_every_policy_beats_uniform_random_on_popularity(tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from rlreco.app.prepare import prepare
+from rlreco.app.simulate import Run, simulate_run
 from rlreco.cli import app
 from rlreco.config import RunConfig
-from rlreco.engine.preparation import prepare
-from rlreco.engine.runs import Run, simulate_run
 from rlreco.errors import SimulationError
 from rlreco.io.run_dir import RunDir
 

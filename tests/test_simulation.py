@@ -78,6 +78,84 @@ def test_chunks_and_resume_are_bit_identical(response: str, tmp_path: Path) -> N
     assert not other_seed.tables.equals(whole.tables)
 
 
+POLICY_NAMES = ["eps-greedy", "decaying", "softmax", "ucb1", "thompson"]
+
+
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_every_policy_is_bit_identical_chunked_and_resumed(policy: str, tmp_path: Path) -> None:
+    space, initial = synthetic_world()
+    p = params(response="popularity", policy=policy, metrics_block=300)
+    whole = Simulator(space, initial.copy(), p, seed=5)
+    whole.run(3_000)
+    chunked = Simulator(space, initial.copy(), p, seed=5)
+    for n in (1, 998, 1_001, 1_000):  # and across run() calls
+        chunked.run(n, chunk=333)
+    assert chunked.tables.equals(whole.tables)
+    assert metrics_equal(chunked.metrics_frame(), whole.metrics_frame())
+    assert chunked.rng_state == whole.rng_state
+    state = whole.policy_state
+    if policy == "decaying":
+        assert set(state) == {"state_visits"} and int(state["state_visits"].sum()) == 3_000
+    else:
+        assert state == {}
+
+    calls: list[int] = []
+    first = Simulator(space, initial.copy(), p, seed=5)
+    first.run(3_000, chunk=700, should_stop=lambda: calls.append(1) or len(calls) >= 2)
+    assert first.episodes_total == 1_400
+    np.savez(tmp_path / "policy.npz", **first.policy_state)
+    first.metrics_frame().to_parquet(tmp_path / "metrics.parquet")
+    resumed = Simulator(
+        space,
+        first.tables.copy(),
+        p,
+        rng_state=json.loads(json.dumps(first.rng_state)),
+        episodes_done=1_400,
+        metrics=pd.read_parquet(tmp_path / "metrics.parquet"),
+        history_count=initial.count.copy(),
+        policy_state=dict(np.load(tmp_path / "policy.npz")),
+    )
+    resumed.run(1_600, chunk=555)
+    assert resumed.tables.equals(whole.tables)
+    assert metrics_equal(resumed.metrics_frame(), whole.metrics_frame())
+    assert resumed.rng_state == whole.rng_state
+
+
+def test_decaying_resume_needs_its_visit_counts() -> None:
+    space, tables = synthetic_world()
+    p = params(policy="decaying", policy_param=4.0)
+    sim = Simulator(space, tables.copy(), p, seed=1)
+    sim.run(500)
+    common = {
+        "episodes_done": 500,
+        "metrics": sim.metrics_frame(),
+        "history_count": tables.count,
+        "rng_state": sim.rng_state,
+    }
+    with pytest.raises(SnapshotError, match="state_visits missing for the 500 visits"):
+        Simulator(space, sim.tables.copy(), p, **common)
+    wrong = {"state_visits": sim.policy_state["state_visits"] * 2}
+    with pytest.raises(SnapshotError, match="sums to 1000, not the 500 visits"):
+        Simulator(space, sim.tables.copy(), p, policy_state=wrong, **common)
+    with pytest.raises(SnapshotError, match="not kept by the eps-greedy policy"):
+        Simulator(space, tables, params(), policy_state={"state_visits": np.zeros(3)})
+
+
+def test_decaying_with_c_zero_is_greedy_and_default_params_apply() -> None:
+    space, initial = synthetic_world(known=(12, 25, 7))
+    runs = []
+    for p in (params(policy="decaying", policy_param=0.0), params(epsilon=0.0)):
+        sim = Simulator(space, initial.copy(), p, seed=3)
+        sim.run(2_000)
+        runs.append(sim)
+    # epsilon min(1, 0 / v) = 0: the same slates and draws as greedy epsilon-greedy
+    assert runs[0].tables.equals(runs[1].tables)
+    assert metrics_equal(runs[0].metrics_frame(), runs[1].metrics_frame())
+    assert params(policy="softmax").param == 0.5 and params(policy="ucb1").param == 2.0
+    assert params(policy="thompson", policy_param=1.5).param == 1.5
+    assert params(epsilon=0.3).param == 0.3
+
+
 def test_scan_search_gives_the_same_run() -> None:
     space, initial = synthetic_world()
     runs = []
@@ -283,7 +361,7 @@ def test_truth_table_reproduces_the_popularity_run(tmp_path: Path) -> None:
         runs.append(sim)
     assert runs[0].tables.equals(runs[1].tables)
     assert metrics_equal(runs[0].metrics_frame(), runs[1].metrics_frame())
-    mu = expected_reward(p_click, p_buy, (5.0, 1.0, -2.0))
+    mu = expected_reward(p_click, p_buy, (-2.0, 1.0, 5.0))
     assert np.array_equal(runs[1].response.mu, mu)
 
 
@@ -362,6 +440,11 @@ def test_unreadable_truth_tables(tmp_path: Path) -> None:
         ({"state_sampling": "weighted"}, "state sampling 'weighted'"),
         ({"response": "clicky"}, "response 'clicky': expected seed, popularity"),
         ({"metrics_block": 0}, "metrics block = 0"),
+        ({"policy": "greedy"}, "policy 'greedy': expected one of eps-greedy, decaying"),
+        ({"policy": "softmax", "policy_param": 0.0}, "softmax tau = 0.0: expected a finite"),
+        ({"policy": "ucb1", "policy_param": -1.0}, "ucb1 c = -1.0: expected a finite number >= 0"),
+        ({"policy": "thompson", "policy_param": float("inf")}, "thompson sigma = inf"),
+        ({"policy_param": 0.3}, "eps-greedy takes epsilon"),
     ],
 )
 def test_bad_parameters_get_one_line_errors(changes: dict[str, object], message: str) -> None:
@@ -400,7 +483,7 @@ def test_shared_response_is_reused() -> None:
     response = build_response(
         "popularity",
         space,
-        rewards=(5.0, 1.0, -2.0),
+        rewards=(-2.0, 1.0, 5.0),
         slate_size=5,
         click_probs=SEED_CLICK_PROBS,
         buy_probs=SEED_BUY_PROBS,

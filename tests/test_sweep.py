@@ -5,75 +5,27 @@ from __future__ import annotations
 
 import json
 import math
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import BLOCKS, EPISODES, small_spec, synthetic_run
 
+from rlreco.app import sweep, sweep_cells, sweep_execution
+from rlreco.app.sweep import run_cell, run_sweep
+from rlreco.app.sweep_grid import Setting, SweepSpec
 from rlreco.config import RunConfig
-from rlreco.engine import statistics, sweep
+from rlreco.engine import statistics, sweep_statistics
 from rlreco.engine.state_space import StateSpace
-from rlreco.engine.sweep import Setting, SweepSpec, run_cell, run_sweep
 from rlreco.engine.tables import Tables
 from rlreco.errors import ConfigError, DataError
 from rlreco.io.run_dir import RunDir
-
-EPISODES = 3_000
-BLOCKS = 6
-
-
-def synthetic_run(path: Path, seed: int = 0, n_products: int = 40) -> RunDir:
-    """A small prepared run: 2 segments x 2 months x 1 half x 2 weekdays, 40 products."""
-    rng = np.random.default_rng(seed)
-    grid = np.indices((2, 2, 1, 2)).reshape(4, -1)
-    catalogues = [
-        np.sort(rng.choice(n_products, 25, replace=False)).astype(np.int32) for _ in range(2)
-    ]
-    space = StateSpace(
-        segments=("Q1", "Q2"),
-        months=(11, 12),
-        halves=(0,),
-        weekdays=(0, 3),
-        state_segment=grid[0].astype(np.int16),
-        state_month=np.array([11, 12], dtype=np.int8)[grid[1]],
-        state_half=np.zeros(grid.shape[1], dtype=np.int8),
-        state_weekday=np.array([0, 3], dtype=np.int8)[grid[3]],
-        state_weight=rng.integers(1, 50, grid.shape[1]).astype(np.float64),
-        product_codes=np.array([f"P{i:03d}" for i in range(n_products)]),
-        product_names=np.array([f"product {i}" for i in range(n_products)]),
-        catalog_ptr=np.array([0, 25, 50], dtype=np.int64),
-        catalog_items=np.concatenate(catalogues),
-    )
-    tables = Tables.empty(space.n_states, n_products)
-    for s in range(space.n_states):
-        known = rng.choice(catalogues[space.state_segment[s]], 6, replace=False)
-        tables.value[s, known] = np.round(rng.normal(2.0, 1.0, known.size), 2)
-        tables.cells["reward"][s, known] = np.round(rng.normal(2.0, 1.0, known.size), 2)
-        tables.cells["count"][s, known] = rng.integers(1, 9, known.size)
-    manifest = {"run_id": uuid.uuid4().hex, "config": RunConfig().to_dict(), "seed": 1}
-    return RunDir.create(
-        path, manifest=manifest, space=space.to_columns(), snapshot=tables.to_columns(space)
-    )
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synthetic_run(tmp_path_factory.mktemp("sweep") / "run").path
-
-
-def small_spec(**changes: object) -> SweepSpec:
-    fields: dict[str, object] = {
-        "epsilons": (0.0, 0.2, 1.0),
-        "replicates": 3,
-        "episodes": EPISODES,
-        "responses": ("seed",),
-        "seed": 7,
-        "blocks": BLOCKS,
-    }
-    fields.update(changes)
-    return SweepSpec(**fields)  # type: ignore[arg-type]
 
 
 def metrics_only(results: pd.DataFrame) -> pd.DataFrame:
@@ -200,8 +152,8 @@ def test_sweep_writes_results_summary_and_plots(reference: sweep.SweepResult) ->
     out = reference.out
     results = reference.results
     assert len(results) == 3 * 3 * BLOCKS
-    assert list(results.columns[:7]) == [*sweep.SETTING_COLUMNS, "replicate", "cell"]
-    assert set(sweep.METRIC_COLUMNS) <= set(results.columns)
+    assert list(results.columns[:7]) == [*sweep_statistics.SETTING_COLUMNS, "replicate", "cell"]
+    assert set(sweep_statistics.METRIC_COLUMNS) <= set(results.columns)
     per_cell = results.groupby("cell")
     assert (per_cell["visits"].sum() == EPISODES).all()
     assert (results["slots"] == 10 * results["visits"]).all()
@@ -243,7 +195,7 @@ def test_one_cell_rerun_alone_reproduces_bit_for_bit(
     setting = spec.settings(RunConfig())[1]
     outcome = run_cell(run_dir, spec, setting, 2)
     stored = reference.results[reference.results["cell"] == setting.cell_key(2)]
-    for name in sweep.METRIC_COLUMNS:
+    for name in sweep_statistics.METRIC_COLUMNS:
         np.testing.assert_array_equal(outcome.metrics[name], stored[name].to_numpy())
     # and the cell is the same inside a larger grid with another order
     bigger = small_spec(epsilons=(0.5, 0.2, 0.0, 1.0), replicates=4)
@@ -301,16 +253,16 @@ def test_failed_cell_is_reported_and_does_not_lose_the_others(
 ) -> None:
     spec = small_spec()
     bad = spec.settings(RunConfig())[2].cell_key(1)
-    real = sweep.simulate_cell
+    real = sweep_execution.simulate_cell
 
-    def flaky(loaded: sweep.LoadedRun, task: sweep.CellTask) -> sweep.CellOutcome:
+    def flaky(loaded: sweep_cells.LoadedRun, task: sweep_cells.CellTask) -> sweep_cells.CellOutcome:
         if task.key == bad:
             raise RuntimeError("disk on fire\nsecond line")
         return real(loaded, task)
 
-    monkeypatch.setattr(sweep, "simulate_cell", flaky)
+    monkeypatch.setattr(sweep_execution, "simulate_cell", flaky)
     out = tmp_path / "out"
-    events: list[sweep.SweepProgress] = []
+    events: list[sweep_execution.SweepProgress] = []
     broken = run_sweep(run_dir, spec, out, workers=1, progress=events.append, plots=False)
     assert broken.failures == [
         {
@@ -325,7 +277,7 @@ def test_failed_cell_is_reported_and_does_not_lose_the_others(
     assert broken.summary["replicates"].tolist() == [3, 3, 2]
     assert json.loads((out / "summary.json").read_text())["failures"][0]["cell"] == bad
 
-    monkeypatch.setattr(sweep, "simulate_cell", real)
+    monkeypatch.setattr(sweep_execution, "simulate_cell", real)
     fixed = run_sweep(run_dir, spec, out, workers=1, plots=False)
     assert (fixed.cells_run, fixed.failures) == (1, [])
     assert not (out / "cells" / f"{bad}.error.txt").exists()
@@ -333,7 +285,7 @@ def test_failed_cell_is_reported_and_does_not_lose_the_others(
 
 
 def test_progress_reports_every_cell(run_dir: Path, tmp_path: Path) -> None:
-    events: list[sweep.SweepProgress] = []
+    events: list[sweep_execution.SweepProgress] = []
     run_sweep(
         run_dir,
         small_spec(replicates=2),
@@ -384,7 +336,7 @@ def test_unreachable_scheduler_is_a_one_line_error(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("distributed", reason="Dask distributed is not installed")
-    monkeypatch.setattr(sweep, "CONNECT_TIMEOUT", "0.5s")
+    monkeypatch.setattr(sweep_execution, "CONNECT_TIMEOUT", "0.5s")
     with pytest.raises(ConfigError, match=r"cannot connect to Dask scheduler tcp://127\.0\.0\.1:9"):
         run_sweep(run_dir, small_spec(), tmp_path / "out", scheduler="tcp://127.0.0.1:9")
 
@@ -435,7 +387,7 @@ def test_popularity_derives_from_the_initial_snapshot(tmp_path: Path) -> None:
     initial_count = tables.count.copy()
     tables.cells["count"][tables.known] += 7  # as if visits had been simulated since
     run.commit(episodes=1_000, snapshot=tables.to_columns(space), metrics=None, updates={})
-    loaded = sweep.LoadedRun(sweep.RunPayload.read(RunDir.open(run.path)))
+    loaded = sweep_cells.LoadedRun(sweep_cells.RunPayload.read(RunDir.open(run.path)))
     np.testing.assert_array_equal(loaded.tables.count, initial_count + 7 * tables.known)
     np.testing.assert_array_equal(loaded.history_count, initial_count)
 
@@ -455,7 +407,7 @@ def replicate_frame(values: dict[float, list[float]]) -> pd.DataFrame:
                     "slate_size": 10,
                     "response": "popularity",
                     "replicate": r,
-                    **{m: x for m in sweep.SUMMARY_METRICS},
+                    **{m: x for m in sweep_statistics.SUMMARY_METRICS},
                 }
             )
     return pd.DataFrame(rows)
@@ -464,24 +416,78 @@ def replicate_frame(values: dict[float, list[float]]) -> pd.DataFrame:
 def test_best_setting_and_significance() -> None:
     settings = [Setting("eps-greedy", e, 10, "popularity", "popularity") for e in (0.0, 0.1, 0.5)]
     clear = replicate_frame({0.0: [1.0, 1.1, 0.9], 0.1: [3.0, 3.1, 2.9], 0.5: [2.0, 2.2, 1.8]})
-    best = {b["metric"]: b for b in sweep.best_settings(sweep.summarise(clear, settings), clear)}
+    best = {
+        b["metric"]: b
+        for b in sweep_statistics.best_settings(
+            sweep_statistics.summarise(clear, [(x.label, x.columns()) for x in settings]), clear
+        )
+    }
     assert best["reward_per_visit"]["best"] == settings[1].label
     assert best["reward_per_visit"]["runner_up"] == settings[2].label
     assert best["reward_per_visit"]["significant"] is True
     # regret: lower is better
     assert best["regret"]["best"] == settings[0].label
     close = replicate_frame({0.0: [1.0, 2.0, 3.0], 0.1: [1.2, 2.1, 3.1], 0.5: [0.0, 0.1, 0.2]})
-    best = {b["metric"]: b for b in sweep.best_settings(sweep.summarise(close, settings), close)}
+    best = {
+        b["metric"]: b
+        for b in sweep_statistics.best_settings(
+            sweep_statistics.summarise(close, [(x.label, x.columns()) for x in settings]), close
+        )
+    }
     assert best["reward_per_visit"]["best"] == settings[1].label
     assert best["reward_per_visit"]["significant"] is False
     assert 0.05 < best["reward_per_visit"]["p_value"] < 1.0
 
 
 def test_learning_curves_have_one_point_per_block(reference: sweep.SweepResult) -> None:
-    curves = sweep.learning_curves(reference.results)
+    curves = sweep_statistics.learning_curves(reference.results)
     reward = curves[curves["metric"] == "reward_per_visit"]
     assert len(reward) == 3 * BLOCKS
     assert reward.groupby("param")["visits"].max().tolist() == [EPISODES] * 3
     assert (reward["n"] == 3).all() and (reward["low"] < reward["high"]).all()
     regret = curves[curves["metric"] == "regret"]
     assert regret["mean"].isna().all()
+
+
+def test_verdict_names_the_best_setting_and_the_cost_of_each_alternative() -> None:
+    settings = [Setting("eps-greedy", e, 10, "popularity", "popularity") for e in (0.0, 0.1, 0.5)]
+    frame = replicate_frame({0.0: [1.0, 1.1, 0.9], 0.1: [3.0, 3.1, 2.9], 0.5: [2.0, 2.2, 1.8]})
+    # regret per visit is known: lower is better, whatever the reward says
+    frame["regret_per_visit"] = frame["param"].map({0.0: 0.50, 0.1: 0.20, 0.5: 0.30})
+    frame["regret_per_visit"] += frame["replicate"] * 0.01
+    summary = sweep_statistics.summarise(frame, [(x.label, x.columns()) for x in settings])
+    (verdict,) = sweep_statistics.verdicts(summary, frame)
+    assert verdict["metric"] == "regret_per_visit"
+    assert verdict["best"] == settings[1].label
+    assert verdict["best_mean"] == pytest.approx(0.21)
+    assert verdict["best_low"] < verdict["best_mean"] < verdict["best_high"]
+    costs = {a["label"]: a for a in verdict["alternatives"]}
+    assert list(costs) == [settings[2].label, settings[0].label]  # cheapest alternative first
+    # equal spreads: the difference of means is exact, its interval is t(4 df) * sqrt(2 s^2 / 3)
+    half = statistics.t_quantile(0.975, 4.0) * math.sqrt(2 * 0.0001 / 3) * 1000
+    assert costs[settings[2].label]["cost_per_1000"] == pytest.approx(100.0)
+    assert costs[settings[2].label]["cost_low"] == pytest.approx(100.0 - half)
+    assert costs[settings[0].label]["cost_per_1000"] == pytest.approx(300.0)
+    assert costs[settings[0].label]["significant"] is True
+    # unknown regret (seed response): judged on reward, the cost is the reward lost
+    frame["regret_per_visit"] = np.nan
+    summary = sweep_statistics.summarise(frame, [(x.label, x.columns()) for x in settings])
+    (verdict,) = sweep_statistics.verdicts(summary, frame)
+    assert verdict["metric"] == "reward_per_visit" and verdict["best"] == settings[1].label
+    lost = {a["label"]: a["cost_per_1000"] for a in verdict["alternatives"]}
+    assert lost[settings[2].label] == pytest.approx(1000.0)
+    assert lost[settings[0].label] == pytest.approx(2000.0)
+
+
+def test_welch_difference_matches_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats", reason="scipy gives the reference values")
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(1.0, 1.0, 7), rng.normal(0.2, 3.0, 5)
+    ci = statistics.welch_difference(a, b)
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    assert ci.mean == pytest.approx(a.mean() - b.mean())
+    assert ci.low == pytest.approx(a.mean() - b.mean() - half, rel=1e-9)
+    assert ci.high == pytest.approx(a.mean() - b.mean() + half, rel=1e-9)
+    assert math.isnan(statistics.welch_difference(a[:1], b).low)

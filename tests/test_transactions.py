@@ -150,7 +150,7 @@ def test_tiny_csv_canonical_columns_and_types(tmp_path):
         "order_id": "str", "product_id": "str", "product": "str", "quantity": "int64",
         "order_date": "datetime64[us]", "unit_price": "float64", "customer_id": "str",
         "day_number": "int32", "year": "int16", "month": "int8", "day": "int8",
-        "month_half": "int8", "weekday": "int8", "weekday_name": "category",
+        "month_half": "int8", "weekday": "int8", "hour": "int8", "weekday_name": "category",
         "month_name": "category", "gross": "float64",
     }  # fmt: skip
 

@@ -6,18 +6,13 @@ Everything downstream (segmentation, state space, tables, simulation) works on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from rlreco.errors import DataError
-
-MONTH_NAMES = (
-    "January", "February", "March", "April", "May", "June",
-    "July", "August", "September", "October", "November", "December",
-)  # fmt: skip
-WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
 @dataclass(frozen=True)
@@ -53,6 +48,11 @@ class History:
         First non-empty description of each product ("" if none).
     last_day : int
         End of observation: the last order date in the data, as days since 1970-01-01.
+    hour : ndarray of int8, shape (n_rows,), or None
+        Hour of the order time, 0..23 (None when the history was built without it).
+    categorical : mapping of str to (ndarray of str, ndarray of int32)
+        Categorical columns read for state fields (e.g. ``country``): per name, the distinct
+        values sorted, and each row's index into them (-1 where the value is missing).
     """
 
     customer: np.ndarray
@@ -67,6 +67,25 @@ class History:
     product_codes: np.ndarray
     product_names: np.ndarray
     last_day: int
+    hour: np.ndarray | None = None
+    categorical: Mapping[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def rows(self, rows: np.ndarray) -> dict[str, object]:
+        """The row-aligned arrays of the rows ``rows`` (for :func:`dataclasses.replace`)."""
+        return {
+            "customer": self.customer[rows],
+            "product": self.product[rows],
+            "day": self.day[rows],
+            "month": self.month[rows],
+            "half": self.half[rows],
+            "weekday": self.weekday[rows],
+            "quantity": self.quantity[rows],
+            "gross": self.gross[rows],
+            "hour": None if self.hour is None else self.hour[rows],
+            "categorical": {
+                name: (values, codes[rows]) for name, (values, codes) in self.categorical.items()
+            },
+        }
 
     @property
     def n_rows(self) -> int:
@@ -84,7 +103,9 @@ class History:
         return int(self.product_codes.shape[0])
 
 
-def history_from_frame(frame: pd.DataFrame, *, source: str = "<frame>") -> History:
+def history_from_frame(
+    frame: pd.DataFrame, *, source: str = "<frame>", categorical: tuple[str, ...] = ()
+) -> History:
     """Encode a canonical transactions frame (see :mod:`rlreco.io.transactions`) as arrays.
 
     Parameters
@@ -92,9 +113,12 @@ def history_from_frame(frame: pd.DataFrame, *, source: str = "<frame>") -> Histo
     frame : DataFrame
         Canonical columns ``product_id`` (str), ``product`` (str), ``quantity`` (int),
         ``order_date`` (datetime64), ``customer_id`` (str, missing as NA), and the derived
-        ``day_number``, ``month``, ``month_half``, ``weekday`` and ``gross``.
+        ``day_number``, ``month``, ``month_half``, ``weekday``, ``hour`` and ``gross``.
     source : str
         Name of the data file, for error messages.
+    categorical : tuple of str
+        Columns of ``frame`` to encode as categorical state fields (missing values, allowed
+        only on rows without a customer, are stored as "" by the loader).
     """
     if len(frame) == 0:
         raise DataError(f"{source}: no transactions")
@@ -129,4 +153,12 @@ def history_from_frame(frame: pd.DataFrame, *, source: str = "<frame>") -> Histo
         product_codes=np.asarray(product_codes, dtype=object).astype(str),
         product_names=product_names.astype(str),
         last_day=int(day.max()),
+        hour=frame["hour"].to_numpy(dtype=np.int8) if "hour" in frame else None,
+        categorical={name: _categories(frame[name]) for name in categorical},
     )
+
+
+def _categories(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values and each row's index into them."""
+    codes, values = pd.factorize(column, sort=True)
+    return np.asarray(values, dtype=object).astype(str), codes.astype(np.int32)

@@ -67,7 +67,7 @@ class Response:
     name : str
         ``"seed"``, ``"popularity"`` or the truth table's path.
     rewards : (float, float, float)
-        Mean reward of a purchase, a click and an ignored product.
+        Mean reward of an ignored, a clicked and a bought product (Outcome order).
     model : int
         :data:`~rlreco.engine.kernels.records.ResponseModel` code.
     click_cdf, buy_cdf : ndarray of float64, shape (k,)
@@ -141,9 +141,9 @@ def expected_reward(
     ----------
     p_click, p_buy : ndarray of float64
     rewards : (float, float, float)
-        Mean reward of a purchase, a click and an ignored product.
+        Mean reward of an ignored, a clicked and a bought product (Outcome order).
     """
-    buy, click, ignore = rewards
+    ignore, click, buy = rewards
     return p_buy * buy + (1.0 - p_buy) * (p_click * click + (1.0 - p_click) * ignore)
 
 
@@ -327,7 +327,7 @@ def truth_arrays(
     space : StateSpace
     p_click, p_buy : ndarray of float64, shape (n_states, n_products)
     rewards : (float, float, float)
-        Mean reward of a purchase, a click and an ignored product.
+        Mean reward of an ignored, a clicked and a bought product (Outcome order).
     slate_size : int
 
     Returns
@@ -366,7 +366,7 @@ def build_response(
     spec : str or Path
     space : StateSpace
     rewards : (float, float, float)
-        Mean reward of a purchase, a click and an ignored product.
+        Mean reward of an ignored, a clicked and a bought product (Outcome order).
     slate_size : int
     click_probs, buy_probs : sequence of float
         Seed model count distributions (also the popularity model's calibration targets).

@@ -1,18 +1,19 @@
-"""Simulating visits: the driver around the fused visit kernel.
+"""Simulating visits: the one driver around the fused visit kernel, for every policy.
 
-:class:`Simulator` owns the random stream, the per-block metrics and the kernels' derived
-arrays of one run (values padded to whole cache lines per row, the top-n index and its
-candidate caches; rebuilt from the tables at every :meth:`Simulator.run`), and advances the
-run's :class:`~rlreco.engine.tables.Tables` in place, chunk by chunk. Persistence is the
-caller's: :attr:`Simulator.rng_state`, :meth:`Simulator.metrics_frame` and the tables are what
-a snapshot must hold to resume.
+:class:`Simulator` owns the random stream, the per-block metrics, the per-state policy state
+and the kernels' derived arrays of one run (the top-n index and its candidate caches, the
+recommendations per state; rebuilt from the tables at every :meth:`Simulator.run`), and
+advances the run's :class:`~rlreco.engine.tables.Tables` in place, chunk by chunk (the kernels
+work on :attr:`Tables.padded <rlreco.engine.tables.Tables.padded>` directly). Persistence is
+the caller's: :attr:`Simulator.rng_state`, :meth:`Simulator.metrics_frame`,
+:attr:`Simulator.policy_state` and the tables are what a snapshot must hold to resume.
 
 Determinism
 -----------
 Every draw comes from one PCG64 stream, ``streams.generator(seed, *stream)``. A visit consumes
 a fixed pattern of draws (see :mod:`rlreco.engine.kernels.visit`) and metric blocks are keyed by
 the global visit index, so N visits in one call, in any chunks, or interrupted and resumed from
-(tables, RNG state, metrics) give bit-identical tables and metrics.
+(tables, RNG state, metrics, policy state) give bit-identical tables and metrics.
 """
 
 from __future__ import annotations
@@ -30,9 +31,18 @@ import pandas as pd
 
 from rlreco.config import SEED_BUY_PROBS, SEED_CLICK_PROBS, RunConfig
 from rlreco.engine import streams
-from rlreco.engine.kernels.intrinsics import LANES, aligned_empty
-from rlreco.engine.kernels.records import CELL_DTYPE, METRICS_DTYPE, TopNSearch
-from rlreco.engine.kernels.topn import CACHE_CAPACITY, build_index_nb, index_width
+from rlreco.engine.kernels.records import (
+    CELL_DTYPE,
+    METRICS_DTYPE,
+    Learner,
+    Policy,
+    PolicyParams,
+    ResponseArrays,
+    TopNSearch,
+    World,
+    aligned_empty,
+)
+from rlreco.engine.kernels.topn import CACHE_CAPACITY, build_index_nb, index_depth, index_width
 from rlreco.engine.kernels.visit import simulate_visits_nb
 from rlreco.engine.response import Response, build_response
 from rlreco.engine.state_space import StateSpace
@@ -54,6 +64,31 @@ METRIC_COLUMNS = (
 )
 STATE_SAMPLING = {"uniform": 0, "empirical": 1}
 TOPN_SEARCH = {"tree": TopNSearch.tree, "scan": TopNSearch.scan}
+#: policy name -> :data:`~rlreco.engine.kernels.records.Policy` code
+POLICIES: dict[str, int] = {
+    "eps-greedy": Policy.eps_greedy,
+    "decaying": Policy.decaying,
+    "softmax": Policy.softmax,
+    "ucb1": Policy.ucb1,
+    "thompson": Policy.thompson,
+}
+#: policy name -> name of its one parameter
+POLICY_PARAMS: dict[str, str] = {
+    "eps-greedy": "epsilon",
+    "decaying": "c",
+    "softmax": "tau",
+    "ucb1": "c",
+    "thompson": "sigma",
+}
+#: policy name -> parameter value when none is given (eps-greedy: ``SimulationParams.epsilon``)
+DEFAULT_POLICY_PARAM: dict[str, float] = {
+    "decaying": 10.0,
+    "softmax": 0.5,
+    "ucb1": 2.0,
+    "thompson": 2.5,
+}
+#: per-state policy state that must survive a resume, by policy (:attr:`Simulator.policy_state`)
+POLICY_STATE: dict[str, tuple[str, ...]] = {"decaying": ("state_visits",)}
 
 
 @dataclass(frozen=True)
@@ -63,11 +98,12 @@ class SimulationParams:
     Attributes
     ----------
     epsilon : float
-        Exploration probability per slot, in [0, 1].
+        Exploration probability per slot of ``eps-greedy``, in [0, 1].
     slate_size : int
         Products per slate (at most the smallest segment catalogue).
     rewards : (float, float, float)
-        Mean reward of a purchase, a click and an ignored product (each draw is N(mean, 1)).
+        Mean reward of an ignored, a clicked and a bought product, in
+        :data:`~rlreco.engine.kernels.records.Outcome` order (each draw is N(mean, 1)).
     response : str
         ``"seed"``, ``"popularity"`` or the path of a truth-table Parquet file.
     click_probs, buy_probs : tuple of float
@@ -79,17 +115,33 @@ class SimulationParams:
     search : str
         Top-n search: ``"tree"`` (the 8-ary max tree index) or ``"scan"`` (the O(n_products)
         baseline; same results, for benchmarks).
+    policy : str
+        A key of :data:`POLICIES` (see :mod:`rlreco.engine.kernels.policy`).
+    policy_param : float or None
+        The parameter of a policy other than ``eps-greedy`` (see :data:`POLICY_PARAMS`); None
+        takes :data:`DEFAULT_POLICY_PARAM`. ``eps-greedy`` uses ``epsilon``.
     """
 
     epsilon: float = 0.1
     slate_size: int = 10
-    rewards: tuple[float, float, float] = (5.0, 1.0, -2.0)
+    rewards: tuple[float, float, float] = (-2.0, 1.0, 5.0)
     response: str = "seed"
     click_probs: tuple[float, ...] = SEED_CLICK_PROBS
     buy_probs: tuple[float, ...] = SEED_BUY_PROBS
     state_sampling: str = "uniform"
     metrics_block: int = 10_000
     search: str = "tree"
+    policy: str = "eps-greedy"
+    policy_param: float | None = None
+
+    @property
+    def param(self) -> float:
+        """The policy's parameter value (``epsilon`` for ``eps-greedy``)."""
+        if self.policy == "eps-greedy":
+            return float(self.epsilon)
+        if self.policy_param is None:
+            return DEFAULT_POLICY_PARAM[self.policy]
+        return float(self.policy_param)
 
     @classmethod
     def from_config(cls, config: RunConfig, **changes: Any) -> SimulationParams:
@@ -97,7 +149,7 @@ class SimulationParams:
         params = cls(
             epsilon=config.policy.epsilon,
             slate_size=config.policy.slate_size,
-            rewards=(config.rewards.buy, config.rewards.click, config.rewards.ignore),
+            rewards=(config.rewards.ignore, config.rewards.click, config.rewards.buy),
             response=str(config.response.model),
             click_probs=tuple(config.response.click_probs),
             buy_probs=tuple(config.response.buy_probs),
@@ -188,7 +240,7 @@ class SimulationSummary:
 
 
 class Simulator:
-    """Simulates visits of a run, advancing its tables in place.
+    """Simulates visits of a run under any policy, advancing its tables in place.
 
     Parameters
     ----------
@@ -211,14 +263,18 @@ class Simulator:
         defaults to ``tables.count`` when no visit has been simulated yet.
     response : Response, optional
         A prebuilt response model (overrides ``params.response``), e.g. shared by many runs.
+    policy_state : mapping of str to ndarray, optional
+        :attr:`policy_state` of an earlier simulator of this run (required when
+        ``episodes_done > 0`` and the policy keeps one, see :data:`POLICY_STATE`).
 
     Raises
     ------
     SimulationError
-        Bad parameters (one line: epsilon, slate size larger than a catalogue, probabilities,
-        state sampling, response).
+        Bad parameters (one line: policy and its parameter, slate size larger than a
+        catalogue, probabilities, state sampling, response).
     SnapshotError
-        RNG state or metrics inconsistent with each other or with ``episodes_done``.
+        RNG state, metrics or policy state inconsistent with each other or with
+        ``episodes_done``.
     """
 
     def __init__(
@@ -234,13 +290,14 @@ class Simulator:
         metrics: pd.DataFrame | None = None,
         history_count: np.ndarray | None = None,
         response: Response | None = None,
+        policy_state: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         self.space = space
         self.tables = tables
         self.params = params
         _check_params(space, tables, params)
-        if history_count is None and episodes_done == 0:
-            history_count = tables.count.copy()
+        if history_count is None and episodes_done == 0 and params.response == "popularity":
+            history_count = tables.count  # read only while the response is built
         self.response = (
             response
             if response is not None
@@ -259,25 +316,43 @@ class Simulator:
             self._restore_rng(rng_state)
         self._episodes = int(episodes_done)
         self._blocks = _blocks_from_frame(metrics, params.metrics_block, self._episodes)
-        # values padded to whole cache lines per row: a group of 8 leaves is then exactly one
-        # line (a 4,070-wide row starts at a different offset in each state's line)
-        width = -(-space.n_products // LANES) * LANES
-        self._value = aligned_empty((space.n_states, width), np.float64)
-        self._value[:, space.n_products :] = -np.inf
-        # the index is aligned too: a group of 8 sibling maxima is one line
-        self._index = aligned_empty(
-            (space.n_states, index_width(width) if params.search == "tree" else 0), np.float64
-        )
-        self._cache_floor = np.zeros(space.n_states)
-        self._cache_size = np.full(space.n_states, -1, dtype=np.int64)
-        self._cache_items = np.zeros((space.n_states, CACHE_CAPACITY), dtype=np.int64)
+        n_states = space.n_states
+        self._state_visits = _state_visits(params.policy, policy_state, n_states, self._episodes)
         weight = np.asarray(space.state_weight, dtype=np.float64)
-        self._state_cdf = np.cumsum(weight) if params.state_sampling == "empirical" else np.empty(0)
-        self._state_segment = np.ascontiguousarray(space.state_segment, dtype=np.int16)
-        self._catalog_ptr = np.ascontiguousarray(space.catalog_ptr, dtype=np.int64)
-        self._catalog_items = np.ascontiguousarray(space.catalog_items, dtype=np.int32)
-        buy, click, ignore = params.rewards
-        self._outcome_reward = np.array([ignore, click, buy], dtype=np.float64)
+        self._world = World(
+            np.ascontiguousarray(space.state_segment, dtype=np.int16),
+            np.ascontiguousarray(space.catalog_ptr, dtype=np.int64),
+            np.ascontiguousarray(space.catalog_items, dtype=np.int32),
+            np.cumsum(weight) if params.state_sampling == "empirical" else np.empty(0),
+        )
+        width = tables.padded.shape[1]
+        tree = params.search == "tree"
+        # the index is 64-byte aligned: a group of 8 sibling maxima is one line
+        self._learner = Learner(
+            tables.padded,
+            aligned_empty((n_states, index_width(width) if tree else 0), np.float64),
+            index_depth(width) if tree else 1,
+            tables.cells,
+            np.zeros(n_states),
+            np.full(n_states, -1, dtype=np.int64),
+            np.zeros((n_states, CACHE_CAPACITY), dtype=np.int64),
+            self._state_visits,
+            np.zeros(n_states, dtype=np.int64),
+        )
+        self._policy = PolicyParams(
+            POLICIES[params.policy],
+            params.param,
+            int(params.slate_size),
+            TOPN_SEARCH[params.search],
+        )
+        self._response_arrays = ResponseArrays(
+            int(self.response.model),
+            self.response.click_cdf,
+            self.response.buy_cdf,
+            self.response.truth,
+            self.response.best_mu,
+            np.array(self.response.rewards, dtype=np.float64),
+        )
 
     @property
     def episodes_total(self) -> int:
@@ -288,6 +363,15 @@ class Simulator:
     def rng_state(self) -> dict[str, Any]:
         """JSON-serialisable ``bit_generator.state`` of the random stream (to resume)."""
         return _plain(self._rng.bit_generator.state)
+
+    @property
+    def policy_state(self) -> dict[str, np.ndarray]:
+        """Per-state policy state to resume from (copies; empty for policies without one).
+
+        ``decaying``: ``state_visits``, int64 (n_states,), the visits to each state so far.
+        """
+        names = POLICY_STATE.get(self.params.policy, ())
+        return {name: getattr(self._learner, name).copy() for name in names}
 
     def metrics_frame(self) -> pd.DataFrame:
         """Per-block metrics so far: raw sums and derived rates (see :data:`METRIC_COLUMNS`).
@@ -332,17 +416,19 @@ class Simulator:
             Called with the number of visits simulated by this call so far.
         should_stop : callable, optional
             Polled after every chunk (e.g. set by a SIGINT handler); True ends the call there,
-            with tables, RNG state and metrics consistent.
+            with tables, RNG state, metrics and policy state consistent.
         """
         if episodes < 0 or chunk < 1:
             raise SimulationError(f"episodes = {episodes}, chunk = {chunk}: need >= 0 and >= 1")
-        params, response = self.params, self.response
-        block = params.metrics_block
-        # the tables may have been edited since the last call: take their values afresh
-        self._value[:, : self.space.n_products] = self.tables.value
-        if params.search == "tree":
-            build_index_nb(self._value, self._index)
-        self._cache_size[:] = -1
+        block = self.params.metrics_block
+        learner = self._learner
+        if learner.value is not self.tables.padded or learner.cells is not self.tables.cells:
+            raise SimulationError("the simulator's tables were replaced; build a new Simulator")
+        # the tables may have been edited since the last call: derive everything afresh
+        if self.params.search == "tree":
+            build_index_nb(learner.value, learner.tree)
+        learner.cache_size[:] = -1
+        learner.state_shown[:] = self.tables.reco_count.sum(axis=1)
         start_blocks = self._blocks.copy()
         done = 0
         seconds = 0.0
@@ -359,29 +445,13 @@ class Simulator:
                 self._rng,
                 first,
                 n,
-                self._value,
-                self._index,
-                self.tables.cells,
-                self._state_segment,
-                self._catalog_ptr,
-                self._catalog_items,
-                self._state_cdf,
-                params.epsilon,
-                params.slate_size,
-                TOPN_SEARCH[params.search],
-                response.model,
-                response.click_cdf,
-                response.buy_cdf,
-                response.truth,
-                response.best_mu,
-                self._outcome_reward,
+                self._world,
+                learner,
+                self._policy,
+                self._response_arrays,
                 block,
                 out,
-                self._cache_floor,
-                self._cache_size,
-                self._cache_items,
             )
-            self.tables.value[...] = self._value[:, : self.space.n_products]
             seconds += time.perf_counter() - t0
             self._blocks = np.concatenate([self._blocks[:first_block], out])
             self._episodes += n
@@ -422,6 +492,40 @@ class Simulator:
             raise SnapshotError(f"rng_state: not the state of a PCG64 generator ({exc})") from None
 
 
+def _state_visits(
+    policy: str, policy_state: Mapping[str, np.ndarray] | None, n_states: int, episodes: int
+) -> np.ndarray:
+    """The visits per state a policy resumes from (zeros for a new run), checked."""
+    names = POLICY_STATE.get(policy, ())
+    given = dict(policy_state or {})
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise SnapshotError(
+            f"policy state: {', '.join(unknown)} is not kept by the {policy} policy "
+            f"(it keeps: {', '.join(names) or 'nothing'})"
+        )
+    if "state_visits" not in names:
+        return np.zeros(n_states, dtype=np.int64)
+    if "state_visits" not in given:
+        if episodes:
+            raise SnapshotError(
+                f"policy state: state_visits missing for the {episodes} visits already simulated"
+            )
+        return np.zeros(n_states, dtype=np.int64)
+    visits = np.asarray(given["state_visits"])
+    if visits.shape != (n_states,) or not np.issubdtype(visits.dtype, np.integer):
+        raise SnapshotError(
+            f"policy state: state_visits has shape {visits.shape} and dtype {visits.dtype}, "
+            f"expected ({n_states},) integers"
+        )
+    if visits.min(initial=0) < 0 or int(visits.sum()) != episodes:
+        raise SnapshotError(
+            f"policy state: state_visits sums to {int(visits.sum())}, not the {episodes} visits "
+            "simulated"
+        )
+    return visits.astype(np.int64)
+
+
 def _plain(state: Mapping[str, Any]) -> dict[str, Any]:
     """A bit generator state as plain JSON types (its integers are Python ints already)."""
     return {k: (_plain(v) if isinstance(v, Mapping) else v) for k, v in state.items()}
@@ -433,10 +537,13 @@ def _check_params(space: StateSpace, tables: Tables, params: SimulationParams) -
         raise SimulationError(f"tables have shape {tables.value.shape}, the state space {shape}")
     if tables.value.dtype != np.float64 or tables.cells.dtype != CELL_DTYPE:
         raise SimulationError("tables must be float64 values and CELL_DTYPE cells")
-    if not (tables.value.flags.c_contiguous and tables.cells.flags.c_contiguous):
+    if not tables.cells.flags.c_contiguous:
         raise SimulationError("tables must be C-contiguous")
+    if params.policy not in POLICIES:
+        raise SimulationError(f"policy {params.policy!r}: expected one of {', '.join(POLICIES)}")
     if not 0.0 <= params.epsilon <= 1.0:
         raise SimulationError(f"epsilon = {params.epsilon!r}: expected a number in [0, 1]")
+    _check_policy_param(params)
     if params.slate_size < 1:
         raise SimulationError(f"slate size = {params.slate_size}: expected an integer >= 1")
     sizes = np.diff(space.catalog_ptr)
@@ -460,6 +567,25 @@ def _check_params(space: StateSpace, tables: Tables, params: SimulationParams) -
         raise SimulationError(f"search {params.search!r}: expected tree or scan")
     if not isinstance(params.response, (str, Path)):
         raise SimulationError(f"response {params.response!r}: expected a string")
+
+
+def _check_policy_param(params: SimulationParams) -> None:
+    """The policy's parameter: none for eps-greedy (it takes ``epsilon``), else in range."""
+    policy, value = params.policy, params.policy_param
+    if value is None:
+        return
+    if policy == "eps-greedy":
+        raise SimulationError(
+            f"policy parameter {value!r}: eps-greedy takes epsilon, not a policy parameter"
+        )
+    name = f"{policy} {POLICY_PARAMS[policy]}"
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise SimulationError(f"{name} = {value!r}: expected a number")
+    if policy in ("softmax", "thompson"):
+        if not 0.0 < value < math.inf:
+            raise SimulationError(f"{name} = {value!r}: expected a finite number > 0")
+    elif not 0.0 <= value < math.inf:
+        raise SimulationError(f"{name} = {value!r}: expected a finite number >= 0")
 
 
 def _blocks_from_frame(

@@ -168,3 +168,37 @@ def welch_test(a: np.ndarray, b: np.ndarray) -> float:
     t = diff / math.sqrt(vx + vy)
     df = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
     return 2.0 * t_cdf(-abs(t), df)
+
+
+def welch_difference(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> Interval:
+    """Difference of means ``mean(a) - mean(b)`` with its Welch confidence interval.
+
+    The interval uses the Welch-Satterthwaite degrees of freedom (the test of
+    :func:`welch_test`); ``low`` and ``high`` are NaN when a sample has fewer than two finite
+    values, and equal the difference when both have zero variance. ``std`` is the standard
+    error of the difference and ``n`` the smaller sample size.
+
+    Parameters
+    ----------
+    a, b : ndarray of float64
+        Replicate values of two settings.
+    level : float
+        Confidence level, e.g. 0.95.
+    """
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    if x.size == 0 or y.size == 0:
+        return Interval(math.nan, math.nan, math.nan, math.nan, 0)
+    diff = float(x.mean() - y.mean())
+    n = int(min(x.size, y.size))
+    if x.size < 2 or y.size < 2:
+        return Interval(diff, math.nan, math.nan, math.nan, n)
+    vx = float(x.var(ddof=1)) / x.size
+    vy = float(y.var(ddof=1)) / y.size
+    if vx + vy == 0.0:
+        return Interval(diff, diff, diff, 0.0, n)
+    df = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
+    se = math.sqrt(vx + vy)
+    half = t_quantile(0.5 + 0.5 * level, df) * se
+    return Interval(diff, diff - half, diff + half, se, n)

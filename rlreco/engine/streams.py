@@ -14,6 +14,7 @@ TABLES = 0
 SIMULATION = 1
 SWEEP = 2
 ONLINE = 3
+EVALUATION = 4
 
 
 def generator(seed: int, *key: int) -> np.random.Generator:

@@ -1,23 +1,28 @@
 """Dense (state x product) tables of value, reward, count and recommendation count.
 
-``value`` is its own contiguous float64 array (the top-n search index reads it in runs of
-neighbours) and ``-inf`` marks an unknown cell: a cell is known exactly when its value is finite.
-``cells`` is a record array (:data:`~rlreco.engine.kernels.records.CELL_DTYPE`) holding the
-reward sum, count and recommendation count of each cell together, so updating one slate product
-touches one cache line.
+``value`` is its own float64 array (the top-n search reads it in groups of 8 neighbours) and
+``-inf`` marks an unknown cell: a cell is known exactly when its value is finite. It is a view
+of :attr:`Tables.padded`, the layout the kernels work on: rows of whole 64-byte cache lines,
+64-byte aligned, with ``-inf`` beyond the last product, so a group of 8 products is one line
+and the kernels need no tail loops. ``cells`` is a record array
+(:data:`~rlreco.engine.kernels.records.CELL_DTYPE`) holding the reward sum, count and
+recommendation count of each cell together, so updating one slate product touches one line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from rlreco.engine.history import MONTH_NAMES, WEEKDAY_NAMES
-from rlreco.engine.kernels.records import CELL_DTYPE
+from rlreco.engine.kernels.records import CELL_DTYPE, aligned_empty, padded_width
 from rlreco.engine.state_space import StateSpace
 from rlreco.errors import SnapshotError
+
+#: Most cells per group of :meth:`Tables.iter_columns` (a snapshot's Parquet row group).
+GROUP_CELLS = 1 << 15
 
 
 def round_cents(x: np.ndarray) -> np.ndarray:
@@ -25,21 +30,58 @@ def round_cents(x: np.ndarray) -> np.ndarray:
     return np.rint(x * 100.0) / 100.0
 
 
+def padded_values(value: np.ndarray) -> np.ndarray:
+    """A copy of a value table in the kernels' layout (see the module docstring).
+
+    Parameters
+    ----------
+    value : ndarray of float64, shape (n_states, n_products)
+
+    Returns
+    -------
+    ndarray of float64, shape (n_states, padded_width(n_products))
+        64-byte aligned; columns ``n_products..`` are ``-inf``.
+    """
+    n_states, n_products = value.shape
+    padded = aligned_empty((n_states, padded_width(n_products)), np.float64)
+    padded[:, n_products:] = -np.inf
+    padded[:, :n_products] = value
+    return padded
+
+
 @dataclass
 class Tables:
     """Mutable learned tables of shape (n_states, n_products).
 
+    ``Tables(value, cells)`` copies ``value`` into a new padded buffer and keeps ``cells``.
+
     Attributes
     ----------
     value : ndarray of float64, shape (n_states, n_products)
-        Incremental-mean value of each cell; ``-inf`` where the cell is unknown.
+        Incremental-mean value of each cell; ``-inf`` where the cell is unknown. A view of
+        :attr:`padded` (not C-contiguous when ``n_products`` is not a multiple of 8).
     cells : ndarray of CELL_DTYPE, shape (n_states, n_products)
         Fields ``reward`` (float64 sum of rewards), ``count`` (int64: historical quantity plus
         recommendations) and ``reco_count`` (int64 recommendations).
+    padded : ndarray of float64, shape (n_states, padded_width(n_products))
+        The values in the kernels' layout (:func:`padded_values`); the kernels update it in
+        place, which updates ``value``. Its padding columns must stay ``-inf``.
     """
 
     value: np.ndarray
     cells: np.ndarray
+    padded: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        value = np.asarray(self.value, dtype=np.float64)
+        if value.ndim != 2:
+            raise SnapshotError(f"tables: value has {value.ndim} dimensions, expected 2")
+        self.padded = padded_values(value)
+        self.value = self.padded[:, : value.shape[1]]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickles (worker payloads) rebuild the padded buffer, so value stays its view
+        return (Tables, (np.ascontiguousarray(self.value), self.cells))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -68,7 +110,7 @@ class Tables:
 
     def copy(self) -> Tables:
         """Deep copy."""
-        return Tables(self.value.copy(), self.cells.copy())
+        return Tables(self.value, self.cells.copy())
 
     def equals(self, other: Tables) -> bool:
         """Bit-identical comparison (NaN-free; -inf compares equal)."""
@@ -86,28 +128,90 @@ class Tables:
         return cls(value, cells)
 
     def to_columns(self, space: StateSpace) -> dict[str, np.ndarray]:
-        """Long-form columns, one row per known cell in (state, product) order."""
-        state, product = np.nonzero(self.known)
-        flat = self.cells[state, product]
-        seg = np.asarray(space.segments)[space.state_segment[state]]
-        return {
-            "state_id": state.astype(np.int32),
-            "state": space.state_ids[state],
-            "segment": seg,
-            "month": np.asarray(MONTH_NAMES)[space.state_month[state] - 1],
-            "half": space.state_half[state].astype(np.int8),
-            "weekday": np.asarray(WEEKDAY_NAMES)[space.state_weekday[state]],
-            "product_id": product.astype(np.int32),
-            "product_code": space.product_codes[product],
-            "value": self.value[state, product],
-            "reward": flat["reward"].copy(),
-            "count": flat["count"].copy(),
-            "reco_count": flat["reco_count"].copy(),
-        }
+        """Long-form columns, one row per known cell in (state, product) order.
+
+        ``state_id``, ``state``, one column per state field, ``product_id``, ``product_code``,
+        ``value``, ``reward``, ``count``, ``reco_count``. Holds every known cell at once (about
+        200 bytes each); :meth:`iter_columns` streams them in bounded groups.
+        """
+        groups = list(self.iter_columns(space, max_cells=max(1, self.value.size)))
+        return groups[0]
+
+    def iter_columns(
+        self, space: StateSpace, max_cells: int = GROUP_CELLS
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """:meth:`to_columns` in consecutive groups of :meth:`iter_cells`."""
+        ids = space.state_ids
+        field_values = {name: space.field_values(name) for name in space.fields}
+        for cells in self.iter_cells(space, max_cells):
+            state, product = cells["state_id"], cells["product_id"]
+            columns = {"state_id": state, "state": ids[state]}
+            for name, values in field_values.items():
+                columns[name] = values[state]
+            columns["product_id"] = product
+            columns["product_code"] = space.product_codes[product]
+            columns.update({k: cells[k] for k in ("value", "reward", "count", "reco_count")})
+            yield columns
+
+    def iter_cells(
+        self, space: StateSpace, max_cells: int = GROUP_CELLS
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """The known cells in (state, product) order, in consecutive groups of whole states of
+        at most ``max_cells`` cells each (or one state, if a state has more), read straight
+        from the dense arrays; always at least one group (possibly empty).
+
+        Each group holds ``state_id``, ``product_id`` (int32), ``value``, ``reward``, ``count``
+        and ``reco_count``: the snapshot columns without the labels looked up by id.
+        """
+        n_s, n_p = space.n_states, space.n_products
+        # blocks of an eighth of a group: groups fill to at least 7/8 of ``max_cells``
+        step = max(1, max_cells // max(8 * n_p, 1))
+        states: list[np.ndarray] = []
+        products: list[np.ndarray] = []
+        pending = 0
+        emitted = False
+        for first in range(0, n_s, step):
+            s, p = np.nonzero(np.isfinite(self.value[first : first + step, :n_p]))
+            if s.size:
+                states.append(s + first)
+                products.append(p)
+                pending += s.size
+            last = first + step >= n_s
+            if last or pending + step * n_p > max_cells:
+                if pending or (last and not emitted):
+                    state = np.concatenate(states) if states else np.zeros(0, dtype=np.int64)
+                    product = np.concatenate(products) if products else state
+                    flat = self.cells[state, product]
+                    yield {
+                        "state_id": state.astype(np.int32),
+                        "product_id": product.astype(np.int32),
+                        "value": self.value[state, product],
+                        "reward": flat["reward"].copy(),
+                        "count": flat["count"].copy(),
+                        "reco_count": flat["reco_count"].copy(),
+                    }
+                    emitted = True
+                states, products, pending = [], [], 0
 
     @classmethod
     def from_columns(cls, columns: Mapping[str, np.ndarray], space: StateSpace) -> Tables:
         """Rebuild dense tables from long-form columns, checking them against the state space."""
+        return cls.from_groups([columns], space)
+
+    @classmethod
+    def from_groups(cls, groups: Iterable[Mapping[str, np.ndarray]], space: StateSpace) -> Tables:
+        """Rebuild dense tables from groups of long-form columns (e.g. a snapshot's row groups,
+        read one at a time), checking them against the state space.
+
+        Only ``state_id``, ``product_id``, ``product_code`` and the four numbers are read.
+        """
+        tables = cls.empty(space.n_states, space.n_products)
+        for columns in groups:
+            tables._fill(columns, space)
+        return tables
+
+    def _fill(self, columns: Mapping[str, np.ndarray], space: StateSpace) -> None:
+        """Write one group of long-form cells into the tables (cells must be new)."""
         state = np.asarray(columns["state_id"], dtype=np.int64)
         product = np.asarray(columns["product_id"], dtype=np.int64)
         n_s, n_p = space.n_states, space.n_products
@@ -118,20 +222,20 @@ class Tables:
         value = np.asarray(columns["value"], dtype=np.float64)
         if not np.all(np.isfinite(value)):
             raise SnapshotError("snapshot: value column holds a non-finite number")
-        if np.unique(state * n_p + product).size != state.size:
+        # a cell seen before (earlier group: already finite) or twice in this group
+        if (
+            np.unique(state * n_p + product).size != state.size
+            or np.isfinite(self.value[state, product]).any()
+        ):
             raise SnapshotError("snapshot: a (state_id, product_id) cell appears twice")
         if state.size and not np.array_equal(
             np.asarray(columns["product_code"]).astype(str), space.product_codes[product]
         ):
             raise SnapshotError("snapshot: product codes do not match the run's products")
-        tables = cls.empty(n_s, n_p)
-        tables.value[state, product] = value
-        tables.cells["reward"][state, product] = np.asarray(columns["reward"], dtype=np.float64)
-        tables.cells["count"][state, product] = np.asarray(columns["count"], dtype=np.int64)
-        tables.cells["reco_count"][state, product] = np.asarray(
-            columns["reco_count"], dtype=np.int64
-        )
-        return tables
+        self.value[state, product] = value
+        self.cells["reward"][state, product] = np.asarray(columns["reward"], dtype=np.float64)
+        self.cells["count"][state, product] = np.asarray(columns["count"], dtype=np.int64)
+        self.cells["reco_count"][state, product] = np.asarray(columns["reco_count"], dtype=np.int64)
 
 
 def build_initial_tables(
@@ -161,15 +265,15 @@ def build_initial_tables(
     n_s, n_p = space.n_states, space.n_products
     use = row_state >= 0
     flat = row_state[use] * n_p + row_product[use]
-    rows_per_cell = np.bincount(flat, minlength=n_s * n_p)
-    # quantities are integers far below 2**53, so float accumulation is exact
-    qty = np.bincount(flat, weights=row_quantity[use], minlength=n_s * n_p)
-    known = rows_per_cell > 0
+    # sparse: only cells with history rows are touched (a state space of 10^8 cells needs no
+    # dense temporaries); np.unique gives them in row-major order, the order of the draws
+    idx, cell_of_row = np.unique(flat, return_inverse=True)
+    count = np.zeros(idx.size, dtype=np.int64)
+    np.add.at(count, cell_of_row, row_quantity[use].astype(np.int64))
     tables = Tables.empty(n_s, n_p)
-    count = np.rint(qty).astype(np.int64)
-    tables.cells["count"].reshape(-1)[:] = count
-    idx = np.flatnonzero(known)
-    mean = count[idx].astype(np.float64)
-    tables.value.reshape(-1)[idx] = round_cents(mean + rng.standard_normal(idx.size))
+    tables.cells["count"].reshape(-1)[idx] = count
+    mean = count.astype(np.float64)
+    # value is a view of the padded buffer: index it by (state, product), never through a copy
+    tables.value[idx // n_p, idx % n_p] = round_cents(mean + rng.standard_normal(idx.size))
     tables.cells["reward"].reshape(-1)[idx] = round_cents(mean + rng.standard_normal(idx.size))
     return tables

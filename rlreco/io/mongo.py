@@ -50,10 +50,12 @@ from rlreco.io.mongo_layout import (
     CodeIndex,
     Layout,
     check_layout,
+    check_seed_documents,
     conform_snapshot,
     decode_manifest,
     encode_manifest,
     escape_field,
+    fields_of_manifest,
     frame_from_seed,
     frame_from_tidy,
     seed_documents,
@@ -66,6 +68,7 @@ from rlreco.io.mongo_layout import (
     unescape_field,
 )
 from rlreco.io.mongo_visit import VisitResult, VisitStep, apply_visit, read_state, resolve_run_id
+from rlreco.schema import DEFAULT_STATE_FIELDS
 
 __all__ = [
     "DEFAULT_DB",
@@ -356,7 +359,7 @@ def export_snapshot(
     kind = check_layout(layout)
     if batch_size < 1:
         raise SyncError(f"batch_size must be at least 1, got {batch_size}")
-    frame = conform_snapshot(snapshot)
+    frame = conform_snapshot(snapshot, fields=fields_of_manifest(manifest))
     manifest_doc = _json_manifest(manifest)
     run_id = _manifest_run_id(manifest_doc) if kind == "tidy" else None
     episodes = manifest_doc.get("episodes", 0)
@@ -364,6 +367,8 @@ def export_snapshot(
         raise SnapshotError(f"manifest key 'episodes' must be an integer, got {episodes!r}")
     link = MongoLink(database_of(client_or_db, db), policy or RetryPolicy())
     ordered, slices = state_slices(frame)
+    if kind == "seed":
+        check_seed_documents(ordered, slices)  # before anything is written
     digests = state_digests(ordered, slices, kind)
     scope = state_record_scope(kind, run_id)
     stored = {
@@ -424,6 +429,7 @@ def import_snapshot(
     run_id: str | None = None,
     index: CodeIndex | None = None,
     policy: RetryPolicy | None = None,
+    fields: tuple[str, ...] = DEFAULT_STATE_FIELDS,
 ) -> tuple[pd.DataFrame, dict[str, Any] | None]:
     """Read a snapshot back from MongoDB.
 
@@ -436,6 +442,8 @@ def import_snapshot(
     index : CodeIndex, optional
         Seed layout, which stores no integer ids: maps state ids and StockCodes to
         ``state_id``/``product_id``; without it both columns are -1.
+    fields : tuple of str
+        State fields of the run the tables belong to (the state ids are parsed into them).
 
     Returns
     -------
@@ -455,7 +463,7 @@ def import_snapshot(
     link = MongoLink(database_of(client_or_db, db), policy or RetryPolicy())
     if kind == "seed":
         tables = {column: _seed_table(link, name) for column, name in SEED_COLLECTIONS.items()}
-        return frame_from_seed(tables, index), None
+        return frame_from_seed(tables, index, fields), None
     run = resolve_run_id(link, run_id)
     runs = link.db[RUNS]
     record = link.run(f"read of {link.db.name}.{RUNS}", lambda: runs.find_one({"_id": run}))
@@ -465,7 +473,7 @@ def import_snapshot(
         raise SyncError(f"run {run!r} not found in {link.db.name}.{RUNS} or .{CELLS}")
     stored = record.get("manifest") if record is not None else None
     manifest = decode_manifest(stored) if stored is not None else None
-    return frame_from_tidy(docs), manifest
+    return frame_from_tidy(docs, fields), manifest
 
 
 def _seed_table(link: MongoLink, name: str) -> dict[str, dict[str, Any]]:

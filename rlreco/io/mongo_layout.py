@@ -40,7 +40,8 @@ import pandas as pd
 import pyarrow as pa
 
 from rlreco.errors import SnapshotError, SyncError
-from rlreco.io.run_dir import SCHEMAS
+from rlreco.io.run_dir import schema_of
+from rlreco.schema import DEFAULT_STATE_FIELDS, format_state_id, parse_state_id
 
 Layout = Literal["seed", "tidy"]
 LAYOUTS: tuple[Layout, ...] = ("seed", "tidy")
@@ -64,12 +65,20 @@ STATE_VERSIONS = "state_versions"
 #: Per-document version field written by online visits (absent means 0).
 VERSION_FIELD = "_v"
 
-#: Columns and dtypes of the long-form snapshot frame, in order (the run directory's schema).
-SNAPSHOT_DTYPES: dict[str, str] = {
-    f.name: "str" if pa.types.is_string(f.type) else str(f.type.to_pandas_dtype()().dtype)
-    for f in SCHEMAS["snapshot"]
-}
-_STR_COLUMNS = tuple(c for c, d in SNAPSHOT_DTYPES.items() if d == "str")
+Fields = tuple[str, ...]
+
+
+def snapshot_dtypes(fields: Fields = DEFAULT_STATE_FIELDS) -> dict[str, str]:
+    """Columns and dtypes of the long-form snapshot frame of a run with these state fields, in
+    order (the run directory's snapshot schema)."""
+    return {
+        f.name: "str" if pa.types.is_string(f.type) else str(f.type.to_pandas_dtype()().dtype)
+        for f in schema_of("snapshot", fields)
+    }
+
+
+#: :func:`snapshot_dtypes` of the default state fields.
+SNAPSHOT_DTYPES: dict[str, str] = snapshot_dtypes()
 #: Numbers stored per cell, with the Python type BSON gets.
 CELL_NUMBERS: dict[str, type] = {"value": float, "reward": float, "count": int, "reco_count": int}
 
@@ -145,43 +154,57 @@ def decode_manifest(value: Any) -> Any:
     return value
 
 
-def format_state(segment: str, month: str, half: int, weekday: str) -> str:
-    """The original's state id string ``f"{segment}_{month}_{half}_{weekday}"``."""
-    return f"{segment}_{month}_{half}_{weekday}"
+def format_state(*values: object) -> str:
+    """The state id of field values: escaped values joined by ``_``
+    (``format_state("Q1", "December", 0, "Thursday") == "Q1_December_0_Thursday"``)."""
+    return format_state_id(values)
 
 
-def parse_state(state: str) -> tuple[str, str, int, str]:
-    """Split a state id into (segment, month, half, weekday).
-
-    Splits from the right, so a segment name may itself contain ``_``.
+def parse_state(state: str, fields: Fields = DEFAULT_STATE_FIELDS) -> tuple[str | int, ...]:
+    """Split a state id into its field values (``half`` and ``hour`` as int).
 
     Raises
     ------
     SyncError
-        If ``state`` does not have the form ``segment_month_half_weekday`` with half 0 or 1.
+        If ``state`` does not have one non-empty value per field.
     """
-    parts = state.rsplit("_", 3)
-    if len(parts) != 4 or parts[2] not in ("0", "1") or not all(parts):
+    values = parse_state_id(state, fields)
+    if values is None:
         raise SyncError(
-            f"state id {state!r} is not of the form segment_month_half_weekday (half 0 or 1)"
+            f"state id {state!r} is not of the form {'_'.join(fields)} (one value per state "
+            "field; half and hour integers)"
         )
-    return parts[0], parts[1], int(parts[2]), parts[3]
+    return values
 
 
-def empty_snapshot() -> pd.DataFrame:
+def fields_of_manifest(manifest: Mapping[str, Any]) -> Fields:
+    """A run's state fields from its manifest (the default fields for older runs)."""
+    fields = manifest.get("state_fields")
+    if fields is None:
+        return DEFAULT_STATE_FIELDS
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        raise SnapshotError(f"manifest key 'state_fields' = {fields!r}: expected field names")
+    return tuple(fields)
+
+
+def empty_snapshot(fields: Fields = DEFAULT_STATE_FIELDS) -> pd.DataFrame:
     """A snapshot frame with no rows and the right dtypes."""
-    return pd.DataFrame({c: pd.Series([], dtype=d) for c, d in SNAPSHOT_DTYPES.items()})
+    return pd.DataFrame({c: pd.Series([], dtype=d) for c, d in snapshot_dtypes(fields).items()})
 
 
-def conform_snapshot(frame: pd.DataFrame, what: str = "snapshot") -> pd.DataFrame:
+def conform_snapshot(
+    frame: pd.DataFrame, what: str = "snapshot", fields: Fields = DEFAULT_STATE_FIELDS
+) -> pd.DataFrame:
     """Check a snapshot frame and return it with exactly the snapshot columns and dtypes.
 
     Parameters
     ----------
     frame : pandas.DataFrame
-        Long-form cells with at least the columns of :data:`SNAPSHOT_DTYPES`.
+        Long-form cells with at least the columns of :func:`snapshot_dtypes`.
     what : str
         Name used in error messages.
+    fields : tuple of str
+        The run's state fields.
 
     Returns
     -------
@@ -194,17 +217,18 @@ def conform_snapshot(frame: pd.DataFrame, what: str = "snapshot") -> pd.DataFram
         Missing column, value not castable, missing strings, state id not matching its
         components, or a (state, product_code) pair present twice.
     """
-    missing = [c for c in SNAPSHOT_DTYPES if c not in frame.columns]
+    dtypes = snapshot_dtypes(fields)
+    missing = [c for c in dtypes if c not in frame.columns]
     if missing:
         raise SnapshotError(
-            f"{what} lacks column(s) {', '.join(missing)}; required: {', '.join(SNAPSHOT_DTYPES)}"
+            f"{what} lacks column(s) {', '.join(missing)}; required: {', '.join(dtypes)}"
         )
-    result = frame[list(SNAPSHOT_DTYPES)].reset_index(drop=True)
+    result = frame[list(dtypes)].reset_index(drop=True)
     holes = result.isna().to_numpy().any(axis=0)
     if holes.any():
-        col = list(SNAPSHOT_DTYPES)[int(np.flatnonzero(holes)[0])]
+        col = list(dtypes)[int(np.flatnonzero(holes)[0])]
         raise SnapshotError(f"{what} column {col!r} has missing values")
-    for col, dtype in SNAPSHOT_DTYPES.items():
+    for col, dtype in dtypes.items():
         series = result[col]
         if series.dtype == dtype:
             continue
@@ -220,11 +244,11 @@ def conform_snapshot(frame: pd.DataFrame, what: str = "snapshot") -> pd.DataFram
     # Plain Python over the rows: cheaper than vectorised string ops for small frames and
     # about 0.1 s for a full snapshot.
     states = result["state"].tolist()
-    parts = (result[c].tolist() for c in ("segment", "month", "half", "weekday"))
+    parts = (result[c].tolist() for c in fields)
     for row, (state, *pieces) in enumerate(zip(states, *parts, strict=True)):
         if state != format_state(*pieces):
             raise SnapshotError(
-                f"{what} row {row}: state {state!r} is not segment_month_half_weekday of its "
+                f"{what} row {row}: state {state!r} is not {'_'.join(fields)} of its "
                 f"components ({format_state(*pieces)!r})"
             )
     codes = result["product_code"].tolist()
@@ -294,6 +318,45 @@ def state_digests(
     return digests
 
 
+#: MongoDB's largest BSON document.
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+
+
+def seed_document_bytes(ordered: pd.DataFrame, slices: list[tuple[str, int, int]]) -> np.ndarray:
+    """Upper bound of the BSON size of each state's seed document (one per collection).
+
+    Per cell: a type byte, the escaped code and its NUL, and 8 bytes (a double or an int64);
+    per document the ``_id`` and state fields and framing. Escaping at most triples a code.
+    """
+    lengths = ordered["product_code"].str.len().to_numpy(dtype=np.int64)
+    escapes = ordered["product_code"].str.count(r"[%.$\x00]").to_numpy(dtype=np.int64)
+    cell = 1 + lengths + 2 * escapes + 1 + 8
+    total = np.concatenate(([0], np.cumsum(cell)))
+    return np.array(
+        [int(total[b] - total[a]) + 3 * (len(state) * 3 + 32) for state, a, b in slices],
+        dtype=np.int64,
+    )
+
+
+def check_seed_documents(ordered: pd.DataFrame, slices: list[tuple[str, int, int]]) -> None:
+    """Refuse a snapshot with a state whose seed document would exceed the 16 MB limit.
+
+    Raises
+    ------
+    SyncError
+        Naming the first such state, its cells and estimated bytes.
+    """
+    sizes = seed_document_bytes(ordered, slices)
+    over = np.flatnonzero(sizes > MAX_DOCUMENT_BYTES)
+    if over.size:
+        state, a, b = slices[int(over[0])]
+        raise SyncError(
+            f"state {state!r} has {b - a:,} known cells: its seed documents would be about "
+            f"{int(sizes[over[0]]):,} bytes, over MongoDB's {MAX_DOCUMENT_BYTES:,}-byte document "
+            f"limit ({over.size} such states); export with --layout tidy (one document per cell)"
+        )
+
+
 def seed_documents(
     ordered: pd.DataFrame, slices: list[tuple[str, int, int]], column: str
 ) -> list[dict[str, Any]]:
@@ -315,9 +378,10 @@ def seed_documents(
 def tidy_documents(
     ordered: pd.DataFrame, start: int, stop: int, *, run_id: str, episodes: int, now: datetime
 ) -> list[dict[str, Any]]:
-    """Tidy cell documents for rows ``start:stop`` of a snapshot frame."""
+    """Tidy cell documents for rows ``start:stop`` of a (conformed) snapshot frame: its
+    columns, which include the run's state fields."""
     part = ordered.iloc[start:stop]
-    columns = {c: part[c].tolist() for c in SNAPSHOT_DTYPES}
+    columns = {c: part[c].tolist() for c in ordered.columns}
     rows = zip(*columns.values(), strict=True)
     docs = []
     for row in rows:
@@ -334,17 +398,34 @@ def tidy_key(run_id: str, state: str, product_code: str) -> dict[str, str]:
     return {"run_id": run_id, "state": state, "product_code": product_code}
 
 
-def frame_from_tidy(docs: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Snapshot frame from tidy cell documents (extra fields ignored), canonical order."""
-    columns: dict[str, list[Any]] = {c: [] for c in SNAPSHOT_DTYPES}
+def frame_from_tidy(
+    docs: Iterable[Mapping[str, Any]], fields: Fields = DEFAULT_STATE_FIELDS
+) -> pd.DataFrame:
+    """Snapshot frame from tidy cell documents (extra fields ignored), canonical order.
+
+    Raises
+    ------
+    SyncError
+        A document lacks a column of the snapshot (e.g. a state field of another run).
+    """
+    dtypes = snapshot_dtypes(fields)
+    columns: dict[str, list[Any]] = {c: [] for c in dtypes}
     for doc in docs:
         for col, values in columns.items():
-            values.append(doc[col])
-    return _frame(columns)
+            try:
+                values.append(doc[col])
+            except KeyError:
+                raise SyncError(
+                    f"tidy cell of state {doc.get('state')!r} has no field {col!r}; "
+                    f"the run's state fields are {', '.join(fields)}"
+                ) from None
+    return _frame(columns, dtypes)
 
 
 def frame_from_seed(
-    tables: Mapping[str, Mapping[str, Mapping[str, Any]]], index: CodeIndex | None
+    tables: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    index: CodeIndex | None,
+    fields: Fields = DEFAULT_STATE_FIELDS,
 ) -> pd.DataFrame:
     """Snapshot frame from the four seed tables.
 
@@ -355,6 +436,8 @@ def frame_from_seed(
         StockCode -> number, with field names already unescaped.
     index : CodeIndex or None
         Gives ``state_id`` and ``product_id``; without it both are -1.
+    fields : tuple of str
+        The run's state fields, parsed from each state id.
 
     Returns
     -------
@@ -367,32 +450,31 @@ def frame_from_seed(
     SyncError
         A state id that does not parse, or a code missing from ``index``.
     """
-    columns: dict[str, list[Any]] = {c: [] for c in SNAPSHOT_DTYPES}
+    dtypes = snapshot_dtypes(fields)
+    columns: dict[str, list[Any]] = {c: [] for c in dtypes}
     states = sorted(set().union(*(t.keys() for t in tables.values())))
     for state in states:
-        segment, month, half, weekday = parse_state(state)
+        values = parse_state(state, fields)
         per_column = {c: tables[c].get(state, {}) for c in CELL_NUMBERS}
         codes = sorted(set().union(*(d.keys() for d in per_column.values())))
         state_id = _lookup(index.states, state, "state") if index else -1
         for code in codes:
             columns["state_id"].append(state_id)
             columns["state"].append(state)
-            columns["segment"].append(segment)
-            columns["month"].append(month)
-            columns["half"].append(half)
-            columns["weekday"].append(weekday)
+            for name, value in zip(fields, values, strict=True):
+                columns[name].append(value)
             columns["product_id"].append(_lookup(index.products, code, "product") if index else -1)
             columns["product_code"].append(code)
             for col, kind in CELL_NUMBERS.items():
                 columns[col].append(kind(per_column[col].get(code, 0)))
-    return _frame(columns)
+    return _frame(columns, dtypes)
 
 
-def _frame(columns: Mapping[str, list[Any]]) -> pd.DataFrame:
+def _frame(columns: Mapping[str, list[Any]], dtypes: Mapping[str, str]) -> pd.DataFrame:
     """Snapshot frame from column lists, canonical order."""
     typed = {
         col: pd.array(values, dtype="str") if dtype == "str" else np.asarray(values, dtype=dtype)
-        for (col, values), dtype in zip(columns.items(), SNAPSHOT_DTYPES.values(), strict=True)
+        for (col, values), dtype in zip(columns.items(), dtypes.values(), strict=True)
     }
     return sort_snapshot(pd.DataFrame(typed))
 

@@ -71,6 +71,7 @@ from rlreco.io.mongo_layout import (
     tidy_key,
     unescape_field,
 )
+from rlreco.schema import DEFAULT_STATE_FIELDS
 
 #: A visit: the state's current cells in, the changed cells' new values out (snapshot columns).
 VisitStep = Callable[[pd.DataFrame], pd.DataFrame]
@@ -125,10 +126,13 @@ class _StateStore(abc.ABC):
 
     layout: Layout
 
-    def __init__(self, link: MongoLink, state: str, run_id: str | None) -> None:
+    def __init__(
+        self, link: MongoLink, state: str, run_id: str | None, fields: tuple[str, ...]
+    ) -> None:
         self.link = link
         self.state = state
         self.run_id = run_id
+        self.fields = fields
         self.record_id = state_record_id(self.layout, run_id, state)
 
     @abc.abstractmethod
@@ -147,8 +151,10 @@ class _StateStore(abc.ABC):
 class _SeedStore(_StateStore):
     layout: Layout = "seed"
 
-    def __init__(self, link: MongoLink, state: str, index: CodeIndex | None) -> None:
-        super().__init__(link, state, None)
+    def __init__(
+        self, link: MongoLink, state: str, index: CodeIndex | None, fields: tuple[str, ...]
+    ) -> None:
+        super().__init__(link, state, None, fields)
         self.field = escape_field(state)
         self.index = index
 
@@ -173,7 +179,7 @@ class _SeedStore(_StateStore):
                     "is not a document of StockCode -> number"
                 )
             tables[column] = {self.state: {unescape_field(k): v for k, v in cells.items()}}
-        return _Read(frame_from_seed(tables, self.index), versions, ids)
+        return _Read(frame_from_seed(tables, self.index, self.fields), versions, ids)
 
     def lags(self, read: _Read, pending: Mapping[str, Any], version: int) -> bool:
         return any(v < version for v in read.versions.values())
@@ -209,20 +215,14 @@ class _TidyStore(_StateStore):
         )
         versions = {d["product_code"]: int(d.get(VERSION_FIELD, 0)) for d in docs}
         episodes = max((int(d.get("episodes", 0)) for d in docs), default=0)
-        return _Read(frame_from_tidy(docs), versions, episodes=episodes)
+        return _Read(frame_from_tidy(docs, self.fields), versions, episodes=episodes)
 
     def lags(self, read: _Read, pending: Mapping[str, Any], version: int) -> bool:
         return any(read.versions.get(c["product_code"], 0) < version for c in pending["cells"])
 
     def write(self, pending: Mapping[str, Any], version: int, read: _Read) -> None:
-        segment, month, half, weekday = parse_state(self.state)
-        fixed = {
-            "state_id": pending["state_id"],
-            "segment": segment,
-            "month": month,
-            "half": half,
-            "weekday": weekday,
-        }
+        parsed = parse_state(self.state, self.fields)
+        fixed = {"state_id": pending["state_id"], **dict(zip(self.fields, parsed, strict=True))}
         ops = []
         for cell in pending["cells"]:
             code = cell["product_code"]
@@ -265,6 +265,7 @@ def read_state(
     run_id: str | None = None,
     index: CodeIndex | None = None,
     policy: RetryPolicy | None = None,
+    fields: tuple[str, ...] = DEFAULT_STATE_FIELDS,
 ) -> pd.DataFrame:
     """The current cells of one state (completing a visit left half written, if any).
 
@@ -273,7 +274,7 @@ def read_state(
     client_or_db : pymongo.MongoClient or pymongo.database.Database
         Target; with a client, database ``db`` is used.
     state : str
-        State id ``segment_month_half_weekday``.
+        State id: the run's state field values joined by ``_``.
     layout : {"seed", "tidy"}
         Document layout.
     db : str
@@ -282,6 +283,8 @@ def read_state(
         Tidy layout: the run (default: the only run in ``runs``).
     index : CodeIndex, optional
         Seed layout: gives ``state_id``/``product_id`` (else -1).
+    fields : tuple of str
+        The run's state fields (a state id holds one value of each).
     policy : RetryPolicy, optional
         Retries of transient faults.
 
@@ -297,7 +300,14 @@ def read_state(
         Malformed state id, unreachable server, or documents that stay inconsistent.
     """
     store = _open_store(
-        client_or_db, state, layout=layout, db=db, run_id=run_id, index=index, policy=policy
+        client_or_db,
+        state,
+        layout=layout,
+        db=db,
+        run_id=run_id,
+        index=index,
+        policy=policy,
+        fields=fields,
     )
     return _read_consistent(store)[1].frame
 
@@ -313,6 +323,7 @@ def apply_visit(
     index: CodeIndex | None = None,
     policy: RetryPolicy | None = None,
     max_conflicts: int = 64,
+    fields: tuple[str, ...] = DEFAULT_STATE_FIELDS,
 ) -> VisitResult:
     """Apply one visit to one state atomically with respect to other visits (module docstring).
 
@@ -342,7 +353,14 @@ def apply_visit(
         recorded: read the state before repeating it.
     """
     store = _open_store(
-        client_or_db, state, layout=layout, db=db, run_id=run_id, index=index, policy=policy
+        client_or_db,
+        state,
+        layout=layout,
+        db=db,
+        run_id=run_id,
+        index=index,
+        policy=policy,
+        fields=fields,
     )
     link = store.link
     token = uuid.uuid4().hex
@@ -354,7 +372,7 @@ def apply_visit(
     )
     for attempt in range(1, max_conflicts + 1):
         version, read = _read_consistent(store)
-        changed = _checked_step(step(read.frame.copy()), state)
+        changed = _checked_step(step(read.frame.copy()), state, fields)
         pending = _pending(changed, read, token)
         if _commit(store, version, pending, token):
             applied = True
@@ -392,13 +410,14 @@ def _open_store(
     run_id: str | None,
     index: CodeIndex | None,
     policy: RetryPolicy | None,
+    fields: tuple[str, ...],
 ) -> _StateStore:
     kind = check_layout(layout)
-    parse_state(state)
+    parse_state(state, fields)
     link = MongoLink(database_of(client_or_db, db), policy or RetryPolicy())
     if kind == "seed":
-        return _SeedStore(link, state, index)
-    return _TidyStore(link, state, resolve_run_id(link, run_id))
+        return _SeedStore(link, state, index, fields)
+    return _TidyStore(link, state, resolve_run_id(link, run_id), fields)
 
 
 def _read_consistent(store: _StateStore) -> tuple[int, _Read]:
@@ -426,14 +445,14 @@ def _read_consistent(store: _StateStore) -> tuple[int, _Read]:
     )
 
 
-def _checked_step(changed: Any, state: str) -> pd.DataFrame:
+def _checked_step(changed: Any, state: str, fields: tuple[str, ...]) -> pd.DataFrame:
     if not isinstance(changed, pd.DataFrame):
         raise SyncError(
             f"visit step for state {state} returned {type(changed).__name__}, "
             "not a DataFrame of changed cells"
         )
     try:
-        frame = conform_snapshot(changed, f"visit step output for state {state}")
+        frame = conform_snapshot(changed, f"visit step output for state {state}", fields)
     except RlrecoError as exc:
         raise SyncError(str(exc)) from None
     foreign = frame.loc[frame["state"] != state, "state"]

@@ -12,7 +12,7 @@ between models:
   line per slate size for epsilon-greedy, and a horizontal line with a band for every setting
   of the other policies (which do not use epsilon).
 
-The inputs are the frames :mod:`rlreco.engine.sweep` computes (``curves`` and ``summary``);
+The inputs are the frames :mod:`rlreco.app.sweep` computes (``curves`` and ``summary``);
 nothing here does statistics.
 """
 
@@ -220,3 +220,62 @@ def write_sweep_plots(curves: pd.DataFrame, summary: pd.DataFrame, out_dir: Path
         paths.append(plot_learning_curves(curves, response, out_dir / f"learning_{stem}.png"))
         paths.append(plot_metrics_vs_epsilon(summary, response, out_dir / f"epsilon_{stem}.png"))
     return paths
+
+
+#: metric of an off-policy estimate -> (panel title, y-axis label)
+ESTIMATE_LABELS: dict[str, tuple[str, str]] = {
+    "reward_per_visit": ("Reward per visit", "mean reward per visit (reward units)"),
+    "click_rate": ("Click rate", "clicked or bought per shown product"),
+    "buy_rate": ("Buy rate", "purchases per shown product"),
+}
+
+
+def plot_estimates(summary: pd.DataFrame, metrics: list[str], path: Path) -> Path:
+    """Off-policy estimates against the target's epsilon, one line per estimator.
+
+    Parameters
+    ----------
+    summary : DataFrame
+        One row per (estimator, policy, epsilon) with ``<metric>_mean``, ``_low``, ``_high``.
+    metrics : list of str
+        Keys of :data:`ESTIMATE_LABELS` to draw, one panel each.
+    path : Path
+        PNG file to write.
+    """
+    estimators = list(dict.fromkeys(summary["estimator"].tolist()))
+    colors = _colors(len(estimators))
+    fig = Figure(figsize=(5.0 * len(metrics) + 2.5, 4.5), layout="constrained")
+    axes = [fig.add_subplot(1, len(metrics), i + 1) for i in range(len(metrics))]
+    eps = np.unique(summary["epsilon"].to_numpy(dtype=float))
+    for ax, metric in zip(axes, metrics, strict=True):
+        for i, name in enumerate(estimators):
+            line = summary[summary["estimator"] == name].sort_values("epsilon")
+            y = line[f"{metric}_mean"].to_numpy(dtype=float)
+            if not np.isfinite(y).any():
+                continue
+            err = np.vstack(
+                [
+                    y - line[f"{metric}_low"].to_numpy(dtype=float),
+                    line[f"{metric}_high"].to_numpy(dtype=float) - y,
+                ]
+            )
+            ax.errorbar(
+                line["epsilon"].to_numpy(dtype=float),
+                y,
+                yerr=np.nan_to_num(err),
+                color=colors[i],
+                marker="o",
+                capsize=3,
+                label=name,
+            )
+        ax.set_xticks(eps, [f"{e:g}" for e in eps])
+        title, ylabel = ESTIMATE_LABELS[metric]
+        ax.set_title(title)
+        ax.set_xlabel("target epsilon")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Off-policy estimates of epsilon-greedy targets (mean and 95% CI)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right center", fontsize="small", title="estimator")
+    return _save(fig, path)

@@ -5,10 +5,11 @@ Layout::
     RUN_DIR/
       manifest.json                       schema version, run id, config, seed, episodes,
                                           RNG state, package versions, data file hash, files
-      state_space/states.parquet          state_id, state, segment, month, half, weekday, weight
+      state_space/states.parquet          state_id, state, one column per state field, weight
       state_space/products.parquet        product_id, product_code, description
       state_space/catalogues.parquet      segment, product_id
-      snapshots/episodes-<N>.parquet      long-form tables after N visits (one row per known cell)
+      snapshots/episodes-<N>.parquet      long-form tables after N visits (one row per known
+                                          cell), in row groups of at most ROW_GROUP cells
       metrics.parquet                     per-block simulation metrics (after the first simulate)
 
 Every file is written to a temporary name in the same folder and renamed into place; the
@@ -20,12 +21,14 @@ Every Parquet file carries ``rlreco`` metadata (kind and schema version) checked
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,57 +37,127 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rlreco.errors import SnapshotError
+from rlreco.schema import CELL_DTYPE, DEFAULT_STATE_FIELDS, INTEGER_STATE_FIELDS, METRICS_DTYPE
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 INITIAL_EPISODES = 0
 _META_KEY = b"rlreco"
 
-#: A state's id and components: the first columns of the states table and of every snapshot.
-_STATE_FIELDS: list[tuple[str, pa.DataType]] = [
-    ("state_id", pa.int32()),
-    ("state", pa.string()),
-    ("segment", pa.string()),
-    ("month", pa.string()),
-    ("half", pa.int8()),
-    ("weekday", pa.string()),
-]
 
-#: Arrow schema of every Parquet table a run directory holds, by kind.
+#: glibc ``mallopt`` parameter: allocations of at least this many bytes are mapped on their own
+#: and given back to the operating system when freed.
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD = 1 << 16
+
+
+def use_system_allocator() -> None:
+    """Allocate row groups so that freed memory goes back to the operating system.
+
+    Arrow's default pool (mimalloc) keeps the buffers of every row group read or written, and
+    glibc raises its mmap threshold after the first large free, after which row-group sized
+    arrays come from the heap and stay there; either would make a command's peak memory grow
+    with the snapshot. Arrow gets the C library's allocator, and glibc (when present) a fixed
+    64 KiB threshold.
+    """
+    pa.set_memory_pool(pa.system_memory_pool())
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+
+
+def record_fields(dtype: np.dtype) -> list[tuple[str, pa.DataType]]:
+    """Arrow fields of a record dtype's fields, in order (the one source of both layouts)."""
+    return [(name, pa.from_numpy_dtype(dtype[name])) for name in dtype.names or ()]
+
+
+#: Most cells per Parquet row group of a snapshot: writing and reading hold one group at a time.
+ROW_GROUP = 1 << 15
+
+
+def state_columns(fields: Sequence[str]) -> list[tuple[str, pa.DataType]]:
+    """A state's id and field values: the first columns of the states table and of every
+    snapshot (``half`` and ``hour`` int8, other fields strings)."""
+    return [
+        ("state_id", pa.int32()),
+        ("state", pa.string()),
+        *((f, pa.int8() if f in INTEGER_STATE_FIELDS else pa.string()) for f in fields),
+    ]
+
+
+def _snapshot_schema(fields: Sequence[str]) -> pa.Schema:
+    return pa.schema(
+        [
+            *state_columns(fields),
+            ("product_id", pa.int32()),
+            ("product_code", pa.string()),
+            ("value", pa.float64()),
+            *record_fields(CELL_DTYPE),
+        ]
+    )
+
+
+def schema_of(kind: str, fields: Sequence[str] = DEFAULT_STATE_FIELDS) -> pa.Schema:
+    """Arrow schema of a table kind; ``states`` and ``snapshot`` depend on the state fields."""
+    if kind == "states":
+        return pa.schema([*state_columns(fields), ("weight", pa.float64())])
+    if kind == "snapshot":
+        return _snapshot_schema(fields)
+    return SCHEMAS[kind]
+
+
+def fields_of_columns(kind: str, names: Sequence[str]) -> tuple[str, ...]:
+    """The state fields of a ``states`` or ``snapshot`` table from its column names (the
+    columns between ``state`` and ``weight`` / ``product_id``); () for other kinds."""
+    end = {"states": "weight", "snapshot": "product_id"}.get(kind)
+    names = list(names)
+    if end is None or "state" not in names or end not in names:
+        return ()
+    return tuple(names[names.index("state") + 1 : names.index(end)])
+
+
+#: Arrow schema of every Parquet table a run directory holds, by kind (states and snapshots
+#: with the default state fields; see :func:`schema_of`).
 SCHEMAS: dict[str, pa.Schema] = {
-    "states": pa.schema([*_STATE_FIELDS, ("weight", pa.float64())]),
+    "states": schema_of("states"),
     "products": pa.schema(
         [("product_id", pa.int32()), ("product_code", pa.string()), ("description", pa.string())]
     ),
     "catalogues": pa.schema([("segment", pa.string()), ("product_id", pa.int32())]),
-    "snapshot": pa.schema(
-        [
-            *_STATE_FIELDS,
-            ("product_id", pa.int32()),
-            ("product_code", pa.string()),
-            ("value", pa.float64()),
-            ("reward", pa.float64()),
-            ("count", pa.int64()),
-            ("reco_count", pa.int64()),
-        ]
+    "snapshot": _snapshot_schema(DEFAULT_STATE_FIELDS),
+    # weights of the states a held-out truth speaks for (its rows per state), one set per truth
+    "state_weights": pa.schema(
+        [("truth", pa.string()), ("state_id", pa.int32()), ("weight", pa.float64())]
     ),
     "metrics": pa.schema(
-        [
-            ("block", pa.int64()),
-            ("first_visit", pa.int64()),
-            ("visits", pa.int64()),
-            ("slots", pa.int64()),
-            ("reward_sum", pa.float64()),
-            ("clicks", pa.int64()),
-            ("buys", pa.int64()),
-            ("explored", pa.int64()),
-            ("regret_visits", pa.int64()),
-            ("regret_sum", pa.float64()),
-        ]
+        [("block", pa.int64()), ("first_visit", pa.int64()), *record_fields(METRICS_DTYPE)]
     ),
 }
 
 Columns = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class CellStream:
+    """A snapshot to write from groups of cells, one Parquet row group per group.
+
+    Attributes
+    ----------
+    groups : iterable of columns
+        ``state_id``, ``product_id``, ``value``, ``reward``, ``count``, ``reco_count`` of each
+        group of known cells (at least one group, possibly empty).
+    states : columns
+        The states table's ``state`` and state-field columns, indexed by ``state_id``.
+    product_codes : ndarray of str
+        Product code of each ``product_id``.
+    """
+
+    groups: Iterable[Columns]
+    states: Columns
+    product_codes: np.ndarray
+
+
+#: A snapshot to write: all columns at once, or a stream of cell groups.
+Snapshot = Columns | CellStream
 
 
 @contextlib.contextmanager
@@ -152,13 +225,63 @@ def write_table(path: Path, kind: str, columns: Columns) -> None:
         A key of :data:`SCHEMAS`; columns are cast to that schema.
     columns : mapping of str to ndarray
     """
-    schema = SCHEMAS[kind].with_metadata(
+    schema = _tagged(kind, schema_of(kind, fields_of_columns(kind, list(columns))))
+    table = _arrow_table(columns, schema)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, **_write_options(schema))
+
+
+def _write_options(schema: pa.Schema) -> dict[str, Any]:
+    """zstd, dictionary-encoding only the string columns: their values repeat; numbers rarely
+    do, and a dictionary per numeric column costs the writer tens of MB of hash tables."""
+    strings = [f.name for f in schema if pa.types.is_string(f.type)]
+    return {"compression": "zstd", "use_dictionary": strings}
+
+
+def _tagged(kind: str, schema: pa.Schema) -> pa.Schema:
+    return schema.with_metadata(
         {_META_KEY: json.dumps({"kind": kind, "schema_version": SCHEMA_VERSION}).encode()}
     )
-    arrays = [pa.array(np.asarray(columns[f.name]), type=f.type) for f in SCHEMAS[kind]]
-    table = pa.Table.from_arrays(arrays, schema=schema)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+
+
+def _arrow_table(columns: Columns, schema: pa.Schema) -> pa.Table:
+    arrays = []
+    for f in schema:
+        col = columns[f.name]
+        arrays.append(
+            col.cast(f.type)
+            if isinstance(col, pa.Array)
+            else pa.array(np.asarray(col), type=f.type)
+        )
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def write_snapshot(path: Path, snapshot: Snapshot) -> None:
+    """Write a snapshot atomically: all columns, or a :class:`CellStream` written one row
+    group at a time (string columns taken from the labels by id), so a snapshot never needs
+    more than one group's columns in memory."""
+    if not isinstance(snapshot, CellStream):
+        write_table(path, "snapshot", snapshot)
+        return
+    fields = fields_of_columns("states", [*snapshot.states, "weight"])
+    schema = _tagged("snapshot", schema_of("snapshot", fields))
+    labels = {
+        name: pa.array(np.asarray(snapshot.states[name]), type=schema.field(name).type)
+        for name in ("state", *fields)
+    }
+    codes = pa.array(np.asarray(snapshot.product_codes).astype(str), type=pa.string())
+    options = _write_options(schema)
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, **options) as writer:
+        for group in snapshot.groups:
+            state = pa.array(np.asarray(group["state_id"], dtype=np.int32))
+            product = pa.array(np.asarray(group["product_id"], dtype=np.int32))
+            columns: dict[str, Any] = {"state_id": state}
+            columns.update({name: labels[name].take(state) for name in labels})
+            columns["product_id"] = product
+            columns["product_code"] = codes.take(product)
+            for name in ("value", "reward", "count", "reco_count"):
+                columns[name] = group[name]
+            writer.write_table(_arrow_table(columns, schema), row_group_size=ROW_GROUP)
 
 
 def read_tagged(path: Path, kind: str, version: int) -> tuple[pa.Table, dict[str, Any]]:
@@ -172,11 +295,16 @@ def read_tagged(path: Path, kind: str, version: int) -> tuple[pa.Table, dict[str
     if not path.is_file():
         raise SnapshotError(f"{path}: file not found")
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(path, use_threads=False)
     except (pa.ArrowException, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SnapshotError(f"{path}: corrupt or not a Parquet file ({reason})") from None
-    meta = (table.schema.metadata or {}).get(_META_KEY)
+    return table, _check_tag(path, table.schema, kind, version)
+
+
+def _check_tag(path: Path, schema: pa.Schema, kind: str, version: int) -> dict[str, Any]:
+    """The ``rlreco`` metadata of a Parquet schema, checked for kind and schema version."""
+    meta = (schema.metadata or {}).get(_META_KEY)
     try:
         info = json.loads(meta) if meta else None
     except ValueError:
@@ -188,7 +316,7 @@ def read_tagged(path: Path, kind: str, version: int) -> tuple[pa.Table, dict[str
         raise SnapshotError(
             f"{path}: schema version {info.get('schema_version')}, expected {version}"
         )
-    return table, info
+    return info
 
 
 def read_table(path: Path, kind: str) -> dict[str, np.ndarray]:
@@ -201,13 +329,19 @@ def read_table(path: Path, kind: str) -> dict[str, np.ndarray]:
         do not match the schema.
     """
     table, _ = read_tagged(path, kind, SCHEMA_VERSION)
-    expected = SCHEMAS[kind]
+    expected = schema_of(kind, fields_of_columns(kind, table.schema.names))
     if not table.schema.remove_metadata().equals(expected):
         raise SnapshotError(
             f"{path}: columns {table.schema.names} with types "
             f"{[str(t) for t in table.schema.types]} do not match the {kind} schema "
             f"{expected.names}"
         )
+    return _numpy_columns(path, table, expected)
+
+
+def _numpy_columns(
+    path: Path, table: pa.Table | pa.RecordBatch, expected: pa.Schema
+) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for field in expected:
         col = table.column(field.name)
@@ -217,12 +351,55 @@ def read_table(path: Path, kind: str) -> dict[str, np.ndarray]:
             )
         if pa.types.is_string(field.type):
             # string columns repeat a few values (state ids, codes): convert each value once
-            coded = col.combine_chunks().dictionary_encode()
+            if isinstance(col, pa.ChunkedArray):
+                col = col.combine_chunks()
+            coded = col.dictionary_encode()
             names = np.asarray(coded.dictionary.to_pylist(), dtype=str)
             out[field.name] = names[coded.indices.to_numpy()] if len(col) else names[:0]
         else:
-            out[field.name] = col.to_numpy()
+            out[field.name] = np.asarray(col.to_numpy())
     return out
+
+
+def iter_snapshot(
+    path: Path, columns: Sequence[str] | None = None
+) -> Iterator[dict[str, np.ndarray]]:
+    """The row groups of a snapshot file as numpy columns, one group at a time.
+
+    Parameters
+    ----------
+    path : Path
+    columns : sequence of str, optional
+        Only these columns (default all).
+
+    Raises
+    ------
+    SnapshotError
+        Missing, corrupt or foreign file, schema mismatch, or missing values.
+    """
+    if not path.is_file():
+        raise SnapshotError(f"{path}: file not found")
+    try:
+        parquet = pq.ParquetFile(path)
+        schema = parquet.schema_arrow
+    except (pa.ArrowException, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SnapshotError(f"{path}: corrupt or not a Parquet file ({reason})") from None
+    _check_tag(path, schema, "snapshot", SCHEMA_VERSION)
+    expected = schema_of("snapshot", fields_of_columns("snapshot", schema.names))
+    if not schema.remove_metadata().equals(expected):
+        raise SnapshotError(
+            f"{path}: columns {schema.names} with types {[str(t) for t in schema.types]} do "
+            f"not match the snapshot schema {expected.names}"
+        )
+    wanted = pa.schema([expected.field(c) for c in columns]) if columns else expected
+    try:
+        for group in range(parquet.num_row_groups):
+            table = parquet.read_row_group(group, columns=wanted.names, use_threads=False)
+            yield _numpy_columns(path, table, wanted)
+    except (pa.ArrowException, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SnapshotError(f"{path}: corrupt Parquet file ({reason})") from None
 
 
 def file_sha256(path: Path) -> str:
@@ -256,10 +433,14 @@ class RunDir:
         *,
         manifest: dict[str, Any],
         space: Mapping[str, Columns],
-        snapshot: Columns,
+        snapshot: Snapshot,
+        extra: Sequence[Callable[[Path], None]] = (),
         force: bool = False,
     ) -> RunDir:
         """Write a new run directory atomically (built under a temporary name, then renamed).
+
+        Each of ``extra`` is called with the staging folder to write more files into it (e.g.
+        the held-out truth tables), before the manifest.
 
         Raises
         ------
@@ -271,7 +452,9 @@ class RunDir:
             for kind in ("states", "products", "catalogues"):
                 write_table(tmp / "state_space" / f"{kind}.parquet", kind, space[kind])
             name = snapshot_name(INITIAL_EPISODES)
-            write_table(tmp / name, "snapshot", snapshot)
+            write_snapshot(tmp / name, snapshot)
+            for write in extra:
+                write(tmp)
             manifest = {
                 **manifest,
                 "schema_version": SCHEMA_VERSION,
@@ -328,10 +511,76 @@ class RunDir:
             for kind in ("states", "products", "catalogues")
         }
 
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The run's state fields (``state_fields`` of the manifest; the default fields for a
+        run directory written before fields were configurable)."""
+        fields = self.manifest.get("state_fields")
+        if fields is None:
+            return DEFAULT_STATE_FIELDS
+        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+            raise SnapshotError(f"{self.path / MANIFEST}: corrupt 'state_fields' entry")
+        return tuple(fields)
+
     def read_snapshot(self, which: str = "latest") -> dict[str, np.ndarray]:
-        """Columns of the latest (or ``"initial"``) snapshot."""
+        """Columns of the latest (or ``"initial"``) snapshot, all at once."""
         key = "initial_snapshot" if which == "initial" else "snapshot"
         return read_table(self.path / self.manifest[key], "snapshot")
+
+    def iter_snapshot(
+        self, which: str = "latest", columns: Sequence[str] | None = None
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Row groups of the latest (or ``"initial"``) snapshot, one at a time."""
+        key = "initial_snapshot" if which == "initial" else "snapshot"
+        return iter_snapshot(self.path / self.manifest[key], columns)
+
+    def truths(self) -> list[dict[str, Any]]:
+        """The held-out truths of a run prepared with a holdout (``[]`` otherwise), in order:
+        ``name``, ``file`` (relative path of the truth table) and ``rows``."""
+        holdout = self.manifest.get("holdout") or {}
+        truths = holdout.get("truths", []) if isinstance(holdout, dict) else []
+        if not isinstance(truths, list) or not all(
+            isinstance(t, dict) and isinstance(t.get(key), str)
+            for t in truths
+            for key in ("name", "file")
+        ):
+            raise SnapshotError(f"{self.path / MANIFEST}: corrupt 'holdout.truths' entry")
+        return truths
+
+    def truth_path(self, name: str) -> Path:
+        """Path of the held-out truth ``name``.
+
+        Raises
+        ------
+        SnapshotError
+            The run has no held-out truth of that name.
+        """
+        truths = self.truths()
+        for truth in truths:
+            if truth["name"] == name:
+                return self.path / truth["file"]
+        if not truths:
+            raise SnapshotError(
+                f"{self.path}: prepared without a holdout, so it has no held-out truth "
+                "(rlreco prepare --holdout customers:F or time:YYYY-MM-DD)"
+            )
+        raise SnapshotError(
+            f"{self.path}: no held-out truth {name!r}; it has "
+            + ", ".join(repr(t["name"]) for t in truths)
+        )
+
+    def read_state_weights(self, name: str) -> np.ndarray:
+        """Held-out rows per state of the truth ``name``, shape (n_states,)."""
+        self.truth_path(name)
+        columns = read_table(self.path / "holdout" / "state_weights.parquet", "state_weights")
+        n_states = int(self.manifest["prepare"]["states_total"])
+        mine = columns["truth"] == name
+        state = columns["state_id"][mine].astype(np.int64)
+        if state.size and (state.min() < 0 or state.max() >= n_states):
+            raise SnapshotError(f"{self.path}: holdout/state_weights.parquet: bad state_id")
+        weight = np.zeros(n_states)
+        weight[state] = columns["weight"][mine]
+        return weight
 
     def read_metrics(self) -> dict[str, np.ndarray] | None:
         """Per-block metrics columns, or None before the first simulation."""
@@ -342,7 +591,7 @@ class RunDir:
         self,
         *,
         episodes: int,
-        snapshot: Columns,
+        snapshot: Snapshot,
         metrics: Columns | None,
         updates: Mapping[str, Any],
     ) -> None:
@@ -354,7 +603,7 @@ class RunDir:
         """
         name = snapshot_name(episodes)
         previous = self.manifest["snapshot"]
-        write_table(self.path / name, "snapshot", snapshot)
+        write_snapshot(self.path / name, snapshot)
         if metrics is not None:
             write_table(self.path / "metrics.parquet", "metrics", metrics)
         manifest = {
@@ -373,7 +622,7 @@ class RunDir:
         self,
         path: str | Path,
         *,
-        snapshot: Columns,
+        snapshot: Snapshot,
         updates: Mapping[str, Any],
         force: bool = False,
     ) -> RunDir:
@@ -407,7 +656,7 @@ class RunDir:
                 shutil.copyfile(self.path / initial, tmp / initial)
             if metrics:
                 shutil.copyfile(self.path / metrics, tmp / metrics)
-            write_table(tmp / name, "snapshot", snapshot)
+            write_snapshot(tmp / name, snapshot)
             manifest.update(
                 episodes=episodes, snapshot=name, initial_snapshot=initial, metrics=metrics
             )

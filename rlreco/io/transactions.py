@@ -16,7 +16,7 @@ transactions give the same frame whatever the file format:
   ``datetime64[us]`` wall-clock time (a time zone, if any, is dropped).
 
 Derived columns follow the original design: ``day_number``, ``year``, ``month``, ``day``,
-``month_half``, ``weekday``, ``weekday_name``, ``month_name`` and ``gross``.
+``month_half``, ``weekday``, ``hour``, ``weekday_name``, ``month_name`` and ``gross``.
 
 Bad input raises :class:`~rlreco.errors.DataError` with one line naming the file, the column and
 the first offending data rows (data row 1 is the first row below the header, or the first row
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import dataclasses
 import importlib.util
 import io
 import warnings
@@ -43,8 +42,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from rlreco.config import DataConfig
-from rlreco.engine.history import MONTH_NAMES, WEEKDAY_NAMES
 from rlreco.errors import DataError
+from rlreco.schema import MONTH_NAMES, WEEKDAY_NAMES
 
 #: lower-case file suffix -> format name
 SUFFIX_FORMATS = {
@@ -63,8 +62,8 @@ SOURCE_COLUMNS = (
     "order_id", "product_id", "product", "quantity", "order_date", "unit_price", "customer_id",
 )  # fmt: skip
 DERIVED_COLUMNS = (
-    "day_number", "year", "month", "day", "month_half", "weekday", "weekday_name", "month_name",
-    "gross",
+    "day_number", "year", "month", "day", "month_half", "weekday", "hour", "weekday_name",
+    "month_name", "gross",
 )  # fmt: skip
 
 _READ_ERRORS = (pa.ArrowException, OSError, ValueError, EOFError, UnicodeError, LookupError)
@@ -103,7 +102,7 @@ class LoadReport:
 
 
 def load_transactions(
-    path: str | Path, data: DataConfig, *, split_day: int
+    path: str | Path, data: DataConfig, *, split_day: int, categorical: tuple[str, ...] = ()
 ) -> tuple[pd.DataFrame, LoadReport]:
     """Read a transactions file into the canonical frame.
 
@@ -116,17 +115,22 @@ def load_transactions(
         Column mapping (``data.columns``), CSV text encoding and the date format of text dates.
     split_day : int
         Day of month after which an order is in the second month-half.
+    categorical : tuple of str
+        Canonical names of categorical columns to read as well (state fields such as
+        ``country``; their file columns come from ``data.columns``): text, stripped; a value
+        may be missing only on rows without a customer id.
 
     Returns
     -------
-    frame : DataFrame, shape (n_rows, 16)
+    frame : DataFrame, shape (n_rows, 17 + len(categorical))
         ``order_id``, ``product_id``, ``product``, ``customer_id`` (str, missing as NA; only
         ``product`` and ``customer_id`` may be missing), ``quantity`` (int64), ``unit_price``
         (float64), ``order_date`` (datetime64[us]), and the derived ``day_number`` (int32, days
         since 1970-01-01), ``year`` (int16), ``month`` (int8, 1..12), ``day`` (int8, day of
         month), ``month_half`` (int8, 1 when ``day > split_day``), ``weekday`` (int8,
-        0 = Monday), ``weekday_name`` and ``month_name`` (ordered categoricals) and ``gross``
-        (float64, quantity x unit price). Rows keep the file's order.
+        0 = Monday), ``hour`` (int8, hour of the order time, 0..23), ``weekday_name`` and
+        ``month_name`` (ordered categoricals), ``gross`` (float64, quantity x unit price), and
+        the ``categorical`` columns (str, "" where missing). Rows keep the file's order.
     report : LoadReport
         Row counts.
 
@@ -141,7 +145,12 @@ def load_transactions(
     if not path.is_file():
         raise DataError(f"{name}: file not found")
     fmt = _format_of(path)
-    mapping = dataclasses.asdict(data.columns)
+    mapping = {name: getattr(data.columns, name) for name in SOURCE_COLUMNS}
+    for name in categorical:
+        source = data.columns.source_of(name)
+        if source is None:
+            raise DataError(f"state field {name!r} names no column of data.columns")
+        mapping[name] = source
     if fmt == "csv":
         raw = _read_csv(path, mapping, data.encoding)
         rows_note = "data row 1 = first row below the header"
@@ -181,6 +190,13 @@ def load_transactions(
     columns["unit_price"] = unit_price
     columns["customer_id"] = _text(raw[mapping["customer_id"]], code=True)
     columns.update(_derived(order_date, quantity, unit_price, split_day))
+    has_customer = columns["customer_id"].notna().to_numpy()
+    for name in categorical:
+        text = _text(raw[mapping[name]], code=False)
+        missing = text.isna().to_numpy() & has_customer
+        if missing.any():
+            raise bad(name, missing, ("is missing", "are missing"))
+        columns[name] = text.fillna("")
 
     frame = pd.DataFrame(columns)
     report = LoadReport(
@@ -222,9 +238,16 @@ def _check_columns(name: str, available: list[str], mapping: dict[str, str]) -> 
     missing = [(src, canon) for canon, src in mapping.items() if src not in have]
     if not missing:
         return
+    columns = ", ".join(_one_line(c) for c in available)
+    fields = [(src, canon) for src, canon in missing if canon not in SOURCE_COLUMNS]
+    if fields:
+        src, canon = fields[0]
+        raise DataError(
+            f"{name}: key 'states.fields' value {canon!r}: column {_one_line(src)!r} "
+            f"(key 'data.columns.{canon}') not found; columns are: {columns}"
+        )
     listed = ", ".join(f"{_one_line(src)!r} ({canon})" for src, canon in missing)
     noun = "column" if len(missing) == 1 else "columns"
-    columns = ", ".join(_one_line(c) for c in available)
     raise DataError(f"{name}: {noun} {listed} not found; columns are: {columns}")
 
 
@@ -493,6 +516,7 @@ def _derived(
     day = ((calendar - months).astype(np.int64) + 1).astype(np.int8)[offset]
     year = (calendar.astype("datetime64[Y]").astype(np.int64) + 1970).astype(np.int16)[offset]
     weekday = ((day_number + 3) % 7).astype(np.int8)  # 1970-01-01 was a Thursday (3)
+    hours = order_date.astype("datetime64[h]").astype(np.int64) - day_number * 24
     return {
         "day_number": day_number.astype(np.int32),
         "year": year,
@@ -500,6 +524,7 @@ def _derived(
         "day": day,
         "month_half": (day > split_day).astype(np.int8),
         "weekday": weekday,
+        "hour": hours.astype(np.int8),
         "weekday_name": pd.Categorical.from_codes(weekday, WEEKDAY_NAMES, ordered=True),
         "month_name": pd.Categorical.from_codes(month0, MONTH_NAMES, ordered=True),
         "gross": quantity * unit_price,

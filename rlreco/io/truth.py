@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rlreco.errors import DataError
+from rlreco.io.run_dir import atomic_path
 
 #: Columns of a truth table, in order.
 TRUTH_COLUMNS = ("state_id", "product_id", "p_click", "p_buy")
@@ -89,3 +90,28 @@ def _check_no_nulls(path: Path, name: str, column: pa.ChunkedArray) -> None:
     if column.null_count:
         row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
         raise DataError(f"{path}: row {row}: column '{name}' is missing a value")
+
+
+def write_truth_table(path: str | Path, columns: dict[str, np.ndarray]) -> None:
+    """Write a truth table (the format :func:`read_truth_table` reads), atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+    columns : dict of ndarray
+        ``state_id`` and ``product_id`` (str), ``p_click`` and ``p_buy`` (float64).
+    """
+    schema = pa.schema(
+        [
+            ("state_id", pa.string()),
+            ("product_id", pa.string()),
+            ("p_click", pa.float64()),
+            ("p_buy", pa.float64()),
+        ]
+    )
+    table = pa.Table.from_arrays(
+        [pa.array(np.asarray(columns[f.name]), type=f.type) for f in schema], schema=schema
+    )
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp, compression="zstd")

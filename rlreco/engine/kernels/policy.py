@@ -1,16 +1,22 @@
-"""Slate policies to compare with epsilon-greedy, and their fused visit loop.
+"""Slate policies: how each visit fills its slate, and the dispatch by policy code.
 
 Every policy fills a slate of ``n`` distinct products of the state's segment catalogue (in
-catalogue order ``K``); the response, bookkeeping and metrics are those of
-:mod:`rlreco.engine.kernels.visit` (its ``respond_*_nb`` and ``update_cells_nb`` are reused,
-with the full-scan search, so no top-n index is kept). All draws come from one generator, in
-this order per visit: the state (``draw_state_nb``), the slate (below), the response, the
-update.
+catalogue order ``K``), drawing from the visit's generator after the state draw and before
+the response (:mod:`rlreco.engine.kernels.visit`). :func:`choose_slate_nb` dispatches on
+:data:`~rlreco.engine.kernels.records.Policy`:
 
+``eps_greedy`` (parameter ``epsilon``)
+    Slot by slot: ``u = rng.random()``. If ``u < epsilon`` the slot *explores*: a uniform
+    product of the catalogue, redrawn (``below(K)``) until it is not yet in the slate.
+    Otherwise it is *greedy*: the known product of highest value not yet in the slate (ties:
+    lowest product id); if no known product is left (a cold state, or fewer than ``n`` known)
+    the slot is *padded* with a catalogue product drawn exactly like an explored one but not
+    counted as explored. The best products come from the top-n search
+    (:mod:`rlreco.engine.kernels.topn`), looked up once, at the first greedy slot.
 ``decaying`` (parameter ``c``)
     Epsilon-greedy with a per-state epsilon ``min(1, c / v)``, ``v`` the visits to the state
-    including this one (counted from the start of the loop's ``state_visits``); the slate is
-    :func:`~rlreco.engine.kernels.visit.choose_slate_nb` with that epsilon.
+    including this one (``Learner.state_visits``, counted under this policy only): the same
+    path as ``eps_greedy``.
 ``softmax`` (temperature ``tau``)
     Boltzmann sampling without replacement over the known products of the catalogue: each
     known product, in catalogue order, draws ``u = rng.random()`` and gets the key
@@ -21,49 +27,188 @@ update.
     Products never recommended in the state (``reco_count == 0``) first, in random order (a
     partial Fisher-Yates shuffle of the untried products in catalogue order, step ``i`` picking
     ``i + below(m - i)``); the remaining slots take the largest
-    ``value + c * sqrt(ln N_s / reco_count)``, ``N_s`` the recommendations made in the state.
+    ``value + c * sqrt(ln N_s / reco_count)``, ``N_s`` the recommendations made in the state
+    (``Learner.state_shown``).
 ``thompson`` (parameter ``sigma``)
     Gaussian Thompson sampling: each catalogue product, in catalogue order, draws
     ``mean + sigma / sqrt(reco_count + 1) * rng.standard_normal()`` with ``mean`` its value
     (0 if unknown); the ``n`` largest draws form the slate.
 
-Ties rank the lower product id first. The ``explored`` metric counts the slots of a product
-never recommended in the state before the visit (``decaying``: the slots of
-``choose_slate_nb`` that explored).
+Ties rank the lower product id first. The ``explored`` metric counts the explored slots
+(``eps_greedy``, ``decaying``), or the slots of a product never recommended in the state
+before the visit (the other policies).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
+from rlreco.engine.kernels.draw import draw_below_nb, is_in_nb
 from rlreco.engine.kernels.jit import jit
-from rlreco.engine.kernels.records import ResponseModel, TopNSearch
-from rlreco.engine.kernels.topn import insert_ranked_nb
-from rlreco.engine.kernels.visit import (
-    choose_slate_nb,
-    draw_below_nb,
-    draw_state_nb,
-    is_in_nb,
-    respond_seed_nb,
-    respond_truth_nb,
-    update_cells_nb,
+from rlreco.engine.kernels.records import (
+    Learner,
+    Policy,
+    PolicyParams,
+    TopNSearch,
+    Workspace,
+    World,
 )
-
-
-class _Policy(NamedTuple):
-    decaying: int = 0
-    softmax: int = 1
-    ucb1: int = 2
-    thompson: int = 3
-
-
-#: Policy codes of :func:`simulate_policy_visits_nb`.
-Policy = _Policy()
+from rlreco.engine.kernels.topn import find_top_cached_nb, insert_ranked_nb, scan_top_nb
 
 
 @jit()
+def choose_slate_nb(
+    rng: np.random.Generator,
+    state: int,
+    world: World,
+    learner: Learner,
+    policy: PolicyParams,
+    ws: Workspace,
+) -> int:
+    """Fill ``ws.slate`` for a visit to ``state`` by the policy (module docstring).
+
+    The fused loop calls the epsilon-greedy path itself, with the bundles unpacked (see
+    :func:`~rlreco.engine.kernels.visit.respond_update_record_nb`).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    state : int
+    world : World
+    learner : Learner
+        Read; ``state_visits`` is counted under ``decaying``, and the top-n caches of the tree
+        search are refreshed.
+    policy : PolicyParams
+    ws : Workspace
+        ``slate`` is the output; the rest is scratch.
+
+    Returns
+    -------
+    int
+        Explored slots.
+    """
+    segment = world.state_segment[state]
+    first = world.catalogue_ptr[segment]
+    size = world.catalogue_ptr[segment + 1] - first
+    code = policy.code
+    slate, top_value, top_product = ws.slate, ws.top_value, ws.top_product
+    value, cells = learner.value, learner.cells
+    if code in (Policy.eps_greedy, Policy.decaying):
+        epsilon = greedy_epsilon_nb(code, policy.param, learner.state_visits, state)
+        return choose_greedy_slate_nb(
+            rng, state, value, learner.tree, learner.depth, policy.search,
+            world.catalogue_items, first, size, epsilon, slate, top_value, top_product,
+            ws.frontier, learner.cache_floor, learner.cache_size, learner.cache_items,
+        )  # fmt: skip
+    catalogue = world.catalogue_items[first : first + size]
+    if code == Policy.softmax:
+        choose_softmax_slate_nb(
+            rng, value, state, catalogue, policy.param, slate, top_value, top_product
+        )
+    elif code == Policy.ucb1:
+        choose_ucb_slate_nb(
+            rng, value, cells, state, catalogue, policy.param, learner.state_shown[state],
+            slate, top_value, top_product, ws.untried,
+        )  # fmt: skip
+    else:
+        choose_thompson_slate_nb(
+            rng, value, cells, state, catalogue, policy.param, slate, top_value, top_product
+        )
+    return count_untried_nb(cells, state, slate)
+
+
+@jit(inline=True)
+def greedy_epsilon_nb(code: int, param: float, state_visits: np.ndarray, state: int) -> float:
+    """Epsilon of a visit: ``param`` (``eps_greedy``), or ``min(1, c / v)`` (``decaying``),
+    counting the visit in ``state_visits`` first."""
+    if code != Policy.decaying:
+        return param
+    state_visits[state] += 1
+    return min(1.0, param / state_visits[state])
+
+
+@jit(inline=True)
+def choose_greedy_slate_nb(
+    rng: np.random.Generator,
+    state: int,
+    value: np.ndarray,
+    index: np.ndarray,
+    depth: int,
+    search: int,
+    catalogue_items: np.ndarray,
+    first: int,
+    size: int,
+    epsilon: float,
+    slate: np.ndarray,
+    top_value: np.ndarray,
+    top_product: np.ndarray,
+    frontier: np.ndarray,
+    cache_floor: np.ndarray,
+    cache_size: np.ndarray,
+    cache_items: np.ndarray,
+) -> int:
+    """Fill ``slate`` by epsilon-greedy choice (``eps_greedy`` in the module docstring).
+
+    The state's top ``n`` known products are looked up once, at the first greedy slot: with at
+    most ``n - 1`` products already in the slate, the best known product not in the slate is
+    the first of them not in the slate, if any.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    state : int
+    value, index, depth
+        As in :class:`~rlreco.engine.kernels.records.Learner`.
+    search : int
+        :data:`~rlreco.engine.kernels.records.TopNSearch` code.
+    catalogue_items : ndarray of int32, shape (nnz,)
+    first, size : int
+        The state's catalogue is ``catalogue_items[first:first + size]`` (passed as bounds, not
+        as a view), ``size >= n``.
+    epsilon : float
+        Exploration probability per slot.
+    slate, top_value, top_product, frontier
+        As in :class:`~rlreco.engine.kernels.records.Workspace` (``slate`` is the output).
+    cache_floor, cache_size, cache_items
+        As in :class:`~rlreco.engine.kernels.records.Learner`.
+
+    Returns
+    -------
+    int
+        Number of explored slots.
+    """
+    n = slate.shape[0]
+    explored = 0
+    found = -1
+    cursor = 0
+    for i in range(n):
+        u = rng.random()
+        product = -1
+        if u >= epsilon:
+            if found < 0:
+                if search == TopNSearch.tree:
+                    found = find_top_cached_nb(
+                        value, index, state, depth, n, top_value, top_product, frontier,
+                        cache_floor, cache_size, cache_items,
+                    )  # fmt: skip
+                else:
+                    found = scan_top_nb(value, state, n, top_value, top_product)
+            while cursor < found and is_in_nb(top_product[cursor], slate, i):
+                cursor += 1
+            if cursor < found:
+                product = top_product[cursor]
+                cursor += 1
+        if product < 0:
+            if u < epsilon:
+                explored += 1
+            product = catalogue_items[first + draw_below_nb(rng, size)]
+            while is_in_nb(product, slate, i):
+                product = catalogue_items[first + draw_below_nb(rng, size)]
+        slate[i] = product
+    return explored
+
+
+@jit(inline=True)
 def count_untried_nb(cells: np.ndarray, state: int, slate: np.ndarray) -> int:
     """Slate products never recommended in the state (the ``explored`` count).
 
@@ -75,11 +220,11 @@ def count_untried_nb(cells: np.ndarray, state: int, slate: np.ndarray) -> int:
     """
     untried = 0
     for i in range(slate.shape[0]):
-        untried += cells[state, slate[i]].reco_count == 0
+        untried += cells[state, slate[i]]["reco_count"] == 0
     return untried
 
 
-@jit()
+@jit(inline=True)
 def pad_slate_nb(
     rng: np.random.Generator, catalogue: np.ndarray, slate: np.ndarray, filled: int
 ) -> None:
@@ -101,7 +246,7 @@ def pad_slate_nb(
         slate[i] = product
 
 
-@jit()
+@jit(inline=True)
 def choose_softmax_slate_nb(
     rng: np.random.Generator,
     value: np.ndarray,
@@ -117,7 +262,7 @@ def choose_softmax_slate_nb(
     Parameters
     ----------
     rng : numpy.random.Generator
-    value : ndarray of float64, shape (n_states, n_products)
+    value : ndarray of float64, shape (n_states, W)
     state : int
     catalogue : ndarray of int32, shape (K,)
         The state's segment catalogue, ``K >= n``.
@@ -143,7 +288,7 @@ def choose_softmax_slate_nb(
     pad_slate_nb(rng, catalogue, slate, found)
 
 
-@jit()
+@jit(inline=True)
 def choose_ucb_slate_nb(
     rng: np.random.Generator,
     value: np.ndarray,
@@ -162,7 +307,7 @@ def choose_ucb_slate_nb(
     Parameters
     ----------
     rng : numpy.random.Generator
-    value : ndarray of float64, shape (n_states, n_products)
+    value : ndarray of float64, shape (n_states, W)
     cells : ndarray of CELL_DTYPE, shape (n_states, n_products)
     state : int
     catalogue : ndarray of int32, shape (K,)
@@ -183,7 +328,7 @@ def choose_ucb_slate_nb(
     log_shown = np.log(max(shown, 1))
     for k in range(catalogue.shape[0]):
         product = catalogue[k]
-        tries = cells[state, product].reco_count
+        tries = cells[state, product]["reco_count"]
         if tries == 0:
             untried[m] = product
             m += 1
@@ -199,7 +344,7 @@ def choose_ucb_slate_nb(
         slate[i] = top_product[i - first]
 
 
-@jit()
+@jit(inline=True)
 def choose_thompson_slate_nb(
     rng: np.random.Generator,
     value: np.ndarray,
@@ -216,7 +361,7 @@ def choose_thompson_slate_nb(
     Parameters
     ----------
     rng : numpy.random.Generator
-    value : ndarray of float64, shape (n_states, n_products)
+    value : ndarray of float64, shape (n_states, W)
     cells : ndarray of CELL_DTYPE, shape (n_states, n_products)
     state : int
     catalogue : ndarray of int32, shape (K,)
@@ -234,172 +379,8 @@ def choose_thompson_slate_nb(
         mean = value[state, product]
         if mean == -np.inf:
             mean = 0.0
-        scale = sigma / np.sqrt(cells[state, product].reco_count + 1.0)
+        scale = sigma / np.sqrt(cells[state, product]["reco_count"] + 1.0)
         key = mean + scale * rng.standard_normal()
         found = insert_ranked_nb(key, product, top_key, top_product, found, n)
     for i in range(n):
         slate[i] = top_product[i]
-
-
-@jit()
-def simulate_policy_visits_nb(
-    rng: np.random.Generator,
-    n_visits: int,
-    policy: int,
-    param: float,
-    value: np.ndarray,
-    cells: np.ndarray,
-    state_segment: np.ndarray,
-    catalog_ptr: np.ndarray,
-    catalog_items: np.ndarray,
-    state_cdf: np.ndarray,
-    state_visits: np.ndarray,
-    state_shown: np.ndarray,
-    slate_size: int,
-    response: int,
-    click_cdf: np.ndarray,
-    buy_cdf: np.ndarray,
-    truth: np.ndarray,
-    best_mu: np.ndarray,
-    outcome_reward: np.ndarray,
-    metrics_block: int,
-    metrics: np.ndarray,
-) -> None:
-    """Simulate ``n_visits`` visits under a :data:`Policy` and add their metrics.
-
-    Parameters
-    ----------
-    rng : numpy.random.Generator
-        Source of every draw; advanced in place.
-    n_visits : int
-    policy : int
-        :data:`Policy` code.
-    param : float
-        The policy's parameter (``c``, ``tau``, ``c`` or ``sigma``).
-    value : ndarray of float64, shape (n_states, n_products)
-        Cell values (``-inf`` = unknown); updated in place.
-    cells : ndarray of CELL_DTYPE, shape (n_states, n_products)
-        Updated in place.
-    state_segment : ndarray of int16, shape (n_states,)
-    catalog_ptr : ndarray of int64, shape (n_segments + 1,)
-    catalog_items : ndarray of int32, shape (nnz,)
-        CSR segment catalogues, each of at least ``slate_size`` products.
-    state_cdf : ndarray of float64, shape (n_states,) or (0,)
-        Cumulative state weights (``empirical``) or empty (``uniform``).
-    state_visits : ndarray of int64, shape (n_states,)
-        Visits per state so far (``decaying``); updated in place.
-    state_shown : ndarray of int64, shape (n_states,)
-        Recommendations per state so far, the row sums of ``reco_count`` (``ucb1``); updated.
-    slate_size : int
-    response : int
-        :data:`ResponseModel` code.
-    click_cdf, buy_cdf : ndarray of float64, shape (k,)
-    truth : ndarray of TRUTH_DTYPE, shape (n_states, n_products) or (n_states, 0)
-    best_mu : ndarray of float64, shape (n_states,)
-    outcome_reward : ndarray of float64, shape (3,)
-        Mean reward per outcome code (ignored, clicked, bought).
-    metrics_block : int
-        Visits per metric block; visit ``i`` of this call goes to block ``i // metrics_block``.
-    metrics : ndarray of METRICS_DTYPE, shape (ceil(n_visits / metrics_block),)
-        Output sums, added to.
-    """
-    n = slate_size
-    n_states = value.shape[0]
-    slate = np.empty(n, dtype=np.int64)
-    outcome = np.empty(n, dtype=np.int8)
-    order = np.empty(n, dtype=np.int64)
-    top_key = np.empty(n + 1, dtype=np.float64)
-    top_product = np.empty(n + 1, dtype=np.int64)
-    previous = np.empty(n, dtype=np.float64)
-    untried = np.empty(catalog_items.shape[0], dtype=np.int64)
-    # the scan search of visit.py needs no index, frontier or caches: empty stand-ins
-    no_index = np.empty((n_states, 0), dtype=np.float64)
-    no_frontier = np.empty((3, 1), dtype=np.int64)
-    no_floor = np.empty(1, dtype=np.float64)
-    no_size = np.empty(1, dtype=np.int64)
-    no_items = np.empty((1, 1), dtype=np.int64)
-    for visit in range(n_visits):
-        state = draw_state_nb(rng, state_cdf, n_states)
-        segment = state_segment[state]
-        first, last = catalog_ptr[segment], catalog_ptr[segment + 1]
-        catalogue = catalog_items[first:last]
-        state_visits[state] += 1
-        if policy == Policy.decaying:
-            epsilon = min(1.0, param / state_visits[state])
-            explored = choose_slate_nb(
-                rng,
-                value,
-                no_index,
-                state,
-                1,
-                TopNSearch.scan,
-                catalog_items,
-                first,
-                last - first,
-                epsilon,
-                slate,
-                top_key,
-                top_product,
-                no_frontier,
-                no_floor,
-                no_size,
-                no_items,
-            )
-        else:
-            if policy == Policy.softmax:
-                choose_softmax_slate_nb(
-                    rng, value, state, catalogue, param, slate, top_key, top_product
-                )
-            elif policy == Policy.ucb1:
-                choose_ucb_slate_nb(
-                    rng,
-                    value,
-                    cells,
-                    state,
-                    catalogue,
-                    param,
-                    state_shown[state],
-                    slate,
-                    top_key,
-                    top_product,
-                    untried,
-                )
-            else:
-                choose_thompson_slate_nb(
-                    rng, value, cells, state, catalogue, param, slate, top_key, top_product
-                )
-            explored = count_untried_nb(cells, state, slate)
-        if response == ResponseModel.seed:
-            clicks, buys = respond_seed_nb(rng, click_cdf, buy_cdf, outcome, order)
-            shown_mu = 0.0
-        else:
-            clicks, buys, shown_mu = respond_truth_nb(
-                rng, truth, state, slate, outcome, outcome_reward
-            )
-        reward = update_cells_nb(
-            rng,
-            value,
-            no_index,
-            cells,
-            state,
-            1,
-            TopNSearch.scan,
-            slate,
-            outcome,
-            outcome_reward,
-            previous,
-            no_floor,
-            no_size,
-            no_items,
-        )
-        state_shown[state] += n
-        block = metrics[visit // metrics_block]
-        block.visits += 1
-        block.slots += n
-        block.reward_sum += reward
-        block.clicks += clicks
-        block.buys += buys
-        block.explored += explored
-        if response == ResponseModel.truth:
-            block.regret_visits += 1
-            block.regret_sum += best_mu[state] - shown_mu

@@ -1,10 +1,23 @@
-"""Record dtypes and integer enums shared by kernels and the engine (numpy only)."""
+"""Record dtypes, integer enums and the bundled kernel arguments (numpy only).
+
+The top-level kernels take their state in a few named tuples of arrays (Numba compiles a
+heterogeneous ``NamedTuple`` into a struct passed by value): :class:`World` (what the visits
+are drawn from), :class:`Learner` (the tables and their derived search structures),
+:class:`PolicyParams`, :class:`ResponseArrays` and :class:`Workspace` (per-visit scratch).
+Their array shapes use ``S`` states, ``P`` products, ``W`` the padded value width
+(:func:`padded_width`), ``n`` the slate size and ``K`` the largest segment catalogue.
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+
+#: Bytes per cache line.
+LINE = 64
+#: float64 per cache line: the group size of every branch-free group loop.
+LANES = 8
 
 #: One cell of the (state x product) tables apart from its value. Value lives in its own
 #: contiguous array because the top-n search index reads it in runs of 8 neighbours; the
@@ -15,6 +28,7 @@ CELL_DTYPE = np.dtype([("reward", np.float64), ("count", np.int64), ("reco_count
 class _ResponseModel(NamedTuple):
     seed: int = 0
     truth: int = 1
+    given: int = 2
 
 
 class _StateSampling(NamedTuple):
@@ -28,7 +42,8 @@ class _Outcome(NamedTuple):
     bought: int = 2
 
 
-#: Response model codes: ``seed`` (count distributions) or ``truth`` (per-cell probabilities).
+#: Response model codes: ``seed`` (count distributions), ``truth`` (per-cell probabilities) or
+#: ``given`` (the outcomes are set by the caller: online visits).
 ResponseModel = _ResponseModel()
 #: State sampling codes.
 StateSampling = _StateSampling()
@@ -68,3 +83,168 @@ class _TopNSearch(NamedTuple):
 #: How greedy slots find the best products: the 8-ary max tree index (``tree``) or a full scan
 #: of the value row (``scan``, the O(n_products) baseline kept for benchmarks and tests).
 TopNSearch = _TopNSearch()
+
+
+class _Policy(NamedTuple):
+    eps_greedy: int = 0
+    decaying: int = 1
+    softmax: int = 2
+    ucb1: int = 3
+    thompson: int = 4
+
+
+#: Slate policy codes (:mod:`rlreco.engine.kernels.policy`).
+Policy = _Policy()
+
+
+class World(NamedTuple):
+    """What visits are drawn from: states, their segment catalogues and state weights.
+
+    Attributes
+    ----------
+    state_segment : ndarray of int16, shape (S,)
+    catalogue_ptr : ndarray of int64, shape (n_segments + 1,)
+    catalogue_items : ndarray of int32, shape (nnz,)
+        CSR segment catalogues: segment ``g`` offers
+        ``catalogue_items[catalogue_ptr[g]:catalogue_ptr[g + 1]]``, at least ``n`` products.
+    state_cdf : ndarray of float64, shape (S,) or (0,)
+        Cumulative state weights (``empirical`` sampling) or empty (``uniform``).
+    """
+
+    state_segment: np.ndarray
+    catalogue_ptr: np.ndarray
+    catalogue_items: np.ndarray
+    state_cdf: np.ndarray
+
+
+class Learner(NamedTuple):
+    """The learned tables and every structure derived from them (updated in place).
+
+    Attributes
+    ----------
+    value : ndarray of float64, shape (S, W)
+        Cell values, ``-inf`` = unknown; 64-byte aligned rows of whole cache lines, columns
+        ``P..W-1`` are ``-inf`` padding (:func:`padded_width`).
+    tree : ndarray of float64, shape (S, index_width(W)) or (S, 0)
+        Top-n tree index over ``value`` (:mod:`rlreco.engine.kernels.topn`), 64-byte aligned;
+        width 0 under ``scan`` search (a field named ``index`` would hide ``tuple.index``).
+    depth : int
+        Depth of the index (1 under ``scan``).
+    cells : ndarray of CELL_DTYPE, shape (S, P)
+        Reward sums and counts.
+    cache_floor : ndarray of float64, shape (S,)
+    cache_size : ndarray of int64, shape (S,)
+    cache_items : ndarray of int64, shape (S, CACHE_CAPACITY)
+        Candidate caches of the tree search; ``cache_size`` all -1 (empty) whenever ``value``
+        was changed outside the kernels.
+    state_visits : ndarray of int64, shape (S,)
+        Visits per state so far (``decaying``: counted only under that policy).
+    state_shown : ndarray of int64, shape (S,)
+        Recommendations made per state so far: the row sums of ``reco_count`` (``ucb1``).
+    """
+
+    value: np.ndarray
+    tree: np.ndarray
+    depth: int
+    cells: np.ndarray
+    cache_floor: np.ndarray
+    cache_size: np.ndarray
+    cache_items: np.ndarray
+    state_visits: np.ndarray
+    state_shown: np.ndarray
+
+
+class PolicyParams(NamedTuple):
+    """How slates are chosen.
+
+    Attributes
+    ----------
+    code : int
+        :data:`Policy` code.
+    param : float
+        The policy's parameter: ``epsilon``, ``c``, ``tau``, ``c`` or ``sigma``.
+    slate_size : int
+        ``n``: products per slate.
+    search : int
+        :data:`TopNSearch` code of the greedy top-n lookups.
+    """
+
+    code: int
+    param: float
+    slate_size: int
+    search: int
+
+
+class ResponseArrays(NamedTuple):
+    """A response model as kernel arrays (see :mod:`rlreco.engine.response`).
+
+    Attributes
+    ----------
+    model : int
+        :data:`ResponseModel` code.
+    click_cdf, buy_cdf : ndarray of float64, shape (k,)
+        ``seed`` model count distributions.
+    truth : ndarray of TRUTH_DTYPE, shape (S, P) or (S, 0)
+        True response per cell (``truth`` model; width 0 under ``seed``).
+    best_mu : ndarray of float64, shape (S,)
+        Expected reward of the best slate per state (``truth`` model).
+    outcome_reward : ndarray of float64, shape (3,)
+        Mean reward per :data:`Outcome` code (ignored, clicked, bought).
+    """
+
+    model: int
+    click_cdf: np.ndarray
+    buy_cdf: np.ndarray
+    truth: np.ndarray
+    best_mu: np.ndarray
+    outcome_reward: np.ndarray
+
+
+class Workspace(NamedTuple):
+    """Per-visit scratch arrays (:func:`~rlreco.engine.kernels.visit.new_workspace_nb`).
+
+    Attributes
+    ----------
+    slate : ndarray of int64, shape (n,)
+        The chosen products in slot order.
+    outcome : ndarray of int8, shape (n,)
+        :data:`Outcome` code per slot.
+    order : ndarray of int64, shape (n,)
+        Slot shuffle of the ``seed`` response.
+    previous : ndarray of float64, shape (n,)
+        Slate values before the update.
+    top_value : ndarray of float64, shape (n + 1,)
+    top_product : ndarray of int64, shape (n + 1,)
+        The state's best products (slot ``n`` is scratch).
+    frontier : ndarray of int64, shape (3, 8**depth)
+        Nodes of the top-n query.
+    untried : ndarray of int64, shape (K,)
+        Products of a catalogue (``ucb1``).
+    """
+
+    slate: np.ndarray
+    outcome: np.ndarray
+    order: np.ndarray
+    previous: np.ndarray
+    top_value: np.ndarray
+    top_product: np.ndarray
+    frontier: np.ndarray
+    untried: np.ndarray
+
+
+def padded_width(n_products: int) -> int:
+    """Columns of a padded value row: ``n_products`` rounded up to whole cache lines."""
+    return -(-max(n_products, 1) // LANES) * LANES
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """Uninitialised C-ordered array whose first element starts a cache line.
+
+    numpy's large allocations start 16 bytes into a page; the top-n search relies on every
+    group of 8 float64 (8 sibling maxima, 8 neighbouring values) sharing one line.
+    """
+    dtype = np.dtype(dtype)
+    n_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(n_bytes + LINE, dtype=np.uint8)
+    offset = (-raw.ctypes.data) % LINE
+    return raw[offset : offset + n_bytes].view(dtype).reshape(shape)

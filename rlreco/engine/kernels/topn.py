@@ -3,7 +3,7 @@
 A greedy slate needs the best known products of one state. Scanning the row costs
 O(n_products) per visit; the index answers the top-n query by reading a few dozen cache lines
 per tree level, and is repaired for the <= n cells a visit changes
-(:func:`repair_index_nb`: ``n * d`` vector maxima).
+(:func:`repair_index_nb`: ``n * d`` group maxima).
 
 Layout
 ------
@@ -27,15 +27,22 @@ Top-n query (:func:`find_top_nb`)
    product is ``>= f`` (:func:`find_floor_nb`): the largest level-1 maximum reached by ``n``
    level-2 nodes (each such node holds a distinct leaf ``>= f``).
 2. Level by level, keep every child ``>= f`` of the nodes kept so far. Each group of 8
-   children is one vector compare and compress-store
-   (:func:`~rlreco.engine.kernels.intrinsics.select_reached_nb`), and all groups of a level are
-   prefetched before any is read, so a query costs about ``d`` memory latencies, not ``n * d``.
+   children is one cache line, filtered by a branch-free loop (:func:`select_reached_nb`:
+   every lane is stored, the output position advances by the comparison's result), so the
+   loads of all groups of a level are independent and their cache misses overlap.
 3. Rank the kept leaves (typically 15-25) by counting, for each, the candidates ahead of it
    (:func:`rank_top_nb`).
 
 No step branches on the data per node: a mispredicted branch per candidate would cost more
-than the whole query. On a state grown to ~3,300 known products a query takes ~0.4 us; a
-full scan of the row takes ~9 us.
+than the whole query. ``bench/bench_simulate.py`` (``bench_topn_query``) compares a query with
+a full scan of the row.
+
+Padding
+-------
+Every group loop reads whole groups of 8 (no masks, no tails, so LLVM vectorises them on any
+instruction set): value rows have a width ``W`` that is a multiple of 8, with ``-inf`` in the
+columns beyond the products (:func:`~rlreco.engine.kernels.records.padded_width`), and index
+levels start on multiples of 8.
 
 Candidate cache (:func:`find_top_cached_nb`)
 --------------------------------------------
@@ -44,32 +51,27 @@ products ``>= floor``: after every visit the slate products that fell below the 
 and those that rose to it join (:func:`refresh_cache_nb`). While the set holds at least ``n``
 (and at most :data:`CACHE_RANKED`) products, the next query of the state just ranks it,
 reading no tree line; a greedy visit consumes about ``n`` of the top products, so about every
-other query of a state is served this way (1.08M -> 1.4M visits/s on the synthetic bench).
+other query of a state is served this way.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from rlreco.engine.kernels.intrinsics import (
-    aligned_empty,
-    count_ahead_nb,
-    count_reached_nb,
-    max_of_group_nb,
-    prefetch_nb,
-    select_reached_nb,
-)
 from rlreco.engine.kernels.jit import jit
+from rlreco.engine.kernels.records import LANES, aligned_empty
 
 #: Children per node; 8 float64 maxima fill one 64-byte cache line.
-FANOUT = 8
-#: Candidate counts up to this are ranked by counting (quadratic but vectorised and branch-free).
+FANOUT = LANES
+#: Candidate counts up to this are ranked by counting (quadratic but branch-free).
 RANK_BY_COUNTING = 64
 #: Products a state's candidate cache holds at most.
 CACHE_CAPACITY = 64
 #: A cache with more products than this is not ranked (ranking is quadratic) but refreshed by a
 #: tree query, which sets a tighter floor.
 CACHE_RANKED = 24
+#: The lowest finite float64: ``key >= max(floor, LOWEST)`` is "finite and >= floor".
+LOWEST = float(np.finfo(np.float64).min)
 #: ``FANOUT == 1 << FANOUT_BITS``: level sizes are shifts (integer ``**`` compiles with an
 #: error path for negative exponents).
 FANOUT_BITS = 3
@@ -93,11 +95,12 @@ def new_index(value: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    value : ndarray of float64, shape (n_states, n_products)
+    value : ndarray of float64, shape (n_states, W)
+        Padded values (``W`` a multiple of 8).
 
     Returns
     -------
-    ndarray of float64, shape (n_states, index_width(n_products))
+    ndarray of float64, shape (n_states, index_width(W))
     """
     n_states, n_products = value.shape
     index = aligned_empty((n_states, index_width(n_products)), np.float64)
@@ -155,6 +158,66 @@ def build_index_nb(value: np.ndarray, index: np.ndarray) -> None:
 
 
 @jit(inline=True)
+def count_reached_nb(keys: np.ndarray, row: int, start: int, floor: float) -> int:
+    """Number of finite ``keys[row, start:start + 8]`` at or above ``floor``."""
+    # the lowest finite float: ">= bound" is "finite and >= floor" in one compare
+    bound = max(floor, LOWEST)
+    reached = 0
+    for lane in range(LANES):
+        reached += keys[row, start + lane] >= bound
+    return reached
+
+
+@jit(inline=True)
+def select_reached_nb(
+    keys: np.ndarray,
+    row: int,
+    start: int,
+    floor: float,
+    out: np.ndarray,
+    out_row: int,
+    at: int,
+    first_label: int,
+) -> int:
+    """Write ``first_label + i`` to ``out[out_row, at:]`` for each finite
+    ``keys[row, start + i] >= floor`` (``i < 8``), in order; return how many.
+
+    Branch-free: every lane is stored at the current position, which advances only for the
+    lanes that qualify, so ``out[out_row, at:at + 8]`` must exist.
+    """
+    bound = max(floor, LOWEST)
+    found = at
+    for lane in range(LANES):
+        out[out_row, found] = first_label + lane
+        found += keys[row, start + lane] >= bound
+    return found - at
+
+
+@jit(inline=True)
+def max_of_group_nb(keys: np.ndarray, row: int, start: int) -> float:
+    """Maximum of ``keys[row, start:start + 8]`` (a tree of pairwise maxima: exact, and short
+    dependency chains)."""
+    a = max(keys[row, start], keys[row, start + 4])
+    b = max(keys[row, start + 1], keys[row, start + 5])
+    c = max(keys[row, start + 2], keys[row, start + 6])
+    d = max(keys[row, start + 3], keys[row, start + 7])
+    low = max(a, c)
+    high = max(b, d)
+    return max(low, high)
+
+
+@jit(inline=True)
+def count_ahead_nb(keys: np.ndarray, labels: np.ndarray, start: int, key: float, label: int) -> int:
+    """Number of ``i < 8`` whose ``(keys[start + i], labels[start + i])`` ranks ahead of
+    ``(key, label)``: a larger key, or an equal key with a smaller label."""
+    ahead = 0
+    for lane in range(LANES):
+        other = keys[start + lane]
+        ahead += (other > key) | ((other == key) & (labels[start + lane] < label))
+    return ahead
+
+
+@jit(inline=True)
 def insert_ranked_nb(
     key: float, item: int, keys: np.ndarray, items: np.ndarray, size: int, capacity: int
 ) -> int:
@@ -199,10 +262,10 @@ def insert_ranked_nb(
 
 @jit(inline=True)
 def count_level_nb(keys: np.ndarray, state: int, start: int, stop: int, floor: float) -> int:
-    """Number of finite ``keys[state, start:stop]`` at or above ``floor`` (8 per vector)."""
+    """Number of finite ``keys[state, start:stop]`` at or above ``floor`` (whole groups of 8)."""
     reached = 0
     for group in range(start, stop, FANOUT):
-        reached += count_reached_nb(keys, (state, group), min(FANOUT, stop - group), floor)
+        reached += count_reached_nb(keys, state, group, floor)
     return reached
 
 
@@ -220,14 +283,14 @@ def find_floor_nb(
 
     Any value reached by ``n`` distinct level-2 nodes qualifies (each holds a distinct leaf at
     or above it). Tried in turn: the largest level-1 maximum that qualifies (8 thresholds x 64
-    level-2 nodes, vector compares, no data-dependent branches; found for ~99% of states in a
+    level-2 nodes, group compares, no data-dependent branches; found for ~99% of states in a
     long run), the ``n``-th best level-2 maximum (64 ranked inserts), and ``-inf`` (fewer than
     ``n`` level-2 nodes are known).
 
     Parameters
     ----------
-    value : ndarray of float64, shape (n_states, n_products)
-    index : ndarray of float64, shape (n_states, index_width(n_products))
+    value : ndarray of float64, shape (n_states, W)
+    index : ndarray of float64, shape (n_states, index_width(W))
     state : int
     depth : int
     n : int
@@ -262,39 +325,6 @@ def find_floor_nb(
 
 
 @jit(inline=True)
-def prefetch_children_nb(
-    value: np.ndarray,
-    index: np.ndarray,
-    state: int,
-    depth: int,
-    level: int,
-    nodes: np.ndarray,
-    row: int,
-    kept: int,
-) -> None:
-    """Prefetch the child groups at ``level`` of the nodes ``nodes[row, :kept]``.
-
-    Parameters
-    ----------
-    value : ndarray of float64, shape (n_states, n_products)
-    index : ndarray of float64, shape (n_states, index_width(n_products))
-    state, depth, level : int
-        Children at ``level`` (``depth``: the leaves) of nodes at ``level - 1``.
-    nodes : ndarray of int64, shape (rows, capacity)
-    row, kept : int
-    """
-    n_products = value.shape[1]
-    start = level_start_nb(level)
-    for k in range(kept):
-        first = nodes[row, k] * FANOUT
-        if level == depth:
-            prefetch_nb(value, (state, first))
-            prefetch_nb(value, (state, min(first + FANOUT, n_products) - 1))
-        else:
-            prefetch_nb(index, (state, start + first))
-
-
-@jit(inline=True)
 def descend_nb(
     value: np.ndarray,
     index: np.ndarray,
@@ -312,8 +342,8 @@ def descend_nb(
 
     Parameters
     ----------
-    value : ndarray of float64, shape (n_states, n_products)
-    index : ndarray of float64, shape (n_states, index_width(n_products))
+    value : ndarray of float64, shape (n_states, W)
+    index : ndarray of float64, shape (n_states, index_width(W))
     state, depth, level : int
         Children at ``level`` (``depth``: the leaves, i.e. products) of nodes at ``level - 1``.
     floor : float
@@ -328,24 +358,16 @@ def descend_nb(
     int
         Number of children written.
     """
-    n_products = value.shape[1]
     start = level_start_nb(level)
     found = 0
     for k in range(kept):
         first = nodes[row, k] * FANOUT
+        # a kept node is finite, so its children lie within the padded row
         if level == depth:
-            found += select_reached_nb(
-                value,
-                (state, first),
-                min(FANOUT, n_products - first),
-                floor,
-                out,
-                (out_row, found),
-                first,
-            )
+            found += select_reached_nb(value, state, first, floor, out, out_row, found, first)
         else:
             found += select_reached_nb(
-                index, (state, start + first), FANOUT, floor, out, (out_row, found), first
+                index, state, start + first, floor, out, out_row, found, first
             )
     return found
 
@@ -365,8 +387,8 @@ def find_top_nb(
 
     Parameters
     ----------
-    value : ndarray of float64, shape (n_states, n_products)
-    index : ndarray of float64, shape (n_states, index_width(n_products))
+    value : ndarray of float64, shape (n_states, W)
+    index : ndarray of float64, shape (n_states, index_width(W))
     state : int
     depth : int
         Tree depth (:func:`index_depth`).
@@ -416,7 +438,6 @@ def collect_candidates_nb(
     kept = 1
     for level in range(1, depth + 1):
         row = (level - 1) & 1
-        prefetch_children_nb(value, index, state, depth, level, frontier, row, kept)
         kept = descend_nb(
             value, index, state, depth, level, floor, frontier, row, kept, frontier, 1 - row
         )
@@ -486,7 +507,7 @@ def refresh_cache_nb(
 
     Parameters
     ----------
-    value : ndarray of float64, shape (n_states, n_products)
+    value : ndarray of float64, shape (n_states, W)
         Already holds the new values.
     state : int
     products : ndarray of int64, shape (m,)
@@ -533,14 +554,14 @@ def rank_top_nb(
 ) -> int:
     """Rank the ``kept`` candidate products of ``frontier[row]`` and keep the best ``n``.
 
-    A few dozen candidates are ranked by counting, for each, the candidates ahead of it (8 per
-    vector compare, no data-dependent branches); many are ranked by insertion, O(kept * n).
+    A few dozen candidates are ranked by counting, for each, the candidates ahead of it (in
+    groups of 8, no data-dependent branches); many are ranked by insertion, O(kept * n).
 
     Parameters
     ----------
-    value : ndarray of float64, shape (n_states, n_products)
+    value : ndarray of float64, shape (n_states, W)
     state : int
-    frontier : ndarray of int64, shape (3, >= kept)
+    frontier : ndarray of int64, shape (3, >= kept rounded up to a multiple of 8)
         Row ``row`` holds the candidates; row 2 is overwritten (candidate values as bits).
     row : int
     kept : int
@@ -564,18 +585,20 @@ def rank_top_nb(
             )
         return found
     keys = frontier[2].view(np.float64)
+    labels = frontier[row]
     for k in range(kept):
-        keys[k] = value[state, frontier[row, k]]
+        keys[k] = value[state, labels[k]]
+    # -inf keys fill the last group: they never rank ahead of a (finite) candidate
+    for k in range(kept, -(-kept // FANOUT) * FANOUT):
+        keys[k] = -np.inf
     for k in range(kept):
         ahead = 0
         for group in range(0, kept, FANOUT):
-            ahead += count_ahead_nb(
-                keys, frontier[row], (group,), min(FANOUT, kept - group), keys[k], frontier[row, k]
-            )
+            ahead += count_ahead_nb(keys, labels, group, keys[k], labels[k])
         # losers all land in the scratch slot n: no branch on the rank
         slot = min(ahead, n)
         top_value[slot] = keys[k]
-        top_product[slot] = frontier[row, k]
+        top_product[slot] = labels[k]
     return min(kept, n)
 
 
@@ -586,28 +609,24 @@ def repair_index_nb(
     """Recompute the maxima above some products of a state after their values changed.
 
     Level by level from the bottom, each changed product's ancestor is recomputed from its 8
-    children (one vector maximum each); a shared ancestor is recomputed once per product,
+    children (one group maximum each); a shared ancestor is recomputed once per product,
     except on levels with no more nodes than products, where every node is recomputed once.
 
     Parameters
     ----------
-    value : ndarray of float64, shape (n_states, n_products)
+    value : ndarray of float64, shape (n_states, W)
         Already holds the new values.
-    index : ndarray of float64, shape (n_states, index_width(n_products))
+    index : ndarray of float64, shape (n_states, index_width(W))
         Repaired in place.
     state : int
     depth : int
     products : ndarray of int64, shape (m,)
         The products whose values changed.
     """
-    n_products = value.shape[1]
     start = level_start_nb(depth - 1)
     for i in range(products.shape[0]):
         node = products[i] >> FANOUT_BITS
-        first = node * FANOUT
-        index[state, start + node] = max_of_group_nb(
-            value, (state, first), min(FANOUT, n_products - first)
-        )
+        index[state, start + node] = max_of_group_nb(value, state, node * FANOUT)
     shift = FANOUT_BITS
     for level in range(depth - 2, -1, -1):
         start = level_start_nb(level)
@@ -616,15 +635,11 @@ def repair_index_nb(
         if (1 << (FANOUT_BITS * level)) <= products.shape[0]:
             # a level with no more nodes than products: recompute each node once
             for node in range(1 << (FANOUT_BITS * level)):
-                index[state, start + node] = max_of_group_nb(
-                    index, (state, children + node * FANOUT), FANOUT
-                )
+                index[state, start + node] = max_of_group_nb(index, state, children + node * FANOUT)
             continue
         for i in range(products.shape[0]):
             node = products[i] >> shift
-            index[state, start + node] = max_of_group_nb(
-                index, (state, children + node * FANOUT), FANOUT
-            )
+            index[state, start + node] = max_of_group_nb(index, state, children + node * FANOUT)
 
 
 @jit(inline=True)
@@ -635,7 +650,7 @@ def scan_top_nb(
 
     Parameters
     ----------
-    value : ndarray of float64, shape (n_states, n_products)
+    value : ndarray of float64, shape (n_states, W)
     state : int
     n : int
     top_value : ndarray of float64, shape (>= n,)

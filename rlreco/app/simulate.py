@@ -23,12 +23,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rlreco.app.truth import resolve_response, sampling_space
 from rlreco.config import RunConfig, config_from_dict
+from rlreco.engine.memory import check_memory_limit
 from rlreco.engine.simulation import SimulationParams, SimulationSummary, Simulator
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
-from rlreco.errors import SimulationError
-from rlreco.io.run_dir import SCHEMAS, RunDir
+from rlreco.errors import SimulationError, SnapshotError
+from rlreco.io.run_dir import SCHEMAS, CellStream, RunDir, use_system_allocator
+
+#: Snapshot columns the dense tables are rebuilt from.
+SNAPSHOT_CELL_COLUMNS = (
+    "state_id", "product_id", "product_code", "value", "reward", "count", "reco_count",
+)  # fmt: skip
 
 #: Visits per kernel call: progress and Ctrl-C are handled between calls.
 CHUNK = 250_000
@@ -44,18 +51,41 @@ class Run:
     tables: Tables
 
     @classmethod
-    def load(cls, path: str | Path) -> Run:
-        """Open a run directory and load its state space and latest tables."""
+    def load(
+        cls, path: str | Path, *, check: Callable[[RunConfig, StateSpace], None] | None = None
+    ) -> Run:
+        """Open a run directory and load its state space and latest tables.
+
+        ``check`` is called with the config and state space before the tables are allocated
+        (e.g. to refuse a state space too large for the memory limit). The snapshot is read
+        one row group at a time straight into the dense tables.
+        """
+        use_system_allocator()
         run_dir = RunDir.open(path)
         config = config_from_dict(run_dir.manifest["config"], source=f"{path}/manifest.json")
-        space = StateSpace.from_columns(run_dir.read_space())
-        tables = Tables.from_columns(run_dir.read_snapshot(), space)
+        space = StateSpace.from_columns(run_dir.read_space(), run_dir.fields)
+        if check is not None:
+            check(config, space)
+        tables = Tables.from_groups(run_dir.iter_snapshot(columns=SNAPSHOT_CELL_COLUMNS), space)
         return cls(run_dir, config, space, tables)
 
     def history_count(self) -> np.ndarray:
-        """Historical counts: the initial snapshot's ``count`` table."""
-        initial = Tables.from_columns(self.run_dir.read_snapshot("initial"), self.space)
-        return initial.count.copy()
+        """Historical counts: the initial snapshot's ``count`` table, read one row group at a
+        time (no second set of tables)."""
+        count = np.zeros((self.space.n_states, self.space.n_products), dtype=np.int64)
+        n_p = self.space.n_products
+        for group in self.run_dir.iter_snapshot("initial", ("state_id", "product_id", "count")):
+            state = group["state_id"].astype(np.int64)
+            product = group["product_id"].astype(np.int64)
+            if state.size and (
+                state.min() < 0
+                or state.max() >= self.space.n_states
+                or product.min() < 0
+                or product.max() >= n_p
+            ):
+                raise SnapshotError("initial snapshot: state_id or product_id out of range")
+            count[state, product] = group["count"]
+        return count
 
     def metrics_frame(self) -> pd.DataFrame | None:
         """Stored per-block metric sums, or None before the first simulation."""
@@ -126,7 +156,19 @@ def simulate_run(
     """
     if episodes < 1:
         raise SimulationError(f"--episodes = {episodes}: expected an integer >= 1")
-    run = Run.load(path)
+
+    def fits(config: RunConfig, space: StateSpace) -> None:
+        model = response if response is not None else str(config.response.model)
+        check_memory_limit(
+            space.n_states,
+            space.n_products,
+            config.simulation.memory_limit_mb,
+            simulate=True,
+            truth=model != "seed",
+            what="simulate",
+        )
+
+    run = Run.load(path, check=fits)
     manifest = run.run_dir.manifest
     done = run.run_dir.episodes
     changes: dict[str, Any] = {}
@@ -147,15 +189,21 @@ def simulate_run(
     every = checkpoint_every or config.simulation.checkpoint_every
     if every < 1:
         raise SimulationError(f"--checkpoint-every = {every}: expected an integer >= 1")
+    response_spec = resolve_response(run.run_dir, str(config.response.model))
+    space, sampling = sampling_space(
+        run.run_dir, run.space, config.simulation.state_sampling, response_spec
+    )
     simulator = Simulator(
-        run.space,
+        space,
         run.tables,
-        SimulationParams.from_config(config),
+        SimulationParams.from_config(config, response=response_spec, state_sampling=sampling),
         seed=config.simulation.seed,
         rng_state=manifest.get("rng_state"),
         episodes_done=done,
         metrics=run.metrics_frame(),
-        history_count=run.history_count() if done else None,
+        history_count=run.history_count()
+        if done and config.response.model == "popularity"
+        else None,
     )
     log = list(manifest.get("simulations", []))
     committed = [done]
@@ -177,7 +225,7 @@ def simulate_run(
             entry["episodes_per_second"] = summary.episodes_per_second
         run.run_dir.commit(
             episodes=total,
-            snapshot=run.tables.to_columns(run.space),
+            snapshot=snapshot_stream(run.tables, run.space),
             metrics={name: frame[name].to_numpy() for name in SCHEMAS["metrics"].names},
             updates={
                 "config": config.to_dict(),
@@ -206,3 +254,13 @@ def simulate_run(
         )
     commit(summary)
     return summary
+
+
+def snapshot_stream(tables: Tables, space: StateSpace) -> CellStream:
+    """The tables as a snapshot written one bounded row group at a time."""
+    states = space.to_columns()["states"]
+    return CellStream(
+        groups=tables.iter_cells(space),
+        states={name: states[name] for name in ("state", *space.fields)},
+        product_codes=space.product_codes,
+    )

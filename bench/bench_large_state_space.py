@@ -1,0 +1,78 @@
+"""The real data with ``segment x month x half x weekday x country`` states.
+
+21,312 states x 4,053 products (86.4M cells). Targets: prepare <= 15 s and peak memory
+<= 6 GB; simulate at the default fields' speed. Each case runs the CLI in a fresh process
+(``/usr/bin/time``-style peak RSS from ``getrusage`` of the child) next to the default state
+space in the same run, so the ratio is what to compare across machines:
+
+    taskset -c 0 .venv/bin/python -m pytest bench/bench_large_state_space.py \
+        -o python_files='bench_*.py' -o python_functions='bench_*' -s
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+FIELDS = {
+    "default": ["segment", "month", "half", "weekday"],
+    "country": ["segment", "month", "half", "weekday", "country"],
+}
+
+
+#: Runs the CLI and prints the process's own peak RSS (kB) as the last line of stderr.
+_WRAPPER = (
+    "import resource, runpy, sys\n"
+    "sys.argv = ['rlreco', *sys.argv[1:]]\n"
+    "try:\n"
+    "    runpy.run_module('rlreco.cli', run_name='__main__')\n"
+    "finally:\n"
+    "    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+)
+
+
+def run_cli(*args: str) -> tuple[dict[str, object], float, float]:
+    """One ``rlreco`` command in a fresh process: its JSON output, wall seconds, peak RSS MB."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", _WRAPPER, *args, "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - start
+    peak_kb = int(done.stderr.strip().splitlines()[-1])
+    return json.loads(done.stdout), seconds, peak_kb / 1024
+
+
+@pytest.mark.parametrize("name", ["default", "country"])
+def bench_prepare_and_simulate(benchmark, shared_data: Path, tmp_path: Path, name: str) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'[data]\npath = "{shared_data / "online_retail.parquet"}"\n'
+        f"[states]\nfields = {json.dumps(FIELDS[name])}\n"
+    )
+    run = tmp_path / "run"
+
+    def prepare() -> dict[str, object]:
+        out, seconds, peak = run_cli(
+            "prepare", "--config", str(config), "--out", str(run), "--force"
+        )
+        print(f"\n{name}: prepare {out['seconds']} s in process, {seconds:.1f} s wall, ", end="")
+        print(f"peak {peak:,.0f} MB")
+        return out
+
+    summary = benchmark.pedantic(prepare, rounds=1, iterations=1)
+    states = 576 if name == "default" else 21_312
+    assert summary["states_total"] == states
+    out, seconds, peak = run_cli("simulate", str(run), "--episodes", "10000000")
+    print(
+        f"{name}: simulate 10M visits {out['episodes_per_second']:,.0f} visits/s, "
+        f"{seconds:.1f} s wall, peak {peak:,.0f} MB"
+    )
+    assert out["episodes"] == 10_000_000

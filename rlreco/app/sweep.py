@@ -1,0 +1,359 @@
+"""Sweeps: a grid of exploration settings x replicates, run in parallel, summarised with CIs.
+
+:func:`run_sweep` is what ``rlreco sweep`` calls: it checks the grid
+(:mod:`rlreco.app.sweep_grid`), runs the cells not yet finished in the sweep directory
+(:mod:`rlreco.app.sweep_cells`, :mod:`rlreco.app.sweep_execution`), then writes the per-block
+results, the summary with confidence intervals (:mod:`rlreco.engine.sweep_statistics`) and
+the plots.
+
+A *cell* is one replicate of a setting: ``episodes`` visits from the run directory's latest
+snapshot, with per-block metrics (``blocks`` blocks per cell).
+
+Random streams
+--------------
+Cell ``(setting, replicate)`` runs a :class:`~rlreco.engine.simulation.Simulator` on the
+stream key ``(streams.SWEEP, setting_id, replicate)`` under the sweep seed, where
+``setting_id`` is a 64-bit hash (SHA-256) of the setting's *values*: the policy, the
+parameter's exact binary value, the slate size and the response model (a truth table by the
+SHA-256 of its content). Grid coordinates are deliberately not used: a cell keeps its numbers
+when the grid around it grows or is reordered, so :func:`run_cell` re-runs any one cell alone
+and reproduces it bit for bit, and a sweep directory reuses finished cells of any grid over
+the same base (run, snapshot, seed, visits per cell, blocks).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rlreco.app.sweep_cells import CellOutcome, CellTask, RunPayload, execute_cell
+from rlreco.app.sweep_execution import (
+    ProgressCallback,
+    SweepProgress,
+    default_workers,
+    run_dask,
+    run_inline,
+    run_pool,
+)
+from rlreco.app.sweep_grid import RESPONSE_NAMES, Setting, SweepSpec, check_int
+from rlreco.app.truth import resolve_response
+from rlreco.config import RunConfig, config_from_dict
+from rlreco.engine.response import truth_from_frame
+from rlreco.engine.state_space import StateSpace
+from rlreco.engine.sweep_statistics import (
+    METRIC_COLUMNS,
+    SETTING_COLUMNS,
+    SUMMARY_METRICS,
+    best_settings,
+    learning_curves,
+    replicate_metrics,
+    summarise,
+    verdicts,
+)
+from rlreco.errors import ConfigError
+from rlreco.io.run_dir import RunDir
+from rlreco.io.sweep_dir import SweepDir
+from rlreco.io.truth import read_truth_table
+
+__all__ = ["SweepProgress", "SweepResult", "SweepSpec", "run_cell", "run_sweep"]
+
+
+@dataclass
+class SweepResult:
+    """Outcome of :func:`run_sweep`.
+
+    Attributes
+    ----------
+    out : Path
+        The sweep directory.
+    summary : DataFrame
+        One row per setting (grid order): ``label``, setting columns, ``replicates`` (finished),
+        and ``<metric>_mean``, ``<metric>_low``, ``<metric>_high`` per :data:`SUMMARY_METRICS`.
+    results : DataFrame
+        Per-block metrics of every finished cell (the content of ``results.parquet``).
+    best : list of dict
+        :func:`~rlreco.engine.sweep_statistics.best_settings`.
+    verdicts : list of dict
+        :func:`~rlreco.engine.sweep_statistics.verdicts`: per truth, the setting to ship and
+        what each alternative costs per 1,000 visits.
+    failures : list of dict
+        ``{"cell", "label", "replicate", "error"}`` per failed cell.
+    cells_total, cells_run, cells_skipped : int
+        Cells of the grid, simulated now, and found finished on disk.
+    seconds : float
+        Wall time of this call.
+    plots : list of Path
+        PNG files written.
+    """
+
+    out: Path
+    summary: pd.DataFrame
+    results: pd.DataFrame
+    best: list[dict[str, Any]]
+    verdicts: list[dict[str, Any]]
+    failures: list[dict[str, Any]]
+    cells_total: int
+    cells_run: int
+    cells_skipped: int
+    seconds: float
+    plots: list[Path]
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """One JSON-compatible object per setting: setting values, ``replicates``, and
+        ``<metric>_mean`` / ``_low`` / ``_high`` (null where undefined)."""
+        return [
+            {key: _json_value(value) for key, value in row.items()}
+            for row in self.summary.to_dict(orient="records")
+        ]
+
+    def document(self) -> dict[str, Any]:
+        """Everything ``summary.json`` holds: settings, best per metric, failures, counts."""
+        return {
+            "settings": self.to_json(),
+            "best": self.best,
+            "verdicts": self.verdicts,
+            "failures": self.failures,
+            "cells_total": self.cells_total,
+            "cells_run": self.cells_run,
+            "cells_skipped": self.cells_skipped,
+            "seconds": round(self.seconds, 3),
+            "plots": [str(p) for p in self.plots],
+        }
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(float(value)) else float(value)
+    return value
+
+
+def sweep_base(run: RunDir, spec: SweepSpec, config: RunConfig) -> dict[str, Any]:
+    """Values every cell's numbers depend on besides the cell itself."""
+    return {
+        "run_id": run.manifest["run_id"],
+        "snapshot": run.manifest["snapshot"],
+        "seed": spec.seed if spec.seed is not None else config.simulation.seed,
+        "episodes": int(spec.episodes),
+        "blocks": int(spec.blocks),
+    }
+
+
+def sweep_tasks(
+    spec: SweepSpec, settings: list[Setting], base: Mapping[str, Any]
+) -> list[CellTask]:
+    """Every cell of the grid in grid order (settings, then replicates)."""
+    block = -(-int(spec.episodes) // int(spec.blocks))
+    return [
+        CellTask(
+            key=s.cell_key(r),
+            setting=s,
+            replicate=r,
+            seed=int(base["seed"]),
+            episodes=int(spec.episodes),
+            metrics_block=block,
+        )
+        for s in settings
+        for r in range(spec.replicates)
+    ]
+
+
+def check_settings(space: StateSpace, settings: list[Setting]) -> None:
+    """Reject, before any cell runs, settings that every replicate would fail on.
+
+    Raises
+    ------
+    ConfigError
+        A slate size larger than the catalogue of a segment with states.
+    DataError
+        A truth table that does not fit the run (checked once here, not per cell).
+    """
+    sizes = np.diff(space.catalog_ptr)[np.unique(space.state_segment)]
+    smallest = int(sizes.min()) if sizes.size else 0
+    for slate in sorted({s.slate_size for s in settings}):
+        if slate > smallest:
+            raise ConfigError(
+                f"slate sizes: {slate} exceeds the smallest segment catalogue ({smallest} products)"
+            )
+    for response in sorted({s.response for s in settings} - set(RESPONSE_NAMES)):
+        truth_from_frame(space, read_truth_table(response), source=response)
+
+
+def run_cell(run_dir: str | Path, spec: SweepSpec, setting: Setting, replicate: int) -> CellOutcome:
+    """Re-run one cell of a sweep alone, in this process; reproduces the sweep's numbers."""
+    spec.validate()
+    if not 0 <= replicate < spec.replicates:
+        raise ConfigError(f"replicate {replicate} is outside 0..{spec.replicates - 1}")
+    run = RunDir.open(run_dir)
+    config = config_from_dict(run.manifest["config"], source=f"{run.path}/manifest.json")
+    tasks = sweep_tasks(spec, [setting], sweep_base(run, spec, config))
+    return execute_cell(RunPayload.read(run), tasks[replicate])
+
+
+def run_sweep(
+    run_dir: str | Path,
+    spec: SweepSpec,
+    out: str | Path,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: ProgressCallback | None = None,
+    force: bool = False,
+    plots: bool = True,
+) -> SweepResult:
+    """Run (or resume) a sweep and write its results, summary and plots into ``out``.
+
+    Parameters
+    ----------
+    run_dir : path
+        A prepared run directory; every cell starts from its latest snapshot.
+    spec : SweepSpec
+    out : path
+        Sweep directory; finished cells found there are skipped.
+    workers : int, optional
+        Local worker processes (default: all cores; 1 runs in this process). Ignored with
+        ``scheduler``.
+    scheduler : str, optional
+        Address of a Dask distributed scheduler (``tcp://HOST:PORT``).
+    progress : callable, optional
+        Called with a :class:`SweepProgress` at the start and after every cell.
+    force : bool
+        Discard an existing sweep directory whose base differs.
+    plots : bool
+        Write the PNG plots.
+
+    Raises
+    ------
+    ConfigError
+        Bad grid, foreign sweep directory, or unreachable scheduler.
+    """
+    start = time.perf_counter()
+    spec.validate()
+    if workers is not None:
+        check_int("workers", workers, 1)
+    run = RunDir.open(run_dir)
+    config = config_from_dict(run.manifest["config"], source=f"{run.path}/manifest.json")
+    settings = spec.settings(config, lambda r: resolve_response(run, r))
+    payload = RunPayload.read(run)
+    check_settings(StateSpace.from_columns(payload.space), settings)
+    base = sweep_base(run, spec, config)
+    sweep = SweepDir.prepare(out, base, {"run_dir": str(run.path), **spec.to_dict()}, force=force)
+    tasks = sweep_tasks(spec, settings, base)
+    todo = [t for t in tasks if not sweep.finished(t.key)]
+    skipped = len(tasks) - len(todo)
+    failures: list[dict[str, Any]] = []
+    state = {"done": skipped, "visits": 0}
+    cells_start = time.perf_counter()
+
+    def report(last: str | None) -> None:
+        if progress is not None:
+            progress(
+                SweepProgress(
+                    cells_total=len(tasks),
+                    cells_done=state["done"],
+                    cells_skipped=skipped,
+                    cells_failed=len(failures),
+                    visits_done=state["visits"],
+                    visits_total=len(todo) * int(spec.episodes),
+                    seconds=time.perf_counter() - cells_start,
+                    last_cell=last,
+                )
+            )
+
+    report(None)
+    if todo:
+        if scheduler is not None:
+            completed = run_dask(payload, todo, scheduler)
+        else:
+            n = min(workers or default_workers(), len(todo))
+            completed = (
+                run_inline(payload, todo) if n == 1 else run_pool(run.path, payload, todo, n)
+            )
+        for task, outcome, error in completed:
+            if outcome is not None:
+                frame = pd.DataFrame({"block": np.arange(len(outcome.metrics["visits"]))})
+                for name in METRIC_COLUMNS:
+                    frame[name] = outcome.metrics[name]
+                sweep.write_cell(
+                    task.key,
+                    frame,
+                    {
+                        "base": sweep.base,
+                        "setting": task.setting.columns(),
+                        "replicate": task.replicate,
+                        "seconds": outcome.seconds,
+                    },
+                )
+                state["visits"] += int(spec.episodes)
+            elif error is not None:
+                sweep.write_failure(task.key, error.report)
+                failures.append(
+                    {
+                        "cell": task.key,
+                        "label": task.setting.label,
+                        "replicate": task.replicate,
+                        "error": error.line,
+                    }
+                )
+            state["done"] += 1
+            report(task.key)
+    results = _combine(sweep, tasks)
+    sweep.write_results(results)
+    replicates = (
+        replicate_metrics(results)
+        if len(results)
+        else pd.DataFrame(columns=[*SETTING_COLUMNS, "replicate", *SUMMARY_METRICS])
+    )
+    summary = summarise(replicates, [(s.label, s.columns()) for s in settings])
+    best = best_settings(summary, replicates)
+    verdict = verdicts(summary, replicates)
+    written: list[Path] = []
+    if plots and len(results):
+        # matplotlib loads lazily: worker processes import this module and never plot
+        from rlreco.io.plots import write_sweep_plots
+
+        written = write_sweep_plots(learning_curves(results), summary, sweep.plots_dir)
+    result = SweepResult(
+        out=sweep.path,
+        summary=summary,
+        results=results,
+        best=best,
+        verdicts=verdict,
+        failures=failures,
+        cells_total=len(tasks),
+        cells_run=len(todo),
+        cells_skipped=skipped,
+        seconds=time.perf_counter() - start,
+        plots=written,
+    )
+    sweep.write_summary(summary, result.document())
+    return result
+
+
+def _combine(sweep: SweepDir, tasks: list[CellTask]) -> pd.DataFrame:
+    """Per-block results of every finished cell of the grid, in grid order."""
+    frames = []
+    for task in tasks:
+        if not sweep.finished(task.key):
+            continue
+        frame, info = sweep.read_cell(task.key)
+        head = pd.DataFrame(
+            {name: [value] * len(frame) for name, value in task.setting.columns().items()}
+        )
+        head["replicate"] = task.replicate
+        head["cell"] = task.key
+        frame = pd.concat([head, frame.reset_index(drop=True)], axis=1)
+        frame["cell_seconds"] = float(info["seconds"])
+        frames.append(frame)
+    if not frames:
+        columns = [*SETTING_COLUMNS, "replicate", "cell", "block", *METRIC_COLUMNS, "cell_seconds"]
+        return pd.DataFrame({c: [] for c in columns})
+    return pd.concat(frames, ignore_index=True)

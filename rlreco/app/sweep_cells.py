@@ -1,0 +1,229 @@
+"""One cell of a sweep: a setting's replicate simulated from a copy of the run's tables.
+
+Every worker process builds the run's tables and each response model once
+(:func:`load_payload`) and copies the tables per cell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rlreco.app.sweep_grid import Setting
+from rlreco.config import config_from_dict
+from rlreco.engine import streams
+from rlreco.engine.response import Response, build_response
+from rlreco.engine.simulation import SimulationParams, Simulator
+from rlreco.engine.state_space import StateSpace
+from rlreco.engine.sweep_statistics import METRIC_COLUMNS
+from rlreco.engine.tables import Tables
+from rlreco.errors import SimulationError
+from rlreco.io.run_dir import RunDir
+
+#: snapshot columns :meth:`Tables.from_columns` reads
+PAYLOAD_SNAPSHOT_COLUMNS = (
+    "state_id",
+    "product_id",
+    "product_code",
+    "value",
+    "reward",
+    "count",
+    "reco_count",
+)
+
+
+@dataclass(frozen=True)
+class RunPayload:
+    """Everything a worker needs from the run directory, as plain columns.
+
+    Attributes
+    ----------
+    token : str
+        Run id and snapshot name: the key of the worker's cache of built tables.
+    space : dict
+        ``RunDir.read_space()`` columns.
+    snapshot : dict
+        The latest snapshot's columns that :meth:`Tables.from_columns` reads.
+    history : dict or None
+        ``state_id``, ``product_id`` and ``count`` of the initial snapshot (the historical
+        counts the ``popularity`` model derives from) when the latest snapshot is a later one.
+    config : dict
+        The run's configuration (``RunConfig.to_dict()``).
+    state_weights : dict
+        Per held-out truth file (path as a string; ``""`` for any other response): the state
+        weights of ``holdout`` state sampling (empty for a run prepared without a holdout).
+    """
+
+    token: str
+    space: dict[str, dict[str, np.ndarray]]
+    snapshot: dict[str, np.ndarray]
+    history: dict[str, np.ndarray] | None
+    config: dict[str, Any]
+    state_weights: dict[str, np.ndarray]
+
+    @classmethod
+    def read(cls, run: RunDir) -> RunPayload:
+        """Read a run directory's state space, latest snapshot and historical counts."""
+        manifest = run.manifest
+        history = None
+        if manifest["snapshot"] != manifest["initial_snapshot"]:
+            initial = run.read_snapshot("initial")
+            history = {k: initial[k] for k in ("state_id", "product_id", "count")}
+        snapshot = run.read_snapshot()
+        return cls(
+            token=f"{manifest['run_id']}:{manifest['snapshot']}",
+            space=run.read_space(),
+            # per-row state names are redundant with state_id: shipping them to every worker
+            # would triple the payload
+            snapshot={k: v for k, v in snapshot.items() if k in PAYLOAD_SNAPSHOT_COLUMNS},
+            history=history,
+            config=manifest["config"],
+            state_weights=_holdout_weights(run),
+        )
+
+
+def _holdout_weights(run: RunDir) -> dict[str, np.ndarray]:
+    """State weights of every held-out truth, by truth file (``""``: the ``all`` truth's)."""
+    weights = {str(run.path / t["file"]): run.read_state_weights(t["name"]) for t in run.truths()}
+    if weights:
+        weights[""] = run.read_state_weights("all")
+    return weights
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """One cell to simulate: a setting's replicate and the sweep's base values."""
+
+    key: str
+    setting: Setting
+    replicate: int
+    seed: int
+    episodes: int
+    metrics_block: int
+
+    @property
+    def stream(self) -> tuple[int, ...]:
+        """Stream key of the cell under the sweep seed."""
+        return (streams.SWEEP, self.setting.stream_id, self.replicate)
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """Per-block metric sums of one simulated cell and its kernel time in seconds."""
+
+    key: str
+    metrics: dict[str, np.ndarray]
+    seconds: float
+
+
+class LoadedRun:
+    """A run's state space, starting tables and configuration, built once per process,
+    with the response models its cells have used (built once per model and slate size).
+
+    Parameters
+    ----------
+    payload : RunPayload
+    """
+
+    def __init__(self, payload: RunPayload) -> None:
+        self.space = StateSpace.from_columns(payload.space)
+        self.tables = Tables.from_columns(payload.snapshot, self.space)
+        self.config = config_from_dict(payload.config, source="run manifest")
+        if payload.history is None:
+            self.history_count = self.tables.count.copy()
+        else:
+            self.history_count = np.zeros(self.tables.shape, dtype=np.int64)
+            h = payload.history
+            self.history_count[h["state_id"], h["product_id"]] = h["count"]
+        self._responses: dict[tuple[str, int], Response] = {}
+        self._state_weights = payload.state_weights
+
+    def params(self, task: CellTask) -> SimulationParams:
+        """Simulation parameters of a cell: the run's configuration with the cell's setting."""
+        setting = task.setting
+        sampling = self.config.simulation.state_sampling
+        if setting.policy == "eps-greedy":
+            policy: dict[str, Any] = {"epsilon": setting.param}
+        else:
+            policy = {"policy": setting.policy, "policy_param": setting.param}
+        return SimulationParams.from_config(
+            self.config,
+            slate_size=setting.slate_size,
+            response=setting.response,
+            metrics_block=task.metrics_block,
+            state_sampling="empirical" if sampling == "holdout" else sampling,
+            **policy,
+        )
+
+    def sampling_space(self, task: CellTask) -> StateSpace:
+        """The state space whose weights drive a cell's state sampling (``holdout``: the
+        held-out rows of the cell's truth, see :mod:`rlreco.app.truth`)."""
+        if self.config.simulation.state_sampling != "holdout":
+            return self.space
+        weights = self._state_weights
+        if not weights:
+            raise SimulationError(
+                "state sampling holdout: the run was prepared without --holdout; "
+                "use uniform or empirical"
+            )
+        weight = weights.get(task.setting.response, weights[""])
+        return dataclasses.replace(self.space, state_weight=weight)
+
+    def response(self, params: SimulationParams) -> Response:
+        """The response model of some parameters, built on first use."""
+        key = (params.response, params.slate_size)
+        if key not in self._responses:
+            self._responses[key] = build_response(
+                params.response,
+                self.space,
+                rewards=params.rewards,
+                slate_size=params.slate_size,
+                click_probs=params.click_probs,
+                buy_probs=params.buy_probs,
+                history_count=self.history_count,
+            )
+        return self._responses[key]
+
+
+_LOADED: dict[str, LoadedRun] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def load_payload(payload: RunPayload) -> LoadedRun:
+    """Build (once per process and run) the state space and tables of a payload."""
+    with _LOADED_LOCK:
+        loaded = _LOADED.get(payload.token)
+        if loaded is None:
+            loaded = LoadedRun(payload)
+            # load the compiled kernel now, so that no cell's timing includes it
+            Simulator(loaded.space, loaded.tables.copy(), SimulationParams(slate_size=1)).run(1)
+            _LOADED.clear()  # one run at a time: bounded memory in long-lived Dask workers
+            _LOADED[payload.token] = loaded
+    return loaded
+
+
+def execute_cell(payload: RunPayload, task: CellTask) -> CellOutcome:
+    """Simulate one cell from a copy of the run's tables (the function every worker runs)."""
+    return simulate_cell(load_payload(payload), task)
+
+
+def simulate_cell(loaded: LoadedRun, task: CellTask) -> CellOutcome:
+    """Run one cell on a copy of the loaded tables, in its own random stream, with the engine's
+    :class:`Simulator` (every policy)."""
+    params = loaded.params(task)
+    simulator = Simulator(
+        loaded.sampling_space(task),
+        loaded.tables.copy(),
+        params,
+        seed=task.seed,
+        stream=task.stream,
+        response=loaded.response(params),
+    )
+    summary = simulator.run(task.episodes)
+    frame = simulator.metrics_frame()
+    metrics = {name: frame[name].to_numpy() for name in METRIC_COLUMNS}
+    return CellOutcome(task.key, metrics, summary.seconds)

@@ -1,0 +1,197 @@
+"""Running the cells of a sweep: in this process, in a local process pool, or on Dask.
+
+``workers=1`` runs the cells in the calling process; more workers use a process pool with the
+``spawn`` start method (forking a process that holds threads, such as a progress bar's, can
+deadlock), whose workers read the run directory themselves, in parallel; Ctrl-C terminates
+the pool at once. ``scheduler="tcp://HOST:PORT"`` runs the cells on an existing Dask
+distributed cluster (extra ``rlreco[dask]``): the driver scatters the run's columns to the
+workers, so they need no shared file system (truth-table responses are read by path, though).
+All paths run the same function on the same data, so the results are identical whatever the
+execution; only wall-clock times differ.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlreco.app.sweep_cells import (
+    CellOutcome,
+    CellTask,
+    LoadedRun,
+    RunPayload,
+    execute_cell,
+    load_payload,
+    simulate_cell,
+)
+from rlreco.errors import ConfigError, RlrecoError, SnapshotError
+from rlreco.io.run_dir import RunDir
+
+#: how long to wait for a Dask scheduler
+CONNECT_TIMEOUT = "10s"
+
+
+@dataclass(frozen=True)
+class SweepProgress:
+    """Progress of a sweep, passed to the ``progress`` callback after every cell.
+
+    Attributes
+    ----------
+    cells_total : int
+        Cells of the grid.
+    cells_done : int
+        Cells finished, including those skipped because a previous run finished them.
+    cells_skipped : int
+        Cells found finished on disk at the start.
+    cells_failed : int
+        Cells that raised in this run.
+    visits_done, visits_total : int
+        Visits simulated so far / to simulate in this run (skipped cells excluded).
+    seconds : float
+        Wall time since the cells started.
+    last_cell : str or None
+        Key of the cell that just finished or failed.
+    """
+
+    cells_total: int
+    cells_done: int
+    cells_skipped: int
+    cells_failed: int
+    visits_done: int
+    visits_total: int
+    seconds: float
+    last_cell: str | None
+
+    @property
+    def visits_per_second(self) -> float:
+        """Visits simulated per wall-clock second in this run."""
+        return self.visits_done / self.seconds if self.seconds > 0 else 0.0
+
+
+ProgressCallback = Callable[[SweepProgress], None]
+
+
+@dataclass(frozen=True)
+class CellError:
+    """Why a cell failed: one line for the summary and the full traceback for its error file."""
+
+    line: str
+    report: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> CellError:
+        """Describe an exception: a user error's own message, else its type and first line."""
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        if isinstance(exc, RlrecoError) and first:
+            line = first
+        else:
+            line = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        return cls(line, "".join(traceback.format_exception(exc)))
+
+
+#: a finished cell: its task and either its outcome or its error
+Completed = tuple[CellTask, CellOutcome | None, CellError | None]
+
+
+def default_workers() -> int:
+    """Cores available to this process."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _attempt(loaded: LoadedRun, task: CellTask) -> Completed:
+    """Simulate one cell; an exception becomes the cell's error (the other cells go on)."""
+    try:
+        return task, simulate_cell(loaded, task), None
+    except Exception as exc:
+        return task, None, CellError.from_exception(exc)
+
+
+def run_inline(payload: RunPayload, tasks: list[CellTask]) -> Iterator[Completed]:
+    loaded = load_payload(payload)
+    for task in tasks:
+        yield _attempt(loaded, task)
+
+
+#: what a pool worker loaded, or why it could not
+_WORKER_RUN: list[LoadedRun | CellError] = []
+
+
+def _init_worker(run_path: str, token: str) -> None:
+    """Load the run in a pool worker, from the run directory itself.
+
+    Reading the files costs each worker a fraction of a second, in parallel; receiving the
+    driver's payload through the spawn pipe instead would start the workers one after another.
+    Ctrl-C is the driver's to handle (it terminates the pool). A failure is kept and reported
+    by every cell: a raising initializer would make the pool respawn workers forever.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        payload = RunPayload.read(RunDir.open(run_path))
+        if payload.token != token:
+            raise SnapshotError(f"{run_path}: the run directory changed while the sweep started")
+        _WORKER_RUN.append(load_payload(payload))
+    except Exception as exc:
+        _WORKER_RUN.append(CellError.from_exception(exc))
+
+
+def _pool_cell(task: CellTask) -> Completed:
+    loaded = _WORKER_RUN[0]
+    if isinstance(loaded, CellError):
+        return task, None, loaded
+    return _attempt(loaded, task)
+
+
+def run_pool(
+    run_path: Path, payload: RunPayload, tasks: list[CellTask], workers: int
+) -> Iterator[Completed]:
+    context = multiprocessing.get_context("spawn")
+    pool = context.Pool(workers, initializer=_init_worker, initargs=(str(run_path), payload.token))
+    try:
+        yield from pool.imap_unordered(_pool_cell, tasks, chunksize=1)
+        pool.close()
+    finally:
+        # on Ctrl-C or any error: stop the running cells now (finished ones are saved)
+        pool.terminate()
+        pool.join()
+
+
+def run_dask(payload: RunPayload, tasks: list[CellTask], address: str) -> Iterator[Completed]:
+    try:
+        import distributed
+    except ImportError:
+        raise ConfigError(
+            "--scheduler needs Dask distributed: pip install 'rlreco[dask]'"
+        ) from None
+    dask: Any = distributed  # untyped package
+    try:
+        client = dask.Client(address, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ConfigError(f"cannot connect to Dask scheduler {address}: {exc}") from None
+    try:
+        shared = client.scatter(payload, broadcast=True)
+        run = uuid.uuid4().hex[:8]
+        futures = {
+            client.submit(
+                execute_cell, shared, task, key=f"rlreco-{run}-{task.key}", pure=False
+            ): task
+            for task in tasks
+        }
+        for future in dask.as_completed(list(futures)):
+            task = futures.pop(future)
+            if future.status == "finished":
+                yield task, future.result(), None
+            else:
+                yield task, None, CellError.from_exception(future.exception())
+            future.release()
+    finally:
+        client.close()

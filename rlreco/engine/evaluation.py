@@ -1,0 +1,547 @@
+"""Off-policy evaluation of epsilon-greedy targets on a visit log (pure computation).
+
+A log is a sequence of visits, each a state and the slots shown (product, outcome, reward, and
+the logging policy's propensity of that product in that slot given the slots before it). For
+each target this module estimates reward per visit, click rate and buy rate per shown product
+(a slot counts as clicked when its outcome is clicked or bought: the log keeps one outcome per
+slot), each with a 95% confidence interval from the normal approximation over visits.
+
+Estimators (the kernels are in :mod:`rlreco.engine.kernels.estimators`):
+
+``replay``
+    A *learning* epsilon-greedy target starting from the run's tables steps through the log and,
+    slot by slot, draws its product given the logged slots before; it keeps the events where it
+    drew the logged product and learns from them only (Li, Chu, Langford and Wang, WSDM 2011).
+    Estimate: the mean over accepted events, times the mean slots per visit. Unbiased for
+    uniformly random logging when slots are exchangeable; the expected acceptance rate is the
+    mean of the target's probability of the logged product, ``1 / (K - i)`` per slot under
+    uniform logging.
+``ips``, ``snips``
+    A *fixed* target (the run's tables acted on with epsilon). Per slot, weight
+    ``w = min(pi / propensity, clip)`` with ``pi`` the target's probability of the logged
+    product given the logged slots before it; ``ips`` averages ``sum_i w_i y_i`` over visits,
+    ``snips`` divides each slot position's weighted sum by its sum of weights.
+``dr``
+    Doubly robust: the direct-method value of the target's *own* slate under a reward model
+    (exact over its slot distribution, :func:`~rlreco.engine.kernels.estimators.expect_slots_nb`)
+    plus the per-slot weighted residuals ``w_i (y_i - q(s, a_i))``. The model is ``fitted``
+    (per-cell means of the log, shrunk to the log's mean with the weight of one slot, and
+    cross-fitted: visits of even index are corrected with the model of the odd ones and vice
+    versa) or, for the reward, the run's ``values``.
+
+Position independence: the per-slot estimators assume a slot's reward depends only on the state
+and the product shown, not on its position or the other products, and decompose the slate into
+per-slot choices made given the logged slots before them. They are exact for a target whose slot
+choice does not depend on the slots above it beyond excluding them, and for one-slot visits; a
+greedy target evaluated on logs whose slots before differ from its own (uniform logs) is credited
+at slot ``i`` with the best product not among the *logged* slots before, not with its own
+``i + 1``-th best. ``dr`` keeps only a second-order share of that error (the product of this
+prefix mismatch and the reward model's error), because its direct-method term uses the target's
+own slate distribution.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rlreco.engine.kernels.estimators import (
+    accumulate_cells_nb,
+    correct_residuals_nb,
+    expect_slots_nb,
+    rank_top_nb,
+    snips_influence_nb,
+    sum_weighted_nb,
+    weigh_slots_nb,
+)
+from rlreco.engine.state_space import StateSpace
+from rlreco.engine.statistics import Interval
+from rlreco.errors import SimulationError
+from rlreco.schema import LOG_DTYPE
+
+#: two-sided 95% normal quantile
+Z95 = 1.959963984540054
+#: the estimators, in report order
+ESTIMATORS = ("replay", "ips", "snips", "dr")
+#: reward models of ``dr``
+REWARD_MODELS = ("fitted", "values")
+#: largest slate the exact direct-method term of ``dr`` expands (2**n subsets per state)
+DR_MAX_SLATE = 12
+#: metrics of every estimate: reward per visit, and click and buy rate per shown product
+METRICS = ("reward_per_visit", "click_rate", "buy_rate")
+#: list capacity per state of the replay target beyond the slate size
+
+
+@dataclass(frozen=True)
+class LoggedVisits:
+    """A visit log in a run's integer ids, ready for the kernels.
+
+    Attributes
+    ----------
+    slots : ndarray of LOG_DTYPE, shape (n_slots,)
+        Sorted by visit, positions ``0..m-1`` within each visit.
+    visit_ptr : ndarray of int64, shape (n_visits + 1,)
+        Visit ``t`` is ``slots[visit_ptr[t]:visit_ptr[t + 1]]``.
+    buys_known : bool
+        Whether outcomes tell purchases apart (else the buy rate is undefined).
+    """
+
+    slots: np.ndarray
+    visit_ptr: np.ndarray
+    buys_known: bool = True
+
+    @classmethod
+    def from_slots(cls, slots: np.ndarray, *, buys_known: bool = True) -> LoggedVisits:
+        """Index the visits of slots sorted by visit (a visit's slots are consecutive)."""
+        if slots.dtype != LOG_DTYPE:
+            raise SimulationError("logged slots must be a LOG_DTYPE array")
+        starts = np.flatnonzero(slots["position"] == 0)
+        ptr = np.append(starts, slots.shape[0]).astype(np.int64)
+        return cls(np.ascontiguousarray(slots), ptr, buys_known)
+
+    @property
+    def n_visits(self) -> int:
+        """Number of visits."""
+        return int(self.visit_ptr.shape[0] - 1)
+
+    @property
+    def n_slots(self) -> int:
+        """Number of logged slots."""
+        return int(self.slots.shape[0])
+
+    @property
+    def slots_per_visit(self) -> np.ndarray:
+        """Slots of each visit, int64 (n_visits,)."""
+        return np.diff(self.visit_ptr)
+
+    @property
+    def slate_size(self) -> int:
+        """Most slots of a visit."""
+        return int(self.slots_per_visit.max()) if self.n_visits else 0
+
+    @property
+    def outcomes_known(self) -> bool:
+        """Whether every slot has an outcome (else click and buy rates are undefined)."""
+        return bool(np.all(self.slots["outcome"] >= 0))
+
+    @property
+    def propensities_known(self) -> bool:
+        """Whether every slot has a logging propensity."""
+        return bool(np.all(np.isfinite(self.slots["propensity"])))
+
+    def defined_metrics(self) -> tuple[str, ...]:
+        """The metrics the log defines: reward always; click and buy rates when outcomes are
+        known (the buy rate only when they tell purchases apart)."""
+        if not self.outcomes_known:
+            return METRICS[:1]
+        return METRICS if self.buys_known else METRICS[:2]
+
+    def metric_values(self) -> dict[str, np.ndarray]:
+        """Per-slot values of the metrics: reward, clicked (or bought), bought (NaN unknown)."""
+        outcome = self.slots["outcome"]
+        unknown = outcome < 0
+        no_buys = unknown | (not self.buys_known)
+        return {
+            "reward_per_visit": self.slots["reward"].astype(np.float64),
+            "click_rate": np.where(unknown, np.nan, (outcome >= 1).astype(np.float64)),
+            "buy_rate": np.where(no_buys, np.nan, (outcome == 2).astype(np.float64)),
+        }
+
+
+@dataclass(frozen=True)
+class Catalogues:
+    """A state space's segment catalogues as kernel arrays."""
+
+    state_segment: np.ndarray
+    catalog_ptr: np.ndarray
+    catalog_items: np.ndarray
+    catalog_size: np.ndarray
+    in_catalog: np.ndarray
+
+    @classmethod
+    def of(cls, space: StateSpace) -> Catalogues:
+        """Arrays of ``space``."""
+        in_catalog = np.zeros((space.n_segments, space.n_products), dtype=np.bool_)
+        for segment in range(space.n_segments):
+            in_catalog[segment, space.catalogue(segment)] = True
+        return cls(
+            state_segment=np.ascontiguousarray(space.state_segment, dtype=np.int16),
+            catalog_ptr=np.ascontiguousarray(space.catalog_ptr, dtype=np.int64),
+            catalog_items=np.ascontiguousarray(space.catalog_items, dtype=np.int32),
+            catalog_size=np.diff(space.catalog_ptr).astype(np.int64),
+            in_catalog=in_catalog,
+        )
+
+    def state_catalog_size(self) -> np.ndarray:
+        """Catalogue size of every state, int64 (n_states,)."""
+        return self.catalog_size[self.state_segment]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One estimator's verdict on one target.
+
+    Attributes
+    ----------
+    estimator : str
+    epsilon : float
+    metrics : dict of str to Interval
+        :data:`METRICS`; mean and 95% bounds (NaN where undefined).
+    visits, slots : int
+        Logged visits and slots used.
+    accepted : int or None
+        ``replay``: accepted events.
+    acceptance_rate, predicted_acceptance : float or None
+        ``replay``: accepted share of slots, and its expectation (mean target probability of
+        the logged product).
+    ess : float or None
+        Weighted estimators: effective sample size ``(sum w)**2 / sum w**2`` over slots.
+    max_weight : float or None
+    clipped : int or None
+        Slots whose weight was clipped.
+    """
+
+    estimator: str
+    epsilon: float
+    metrics: dict[str, Interval]
+    visits: int
+    slots: int
+    accepted: int | None = None
+    acceptance_rate: float | None = None
+    predicted_acceptance: float | None = None
+    ess: float | None = None
+    max_weight: float | None = None
+    clipped: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        """Flat columns: estimator, epsilon, ``<metric>_mean/_low/_high``, diagnostics."""
+        out: dict[str, Any] = {"estimator": self.estimator, "epsilon": float(self.epsilon)}
+        for name in METRICS:
+            interval = self.metrics[name]
+            out[f"{name}_mean"] = interval.mean
+            out[f"{name}_low"] = interval.low
+            out[f"{name}_high"] = interval.high
+        out.update(
+            visits=self.visits,
+            slots=self.slots,
+            accepted=self.accepted,
+            acceptance_rate=self.acceptance_rate,
+            predicted_acceptance=self.predicted_acceptance,
+            ess=self.ess,
+            max_weight=self.max_weight,
+            clipped=self.clipped,
+        )
+        return out
+
+
+def normal_interval(mean: float, influence: np.ndarray) -> Interval:
+    """Mean with the 95% normal interval of an average whose per-visit influence is given."""
+    n = int(influence.shape[0])
+    if n < 2 or not math.isfinite(mean):
+        return Interval(mean, math.nan, math.nan, math.nan, n)
+    sd = float(np.std(influence, ddof=1))
+    half = Z95 * sd / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, sd, n)
+
+
+def _metric_intervals(
+    visits: LoggedVisits, totals: dict[str, tuple[float, np.ndarray]]
+) -> dict[str, Interval]:
+    """Reward per visit as is; click and buy per shown product as a ratio to slots per visit.
+
+    ``totals`` maps each metric to (estimate of its sum per visit, per-visit influence).
+    """
+    m = visits.slots_per_visit.astype(np.float64)
+    m_bar = float(m.mean())
+    out = {}
+    for name, (total, influence) in totals.items():
+        if name == "reward_per_visit":
+            out[name] = normal_interval(total, influence)
+        else:
+            rate = total / m_bar
+            out[name] = normal_interval(rate, (influence - rate * (m - m_bar)) / m_bar)
+    return out
+
+
+def target_ranking(value: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every state's ``n`` best known products (:func:`rank_top_nb`)."""
+    ranked = np.empty((value.shape[0], n), dtype=np.int64)
+    count = np.empty(value.shape[0], dtype=np.int64)
+    rank_top_nb(np.ascontiguousarray(value, dtype=np.float64), n, ranked, count)
+    return ranked, count
+
+
+def importance_weights(
+    visits: LoggedVisits,
+    catalogues: Catalogues,
+    value: np.ndarray,
+    epsilon: float,
+    clip: float = math.inf,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Target probability and clipped weight of every logged slot (fixed target).
+
+    Parameters
+    ----------
+    visits : LoggedVisits
+        With every propensity known.
+    catalogues : Catalogues
+    value : ndarray of float64, shape (n_states, n_products)
+        The target's tables (``-inf`` unknown).
+    epsilon : float
+    clip : float
+        Weight cap.
+
+    Returns
+    -------
+    (ndarray, ndarray) of float64, shape (n_slots,)
+    """
+    ranked, count = target_ranking(value, max(visits.slate_size, 1))
+    target = np.empty(visits.n_slots)
+    weight = np.empty(visits.n_slots)
+    weigh_slots_nb(
+        visits.slots,
+        visits.visit_ptr,
+        ranked,
+        count,
+        catalogues.state_segment,
+        catalogues.catalog_size,
+        catalogues.in_catalog,
+        float(epsilon),
+        float(clip),
+        target,
+        weight,
+    )
+    return target, weight
+
+
+def _weight_diagnostics(weight: np.ndarray, clip: float) -> dict[str, Any]:
+    total = float(weight.sum())
+    squares = float(np.dot(weight, weight))
+    return {
+        "ess": total * total / squares if squares > 0 else 0.0,
+        "max_weight": float(weight.max()) if weight.size else math.nan,
+        "clipped": int(np.count_nonzero(weight >= clip)) if math.isfinite(clip) else 0,
+    }
+
+
+def _sum_weighted(visits: LoggedVisits, weight: np.ndarray) -> tuple[np.ndarray, ...]:
+    """:func:`sum_weighted_nb`: per-visit and per-position weighted sums."""
+    n = max(visits.slate_size, 1)
+    per_visit = np.empty((visits.n_visits, 3))
+    per_position = np.empty((n, 3))
+    weight_sum = np.empty(n)
+    present = np.empty(n)
+    sum_weighted_nb(
+        visits.slots, visits.visit_ptr, weight, per_visit, per_position, weight_sum, present
+    )
+    return per_visit, per_position, weight_sum, present
+
+
+def _totals(
+    visits: LoggedVisits, estimate: np.ndarray, influence: np.ndarray
+) -> dict[str, tuple[float, np.ndarray]]:
+    """(estimate, influence) per metric, NaN for the metrics the log does not define."""
+    defined = visits.defined_metrics()
+    nan = np.full(visits.n_visits, np.nan)
+    return {
+        name: (float(estimate[m]), influence[:, m]) if name in defined else (math.nan, nan)
+        for m, name in enumerate(METRICS)
+    }
+
+
+def estimate_ips(
+    visits: LoggedVisits, weight: np.ndarray, *, epsilon: float, clip: float = math.inf
+) -> Estimate:
+    """Inverse propensity scoring: the mean over visits of ``sum_i w_i y_i``."""
+    per_visit, _, _, _ = _sum_weighted(visits, weight)
+    total = per_visit.mean(axis=0)
+    return Estimate(
+        "ips",
+        epsilon,
+        _metric_intervals(visits, _totals(visits, total, per_visit - total)),
+        visits.n_visits,
+        visits.n_slots,
+        **_weight_diagnostics(weight, clip),
+    )
+
+
+def estimate_snips(
+    visits: LoggedVisits, weight: np.ndarray, *, epsilon: float, clip: float = math.inf
+) -> Estimate:
+    """Self-normalised IPS, per slot position: ``sum_t w y / sum_t w`` at each position, summed
+    over positions with the share of visits that have it (delta-method intervals)."""
+    _, per_position, weight_sum, present = _sum_weighted(visits, weight)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = per_position / weight_sum[:, None]
+        mean_weight = weight_sum / present
+    total = (present[:, None] / visits.n_visits * ratio).sum(axis=0)
+    influence = np.empty((visits.n_visits, 3))
+    snips_influence_nb(visits.slots, visits.visit_ptr, weight, ratio, mean_weight, influence)
+    return Estimate(
+        "snips",
+        epsilon,
+        _metric_intervals(visits, _totals(visits, total, influence - total)),
+        visits.n_visits,
+        visits.n_slots,
+        **_weight_diagnostics(weight, clip),
+    )
+
+
+def slot_expectations(
+    catalogues: Catalogues, value: np.ndarray, epsilon: float, n: int, states: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The target's own slot distribution over its best products (exact, per state).
+
+    Returns
+    -------
+    prob : ndarray of float64, shape (len(states), n, n + 1)
+        :func:`expect_slots_nb`.
+    ranked, count : ndarray of int64
+        :func:`target_ranking` of ``value``.
+    """
+    if n > DR_MAX_SLATE:
+        raise SimulationError(
+            f"slate size {n}: the exact slate expectation handles at most {DR_MAX_SLATE} slots"
+        )
+    ranked, count = target_ranking(value, n)
+    prob = np.empty((states.shape[0], n, n + 1))
+    expect_slots_nb(
+        ranked, count, catalogues.state_catalog_size(), float(epsilon),
+        states.astype(np.int64), prob,
+    )  # fmt: skip
+    return prob, ranked, count
+
+
+def expected_slate_scores(
+    catalogues: Catalogues,
+    prob: np.ndarray,
+    ranked: np.ndarray,
+    count: np.ndarray,
+    states: np.ndarray,
+    score: np.ndarray,
+) -> np.ndarray:
+    """Expected score of each slot of the target's own slate, per state.
+
+    Parameters
+    ----------
+    prob, ranked, count, states
+        :func:`slot_expectations` of ``states``.
+    score : ndarray of float64, shape (n_states, n_products)
+        An additive score per cell (a reward model, or the true expected reward).
+
+    Returns
+    -------
+    ndarray of float64, shape (len(states), n)
+    """
+    n = prob.shape[1]
+    rows = ranked[states]
+    valid = np.arange(n)[None, :] < count[states][:, None]
+    top = np.where(valid, score[states[:, None], np.maximum(rows, 0)], 0.0)
+    size = catalogues.state_catalog_size()[states]
+    catalogue_sum = np.empty(states.shape[0])
+    segment = catalogues.state_segment[states]
+    for g in np.unique(segment):
+        mine = np.flatnonzero(segment == g)
+        items = catalogues.catalog_items[catalogues.catalog_ptr[g] : catalogues.catalog_ptr[g + 1]]
+        catalogue_sum[mine] = score[np.ix_(states[mine], items)].sum(axis=1)
+    others = size - count[states]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        other_mean = np.where(others > 0, (catalogue_sum - top.sum(axis=1)) / others, 0.0)
+    return np.einsum("kij,kj->ki", prob[:, :, :n], top) + prob[:, :, n] * other_mean[:, None]
+
+
+def on_policy_value(
+    catalogues: Catalogues,
+    value: np.ndarray,
+    epsilon: float,
+    n: int,
+    state_weight: np.ndarray,
+    scores: dict[str, np.ndarray],
+) -> dict[str, float]:
+    """Exact expected metrics of a fixed target's own slates under a known truth.
+
+    Parameters
+    ----------
+    state_weight : ndarray of float64, shape (n_states,)
+        Probability (or weight) of each state per visit.
+    scores : dict of str to ndarray (n_states, n_products)
+        Per-cell expected value of each metric (e.g. reward ``mu``, ``P(click or buy)``,
+        ``p_buy``).
+
+    Returns
+    -------
+    dict of str to float
+        Per visit for ``reward_per_visit``, per slot for the others.
+    """
+    states = np.flatnonzero(state_weight > 0)
+    share = state_weight[states] / state_weight[states].sum()
+    prob, ranked, count = slot_expectations(catalogues, value, epsilon, n, states)
+    out = {}
+    for name, score in scores.items():
+        per_state = expected_slate_scores(catalogues, prob, ranked, count, states, score)
+        total = float(np.dot(share, per_state.sum(axis=1)))
+        out[name] = total if name == "reward_per_visit" else total / n
+    return out
+
+
+def estimate_dr(
+    visits: LoggedVisits,
+    catalogues: Catalogues,
+    value: np.ndarray,
+    weight: np.ndarray,
+    *,
+    epsilon: float,
+    clip: float = math.inf,
+    reward_model: str = "fitted",
+) -> Estimate:
+    """Doubly robust estimate (module docstring), cross-fitted on even and odd visits."""
+    if reward_model not in REWARD_MODELS:
+        raise SimulationError(f"reward model {reward_model!r}: expected fitted or values")
+    slots = visits.slots
+    shape = value.shape
+    states = np.unique(slots["state"]).astype(np.int64)
+    where = np.full(shape[0], -1, dtype=np.int64)
+    where[states] = np.arange(states.size)
+    prob, ranked, count = slot_expectations(catalogues, value, epsilon, visits.slate_size, states)
+    stats = np.empty((2, shape[0], shape[1], 4))
+    accumulate_cells_nb(slots, visits.visit_ptr, stats)
+    sums = stats.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prior = sums[:, :3] / sums[:, 3:]
+    prior = np.nan_to_num(prior)
+    use_values = reward_model == "values"
+    value_prior = float(sums[:, 0].sum() / sums[:, 3].sum())
+    correction = np.empty((visits.n_visits, 3))
+    correct_residuals_nb(
+        slots, visits.visit_ptr, weight, stats, prior, value, value_prior, use_values, correction
+    )
+    m = visits.slots_per_visit
+    visit_fold = np.arange(visits.n_visits) % 2
+    visit_state = where[slots["state"][visits.visit_ptr[:-1]]]
+    per_visit = correction
+    for f in (0, 1):
+        chosen = visit_fold == f
+        other = stats[1 - f]
+        for k in range(3):
+            if k == 0 and use_values:
+                model = np.where(np.isfinite(value), value, value_prior)
+            else:
+                model = (other[:, :, k] + prior[1 - f, k]) / (other[:, :, 3] + 1.0)
+            dm = np.cumsum(
+                expected_slate_scores(catalogues, prob, ranked, count, states, model), axis=1
+            )
+            per_visit[chosen, k] += dm[visit_state[chosen], m[chosen] - 1]
+    total = per_visit.mean(axis=0)
+    return Estimate(
+        "dr",
+        epsilon,
+        _metric_intervals(visits, _totals(visits, total, per_visit - total)),
+        visits.n_visits,
+        visits.n_slots,
+        **_weight_diagnostics(weight, clip),
+        extra={"reward_model": reward_model},
+    )

@@ -1,0 +1,357 @@
+"""Visit logs: one row per shown slot, written by rlreco or read from other systems.
+
+rlreco's own layout (``RUN_DIR/logs/part-<first visit>.parquet``, one file per chunk of
+visits, each written to a temporary name and renamed like a snapshot) has the columns of
+:data:`LOG_SCHEMA`: ``run_id``, the fields of :data:`rlreco.schema.LOG_DTYPE` (``visit``,
+``state``, ``position``, ``product``, ``outcome``, ``reward``, ``propensity``; a NaN
+propensity is stored as null), the state's string id ``state_name``, the product's
+``product_code``, the logging ``policy`` and its parameter ``param``, and ``timestamp`` (UTC,
+null for simulated visits).
+
+A log written elsewhere (Parquet, or CSV / CSV.gz) is read by :mod:`rlreco.io.foreign_log`
+through a :class:`~rlreco.io.foreign_log.ColumnMap`: a
+state is a distinct tuple of the context columns, a product is the item column's value
+(read as a string), and slots group into visits by the visit column, or else by runs of rows of
+one context whose positions increase (a row whose position does not exceed the previous row's,
+or whose context differs, starts a new visit); without a position column every row is a visit of
+one slot. Positions are 0-based slot indices, and the slots of a visit must be positions
+``0, 1, ..., m - 1`` (the estimators need every slot above a slot). Both readers return
+:class:`LogSlots`, the log in names (state labels and product codes), which the application
+maps to a run's integer ids.
+
+Every problem is one :class:`~rlreco.errors.DataError` line naming the file, the column and the
+first bad row (0-based data row): a missing or mistyped column, a missing value, a propensity
+outside (0, 1], a negative position, a visit whose positions are not ``0..m-1``, an empty log.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rlreco.errors import DataError, SnapshotError
+from rlreco.io.run_dir import atomic_path, read_tagged, record_fields
+from rlreco.schema import LOG_DTYPE
+
+LOG_KIND = "visit_log"
+LOG_SCHEMA_VERSION = 1
+LOG_FOLDER = "logs"
+_META_KEY = b"rlreco"
+#: separator of the context values in a log-derived state label (escaped inside values)
+CONTEXT_SEPARATOR = "|"
+
+#: Arrow schema of rlreco's visit log parts, derived from :data:`LOG_DTYPE`.
+LOG_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        *record_fields(LOG_DTYPE),
+        ("state_name", pa.string()),
+        ("product_code", pa.string()),
+        ("policy", pa.string()),
+        ("param", pa.float64()),
+        ("timestamp", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class LogSlots:
+    """A visit log in names, one entry per slot, sorted by visit then position.
+
+    Attributes
+    ----------
+    source : str
+        File or folder read (for messages).
+    visit : ndarray of int64, shape (n,)
+        Visit number, 0, 1, 2, ... in log order (consecutive slots of a visit share it).
+    position : ndarray of int16, shape (n,)
+        Slot, ``0..m-1`` within each visit.
+    state_index, product_index : ndarray of int64, shape (n,)
+        Indices into ``state_names`` and ``product_codes``.
+    state_names, product_codes : ndarray of str
+        Distinct state labels and product codes.
+    outcome : ndarray of int8, shape (n,)
+        0 ignored, 1 clicked, 2 bought, -1 unknown.
+    reward : ndarray of float64, shape (n,)
+    propensity : ndarray of float64, shape (n,)
+        NaN where unknown.
+    row : ndarray of int64, shape (n,)
+        Data row of each slot in the source (for messages).
+    policy : str or None
+        Logging policy and parameter, when the log is one of rlreco's (of its first row).
+    run_id : str or None
+        Run that wrote the log (rlreco logs).
+    buys_known : bool
+        Whether a slot's outcome tells purchases apart (false for a foreign log with a click
+        column but no purchase column: its buy rate is unknown).
+    """
+
+    source: str
+    visit: np.ndarray
+    position: np.ndarray
+    state_index: np.ndarray
+    state_names: np.ndarray
+    product_index: np.ndarray
+    product_codes: np.ndarray
+    outcome: np.ndarray
+    reward: np.ndarray
+    propensity: np.ndarray
+    row: np.ndarray
+    policy: str | None = None
+    run_id: str | None = None
+    buys_known: bool = True
+
+    @property
+    def n_slots(self) -> int:
+        """Number of logged slots."""
+        return int(self.visit.shape[0])
+
+    @property
+    def n_visits(self) -> int:
+        """Number of visits."""
+        return int(self.visit[-1]) + 1 if self.visit.size else 0
+
+
+# --------------------------------------------------------------------------- rlreco's layout
+
+
+def log_part_name(first_visit: int) -> str:
+    """Path, relative to the run directory, of the part starting at ``first_visit``."""
+    return f"{LOG_FOLDER}/part-{first_visit:015d}.parquet"
+
+
+def write_log_part(
+    run_path: Path,
+    records: np.ndarray,
+    *,
+    run_id: str,
+    state_names: np.ndarray,
+    product_codes: np.ndarray,
+    policy: str,
+    param: float,
+    timestamp: np.ndarray | None = None,
+) -> Path:
+    """Write one part of a run's visit log atomically; return its path.
+
+    Parameters
+    ----------
+    run_path : Path
+        Run directory.
+    records : ndarray of LOG_DTYPE, shape (n,)
+        Slots in visit order; the part is named after the first visit.
+    run_id : str
+    state_names, product_codes : ndarray of str
+        The run's state ids and product codes by integer id.
+    policy : str
+    param : float
+    timestamp : ndarray of datetime64, shape (n,), optional
+        UTC time of each slot's visit (online visits); null otherwise.
+    """
+    if records.dtype != LOG_DTYPE or records.size == 0:
+        raise ValueError("write_log_part: expected a non-empty LOG_DTYPE array")
+    n = records.shape[0]
+    columns: dict[str, pa.Array] = {"run_id": pa.array(np.full(n, run_id), pa.string())}
+    for name in LOG_DTYPE.names or ():
+        values = np.ascontiguousarray(records[name])
+        kind = LOG_SCHEMA.field(name).type
+        # NaN propensities (unknown) are nulls in the file
+        columns[name] = pa.array(values, kind, from_pandas=name == "propensity")
+    columns["state_name"] = pa.array(np.asarray(state_names)[records["state"]], pa.string())
+    columns["product_code"] = pa.array(np.asarray(product_codes)[records["product"]], pa.string())
+    columns["policy"] = pa.array(np.full(n, policy), pa.string())
+    columns["param"] = pa.array(np.full(n, float(param)), pa.float64())
+    if timestamp is None:
+        columns["timestamp"] = pa.nulls(n, LOG_SCHEMA.field("timestamp").type)
+    else:
+        stamps = pd.to_datetime(np.asarray(timestamp), utc=True)
+        columns["timestamp"] = pa.array(stamps, LOG_SCHEMA.field("timestamp").type)
+    meta = {"kind": LOG_KIND, "schema_version": LOG_SCHEMA_VERSION}
+    schema = LOG_SCHEMA.with_metadata({_META_KEY: json.dumps(meta).encode()})
+    table = pa.Table.from_arrays([columns[f.name] for f in LOG_SCHEMA], schema=schema)
+    path = run_path / log_part_name(int(records["visit"][0]))
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return path
+
+
+def is_rlreco_log(path: str | Path) -> bool:
+    """Whether ``path`` is a run's log folder, a run directory with logs, or a log part."""
+    path = Path(path)
+    if path.is_dir():
+        folder = path / LOG_FOLDER if (path / LOG_FOLDER).is_dir() else path
+        return any(folder.glob("part-*.parquet"))
+    if path.suffix != ".parquet" or not path.is_file():
+        return False
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (pa.ArrowException, OSError):
+        return False
+    try:
+        info = json.loads(meta.get(_META_KEY, b"{}"))
+    except ValueError:
+        return False
+    return isinstance(info, dict) and info.get("kind") == LOG_KIND
+
+
+def read_visit_log(path: str | Path) -> LogSlots:
+    """Read one of rlreco's visit logs: a part file, a log folder, or a run directory.
+
+    Raises
+    ------
+    DataError
+        Nothing to read, a part that is not an rlreco visit log of this schema, an empty log,
+        a propensity outside (0, 1], or visits whose slots are not ``0..m-1``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        folder = path / LOG_FOLDER if (path / LOG_FOLDER).is_dir() else path
+        parts = sorted(folder.glob("part-*.parquet"))
+        if not parts:
+            raise DataError(f"{path}: no visit log parts (part-*.parquet) found")
+    elif path.is_file():
+        parts = [path]
+    else:
+        raise DataError(f"{path}: log not found")
+    tables = []
+    for part in parts:
+        try:
+            table, _ = read_tagged(part, LOG_KIND, LOG_SCHEMA_VERSION)
+        except SnapshotError as exc:
+            raise DataError(str(exc)) from None
+        if not table.schema.remove_metadata().equals(LOG_SCHEMA):
+            raise DataError(f"{part}: columns {table.schema.names} do not match the visit log")
+        tables.append(table.replace_schema_metadata(None))
+    table = pa.concat_tables(tables)
+    source = str(path)
+    if table.num_rows == 0:
+        raise DataError(f"{source}: the log is empty (no rows)")
+    for name in ("run_id", "visit", "state_name", "position", "product_code", "outcome",
+                 "reward", "policy", "param"):  # fmt: skip
+        check_no_nulls(table.column(name), source, name)
+    visit_key = table.column("visit").to_numpy()
+    state_index, state_names = encode_column(table.column("state_name"))
+    product_index, product_codes = encode_column(table.column("product_code"))
+    propensity = table.column("propensity").to_numpy(zero_copy_only=False).astype(np.float64)
+    check_propensity(propensity, source, "propensity")
+    outcome = table.column("outcome").to_numpy().astype(np.int8)
+    bad = np.flatnonzero((outcome < 0) | (outcome > 2))
+    if bad.size:
+        raise DataError(f"{source}: column 'outcome' row {int(bad[0])}: expected 0, 1 or 2")
+    policy = table.column("policy")[0].as_py()
+    param = table.column("param")[0].as_py()
+    return group_slots(
+        source,
+        visit_key=visit_key,
+        position=table.column("position").to_numpy().astype(np.int64),
+        context_changes=None,
+        state_index=state_index,
+        state_names=state_names,
+        product_index=product_index,
+        product_codes=product_codes,
+        outcome=outcome,
+        reward=table.column("reward").to_numpy().astype(np.float64),
+        propensity=propensity,
+        policy=f"{policy} {param:g}",
+        run_id=str(table.column("run_id")[0].as_py()),
+    )
+
+
+def check_no_nulls(column: pa.ChunkedArray, source: str, name: str) -> None:
+    if column.null_count:
+        row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError(f"{source}: column '{name}' row {row}: missing value")
+
+
+def encode_column(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Dictionary codes (int64, in order of first appearance) and the distinct values (str)."""
+    coded = column.combine_chunks().dictionary_encode()
+    names = np.asarray(coded.dictionary.to_pylist(), dtype=str)
+    return coded.indices.to_numpy().astype(np.int64), names
+
+
+def check_propensity(propensity: np.ndarray, source: str, name: str) -> None:
+    known = ~np.isnan(propensity)
+    bad = np.flatnonzero(known & ~((propensity > 0.0) & (propensity <= 1.0)))
+    if bad.size:
+        row = int(bad[0])
+        raise DataError(
+            f"{source}: column '{name}' row {row}: propensity {float(propensity[row])!r} is "
+            "outside (0, 1]"
+        )
+
+
+def group_slots(
+    source: str,
+    *,
+    visit_key: np.ndarray | None,
+    position: np.ndarray,
+    context_changes: np.ndarray | None,
+    state_index: np.ndarray,
+    state_names: np.ndarray,
+    product_index: np.ndarray,
+    product_codes: np.ndarray,
+    outcome: np.ndarray,
+    reward: np.ndarray,
+    propensity: np.ndarray,
+    policy: str | None,
+    run_id: str | None,
+    buys_known: bool = True,
+) -> LogSlots:
+    """Number the visits, sort slots by (visit, position) and check positions are 0..m-1."""
+    n = position.shape[0]
+    if visit_key is None:
+        assert context_changes is not None
+        starts = np.ones(n, dtype=bool)
+        starts[1:] = (position[1:] <= position[:-1]) | (context_changes[1:] != context_changes[:-1])
+        visit = np.cumsum(starts) - 1
+        order = np.arange(n)
+    else:
+        # number visits in order of first appearance, keep each visit's rows together
+        _, first, inverse = np.unique(visit_key, return_index=True, return_inverse=True)
+        rank = np.empty(first.size, dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+        visit = rank[inverse.reshape(-1)]
+        order = np.lexsort((position, visit))
+        visit = visit[order]
+    row = order.astype(np.int64)
+    position = position[order]
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = visit[1:] != visit[:-1]
+    first_slot = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
+    expected = np.arange(n) - first_slot
+    bad = np.flatnonzero(position != expected)
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(
+            f"{source}: row {int(row[i])}: position {int(position[i])} where slot "
+            f"{int(expected[i])} of its visit was expected (each visit must log positions "
+            "0, 1, ..., m-1 once)"
+        )
+    state = state_index[order]
+    mixed = np.flatnonzero(~starts & (np.concatenate([[0], np.diff(state)]) != 0))
+    if mixed.size:
+        raise DataError(
+            f"{source}: row {int(row[mixed[0]])}: the slots of one visit have different states"
+        )
+    return LogSlots(
+        source=source,
+        visit=visit.astype(np.int64),
+        position=position.astype(np.int16),
+        state_index=state,
+        state_names=state_names,
+        product_index=product_index[order],
+        product_codes=product_codes,
+        outcome=outcome[order],
+        reward=reward[order],
+        propensity=propensity[order],
+        row=row,
+        policy=policy,
+        run_id=run_id,
+        buys_known=buys_known,
+    )

@@ -1,0 +1,159 @@
+"""Helpers shared by test modules: small prepared runs, sweep specs and kernel bundles."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+from naive import NaiveWorld
+
+from rlreco.app.sweep_grid import SweepSpec
+from rlreco.config import RunConfig
+from rlreco.engine.kernels.records import (
+    TRUTH_DTYPE,
+    Learner,
+    PolicyParams,
+    ResponseArrays,
+    ResponseModel,
+    TopNSearch,
+    World,
+)
+from rlreco.engine.kernels.topn import CACHE_CAPACITY, index_depth, new_index
+from rlreco.engine.response import count_cdf
+from rlreco.engine.state_space import StateSpace
+from rlreco.engine.tables import Tables
+from rlreco.io.run_dir import RunDir
+from rlreco.schema import DEFAULT_STATE_FIELDS
+
+#: visits per cell and blocks per cell of :func:`small_spec`
+EPISODES = 3_000
+BLOCKS = 6
+#: mean rewards of (ignored, clicked, bought) used by the kernel reference tests
+REWARDS = (-2.0, 1.0, 5.0)
+CLICK_CDF = count_cdf((0.5, 0.3, 0.15, 0.05), "click_probs")
+BUY_CDF = count_cdf((0.6, 0.0, 0.2, 0.1, 0.1), "buy_probs")
+
+
+def synthetic_run(path: Path, seed: int = 0, n_products: int = 40) -> RunDir:
+    """A small prepared run: 2 segments x 2 months x 1 half x 2 weekdays, 40 products."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices((2, 2, 1, 2)).reshape(4, -1)
+    catalogues = [
+        np.sort(rng.choice(n_products, 25, replace=False)).astype(np.int32) for _ in range(2)
+    ]
+    space = StateSpace.from_grid(
+        DEFAULT_STATE_FIELDS,
+        (("Q1", "Q2"), ("November", "December"), ("0",), ("Monday", "Thursday")),
+        state_weight=rng.integers(1, 50, grid.shape[1]).astype(np.float64),
+        product_codes=np.array([f"P{i:03d}" for i in range(n_products)]),
+        product_names=np.array([f"product {i}" for i in range(n_products)]),
+        catalog_ptr=np.array([0, 25, 50], dtype=np.int64),
+        catalog_items=np.concatenate(catalogues),
+    )
+    tables = Tables.empty(space.n_states, n_products)
+    for s in range(space.n_states):
+        known = rng.choice(catalogues[space.state_segment[s]], 6, replace=False)
+        tables.value[s, known] = np.round(rng.normal(2.0, 1.0, known.size), 2)
+        tables.cells["reward"][s, known] = np.round(rng.normal(2.0, 1.0, known.size), 2)
+        tables.cells["count"][s, known] = rng.integers(1, 9, known.size)
+    manifest = {"run_id": uuid.uuid4().hex, "config": RunConfig().to_dict(), "seed": 1}
+    return RunDir.create(
+        path, manifest=manifest, space=space.to_columns(), snapshot=tables.to_columns(space)
+    )
+
+
+def small_spec(**changes: object) -> SweepSpec:
+    fields: dict[str, object] = {
+        "epsilons": (0.0, 0.2, 1.0),
+        "replicates": 3,
+        "episodes": EPISODES,
+        "responses": ("seed",),
+        "seed": 7,
+        "blocks": BLOCKS,
+    }
+    fields.update(changes)
+    return SweepSpec(**fields)  # type: ignore[arg-type]
+
+
+def naive_world(
+    space: StateSpace,
+    tables: Tables,
+    *,
+    epsilon: float,
+    slate_size: int,
+    truth: np.ndarray | None,
+    best_mu: np.ndarray | None,
+    empirical: bool,
+) -> NaiveWorld:
+    """The reference world of a state space and tables (copies)."""
+    return NaiveWorld(
+        value=tables.value.copy(),
+        reward=tables.cells["reward"].copy(),
+        count=tables.cells["count"].copy(),
+        reco_count=tables.cells["reco_count"].copy(),
+        state_segment=space.state_segment,
+        catalogues=[space.catalogue(g).tolist() for g in range(space.n_segments)],
+        epsilon=epsilon,
+        slate_size=slate_size,
+        rewards=REWARDS,
+        click_cdf=CLICK_CDF,
+        buy_cdf=BUY_CDF,
+        truth=None if truth is None else (truth["p_click"], truth["p_buy"]),
+        best_mu=best_mu,
+        state_cdf=np.cumsum(space.state_weight) if empirical else None,
+    )
+
+
+def kernel_world(space: StateSpace, *, empirical: bool) -> World:
+    """The :class:`World` bundle of a state space."""
+    return World(
+        np.ascontiguousarray(space.state_segment, dtype=np.int16),
+        np.ascontiguousarray(space.catalog_ptr, dtype=np.int64),
+        np.ascontiguousarray(space.catalog_items, dtype=np.int32),
+        np.cumsum(space.state_weight) if empirical else np.empty(0),
+    )
+
+
+def kernel_learner(tables: Tables, search: int = TopNSearch.tree) -> Learner:
+    """A :class:`Learner` on the tables' padded values and cells, derived arrays built."""
+    n_states = tables.shape[0]
+    tree = search == TopNSearch.tree
+    width = tables.padded.shape[1]
+    return Learner(
+        tables.padded,
+        new_index(tables.padded) if tree else np.empty((n_states, 0)),
+        index_depth(width) if tree else 1,
+        tables.cells,
+        np.zeros(n_states),
+        np.full(n_states, -1, dtype=np.int64),
+        np.zeros((n_states, CACHE_CAPACITY), dtype=np.int64),
+        np.zeros(n_states, dtype=np.int64),
+        tables.reco_count.sum(axis=1),
+    )
+
+
+def kernel_response(
+    n_states: int, truth: np.ndarray | None = None, best_mu: np.ndarray | None = None
+) -> ResponseArrays:
+    """The ``seed`` response (no ``truth``) or a ``truth`` response, with :data:`REWARDS`."""
+    if truth is None:
+        return ResponseArrays(
+            ResponseModel.seed,
+            CLICK_CDF,
+            BUY_CDF,
+            np.empty((n_states, 0), dtype=TRUTH_DTYPE),
+            np.zeros(n_states),
+            np.array(REWARDS),
+        )
+    assert best_mu is not None
+    return ResponseArrays(
+        ResponseModel.truth, CLICK_CDF, BUY_CDF, truth, best_mu, np.array(REWARDS)
+    )
+
+
+def policy_params(
+    code: int, param: float, slate_size: int, search: int = TopNSearch.tree
+) -> PolicyParams:
+    """A :class:`PolicyParams` bundle."""
+    return PolicyParams(code, float(param), slate_size, search)
