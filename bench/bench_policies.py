@@ -1,17 +1,21 @@
-"""Visits per second of the fast exact policies against the full-scan ones, same run.
+"""Visits per second of softmax, UCB1 and Thompson through the engine against today's scans.
 
-Each case runs a visit loop of one policy on the synthetic state space of
-``bench_simulate.py`` (576 states x 4,070 products, catalogues of ~3,300, slate 10), the
-``seed`` response, and the cell update of the visit loop (``update_cells_nb``, scan search):
-``fast`` chooses with ``ucb1_cache`` (UCB1), ``sum_tree`` (softmax) or ``thompson`` and keeps
-their structures exact after every visit; ``scan`` chooses with today's full-scan kernels of
-``kernels/policy.py`` (the baseline). Two phases: ``fresh`` starts from the initial tables
-(UCB1 spends it mostly on untried products); ``steady`` first runs ``PRIOR`` untimed visits of
-the fast policy (about 1,700 per state, the end of a 1M-visit run), then times both methods
-from those tables. Rates are visits per second of *process CPU time* (``time.process_time``):
-on a shared machine, wall time mostly measures the neighbours. Structures are built inside
-the timed call (UCB1 and Thompson build rows on first use; softmax's build is timed apart and
-reported). Targets (``fast``): UCB1 and softmax >= 500,000 visits/s, Thompson >= 100,000.
+``fast``: a :class:`~rlreco.engine.simulation.Simulator` run of the policy (the fused visit
+loop with ``sum_tree``, ``ucb1_cache`` or ``thompson`` and their exact updates; the
+structures are built from the tables at the start of the run, inside the timing). ``scan``:
+the same loop with the full-scan choice of each policy as it was before those modules
+(:func:`scan_policy_visits_nb`, below: Gumbel keys over every known product, every tried
+product's UCB1 key, a ``standard_normal`` per catalogue product), the baseline of every
+ratio. Both use ``respond_update_record_nb`` for the response, update and metrics.
+
+Spaces (as ``bench_simulate.py``): ``synthetic`` (576 states x 4,070 products, catalogues of
+~3,300, ``seed`` response) and ``real`` (``prepare`` on ``../shared/data``, ``popularity``
+response; skipped when absent). Phases: ``fresh`` starts from the initial tables (UCB1 spends
+it mostly on its untried products); ``steady`` starts from the tables after ``PRIOR`` visits
+of the policy (about 1,700 per state: the end of a 1M-visit run); both methods start from the
+same tables. Rates are visits per second of *process CPU time* (``time.process_time``): on
+the shared machine wall time mostly measures the neighbours. Slate 10. Targets (``fast``, one
+core): UCB1 and softmax >= 500,000 visits/s, Thompson >= 100,000.
 
 Run pinned to one core::
 
@@ -29,262 +33,317 @@ from typing import Any
 import numpy as np
 import pytest
 
+from rlreco.engine.kernels.draw import draw_below_nb, draw_state_nb, is_in_nb
 from rlreco.engine.kernels.jit import jit
-from rlreco.engine.kernels.policy import (
-    choose_softmax_slate_nb as scan_softmax_nb,
+from rlreco.engine.kernels.records import (
+    METRICS_DTYPE,
+    Learner,
+    Policy,
+    PolicyParams,
+    ResponseArrays,
+    World,
 )
-from rlreco.engine.kernels.policy import (
-    choose_thompson_slate_nb as scan_thompson_nb,
-)
-from rlreco.engine.kernels.policy import (
-    choose_ucb_slate_nb as scan_ucb_nb,
-)
-from rlreco.engine.kernels.policy import count_untried_nb
-from rlreco.engine.kernels.records import TopNSearch
-from rlreco.engine.kernels.sum_tree import (
-    SumTree,
-    build_softmax_nb,
-    choose_softmax_slate_nb,
-    new_sum_tree,
-    sum_tree_workspace,
-    update_softmax_nb,
-)
-from rlreco.engine.kernels.thompson import (
-    ThompsonCache,
-    ThompsonWork,
-    choose_thompson_slate_nb,
-    new_thompson_cache,
-    new_thompson_work,
-    update_thompson_nb,
-)
-from rlreco.engine.kernels.ucb1_cache import (
-    Ucb1Cache,
-    Ucb1Work,
-    choose_ucb1_slate_nb,
-    new_ucb1_cache,
-    new_ucb1_work,
-    update_ucb1_nb,
-)
-from rlreco.engine.kernels.untried_set import Untried, build_untried_nb, new_untried
-from rlreco.engine.kernels.visit import draw_below_nb, respond_seed_nb, update_cells_nb
-from rlreco.engine.response import count_cdf
+from rlreco.engine.kernels.topn import insert_ranked_nb
+from rlreco.engine.kernels.visit import new_workspace_nb, respond_update_record_nb
+from rlreco.engine.simulation import SimulationParams, Simulator
+from rlreco.engine.tables import Tables
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_simulate import synthetic_space
+from bench_simulate import load_space, response_of
 
-SLATE = 10
-PARAMS = {"softmax": 0.5, "ucb1": 2.0, "thompson": 2.5}
-CODES = {"softmax": 1, "ucb1": 2, "thompson": 3}
-VISITS = {"scan": 100_000, "fast": 400_000}
+NAMES = {"softmax": Policy.softmax, "ucb1": Policy.ucb1, "thompson": Policy.thompson}
+VISITS = {"scan": 50_000, "fast": 500_000}
 PRIOR = 1_000_000
-_rates: dict[tuple[str, str, str], float] = {}
+RESPONSE = {"synthetic": "seed", "real": "popularity"}
+_rates: dict[tuple[str, str, str, str], float] = {}
+
+
+@jit(inline=True)
+def count_untried_nb(cells: np.ndarray, state: int, slate: np.ndarray) -> int:
+    """Slate products never recommended in the state (the ``explored`` count)."""
+    untried = 0
+    for i in range(slate.shape[0]):
+        untried += cells[state, slate[i]]["reco_count"] == 0
+    return untried
+
+
+@jit(inline=True)
+def pad_slate_nb(
+    rng: np.random.Generator, catalogue: np.ndarray, slate: np.ndarray, filled: int
+) -> None:
+    """Fill slots ``filled..n-1`` with catalogue products drawn ``below(K)`` until new.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    catalogue : ndarray of int32, shape (K,)
+    slate : ndarray of int64, shape (n,)
+        Slots ``0..filled-1`` are set; the rest are filled in place.
+    filled : int
+    """
+    size = catalogue.shape[0]
+    for i in range(filled, slate.shape[0]):
+        product = catalogue[draw_below_nb(rng, size)]
+        while is_in_nb(product, slate, i):
+            product = catalogue[draw_below_nb(rng, size)]
+        slate[i] = product
+
+
+@jit(inline=True)
+def scan_softmax_slate_nb(
+    rng: np.random.Generator,
+    value: np.ndarray,
+    state: int,
+    catalogue: np.ndarray,
+    tau: float,
+    slate: np.ndarray,
+    top_key: np.ndarray,
+    top_product: np.ndarray,
+) -> None:
+    """Softmax slate by Gumbel top-n over every known product (the former definition).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    value : ndarray of float64, shape (n_states, W)
+    state : int
+    catalogue : ndarray of int32, shape (K,)
+        The state's segment catalogue, ``K >= n``.
+    tau : float
+        Temperature (> 0).
+    slate : ndarray of int64, shape (n,)
+        Output.
+    top_key : ndarray of float64, shape (n,)
+        Workspace.
+    top_product : ndarray of int64, shape (n,)
+        Workspace.
+    """
+    n = slate.shape[0]
+    found = 0
+    for k in range(catalogue.shape[0]):
+        product = catalogue[k]
+        v = value[state, product]
+        if v != -np.inf:
+            key = v / tau - np.log(-np.log(rng.random()))
+            found = insert_ranked_nb(key, product, top_key, top_product, found, n)
+    for i in range(found):
+        slate[i] = top_product[i]
+    pad_slate_nb(rng, catalogue, slate, found)
+
+
+@jit(inline=True)
+def scan_ucb_slate_nb(
+    rng: np.random.Generator,
+    value: np.ndarray,
+    cells: np.ndarray,
+    state: int,
+    catalogue: np.ndarray,
+    c: float,
+    shown: int,
+    slate: np.ndarray,
+    top_key: np.ndarray,
+    top_product: np.ndarray,
+    untried: np.ndarray,
+) -> None:
+    """UCB1 slate, untried products first, by a scan of the catalogue (the former kernel).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    value : ndarray of float64, shape (n_states, W)
+    cells : ndarray of CELL_DTYPE, shape (n_states, n_products)
+    state : int
+    catalogue : ndarray of int32, shape (K,)
+    c : float
+        Exploration weight (>= 0).
+    shown : int
+        ``N_s``: recommendations made in the state so far.
+    slate : ndarray of int64, shape (n,)
+        Output.
+    top_key, top_product : ndarray, shape (n,)
+        Workspace.
+    untried : ndarray of int64, shape (>= K,)
+        Workspace.
+    """
+    n = slate.shape[0]
+    m = 0
+    found = 0
+    log_shown = np.log(max(shown, 1))
+    for k in range(catalogue.shape[0]):
+        product = catalogue[k]
+        tries = cells[state, product]["reco_count"]
+        if tries == 0:
+            untried[m] = product
+            m += 1
+        else:
+            key = value[state, product] + c * np.sqrt(log_shown / tries)
+            found = insert_ranked_nb(key, product, top_key, top_product, found, n)
+    first = min(m, n)
+    for i in range(first):
+        j = i + draw_below_nb(rng, m - i)
+        untried[i], untried[j] = untried[j], untried[i]
+        slate[i] = untried[i]
+    for i in range(first, n):
+        slate[i] = top_product[i - first]
+
+
+@jit(inline=True)
+def scan_thompson_slate_nb(
+    rng: np.random.Generator,
+    value: np.ndarray,
+    cells: np.ndarray,
+    state: int,
+    catalogue: np.ndarray,
+    sigma: float,
+    slate: np.ndarray,
+    top_key: np.ndarray,
+    top_product: np.ndarray,
+) -> None:
+    """Thompson slate from a ``standard_normal`` per catalogue product (the former definition).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    value : ndarray of float64, shape (n_states, W)
+    cells : ndarray of CELL_DTYPE, shape (n_states, n_products)
+    state : int
+    catalogue : ndarray of int32, shape (K,)
+    sigma : float
+        Reward noise scale (> 0).
+    slate : ndarray of int64, shape (n,)
+        Output.
+    top_key, top_product : ndarray, shape (n,)
+        Workspace.
+    """
+    n = slate.shape[0]
+    found = 0
+    for k in range(catalogue.shape[0]):
+        product = catalogue[k]
+        mean = value[state, product]
+        if mean == -np.inf:
+            mean = 0.0
+        scale = sigma / np.sqrt(cells[state, product]["reco_count"] + 1.0)
+        key = mean + scale * rng.standard_normal()
+        found = insert_ranked_nb(key, product, top_key, top_product, found, n)
+    for i in range(n):
+        slate[i] = top_product[i]
 
 
 @jit()
-def policy_loop_nb(
+def scan_policy_visits_nb(
     rng: np.random.Generator,
     n_visits: int,
-    policy: int,
-    fast: bool,
-    param: float,
-    value: np.ndarray,
-    cells: np.ndarray,
-    state_segment: np.ndarray,
-    catalogue_ptr: np.ndarray,
-    catalogue_items: np.ndarray,
-    state_shown: np.ndarray,
-    click_cdf: np.ndarray,
-    buy_cdf: np.ndarray,
-    outcome_reward: np.ndarray,
-    untried: Untried,
-    ucb1_cache: Ucb1Cache,
-    ucb1_work: Ucb1Work,
-    tree: SumTree,
-    tree_work: tuple[np.ndarray, np.ndarray, np.ndarray],
-    thompson_cache: ThompsonCache,
-    thompson_work: ThompsonWork,
-) -> int:
-    """Visits of one policy (module docstring); returns the explored slots."""
-    n = SLATE
-    n_states = value.shape[0]
-    slate = np.empty(n, dtype=np.int64)
-    outcome = np.empty(n, dtype=np.int8)
-    order = np.empty(n, dtype=np.int64)
-    previous = np.empty(n, dtype=np.float64)
-    top_key = np.empty(n + 1, dtype=np.float64)
-    top_product = np.empty(n + 1, dtype=np.int64)
-    scratch = np.empty(catalogue_items.shape[0], dtype=np.int64)
-    no_index = np.empty((n_states, 0), dtype=np.float64)
-    no_floor = np.empty(1, dtype=np.float64)
-    no_size = np.empty(1, dtype=np.int64)
-    no_items = np.empty((1, 1), dtype=np.int64)
-    explored = 0
+    world: World,
+    learner: Learner,
+    policy: PolicyParams,
+    response: ResponseArrays,
+    metrics: np.ndarray,
+) -> None:
+    """``simulate_visits_nb`` with the former full-scan choices (the baseline).
+
+    ``metrics`` (METRICS_DTYPE, shape (1,)) receives every visit's sums.
+    """
+    ws = new_workspace_nb(policy.slate_size, learner.depth)
+    state_segment, catalogue_ptr, catalogue_items, state_cdf = world
+    value, index, depth, cells, cache_floor, cache_size, cache_items, _, state_shown = learner[:9]
+    code, param, _, search = policy
+    model, click_cdf, buy_cdf, truth, best_mu, outcome_reward = response
+    slate, outcome, order, previous, top_value, top_product, _ = ws
+    untried = np.empty(catalogue_items.shape[0], dtype=np.int64)
     for _ in range(n_visits):
-        state = draw_below_nb(rng, n_states)
+        state = draw_state_nb(rng, state_cdf, value.shape[0])
         segment = state_segment[state]
-        first = catalogue_ptr[segment]
-        size = catalogue_ptr[segment + 1] - first
-        catalogue = catalogue_items[first : first + size]
-        if fast:
-            if policy == 1:
-                explored += choose_softmax_slate_nb(
-                    rng, tree, value, cells, state, catalogue, param, slate, *tree_work
-                )
-            elif policy == 2:
-                explored += choose_ucb1_slate_nb(
-                    rng,
-                    untried,
-                    ucb1_cache,
-                    value,
-                    cells,
-                    state,
-                    catalogue,
-                    param,
-                    state_shown[state],
-                    slate,
-                    ucb1_work,
-                )
-            else:
-                explored += choose_thompson_slate_nb(
-                    rng, thompson_cache, value, cells, state, catalogue, param, slate,
-                    thompson_work,
-                )  # fmt: skip
+        catalogue = catalogue_items[catalogue_ptr[segment] : catalogue_ptr[segment + 1]]
+        if code == Policy.softmax:
+            scan_softmax_slate_nb(
+                rng, value, state, catalogue, param, slate, top_value, top_product
+            )
+        elif code == Policy.ucb1:
+            scan_ucb_slate_nb(
+                rng, value, cells, state, catalogue, param, state_shown[state], slate,
+                top_value, top_product, untried,
+            )  # fmt: skip
         else:
-            if policy == 1:
-                scan_softmax_nb(rng, value, state, catalogue, param, slate, top_key, top_product)
-            elif policy == 2:
-                scan_ucb_nb(
-                    rng,
-                    value,
-                    cells,
-                    state,
-                    catalogue,
-                    param,
-                    state_shown[state],
-                    slate,
-                    top_key,
-                    top_product,
-                    scratch,
-                )
-            else:
-                scan_thompson_nb(
-                    rng, value, cells, state, catalogue, param, slate, top_key, top_product
-                )
-            explored += count_untried_nb(cells, state, slate)
-        respond_seed_nb(rng, click_cdf, buy_cdf, outcome, order)
-        update_cells_nb(
-            rng,
-            value,
-            no_index,
-            cells,
-            state,
-            1,
-            TopNSearch.scan,
-            slate,
-            outcome,
-            outcome_reward,
-            previous,
-            no_floor,
-            no_size,
-            no_items,
-        )
-        state_shown[state] += n
-        if fast:
-            if policy == 1:
-                update_softmax_nb(tree, value, state, catalogue, param, slate, previous)
-            elif policy == 2:
-                update_ucb1_nb(untried, ucb1_cache, value, cells, state, param, slate, ucb1_work)
-            else:
-                update_thompson_nb(thompson_cache, value, cells, state, param, slate, size)
-    return explored
+            scan_thompson_slate_nb(
+                rng, value, cells, state, catalogue, param, slate, top_value, top_product
+            )
+        explored = count_untried_nb(cells, state, slate)
+        respond_update_record_nb(
+            rng, state, explored, model, click_cdf, buy_cdf, truth, best_mu, outcome_reward,
+            value, index, depth, search, cells, cache_floor, cache_size, cache_items,
+            state_shown, slate, outcome, order, previous, metrics, 0,
+        )  # fmt: skip
 
 
 class Case:
-    """Tables, catalogues and fresh structures of one policy."""
+    """One space and policy: its tables (advanced by ``PRIOR`` visits for ``steady``)."""
 
-    def __init__(self, policy: str) -> None:
-        space, tables = synthetic_space()
-        self.policy = policy
-        self.param = PARAMS[policy]
-        self.ptr, self.items = space.catalog_ptr, space.catalog_items
-        self.segments = space.state_segment
-        self.value, self.cells = tables.value, tables.cells
-        self.shown = self.cells["reco_count"].sum(axis=1)
-        self.rng = np.random.default_rng(3)
-        self.build_seconds = 0.0
-
-    def structures(self) -> tuple[Any, ...]:
-        """Every structure rebuilt from the current tables (as a new run does)."""
-        n_states, width = self.value.shape
-        max_k = int(np.diff(self.ptr).max())
-        untried = new_untried(n_states, width)
-        tree = new_sum_tree(n_states, width)
-        start = time.process_time()
-        if self.policy == "softmax":
-            build_softmax_nb(self.value, self.ptr, self.items, self.segments, self.param, tree)
-        elif self.policy == "ucb1":
-            build_untried_nb(self.cells, self.ptr, self.items, self.segments, untried)
-        self.build_seconds = time.process_time() - start
-        return (
-            untried,
-            new_ucb1_cache(n_states),
-            new_ucb1_work(SLATE, max_k),
-            tree,
-            sum_tree_workspace(SLATE, width),
-            new_thompson_cache(n_states),
-            new_thompson_work(SLATE, max_k, width),
+    def __init__(self, spaces: dict[str, Any], space_name: str, policy: str, phase: str) -> None:
+        self.space, initial = spaces["get"](space_name)
+        self.response = response_of(self.space, initial, RESPONSE[space_name])
+        self.params = SimulationParams(
+            slate_size=10, response=RESPONSE[space_name], search="scan", policy=policy
         )
-
-    def run(self, method: str, visits: int) -> float:
-        """Visits/s of ``visits`` visits from the current tables (which they advance)."""
-        args = (
-            self.value,
-            self.cells,
-            self.segments,
-            self.ptr,
-            self.items,
-            self.shown,
-            count_cdf((0.5, 0.3, 0.15, 0.05), "click_probs"),
-            count_cdf((0.6, 0.0, 0.2, 0.1, 0.1), "buy_probs"),
-            np.array([-2.0, 1.0, 5.0]),
-            *self.structures(),
-        )
-        start = time.perf_counter()
-        policy_loop_nb(self.rng, visits, CODES[self.policy], method == "fast", self.param, *args)
-        return visits / (time.perf_counter() - start)
-
-
-_cases: dict[tuple[str, str], Case] = {}
-
-
-def case_for(policy: str, phase: str) -> Case:
-    """One set of tables per (policy, phase), shared by its scan and fast cases."""
-    if (policy, phase) not in _cases:
-        Case(policy).run("fast", 2_000)  # warm-up: compile or load the cache
-        case = Case(policy)
+        self.tables = initial.copy()
+        # warm-up: compile or load every kernel of both methods
+        self.simulate(initial.copy(), "fast", 2_000, seed=9)
+        self.simulate(initial.copy(), "scan", 200, seed=9)
         if phase == "steady":
-            case.run("fast", PRIOR)
-        _cases[(policy, phase)] = case
-    return _cases[(policy, phase)]
+            self.simulate(self.tables, "fast", PRIOR, seed=2)
+
+    def simulate(self, tables: Tables, method: str, visits: int, seed: int) -> float:
+        """Visits/s (process CPU time) of ``visits`` visits on ``tables`` (advanced)."""
+        simulator = Simulator(self.space, tables, self.params, seed=seed, response=self.response)
+        start = time.process_time()
+        if method == "fast":
+            simulator.run(visits, chunk=visits)
+        else:
+            learner = simulator._learner
+            learner.state_shown[:] = tables.reco_count.sum(axis=1)
+            scan_policy_visits_nb(
+                np.random.default_rng(seed), visits, simulator._world, learner,
+                simulator._policy, simulator._response_arrays, np.zeros(1, dtype=METRICS_DTYPE),
+            )  # fmt: skip
+        return visits / (time.process_time() - start)
 
 
-@pytest.mark.parametrize("phase", ["fresh", "steady"])
-@pytest.mark.parametrize("policy", ["ucb1", "softmax", "thompson"])
+_cases: dict[tuple[str, str, str], Case] = {}
+
+
+@pytest.fixture(scope="module")
+def spaces(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """State spaces, built once per module on first use."""
+    cache: dict[str, Any] = {}
+
+    def get(name: str) -> Any:
+        if name not in cache:
+            cache[name] = load_space(name, tmp_path_factory.mktemp(name))
+        return cache[name]
+
+    return {"get": get}
+
+
 @pytest.mark.parametrize("method", ["scan", "fast"])
-def bench_policy(benchmark: Any, method: str, policy: str, phase: str) -> None:
-    case = case_for(policy, phase)
-    saved = (case.value.copy(), case.cells.copy(), case.shown.copy(), case.rng)
-    Case(policy).run(method, 1_000)  # warm-up of this method
-    case.rng = np.random.default_rng(4)
-    rate = benchmark.pedantic(lambda: case.run(method, VISITS[method]), rounds=1, iterations=1)
-    # the other method of the pair starts from the same tables
-    case.value[:], case.cells[:], case.shown[:] = saved[0], saved[1], saved[2]
-    _rates[(method, policy, phase)] = rate
+@pytest.mark.parametrize("phase", ["fresh", "steady"])
+@pytest.mark.parametrize("policy", list(NAMES))
+@pytest.mark.parametrize("space_name", ["synthetic", "real"])
+def bench_policy(
+    benchmark: Any, spaces: dict[str, Any], space_name: str, policy: str, phase: str, method: str
+) -> None:
+    key = (space_name, policy, phase)
+    if key not in _cases:
+        _cases[key] = Case(spaces, space_name, policy, phase)
+    case = _cases[key]
+    rate = benchmark.pedantic(
+        lambda: case.simulate(case.tables.copy(), method, VISITS[method], seed=4),
+        rounds=1,
+        iterations=1,
+    )
+    _rates[(space_name, policy, phase, method)] = rate
     benchmark.extra_info["visits_per_second"] = rate
-    benchmark.extra_info["build_seconds"] = case.build_seconds
-    line = f"\n{policy} {method} {phase}: {rate:,.0f} visits/s (build {case.build_seconds:.3f} s)"
-    if method == "fast" and ("scan", policy, phase) in _rates:
-        ratio = rate / _rates[("scan", policy, phase)]
+    line = f"\n{space_name} {policy} {phase} {method}: {rate:,.0f} visits/s"
+    if method == "fast" and (space_name, policy, phase, "scan") in _rates:
+        ratio = rate / _rates[(space_name, policy, phase, "scan")]
         benchmark.extra_info["ratio_to_scan"] = ratio
-        line += f", {ratio:.1f}x the full scan"
+        line += f", {ratio:.1f}x the scan"
     print(line)

@@ -10,15 +10,11 @@ import math
 from statistics import NormalDist
 
 import numpy as np
+from naive import below
 
 FANOUT = 8
 GRID_TAUS = 256.0
 FALLBACK_BELOW = 1e-150
-
-
-def below(rng: np.random.Generator, m: int) -> int:
-    """``min(int(rng.random() * m), m - 1)``."""
-    return min(int(rng.random() * m), m - 1)
 
 
 def top(keys: dict[int, float], n: int) -> list[int]:

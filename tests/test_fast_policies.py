@@ -17,7 +17,7 @@ from rlreco.engine.kernels.sum_tree import (
     build_softmax_nb,
     choose_softmax_slate_nb,
     new_sum_tree,
-    sum_tree_workspace,
+    new_sum_tree_work,
     update_softmax_nb,
 )
 from rlreco.engine.kernels.thompson import (
@@ -132,7 +132,7 @@ def run_softmax(
         reference.rebuild(world.value[state])
         references.append(reference)
     slate = np.empty(N, dtype=np.int64)
-    work = sum_tree_workspace(N, WIDTH)
+    work = new_sum_tree_work(N, WIDTH)
     naive_rng = np.random.default_rng()
     naive_rng.bit_generator.state = rng.bit_generator.state
     for _ in range(visits):
@@ -174,7 +174,7 @@ def test_softmax_slot_frequencies_follow_boltzmann() -> None:
     weights = np.exp(world.value[state, known] / tau)
     probability = weights / weights.sum()
     slate = np.empty(3, dtype=np.int64)
-    work = sum_tree_workspace(3, WIDTH)
+    work = new_sum_tree_work(3, WIDTH)
     rng = np.random.default_rng(9)
     draws = 20_000
     first = dict.fromkeys(known, 0)
@@ -336,7 +336,7 @@ def fresh_structures(world: World, policy: str) -> tuple[object, ...]:
     if policy == "softmax":
         tree = new_sum_tree(4, WIDTH)
         build_softmax_nb(world.value, world.ptr, world.items, world.segment, 0.05, tree)
-        return tree, sum_tree_workspace(N, WIDTH)
+        return tree, new_sum_tree_work(N, WIDTH)
     return new_thompson_cache(4, 16), new_thompson_work(N, 40, WIDTH)
 
 

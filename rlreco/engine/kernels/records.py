@@ -141,6 +141,11 @@ class Learner(NamedTuple):
         Visits per state so far (``decaying``: counted only under that policy).
     state_shown : ndarray of int64, shape (S,)
         Recommendations made per state so far: the row sums of ``reco_count`` (``ucb1``).
+    policy : PolicyState
+        Structures of ``softmax``, ``ucb1`` and ``thompson``
+        (:class:`~rlreco.engine.kernels.policy.PolicyState`, built from the tables by
+        :func:`~rlreco.engine.kernels.policy.new_policy_state`; rebuild it whenever ``value``
+        or ``cells`` were changed outside the kernels).
     """
 
     value: np.ndarray
@@ -152,6 +157,7 @@ class Learner(NamedTuple):
     cache_items: np.ndarray
     state_visits: np.ndarray
     state_shown: np.ndarray
+    policy: Any
 
 
 class PolicyParams(NamedTuple):
@@ -218,8 +224,6 @@ class Workspace(NamedTuple):
         The state's best products (slot ``n`` is scratch).
     frontier : ndarray of int64, shape (3, 8**depth)
         Nodes of the top-n query.
-    untried : ndarray of int64, shape (K,)
-        Products of a catalogue (``ucb1``).
     """
 
     slate: np.ndarray
@@ -229,7 +233,6 @@ class Workspace(NamedTuple):
     top_value: np.ndarray
     top_product: np.ndarray
     frontier: np.ndarray
-    untried: np.ndarray
 
 
 def padded_width(n_products: int) -> int:

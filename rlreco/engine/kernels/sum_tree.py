@@ -51,8 +51,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from rlreco.engine.kernels.draw import draw_below_nb, is_in_nb
 from rlreco.engine.kernels.jit import jit
-from rlreco.engine.kernels.ranking import draw_below_nb, is_in_nb
 
 #: Children per node.
 FANOUT = 8
@@ -96,10 +96,27 @@ def sum_tree_depth(width: int) -> int:
     return depth
 
 
-def sum_tree_workspace(slate_size: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ``(saved_path, batch_u, batch_leaf)`` workspace of
-    :func:`choose_softmax_slate_nb`."""
-    return (
+class SumTreeWork(NamedTuple):
+    """Per-call workspace of :func:`choose_softmax_slate_nb`.
+
+    Attributes
+    ----------
+    saved_path : ndarray of float64, shape (n, depth + 1)
+        The paths of the leaves taken out.
+    batch_u : ndarray of float64, shape (n,)
+        One round's uniforms.
+    batch_leaf : ndarray of int64, shape (n,)
+        One round's leaves.
+    """
+
+    saved_path: np.ndarray
+    batch_u: np.ndarray
+    batch_leaf: np.ndarray
+
+
+def new_sum_tree_work(slate_size: int, width: int) -> SumTreeWork:
+    """Workspace for slates of ``slate_size`` over ``width`` leaves."""
+    return SumTreeWork(
         np.empty((slate_size, sum_tree_depth(width) + 1), dtype=np.float64),
         np.empty(slate_size, dtype=np.float64),
         np.empty(slate_size, dtype=np.int64),
@@ -398,7 +415,7 @@ def choose_softmax_slate_nb(
     slate : ndarray of int64, shape (n,)
         Output.
     saved_path : ndarray of float64, shape (n, depth + 1)
-        Workspace: the paths of the leaves taken out (:func:`sum_tree_workspace`).
+        Workspace: the paths of the leaves taken out (:class:`SumTreeWork`).
     batch_u : ndarray of float64, shape (n,)
         Workspace: one round's uniforms.
     batch_leaf : ndarray of int64, shape (n,)

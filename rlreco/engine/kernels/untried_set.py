@@ -19,8 +19,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from rlreco.engine.kernels.draw import draw_below_nb
 from rlreco.engine.kernels.jit import jit
-from rlreco.engine.kernels.ranking import draw_below_nb
 
 
 class Untried(NamedTuple):

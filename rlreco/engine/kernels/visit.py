@@ -40,11 +40,7 @@ from rlreco.engine.kernels.draw import (
     round_cents_nb,
 )
 from rlreco.engine.kernels.jit import jit
-from rlreco.engine.kernels.policy import (
-    choose_greedy_slate_nb,
-    choose_slate_nb,
-    greedy_epsilon_nb,
-)
+from rlreco.engine.kernels.policy import choose_greedy_slate_nb, greedy_epsilon_nb
 from rlreco.engine.kernels.records import (
     Learner,
     Outcome,
@@ -56,16 +52,19 @@ from rlreco.engine.kernels.records import (
     Workspace,
     World,
 )
+from rlreco.engine.kernels.sum_tree import choose_softmax_slate_nb, update_softmax_nb
+from rlreco.engine.kernels.thompson import choose_thompson_slate_nb, update_thompson_nb
 from rlreco.engine.kernels.topn import (
     CACHE_CAPACITY,
     FANOUT_BITS,
     refresh_cache_nb,
     repair_index_nb,
 )
+from rlreco.engine.kernels.ucb1_cache import choose_ucb1_slate_nb, update_ucb1_nb
 
 
 @jit()
-def new_workspace_nb(slate_size: int, depth: int, world: World) -> Workspace:
+def new_workspace_nb(slate_size: int, depth: int) -> Workspace:
     """Scratch arrays of one visit (:class:`~rlreco.engine.kernels.records.Workspace`).
 
     Parameters
@@ -73,13 +72,8 @@ def new_workspace_nb(slate_size: int, depth: int, world: World) -> Workspace:
     slate_size : int
     depth : int
         Depth of the learner's top-n index (1 under ``scan``).
-    world : World
-        Its largest catalogue sizes ``untried``.
     """
     n = slate_size
-    largest = 0
-    for g in range(world.catalogue_ptr.shape[0] - 1):
-        largest = max(largest, world.catalogue_ptr[g + 1] - world.catalogue_ptr[g])
     return Workspace(
         np.empty(n, dtype=np.int64),
         np.zeros(n, dtype=np.int8),
@@ -89,7 +83,6 @@ def new_workspace_nb(slate_size: int, depth: int, world: World) -> Workspace:
         np.empty(n + 1, dtype=np.int64),
         # a cached query ranks up to CACHE_CAPACITY candidates in the same rows
         np.empty((3, max(1 << (FANOUT_BITS * depth), CACHE_CAPACITY)), dtype=np.int64),
-        np.empty(largest, dtype=np.int64),
     )
 
 
@@ -420,34 +413,58 @@ def simulate_visits_nb(
         Sums of blocks ``first_visit // metrics_block`` onwards; visits are added to the
         running sums already present (a block continued from the previous chunk).
     """
-    ws = new_workspace_nb(policy.slate_size, learner.depth, world)
+    ws = new_workspace_nb(policy.slate_size, learner.depth)
     # unpacked once: the per-visit kernels take arrays, not bundles (see
     # respond_update_record_nb)
     state_segment, catalogue_ptr, catalogue_items, state_cdf = world
     value, index, depth, cells, cache_floor, cache_size, cache_items, state_visits, state_shown = (
-        learner
+        learner[:9]
     )
     code, param, _, search = policy
     model, click_cdf, buy_cdf, truth, best_mu, outcome_reward = response
-    slate, outcome, order, previous, top_value, top_product, frontier, _ = ws
+    slate, outcome, order, previous, top_value, top_product, frontier = ws
+    untried, ucb1, ucb1_work, sum_tree, sum_tree_work, thompson, thompson_work = learner.policy
+    saved_path, batch_u, batch_leaf = sum_tree_work
+    greedy = code in (Policy.eps_greedy, Policy.decaying)
     n_states = value.shape[0]
     first_block = first_visit // metrics_block
     for visit in range(first_visit, first_visit + n_visits):
         state = draw_state_nb(rng, state_cdf, n_states)
-        if code in (Policy.eps_greedy, Policy.decaying):
-            segment = state_segment[state]
-            first = catalogue_ptr[segment]
+        segment = state_segment[state]
+        first = catalogue_ptr[segment]
+        size = catalogue_ptr[segment + 1] - first
+        catalogue = catalogue_items[first : first + size]
+        # each policy's kernel with only its own structures (the choose_slate_nb dispatch,
+        # without binding the whole bundles on every visit)
+        if greedy:
             epsilon = greedy_epsilon_nb(code, param, state_visits, state)
             explored = choose_greedy_slate_nb(
-                rng, state, value, index, depth, search, catalogue_items, first,
-                catalogue_ptr[segment + 1] - first, epsilon, slate, top_value, top_product,
-                frontier, cache_floor, cache_size, cache_items,
+                rng, state, value, index, depth, search, catalogue_items, first, size, epsilon,
+                slate, top_value, top_product, frontier, cache_floor, cache_size, cache_items,
+            )  # fmt: skip
+        elif code == Policy.softmax:
+            explored = choose_softmax_slate_nb(
+                rng, sum_tree, value, cells, state, catalogue, param, slate, saved_path,
+                batch_u, batch_leaf,
+            )  # fmt: skip
+        elif code == Policy.ucb1:
+            explored = choose_ucb1_slate_nb(
+                rng, untried, ucb1, value, cells, state, catalogue, param, state_shown[state],
+                slate, ucb1_work,
             )  # fmt: skip
         else:
-            explored = choose_slate_nb(rng, state, world, learner, policy, ws)
+            explored = choose_thompson_slate_nb(
+                rng, thompson, value, cells, state, catalogue, param, slate, thompson_work
+            )
         respond_update_record_nb(
             rng, state, explored, model, click_cdf, buy_cdf, truth, best_mu, outcome_reward,
             value, index, depth, search, cells, cache_floor, cache_size, cache_items,
             state_shown, slate, outcome, order, previous, metrics,
             visit // metrics_block - first_block,
         )  # fmt: skip
+        if code == Policy.softmax:
+            update_softmax_nb(sum_tree, value, state, catalogue, param, slate, previous)
+        elif code == Policy.ucb1:
+            update_ucb1_nb(untried, ucb1, value, cells, state, param, slate, ucb1_work)
+        elif code == Policy.thompson:
+            update_thompson_nb(thompson, value, cells, state, param, slate, size)
