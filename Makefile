@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/demo
 
-.PHONY: run test bench lint clean
+.PHONY: run test fuzz bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/rlreco prepare --out $(RUN_DIR) --force
 	$(BIN)/rlreco simulate $(RUN_DIR) --episodes 1000000
-	$(BIN)/rlreco prepare --out $(RUN_DIR)-base --force --json > /dev/null
-	$(BIN)/rlreco sweep $(RUN_DIR)-base --out $(RUN_DIR)-sweep --force --response popularity \
-		--epsilons 0,0.05,0.1,0.2,0.5 --replicates 3 --episodes 200000
+	# the benchmark: a learner started from 80% of the customers, judged on the other 20%
+	$(BIN)/rlreco prepare --out $(RUN_DIR)-holdout --force --holdout customers:0.2 --json > /dev/null
+	$(BIN)/rlreco sweep $(RUN_DIR)-holdout --out $(RUN_DIR)-sweep --force \
+		--epsilons 0,0.01,0.05,0.1,0.2 --replicates 3 --episodes 300000
 	@echo "sweep plots: $(RUN_DIR)-sweep/plots/"
 
 test: $(STAMP)
@@ -30,6 +31,11 @@ test: $(STAMP)
 	NUMBA_CPU_NAME=generic NUMBA_CACHE_DIR=.numba-generic $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_kernels.py
 	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_kernels.py
 
+# Long fuzzing: random seeds, RLRECO_FUZZ_SECONDS (default 600) per input surface.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz RLRECO_FUZZ_SECONDS=$${RLRECO_FUZZ_SECONDS:-600} \
+		$(BIN)/python -m pytest -q tests/test_fuzz_*.py
+
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench -o python_files='bench_*.py' -o python_functions='bench_*' --benchmark-only -q
 
@@ -38,5 +44,5 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .benchmarks .numba-generic
+	rm -rf $(VENV) runs .pytest_cache .benchmarks .numba-generic .hypothesis
 	find rlreco bench tests -name '*.nb[ic]' -delete

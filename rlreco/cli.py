@@ -5,11 +5,14 @@ Results are shown by :mod:`rlreco.app.report`; nothing else happens here.
 
 from __future__ import annotations
 
+import sys
+import traceback
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 
 from rlreco.app import report
@@ -58,13 +61,31 @@ VisitOpt = Annotated[
 ]
 
 
+#: Exit codes: 2 for input the user can fix, 3 for an unexpected failure (a bug).
+EXIT_USER_ERROR = 2
+EXIT_UNEXPECTED = 3
+_debug = {"on": False}
+
+
 @app.callback()
-def root() -> None:
+def root(
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", help="Show the traceback of an unexpected error."),
+    ] = False,
+) -> None:
     """Offline simulation engine for a self-learning epsilon-greedy product recommender."""
+    _debug["on"] = debug
 
 
 def user_errors(func: F) -> F:
-    """Turn :class:`RlrecoError` into one line on stderr and exit code 2."""
+    """Turn errors into one line on stderr: exit code 2 for bad input, 3 for anything else.
+
+    :class:`RlrecoError` is input the user can fix. Any other exception is a bug: one line
+    names the command and the exception and suggests ``--debug``, which prints the traceback
+    instead. Outputs are written to temporary names and renamed, so neither leaves a partial
+    output behind.
+    """
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -72,7 +93,21 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except RlrecoError as exc:
             report.print_error(str(exc))
-            raise typer.Exit(code=2) from None
+            raise typer.Exit(code=EXIT_USER_ERROR) from None
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            command = func.__name__.replace("_", "-")
+            if _debug["on"]:
+                traceback.print_exc(file=sys.stderr)
+            reason = str(exc).strip().splitlines()
+            kind = type(exc).__qualname__
+            if type(exc).__module__ != "builtins":
+                kind = f"{type(exc).__module__}.{kind}"
+            what = f"{kind}: {reason[0]}" if reason else kind
+            hint = "" if _debug["on"] else "; rerun with --debug for the traceback"
+            report.print_error(f"rlreco {command} failed unexpectedly ({what}){hint}")
+            raise typer.Exit(code=EXIT_UNEXPECTED) from None
 
     return wrapper  # type: ignore[return-value]
 

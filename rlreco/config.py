@@ -21,7 +21,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from rlreco.errors import ConfigError
+from rlreco.errors import ConfigError, shown
 from rlreco.schema import BUILTIN_STATE_FIELDS, DEFAULT_STATE_FIELDS
 
 #: The embedded default data set (a copy of the UCI Online Retail data, see data/README.md).
@@ -300,7 +300,7 @@ def _coerce(key: str, tp: Any, value: Any, base: Path | None) -> Any:
     """Convert a raw TOML/JSON value to the field type or raise a one-line ConfigError."""
 
     def bad(allowed: str) -> ConfigError:
-        return ConfigError(f"key '{key}' = {value!r}: expected {allowed}")
+        return ConfigError(f"key {shown(key)} = {shown(value, 60)}: expected {allowed}")
 
     origin = get_origin(tp)
     if origin is Literal:
@@ -351,14 +351,16 @@ def _scores(key: str, value: Any) -> tuple[tuple[str, tuple[int, ...]], ...]:
         for name, s in value.items()
     ):
         raise ConfigError(
-            f"key '{key}' = {value!r}: expected a table of segment name = [scores >= 0]"
+            f"key {shown(key)} = {shown(value, 60)}: expected a table of segment name = "
+            "[scores >= 0]"
         )
     seen: dict[int, str] = {}
     for name, s in value.items():
         for i in s:
             if i in seen:
                 raise ConfigError(
-                    f"key '{key}' = {value!r}: score {i} is mapped to both {seen[i]} and {name}"
+                    f"key {shown(key)} = {shown(value, 60)}: score {i} is mapped to both "
+                    f"{shown(seen[i])} and {shown(name)}"
                 )
             seen[i] = name
     return tuple((name, tuple(int(i) for i in s)) for name, s in value.items())
@@ -411,14 +413,14 @@ def _check_state_fields(config: RunConfig) -> None:
 
 def _build(cls: type[Any], raw: Any, prefix: str, base: Path | None) -> Any:
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"key '{prefix}' = {raw!r}: expected a table")
+        raise ConfigError(f"key {shown(prefix)} = {shown(raw, 60)}: expected a table")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     if cls is Columns:
         raw = _categorical_columns(raw, prefix, set(fields))
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        where = f"'{prefix}.{unknown[0]}'" if prefix else f"'{unknown[0]}'"
+        where = shown(f"{prefix}.{unknown[0]}" if prefix else unknown[0])
         raise ConfigError(f"unknown key {where}: allowed keys are {', '.join(sorted(fields))}")
     kwargs: dict[str, Any] = {}
     for name, value in raw.items():
@@ -436,7 +438,7 @@ def _build(cls: type[Any], raw: Any, prefix: str, base: Path | None) -> Any:
         converted = _coerce(key, tp, value, base)
         meta = fields[name].metadata
         if "check" in meta and not meta["check"](converted):
-            raise ConfigError(f"key '{key}' = {value!r}: expected {meta['allowed']}")
+            raise ConfigError(f"key {shown(key)} = {shown(value, 60)}: expected {meta['allowed']}")
         kwargs[name] = converted
     return cls(**kwargs)
 
@@ -510,7 +512,7 @@ def _original_to_nested(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
     for key, value in raw.items():
         if key not in ORIGINAL_KEYS:
             raise ConfigError(
-                f"{source}: unknown key '{key}': allowed keys are {', '.join(ORIGINAL_KEYS)}"
+                f"{source}: unknown key {shown(key)}: allowed keys are {', '.join(ORIGINAL_KEYS)}"
             )
         node = nested
         *parents, leaf = ORIGINAL_KEYS[key]

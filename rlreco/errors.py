@@ -30,3 +30,10 @@ class SimulationError(RlrecoError):
 
 class SyncError(RlrecoError):
     """A MongoDB export, import or online visit failed (unreachable server, auth, bad data)."""
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """A value read from a file as it appears in an error line: ``repr`` (so control
+    characters and line breaks are escaped), cut to about ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fuzz_support import CASES, PROFILE, SECONDS, register_profiles
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -25,3 +26,17 @@ def embedded_parquet() -> Path:
     if not EMBEDDED_PARQUET.is_file():
         pytest.skip(f"embedded data not found at {EMBEDDED_PARQUET}")
     return EMBEDDED_PARQUET
+
+
+register_profiles()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Cases and seconds per input surface of the fuzz tests that ran."""
+    if not CASES:
+        return
+    terminalreporter.section(f"fuzz cases per surface (profile {PROFILE})")
+    for surface in sorted(CASES):
+        terminalreporter.write_line(
+            f"{surface:<22} {CASES[surface]:>8,} cases {SECONDS[surface]:>8.1f} s"
+        )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -38,17 +39,34 @@ def print_json(obj: Any) -> None:
 
 def print_pairs(title: str, rows: list[tuple[str, str]]) -> None:
     """A two-column rich table."""
-    table = Table(title=title, show_header=False, title_justify="left")
+    table = Table(title=escape(title), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column(justify="right")
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(escape(key), escape(value))
     console.print(table)
 
 
+#: Longest error line printed; longer messages are cut (a file's junk header can be huge).
+MAX_ERROR_CHARS = 2000
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: line breaks and control characters escaped, cut short."""
+    line = "".join(
+        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+        for ch in text.strip()
+    )
+    if len(line) > MAX_ERROR_CHARS:
+        line = line[: MAX_ERROR_CHARS - 3] + "..."
+    return line
+
+
 def print_error(message: str) -> None:
-    """One error line on stderr."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """One ``error: ...`` line on stderr (the message is printed literally, never as markup)."""
+    err_console.print(
+        f"[bold red]error:[/] {escape(one_line(message))}", highlight=False, soft_wrap=True
+    )
 
 
 def fmt(value: float | None, spec: str = ",.4f") -> str:
@@ -189,7 +207,7 @@ def show_sweep(result: Any, *, as_json: bool) -> None:
     if as_json:
         print_json({**result.document(), "seconds": result.seconds, "out": str(result.out)})
         return
-    table = Table(title=f"rlreco sweep -> {result.out}", title_justify="left")
+    table = Table(title=escape(f"rlreco sweep -> {result.out}"), title_justify="left")
     metrics = [
         ("reward_per_visit", "reward/visit", ",.3f"),
         ("click_rate", "click rate", ".4f"),
@@ -202,7 +220,7 @@ def show_sweep(result: Any, *, as_json: bool) -> None:
     for _, title, _ in metrics:
         table.add_column(f"{title} mean [95% CI]", justify="right")
     for row in result.summary.to_dict(orient="records"):
-        cells = [str(row["label"]), str(row["replicates"])]
+        cells = [escape(str(row["label"])), str(row["replicates"])]
         for key, _, spec in metrics:
             mean, low, high = row[f"{key}_mean"], row[f"{key}_low"], row[f"{key}_high"]
             cells.append(
@@ -225,14 +243,15 @@ def show_sweep(result: Any, *, as_json: bool) -> None:
         console.print(f"best {best['metric']}: [bold]{best['best']}[/] - {verdict}")
     for failure in result.failures:
         err_console.print(
-            f"[red]failed cell[/] {failure['label']} #{failure['replicate']}: {failure['error']}"
+            f"[red]failed cell[/] {escape(str(failure['label']))} #{failure['replicate']}: "
+            f"{escape(one_line(str(failure['error'])))}"
         )
     console.print(
         f"{result.cells_run} cell(s) run, {result.cells_skipped} found finished, "
         f"{len(result.failures)} failed, {result.seconds:.1f} s"
     )
     for path in result.plots:
-        console.print(f"plot: {path}")
+        console.print(f"plot: {escape(str(path))}")
 
 
 def show_verdict(verdict: dict[str, Any]) -> None:
@@ -241,7 +260,8 @@ def show_verdict(verdict: dict[str, Any]) -> None:
     cost = "extra regret" if what == "regret" else "reward lost"
     truth = Path(str(verdict["response"])).name
     console.print(
-        f"verdict for {truth}, slate {verdict['slate_size']}: ship [bold]{verdict['best']}[/]"
+        f"verdict for {escape(truth)}, slate {verdict['slate_size']}: ship "
+        f"[bold]{escape(str(verdict['best']))}[/]"
         f" - {what} per visit {fmt(verdict['best_mean'], ',.4f')} "
         f"[{fmt(verdict['best_low'], ',.4f')}, {fmt(verdict['best_high'], ',.4f')}]",
         highlight=False,
@@ -254,7 +274,7 @@ def show_verdict(verdict: dict[str, Any]) -> None:
     table.add_column("Welch p", justify="right")
     for alt in verdict["alternatives"]:
         table.add_row(
-            alt["label"],
+            escape(str(alt["label"])),
             f"{fmt(alt['cost_per_1000'], ',.1f')} "
             f"[{fmt(alt['cost_low'], ',.1f')}, {fmt(alt['cost_high'], ',.1f')}]",
             fmt(alt["p_value"], ".3g"),
@@ -325,7 +345,9 @@ def show_visit(report: Any, *, as_json: bool) -> None:
         else f"state version {report.version}"
     )
     table = Table(
-        title=f"rlreco recommend: {report.state} (visit {report.visit}, {report.source}, {where})",
+        title=escape(
+            f"rlreco recommend: {report.state} (visit {report.visit}, {report.source}, {where})"
+        ),
         title_justify="left",
     )
     for column in (
@@ -349,8 +371,8 @@ def show_visit(report: Any, *, as_json: bool) -> None:
     for item in report.slate:
         table.add_row(
             str(item["slot"] + 1),
-            item["product_code"],
-            item["description"],
+            escape(item["product_code"]),
+            escape(item["description"]),
             item["outcome"] or "-",
             "-" if item["reward"] is None else f"{item['reward']:.2f}",
             change(item, "value", ".4f"),
@@ -431,4 +453,4 @@ def show_evaluation(result: Any, *, as_json: bool) -> None:
     if result.out is not None:
         console.print(f"summary: {result.out / 'summary.parquet'}")
     for path in result.plots:
-        console.print(f"plot: {path}")
+        console.print(f"plot: {escape(str(path))}")

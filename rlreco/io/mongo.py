@@ -28,7 +28,7 @@ import pandas as pd
 from pymongo import DeleteMany, ReplaceOne
 from pymongo.operations import DeleteOne, InsertOne, UpdateMany, UpdateOne
 
-from rlreco.errors import SnapshotError, SyncError
+from rlreco.errors import SnapshotError, SyncError, shown
 from rlreco.io.mongo_connection import (
     Document,
     MongoLink,
@@ -473,7 +473,30 @@ def import_snapshot(
         raise SyncError(f"run {run!r} not found in {link.db.name}.{RUNS} or .{CELLS}")
     stored = record.get("manifest") if record is not None else None
     manifest = decode_manifest(stored) if stored is not None else None
+    if manifest is not None:
+        _check_stored_manifest(manifest, f"{link.db.name}.{RUNS} document {run!r}")
     return frame_from_tidy(docs, fields), manifest
+
+
+#: Types of the manifest keys an import takes from a stored run (absent keys are allowed).
+_MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
+    "run_id": (str,),
+    "episodes": (int,),
+    "seed": (int,),
+    "config": (dict,),
+    "rng_state": (dict, type(None)),
+}
+
+
+def _check_stored_manifest(manifest: Any, where: str) -> None:
+    """One-line SyncError unless a stored manifest is an object with keys of the right types."""
+    if not isinstance(manifest, dict):
+        raise SyncError(f"{where}: manifest = {shown(manifest)}: expected a document")
+    for key, types in _MANIFEST_TYPES.items():
+        value = manifest.get(key)
+        if key in manifest and (not isinstance(value, types) or isinstance(value, bool)):
+            allowed = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise SyncError(f"{where}: manifest key {key!r} = {shown(value)}: expected {allowed}")
 
 
 def _seed_table(link: MongoLink, name: str) -> dict[str, dict[str, Any]]:

@@ -29,6 +29,7 @@ can be ``%int``, so :func:`decode_manifest` inverts :func:`encode_manifest` exac
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from rlreco.errors import SnapshotError, SyncError
+from rlreco.errors import SnapshotError, SyncError, shown
 from rlreco.io.run_dir import schema_of
 from rlreco.schema import DEFAULT_STATE_FIELDS, format_state_id, parse_state_id
 
@@ -86,10 +87,17 @@ CELL_NUMBERS: dict[str, type] = {"value": float, "reward": float, "count": int, 
 BIG_INT = "%int"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
+
+def _int_range(dtype: str) -> tuple[int, int]:
+    """Range of an integer id column of the snapshot (state_id, half, product_id)."""
+    info = np.iinfo(np.dtype(dtype))
+    return int(info.min), int(info.max)
+
+
 _ESCAPES = {"%": "%25", ".": "%2E", "$": "%24", "\x00": "%00"}
 _UNESCAPES = {v: k for k, v in _ESCAPES.items()}
 _NEEDS_ESCAPE = re.compile(r"[%.$\x00]")
-_ESCAPED = re.compile(r"%(?:25|2E|24|00)")
+_ESCAPED = re.compile(r"%(?:25|2E|24|00)?")
 
 
 @dataclass(frozen=True)
@@ -125,10 +133,47 @@ def escape_field(name: str) -> str:
 
 
 def unescape_field(name: str) -> str:
-    """Invert :func:`escape_field`."""
+    """Invert :func:`escape_field`.
+
+    Raises
+    ------
+    SyncError
+        If a ``%`` of ``name`` starts none of the four escapes (no escaped name has one).
+    """
     if "%" not in name:
         return name
-    return _ESCAPED.sub(lambda m: _UNESCAPES[m.group(0)], name)
+
+    def unescape(match: re.Match[str]) -> str:
+        if match.group(0) == "%":
+            raise SyncError(
+                f"field name {shown(name)} does not decode: each '%' must start %25, %2E, %24 "
+                "or %00"
+            )
+        return _UNESCAPES[match.group(0)]
+
+    return _ESCAPED.sub(unescape, name)
+
+
+def cell_number(value: Any, column: str, where: str) -> int | float:
+    """A stored cell number checked and converted to its column's type (:data:`CELL_NUMBERS`).
+
+    Integers may be stored as doubles with no fraction (other writers); booleans, text and
+    anything else are refused.
+
+    Raises
+    ------
+    SyncError
+        One line naming ``where``, the column and the value.
+    """
+    kind = CELL_NUMBERS[column]
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is float and number:
+        return float(value)
+    whole = number and (isinstance(value, int) or (math.isfinite(value) and value.is_integer()))
+    if whole and _INT64_MIN <= int(value) <= _INT64_MAX:
+        return int(value)
+    allowed = "a number" if kind is float else "an integer"
+    raise SyncError(f"{where}: {column} = {shown(value)}: expected {allowed}")
 
 
 def encode_manifest(value: Any) -> Any:
@@ -406,19 +451,34 @@ def frame_from_tidy(
     Raises
     ------
     SyncError
-        A document lacks a column of the snapshot (e.g. a state field of another run).
+        A document lacking a field (e.g. a state field of another run) or holding a value of
+        the wrong type (one line naming the document's state and product code).
     """
     dtypes = snapshot_dtypes(fields)
     columns: dict[str, list[Any]] = {c: [] for c in dtypes}
     for doc in docs:
+        where = (
+            f"{CELLS} document (state {shown(doc.get('state'))}, product "
+            f"{shown(doc.get('product_code'))})"
+        )
         for col, values in columns.items():
-            try:
-                values.append(doc[col])
-            except KeyError:
+            if col not in doc:
                 raise SyncError(
-                    f"tidy cell of state {doc.get('state')!r} has no field {col!r}; "
-                    f"the run's state fields are {', '.join(fields)}"
-                ) from None
+                    f"{where}: field {col!r} is missing (the run's state fields are "
+                    f"{', '.join(fields)})"
+                )
+            value = doc[col]
+            if col in CELL_NUMBERS:
+                value = cell_number(value, col, where)
+            elif dtypes[col] == "str":
+                if not isinstance(value, str):
+                    raise SyncError(f"{where}: {col} = {shown(value)}: expected a string")
+            else:
+                low, high = _int_range(dtypes[col])
+                whole = isinstance(value, int) and not isinstance(value, bool)
+                if not whole or not low <= value <= high:
+                    raise SyncError(f"{where}: {col} = {shown(value)}: expected an integer")
+            values.append(value)
     return _frame(columns, dtypes)
 
 
@@ -465,8 +525,9 @@ def frame_from_seed(
                 columns[name].append(value)
             columns["product_id"].append(_lookup(index.products, code, "product") if index else -1)
             columns["product_code"].append(code)
-            for col, kind in CELL_NUMBERS.items():
-                columns[col].append(kind(per_column[col].get(code, 0)))
+            for col in CELL_NUMBERS:
+                where = f"{SEED_COLLECTIONS[col]} document {shown(state)}, field {shown(code)}"
+                columns[col].append(cell_number(per_column[col].get(code, 0), col, where))
     return _frame(columns, dtypes)
 
 

@@ -41,7 +41,7 @@ import pandas as pd
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from rlreco.errors import RlrecoError, SyncError
+from rlreco.errors import RlrecoError, SyncError, shown
 from rlreco.io.mongo_connection import (
     Document,
     MongoLink,
@@ -60,6 +60,7 @@ from rlreco.io.mongo_layout import (
     VERSION_FIELD,
     CodeIndex,
     Layout,
+    cell_number,
     check_layout,
     conform_snapshot,
     escape_field,
@@ -171,7 +172,10 @@ class _SeedStore(_StateStore):
                 ),
             )
             ids[name] = doc["_id"] if doc else self.state
-            versions[name] = int(doc.get(VERSION_FIELD, 0)) if doc else 0
+            where = f"{self.link.db.name}.{name} document {shown(ids[name])}"
+            versions[name] = (
+                stored_int(doc.get(VERSION_FIELD, 0), VERSION_FIELD, where) if doc else 0
+            )
             cells = doc[self.field] if doc else {}
             if not isinstance(cells, Mapping):
                 raise SyncError(
@@ -213,9 +217,16 @@ class _TidyStore(_StateStore):
         docs = self.link.find_all(
             CELLS, {"run_id": self.run_id, "state": self.state}, {"_id": 0, "updated_at": 0}
         )
-        versions = {d["product_code"]: int(d.get(VERSION_FIELD, 0)) for d in docs}
-        episodes = max((int(d.get("episodes", 0)) for d in docs), default=0)
-        return _Read(frame_from_tidy(docs, self.fields), versions, episodes=episodes)
+        frame = frame_from_tidy(docs, self.fields)  # checks the cells' fields
+        where = f"{self.link.db.name}.{CELLS} document of state {shown(self.state)}"
+        versions = {
+            d["product_code"]: stored_int(d.get(VERSION_FIELD, 0), VERSION_FIELD, where)
+            for d in docs
+        }
+        episodes = max(
+            (stored_int(d.get("episodes", 0), "episodes", where) for d in docs), default=0
+        )
+        return _Read(frame, versions, episodes=episodes)
 
     def lags(self, read: _Read, pending: Mapping[str, Any], version: int) -> bool:
         return any(read.versions.get(c["product_code"], 0) < version for c in pending["cells"])
@@ -429,9 +440,10 @@ def _read_consistent(store: _StateStore) -> tuple[int, _Read]:
             f"read of {link.db.name}.{STATE_VERSIONS}",
             lambda: versions.find_one({"_id": store.record_id}),
         )
-        version = int(record["v"]) if record else 0
+        where = f"{link.db.name}.{STATE_VERSIONS} record {shown(store.record_id)}"
+        version = stored_int(record.get("v"), "v", where) if record else 0
         read = store.read()
-        pending = record.get("pending") if record else None
+        pending = _checked_pending(record.get("pending"), where) if record else None
         if max(read.versions.values(), default=0) > version:
             link.sleep(min(0.05, 0.001 * 2.0**attempt))  # a visit is being written now
         elif pending is not None and store.lags(read, pending, version):
@@ -443,6 +455,33 @@ def _read_consistent(store: _StateStore) -> tuple[int, _Read]:
         f"{link.db.name}.{STATE_VERSIONS} (an export of this state is running or was "
         "interrupted); re-run export-mongo"
     )
+
+
+def stored_int(value: Any, name: str, where: str) -> int:
+    """A version or visit count read from MongoDB: an integer >= 0, else one-line SyncError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SyncError(f"{where}: {name} = {shown(value)}: expected an integer >= 0")
+    return value
+
+
+def _checked_pending(pending: Any, where: str) -> Document | None:
+    """The pending visit of a version record, checked before it is written (one-line error)."""
+    if pending is None:
+        return None
+    cells = pending.get("cells") if isinstance(pending, Mapping) else None
+    fields = ("product_code", "product_id", *CELL_NUMBERS)
+    if (
+        not isinstance(cells, list)
+        or not all(isinstance(c, Mapping) and all(f in c for f in fields) for c in cells)
+        or not all(isinstance(c["product_code"], str) for c in cells)
+        or "state_id" not in pending
+        or "episodes" not in pending
+    ):
+        raise SyncError(f"{where}: pending visit is malformed; re-run export-mongo for the state")
+    for cell in cells:
+        for column in CELL_NUMBERS:
+            cell_number(cell[column], column, f"{where} pending cell {shown(cell['product_code'])}")
+    return dict(pending)
 
 
 def _checked_step(changed: Any, state: str, fields: tuple[str, ...]) -> pd.DataFrame:
@@ -496,4 +535,5 @@ def _commit(store: _StateStore, version: int, pending: Document, token: str) -> 
         return True
     # A retried swap fails if its first try landed and only the reply was lost: look for it.
     record = link.run(what, lambda: versions.find_one({"_id": store.record_id}))
-    return record is not None and token in record.get("recent", ())
+    recent = record.get("recent") if record is not None else None
+    return isinstance(recent, list) and token in recent

@@ -36,8 +36,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rlreco.errors import SnapshotError
-from rlreco.schema import CELL_DTYPE, DEFAULT_STATE_FIELDS, INTEGER_STATE_FIELDS, METRICS_DTYPE
+from rlreco.errors import SnapshotError, shown
+from rlreco.schema import (
+    CELL_DTYPE,
+    DEFAULT_STATE_FIELDS,
+    INTEGER_STATE_FIELDS,
+    METRICS_DTYPE,
+    format_state_id,
+)
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -296,10 +302,16 @@ def read_tagged(path: Path, kind: str, version: int) -> tuple[pa.Table, dict[str
         raise SnapshotError(f"{path}: file not found")
     try:
         table = pq.read_table(path, use_threads=False)
-    except (pa.ArrowException, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SnapshotError(f"{path}: corrupt or not a Parquet file ({reason})") from None
+        table.validate(full=True)  # e.g. text that is not UTF-8
+    except (pa.ArrowException, OSError, UnicodeError) as exc:  # names not UTF-8: UnicodeError
+        raise _corrupt(path, exc) from None
     return table, _check_tag(path, table.schema, kind, version)
+
+
+def _corrupt(path: Path, exc: BaseException) -> SnapshotError:
+    """One line for a file Arrow cannot read."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return SnapshotError(f"{path}: corrupt or not a Parquet file ({shown(reason, 200)})")
 
 
 def _check_tag(path: Path, schema: pa.Schema, kind: str, version: int) -> dict[str, Any]:
@@ -382,9 +394,8 @@ def iter_snapshot(
     try:
         parquet = pq.ParquetFile(path)
         schema = parquet.schema_arrow
-    except (pa.ArrowException, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SnapshotError(f"{path}: corrupt or not a Parquet file ({reason})") from None
+    except (pa.ArrowException, OSError, UnicodeError) as exc:
+        raise _corrupt(path, exc) from None
     _check_tag(path, schema, "snapshot", SCHEMA_VERSION)
     expected = schema_of("snapshot", fields_of_columns("snapshot", schema.names))
     if not schema.remove_metadata().equals(expected):
@@ -396,10 +407,110 @@ def iter_snapshot(
     try:
         for group in range(parquet.num_row_groups):
             table = parquet.read_row_group(group, columns=wanted.names, use_threads=False)
+            table.validate(full=True)
             yield _numpy_columns(path, table, wanted)
-    except (pa.ArrowException, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SnapshotError(f"{path}: corrupt Parquet file ({reason})") from None
+    except (pa.ArrowException, OSError, UnicodeError) as exc:
+        raise _corrupt(path, exc) from None
+
+
+def _check_manifest(mpath: Path, manifest: Mapping[str, Any]) -> None:
+    """Types of the manifest keys a run directory is read by (one-line SnapshotError)."""
+
+    def bad(key: str, allowed: str) -> SnapshotError:
+        return SnapshotError(
+            f"{mpath}: key '{key}' = {shown(manifest.get(key), 60)}: expected {allowed}"
+        )
+
+    episodes = manifest["episodes"]
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 0:
+        raise bad("episodes", "an integer >= 0")
+    if not isinstance(manifest["run_id"], str) or not manifest["run_id"]:
+        raise bad("run_id", "a non-empty string")
+    if not isinstance(manifest["config"], dict):
+        raise bad("config", "a JSON object")
+    for key in ("snapshot", "initial_snapshot", "metrics"):
+        name = manifest.get(key)
+        if key == "metrics" and name is None:
+            continue
+        if not isinstance(name, str) or not name.isprintable():
+            raise bad(key, "the relative path of a file in the run directory")
+        parts = Path(name).parts
+        if not parts or Path(name).is_absolute() or ".." in parts:
+            raise bad(key, "the relative path of a file in the run directory")
+    seed = manifest.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise bad("seed", "an integer >= 0")
+    if not isinstance(manifest.get("rng_state"), dict | None):
+        raise bad("rng_state", "a JSON object or null")
+    if not isinstance(manifest.get("simulations", []), list):
+        raise bad("simulations", "a list")
+
+
+def _check_space(folder: Path, space: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+    """The three state space tables agree (one-line SnapshotError naming the file and row)."""
+    states, products, catalogues = space["states"], space["products"], space["catalogues"]
+
+    def bad(kind: str, row: int, what: str) -> SnapshotError:
+        return SnapshotError(f"{folder / kind}.parquet: row {row}: {what}")
+
+    for kind, ids, name in (
+        ("states", states["state_id"], "state_id"),
+        ("products", products["product_id"], "product_id"),
+    ):
+        if ids.size == 0:
+            raise SnapshotError(f"{folder / kind}.parquet: no rows")
+        wrong = np.flatnonzero(ids != np.arange(ids.size))
+        if wrong.size:
+            row = int(wrong[0])
+            raise bad(kind, row, f"{name} {ids[row]}, expected {row} (ids are 0..n-1 in order)")
+    fields = fields_of_columns("states", list(states))
+    if "half" in fields:
+        wrong = np.flatnonzero(~np.isin(states["half"], (0, 1)))
+        if wrong.size:
+            raise bad("states", int(wrong[0]), f"half {states['half'][wrong[0]]}, expected 0 or 1")
+    # a log-derived state space has no calendar: its ids are the logs' context labels, its
+    # months and weekdays empty (rlreco.engine.state_space)
+    labelled = fields == DEFAULT_STATE_FIELDS and all(
+        not np.any(np.asarray(states[f]).astype(str) != "") for f in ("month", "weekday")
+    )
+    components = zip(*(states[f].tolist() for f in fields), strict=True)
+    for row, (state, parts) in enumerate(zip(states["state"].tolist(), components, strict=True)):
+        if labelled:
+            break
+        if state != format_state_id(list(parts)):
+            raise bad(
+                "states", row, f"state {shown(state)} is not its fields {'_'.join(fields)} joined"
+            )
+    weight = states["weight"]
+    wrong = np.flatnonzero(~(np.isfinite(weight) & (weight >= 0)))
+    if wrong.size:
+        raise bad("states", int(wrong[0]), f"weight {weight[wrong[0]]}, expected a number >= 0")
+    for kind, values, name in (
+        ("states", states["state"], "state"),
+        ("products", products["product_code"], "product_code"),
+    ):
+        _, first, counts = np.unique(values, return_index=True, return_counts=True)
+        if (counts > 1).any():
+            row = int(np.sort(first[counts > 1])[0])
+            raise bad(kind, row, f"{name} {shown(values[row])} appears more than once")
+    product = catalogues["product_id"]
+    wrong = np.flatnonzero((product < 0) | (product >= products["product_id"].size))
+    if wrong.size:
+        raise bad("catalogues", int(wrong[0]), f"product_id {product[wrong[0]]} is not a product")
+    segments = set(states["segment"].tolist())
+    for row, segment in enumerate(catalogues["segment"].tolist()):
+        if segment not in segments:
+            raise bad("catalogues", row, f"segment {shown(segment)} has no state")
+    pairs = np.unique(
+        np.stack([np.unique(catalogues["segment"], return_inverse=True)[1], product]), axis=1
+    )
+    if pairs.shape[1] != product.size:
+        raise SnapshotError(f"{folder / 'catalogues'}.parquet: a (segment, product) pair repeats")
+    missing = segments - set(catalogues["segment"].tolist())
+    if missing:
+        raise SnapshotError(
+            f"{folder / 'catalogues'}.parquet: segment {shown(min(missing))} has no products"
+        )
 
 
 def file_sha256(path: Path) -> str:
@@ -495,8 +606,10 @@ class RunDir:
             raise SnapshotError(f"{mpath}: manifest lacks {', '.join(missing)}")
         if manifest["schema_version"] != SCHEMA_VERSION:
             raise SnapshotError(
-                f"{mpath}: schema version {manifest['schema_version']}, expected {SCHEMA_VERSION}"
+                f"{mpath}: schema version {shown(manifest['schema_version'])}, "
+                f"expected {SCHEMA_VERSION}"
             )
+        _check_manifest(mpath, manifest)
         return cls(path, manifest)
 
     @property
@@ -505,11 +618,21 @@ class RunDir:
         return int(self.manifest["episodes"])
 
     def read_space(self) -> dict[str, dict[str, np.ndarray]]:
-        """Columns of the states, products and catalogues tables."""
-        return {
-            kind: read_table(self.path / "state_space" / f"{kind}.parquet", kind)
+        """Columns of the states, products and catalogues tables, checked against each other.
+
+        Raises
+        ------
+        SnapshotError
+            A file is missing or corrupt, or the tables disagree (ids not 0..n-1, a state id
+            that is not its components, a catalogue product or segment that does not exist).
+        """
+        folder = self.path / "state_space"
+        space = {
+            kind: read_table(folder / f"{kind}.parquet", kind)
             for kind in ("states", "products", "catalogues")
         }
+        _check_space(folder, space)
+        return space
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -603,9 +726,6 @@ class RunDir:
         """
         name = snapshot_name(episodes)
         previous = self.manifest["snapshot"]
-        write_snapshot(self.path / name, snapshot)
-        if metrics is not None:
-            write_table(self.path / "metrics.parquet", "metrics", metrics)
         manifest = {
             **self.manifest,
             **updates,
@@ -613,7 +733,27 @@ class RunDir:
             "snapshot": name,
             "metrics": "metrics.parquet" if metrics is not None else self.manifest.get("metrics"),
         }
-        write_json(self.path / MANIFEST, manifest)
+        metrics_path = self.path / "metrics.parquet"
+        backup = self.path / ".metrics.parquet.previous"
+        had_metrics = metrics_path.is_file()
+        try:
+            write_snapshot(self.path / name, snapshot)
+            if metrics is not None:
+                if had_metrics:
+                    shutil.copyfile(metrics_path, backup)
+                write_table(metrics_path, "metrics", metrics)
+            write_json(self.path / MANIFEST, manifest)
+        except BaseException:
+            # Not committed: put the files the manifest names back as they were.
+            if name not in (previous, self.manifest["initial_snapshot"]):
+                (self.path / name).unlink(missing_ok=True)
+            if metrics is not None and backup.is_file():
+                os.replace(backup, metrics_path)
+            elif metrics is not None and not had_metrics:
+                metrics_path.unlink(missing_ok=True)
+            raise
+        finally:
+            backup.unlink(missing_ok=True)
         self.manifest = manifest
         if previous not in (name, manifest["initial_snapshot"]):
             (self.path / previous).unlink(missing_ok=True)

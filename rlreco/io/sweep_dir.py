@@ -32,10 +32,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rlreco.errors import ConfigError, SnapshotError
-from rlreco.io.run_dir import atomic_path, read_tagged, write_json
+from rlreco.errors import ConfigError, SnapshotError, shown
+from rlreco.io.run_dir import SCHEMAS, atomic_path, read_tagged, write_json
 
 SWEEP_SCHEMA_VERSION = 1
+#: Columns of a cell's per-block metrics: the block and the run directory's metric sums.
+CELL_COLUMNS: tuple[str, ...] = (
+    "block",
+    *(n for n in SCHEMAS["metrics"].names if n not in ("block", "first_visit")),
+)
 SWEEP_FILE = "sweep.json"
 _META_KEY = b"rlreco"
 
@@ -54,7 +59,11 @@ def _write_frame(path: Path, kind: str, frame: pd.DataFrame, meta: Mapping[str, 
 def _read_frame(path: Path, kind: str) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read a Parquet file written by :func:`_write_frame`; check its kind and version."""
     table, info = read_tagged(path, kind, SWEEP_SCHEMA_VERSION)
-    return table.to_pandas(), info
+    try:
+        # written without an index: pandas metadata is not needed (and may be corrupt)
+        return table.to_pandas(ignore_metadata=True), info
+    except (pa.ArrowException, ValueError, OverflowError) as exc:
+        raise SnapshotError(f"{path}: values cannot be read ({shown(str(exc), 120)})") from None
 
 
 class SweepDir:
@@ -101,12 +110,27 @@ class SweepDir:
                 if not force:
                     raise ConfigError(cls._mismatch(path, found, wanted))
                 shutil.rmtree(path)
+            else:
+                cls.check(path, wanted)  # before anything is written
         (path / "cells").mkdir(parents=True, exist_ok=True)
         write_json(
             sweep_file,
             {"schema_version": SWEEP_SCHEMA_VERSION, "base": wanted, "grid": dict(grid)},
         )
         return cls(path, wanted)
+
+    @classmethod
+    def check(cls, path: str | Path, base: Mapping[str, Any]) -> None:
+        """Check every finished cell of an existing sweep directory (see :meth:`read_cell`).
+
+        Raises
+        ------
+        SnapshotError
+            One line naming the first corrupt or foreign cell file.
+        """
+        sweep = cls(Path(path), dict(base))
+        for cell in sorted((sweep.path / "cells").glob("*.parquet")):
+            sweep.read_cell(cell.name.removesuffix(".parquet"))
 
     @staticmethod
     def _read_base(sweep_file: Path) -> dict[str, Any] | None:
@@ -158,10 +182,32 @@ class SweepDir:
             If the file is corrupt, foreign, or was computed on another base.
         """
         path = self.cell_path(key)
-        frame, info = _read_frame(path, "sweep_cell")
+        hint = "delete it to re-run the cell"
+        try:
+            frame, info = _read_frame(path, "sweep_cell")
+        except SnapshotError as exc:
+            raise SnapshotError(f"{exc}; {hint}") from None
         if info.get("key") != key or info.get("base") != self.base:
-            raise SnapshotError(f"{path}: belongs to another cell or sweep; delete it to re-run")
-        return frame, info
+            raise SnapshotError(f"{path}: belongs to another cell or sweep; {hint}")
+        seconds = info.get("seconds")
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+            raise SnapshotError(f"{path}: cell time {shown(seconds)} is not a number >= 0; {hint}")
+        wrong = [
+            c
+            for c in CELL_COLUMNS
+            if c not in frame.columns
+            or not pd.api.types.is_numeric_dtype(frame[c].dtype)
+            or pd.api.types.is_bool_dtype(frame[c].dtype)
+            or frame[c].isna().any()
+        ]
+        if wrong:
+            raise SnapshotError(
+                f"{path}: column {wrong[0]!r} is missing or not numbers; a cell has columns "
+                f"{', '.join(CELL_COLUMNS)}; {hint}"
+            )
+        if not frame["block"].equals(pd.Series(range(len(frame)), dtype=frame["block"].dtype)):
+            raise SnapshotError(f"{path}: blocks are not numbered 0..n-1; {hint}")
+        return frame[list(CELL_COLUMNS)], info
 
     def write_failure(self, key: str, message: str) -> None:
         """Record the failure of one cell."""

@@ -42,7 +42,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from rlreco.config import DataConfig
-from rlreco.errors import DataError
+from rlreco.errors import DataError, shown
 from rlreco.schema import MONTH_NAMES, WEEKDAY_NAMES
 
 #: lower-case file suffix -> format name
@@ -71,6 +71,7 @@ _HEADER_BYTES = 1 << 16
 _MAX_SAMPLES = 3
 _MAX_SAMPLE_CHARS = 40
 _MAX_REASON_CHARS = 200
+_MAX_LISTED = 12
 # Floats above 2**53 are not exact integers any more; they are kept as float text.
 _EXACT_INT_LIMIT = 2.0**53
 _INT64_LIMIT = 2.0**63
@@ -228,27 +229,32 @@ def _reason(exc: BaseException) -> str:
     return text
 
 
-def _one_line(text: str) -> str:
-    return text.replace("\r", " ").replace("\n", " ")
-
-
-def _check_columns(name: str, available: list[str], mapping: dict[str, str]) -> None:
-    """Raise when a mapped column is not in the file, listing the file's columns."""
+def _check_columns(
+    name: str, available: list[str], mapping: dict[str, str], hint: str = ""
+) -> None:
+    """Raise when a mapped column is not in the file, listing the file's first columns."""
     have = set(available)
     missing = [(src, canon) for canon, src in mapping.items() if src not in have]
     if not missing:
         return
-    columns = ", ".join(_one_line(c) for c in available)
+    columns = ", ".join(_column_name(c) for c in available[:_MAX_LISTED])
+    more = f", ... ({len(available)} in all)" if len(available) > _MAX_LISTED else ""
     fields = [(src, canon) for src, canon in missing if canon not in SOURCE_COLUMNS]
     if fields:
         src, canon = fields[0]
         raise DataError(
-            f"{name}: key 'states.fields' value {canon!r}: column {_one_line(src)!r} "
-            f"(key 'data.columns.{canon}') not found; columns are: {columns}"
+            f"{name}: key 'states.fields' value {canon!r}: column {shown(src)} "
+            f"(key 'data.columns.{canon}') not found; columns are: {columns}{more}{hint}"
         )
-    listed = ", ".join(f"{_one_line(src)!r} ({canon})" for src, canon in missing)
+    listed = ", ".join(f"{shown(src)} ({canon})" for src, canon in missing)
     noun = "column" if len(missing) == 1 else "columns"
-    raise DataError(f"{name}: {noun} {listed} not found; columns are: {columns}")
+    raise DataError(f"{name}: {noun} {listed} not found; columns are: {columns}{more}{hint}")
+
+
+def _column_name(name: str) -> str:
+    """A column name as listed in an error: bare when plain, else quoted and escaped."""
+    plain = name.isprintable() and name == name.strip() and "," not in name
+    return name if plain and len(name) <= _MAX_SAMPLE_CHARS else shown(name, 24)
 
 
 def _unique_sources(mapping: dict[str, str]) -> list[str]:
@@ -271,7 +277,9 @@ def _read_csv(path: Path, mapping: dict[str, str], encoding: str) -> pd.DataFram
         raise DataError(f"{name}: cannot read as CSV: {_reason(exc)}") from None
     if not header:
         raise DataError(f"{name}: no transactions (empty file)")
-    _check_columns(name, header, mapping)
+    garbled = any("\x00" in c or "\ufffd" in c for c in header)
+    hint = f" (is the text encoding {encoding!r} right?)" if garbled else ""
+    _check_columns(name, header, mapping, hint)
     sources = _unique_sources(mapping)
     try:
         with pa.input_stream(str(path), compression=compression) as stream:
@@ -294,7 +302,8 @@ def _csv_header(path: Path, encoding: str, compression: str | None) -> list[str]
     with pa.input_stream(str(path), compression=compression) as stream:
         head = stream.read(_HEADER_BYTES)
     text = head.decode(encoding, errors="replace").removeprefix("\ufeff")
-    for row in csv.reader(io.StringIO(text)):
+    # newline="": a lone "\r" ends a row, as it does for Arrow's parser below
+    for row in csv.reader(io.StringIO(text, newline="")):
         if any(cell.strip() for cell in row):
             return row
     return []
@@ -313,13 +322,22 @@ def _read_parquet(path: Path, mapping: dict[str, str]) -> pd.DataFrame:
     _check_columns(name, list(schema.names), mapping)
     try:
         table = pq.read_table(path, columns=_unique_sources(mapping))
+        table.validate(full=True)  # e.g. text that is not UTF-8
     except _READ_ERRORS as exc:
         raise DataError(f"{name}: cannot read as Parquet: {_reason(exc)}") from None
-    decoded = [
-        pc.dictionary_decode(col) if pa.types.is_dictionary(col.type) else col
-        for col in table.columns
-    ]
-    return pa.table(decoded, names=table.column_names).to_pandas(ignore_metadata=True)
+    columns: dict[str, pd.Series] = {}
+    for source, col in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_dictionary(col.type):
+            col = pc.dictionary_decode(col)  # noqa: PLW2901
+        try:
+            # per column, to name the one whose values pandas cannot hold (e.g. year 0 dates)
+            columns[source] = col.to_pandas()
+        except (pa.ArrowException, ValueError, OverflowError) as exc:
+            raise DataError(
+                f"{name}: column {shown(source)}: cannot convert values of type {col.type}: "
+                f"{_reason(exc)}"
+            ) from None
+    return pd.DataFrame(columns)
 
 
 def _read_xlsx(path: Path, mapping: dict[str, str]) -> pd.DataFrame:
@@ -534,10 +552,7 @@ def _derived(
 def _sample(value: Any) -> str:
     if _is_missing(value):
         return "missing"
-    text = str(value)
-    if len(text) > _MAX_SAMPLE_CHARS:
-        text = text[: _MAX_SAMPLE_CHARS - 3] + "..."
-    return repr(text)
+    return shown(str(value), _MAX_SAMPLE_CHARS)
 
 
 def _bad_values_error(
@@ -560,6 +575,6 @@ def _bad_values_error(
     samples = ", ".join(_sample(values.iloc[int(i)]) for i in first)
     label = "data row" if count == 1 else "data rows"
     return DataError(
-        f"{name}: column {_one_line(source)!r} ({canonical}): {what} "
+        f"{name}: column {shown(source)} ({canonical}): {what} "
         f"(first at {label} {at}{more}: {samples}; {rows_note})"
     )

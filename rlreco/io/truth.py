@@ -48,7 +48,8 @@ def read_truth_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: truth table not found")
     try:
         table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
+        table.validate(full=True)  # e.g. text that is not UTF-8
+    except (pa.ArrowException, OSError, UnicodeError) as exc:  # names not UTF-8: UnicodeError
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{path}: not a readable Parquet file ({reason})") from None
     missing = [name for name in TRUTH_COLUMNS if name not in table.column_names]

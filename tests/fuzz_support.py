@@ -1,0 +1,216 @@
+"""Shared parts of the fuzz tests (``tests/test_fuzz_*.py``).
+
+Profiles (registered in ``conftest.py``, chosen by ``HYPOTHESIS_PROFILE``):
+
+* ``ci`` (default): derandomized (fixed seeds), each test runs its ``ci`` example count once;
+  all fuzz tests together stay within about a minute (``make test``).
+* ``fuzz`` (``make fuzz``): random seeds; each test runs batches of :data:`FUZZ_BATCH`
+  examples until its share of ``RLRECO_FUZZ_SECONDS`` (default 600) per surface has passed.
+
+Every case must end in success, or in a :class:`~rlreco.errors.RlrecoError` whose message is
+one line (the CLI: exit code 2 and one line on stderr), with nothing written or changed.
+Anything else propagates and hypothesis reports the falsifying example.
+
+:func:`tally` counts the cases per input surface; ``conftest.py`` prints the counts and times
+at the end of the session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import hypothesis.strategies as st
+import numpy as np
+import pyarrow as pa
+from hypothesis import HealthCheck, settings
+
+from rlreco.errors import RlrecoError
+
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+#: Examples per hypothesis run in the ``fuzz`` profile (runs repeat until the time is up).
+FUZZ_BATCH = 500
+#: Longest error line accepted (the CLI cuts longer ones; loaders should stay well below).
+MAX_LINE = 1000
+
+#: Cases and seconds per surface in this session (printed by ``conftest.py``).
+CASES: dict[str, int] = defaultdict(int)
+SECONDS: dict[str, float] = defaultdict(float)
+
+_HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
+if hasattr(HealthCheck, "function_scoped_fixture"):
+    _HEALTH.append(HealthCheck.function_scoped_fixture)
+
+
+def register_profiles() -> None:
+    """Register the ``ci`` and ``fuzz`` profiles and load ``HYPOTHESIS_PROFILE``."""
+    settings.register_profile(
+        "ci",
+        derandomize=True,
+        deadline=None,
+        database=None,
+        print_blob=True,
+        suppress_health_check=_HEALTH,
+    )
+    settings.register_profile("fuzz", deadline=None, print_blob=True, suppress_health_check=_HEALTH)
+    settings.load_profile(PROFILE)
+
+
+def fuzz_seconds() -> float | None:
+    """Time budget per fuzz test in the ``fuzz`` profile, None in ``ci``."""
+    if PROFILE != "fuzz":
+        return None
+    return float(os.environ.get("RLRECO_FUZZ_SECONDS", "600"))
+
+
+T = TypeVar("T", bound=Callable[..., Any])
+
+
+def examples(ci: int) -> Callable[[T], T]:
+    """Settings of one fuzz test: ``ci`` examples in the ci profile, a batch in ``fuzz``."""
+    return settings(max_examples=ci if PROFILE != "fuzz" else FUZZ_BATCH)
+
+
+def drive(surface: str, test: Callable[[], None], share: float = 1.0) -> None:
+    """Run a ``@given`` test once (ci), or again and again until its time is spent (fuzz):
+    ``share`` of the surface's ``RLRECO_FUZZ_SECONDS`` (the shares of a surface's tests add
+    up to 1)."""
+    budget = fuzz_seconds()
+    budget = None if budget is None else budget * share
+    start = time.monotonic()
+    try:
+        test()
+        while budget is not None and time.monotonic() - start < budget:
+            test()
+    finally:
+        SECONDS[surface] += time.monotonic() - start
+
+
+def tally(surface: str) -> None:
+    """Count one generated case of ``surface``."""
+    CASES[surface] += 1
+
+
+def check_one_line(message: str) -> str:
+    """Assert that an error message is a single, reasonably short line; return it."""
+    assert message.strip(), "empty error message"
+    assert len(message.strip().splitlines()) == 1, f"not one line: {message!r}"
+    assert len(message) <= MAX_LINE, f"{len(message)} characters: {message[:200]!r}..."
+    return message
+
+
+def outcome(call: Callable[[], Any]) -> str | None:
+    """Run a loader: None on success, the one-line message of a :class:`RlrecoError`.
+
+    Any other exception propagates (a crash: hypothesis shrinks and reports it).
+    """
+    try:
+        call()
+    except RlrecoError as exc:
+        return check_one_line(str(exc))
+    return None
+
+
+def cli_outcome(result: Any) -> str | None:
+    """A CliRunner result: None on exit 0, else assert exit 2 with one stderr line; return it."""
+    if result.exit_code == 0:
+        return None
+    assert result.exit_code == 2, (
+        f"exit code {result.exit_code}: {result.stderr or result.output}",
+        result.exception,
+    )
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]
+
+
+def tree_digest(path: Path) -> str | None:
+    """Digest of a file or folder tree (names and bytes); None when ``path`` does not exist."""
+    if not path.exists():
+        return None
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*"))
+    for item in files:
+        digest.update(str(item.relative_to(path.parent)).encode() + b"\0")
+        if item.is_file():
+            digest.update(item.read_bytes())
+        digest.update(b"\1")
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def unchanged(*paths: Path) -> Iterator[None]:
+    """Assert that every path (file or tree, or absent) is the same after the block."""
+    before = [tree_digest(p) for p in paths]
+    yield
+    after = [tree_digest(p) for p in paths]
+    for path, old, new in zip(paths, before, after, strict=True):
+        assert old == new, f"{path} changed"
+
+
+# ------------------------------------------------------------------ byte strategies
+
+
+@st.composite
+def mutated(draw: st.DrawFn, base: bytes, max_ops: int = 4) -> bytes:
+    """``base`` with a few random edits: truncation, bit flips, NUL bytes, spans replaced,
+    duplicated or deleted, line endings changed, or random bytes appended."""
+    data = bytearray(base)
+    for _ in range(draw(st.integers(1, max_ops))):
+        op = draw(st.sampled_from(_MUTATIONS))
+        n = len(data)
+        i = draw(st.integers(0, max(n - 1, 0)))
+        j = draw(st.integers(i, min(n, i + 256)))
+        if op == "truncate":
+            del data[i:]
+        elif op == "flip" and n:
+            data[i] ^= 1 << draw(st.integers(0, 7))
+        elif op == "set" and n:
+            data[i] = draw(st.integers(0, 255))
+        elif op == "nul":
+            data[i:i] = b"\0" * draw(st.integers(1, 8))
+        elif op == "replace":
+            data[i:j] = draw(st.binary(max_size=64))
+        elif op == "delete":
+            del data[i:j]
+        elif op == "duplicate":
+            data[i:i] = data[i:j]
+        elif op == "newlines":
+            nl = draw(st.sampled_from([b"\r", b"\r\n", b"\n\r", b"\n\n"]))
+            data[i:j] = bytes(data[i:j]).replace(b"\n", nl)
+        else:  # append
+            data += draw(st.binary(min_size=1, max_size=64))
+    return bytes(data)
+
+
+_MUTATIONS = (
+    "truncate",
+    "flip",
+    "set",
+    "nul",
+    "replace",
+    "delete",
+    "duplicate",
+    "newlines",
+    "append",
+)
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    """gzip-compress deterministically (no timestamp)."""
+    return gzip.compress(data, mtime=0)
+
+
+def invalid_utf8(n: int) -> pa.Array:
+    """``n`` strings that are not UTF-8 (b"\\x80"), built without Arrow's validation."""
+    offsets = pa.py_buffer(np.arange(n + 1, dtype=np.int32).tobytes())
+    return pa.Array.from_buffers(pa.string(), n, [None, offsets, pa.py_buffer(b"\x80" * n)])
