@@ -10,6 +10,7 @@ from naive import NaiveWorld
 
 from rlreco.app.sweep_grid import SweepSpec
 from rlreco.config import RunConfig
+from rlreco.engine.kernels.policy import new_policy_state
 from rlreco.engine.kernels.records import (
     TRUTH_DTYPE,
     Learner,
@@ -128,8 +129,14 @@ def kernel_world(
     )
 
 
-def kernel_learner(tables: Tables, search: int = TopNSearch.tree) -> Learner:
-    """A :class:`Learner` on the tables' padded values and cells, derived arrays built."""
+def kernel_learner(
+    tables: Tables,
+    search: int = TopNSearch.tree,
+    policy: PolicyParams | None = None,
+    world: World | None = None,
+) -> Learner:
+    """A :class:`Learner` on the tables' padded values and cells, derived arrays built (the
+    structures of ``policy`` too, over ``world``'s catalogues)."""
     n_states = tables.shape[0]
     tree = search == TopNSearch.tree
     width = tables.padded.shape[1]
@@ -143,6 +150,21 @@ def kernel_learner(tables: Tables, search: int = TopNSearch.tree) -> Learner:
         np.zeros((n_states, CACHE_CAPACITY), dtype=np.int64),
         np.zeros(n_states, dtype=np.int64),
         tables.reco_count.sum(axis=1),
+        new_policy_state(
+            -1 if policy is None else policy.code,
+            0.0 if policy is None else policy.param,
+            1 if policy is None else policy.slate_size,
+            tables.padded,
+            tables.cells,
+            world
+            if world is not None
+            else World(
+                np.zeros(n_states, dtype=np.int16),
+                np.zeros(2, dtype=np.int64),
+                np.zeros(0, dtype=np.int32),
+                np.empty(0),
+            ),
+        ),
     )
 
 

@@ -2,32 +2,19 @@
 
 Written from that module's docstring: every key is computed with ``math`` on Python floats,
 the best products are found by sorting, and every draw is a scalar call on the same
-``numpy.random.Generator``, in the kernel's order. The response and update steps are those of
-:mod:`tests.naive`. Policy codes are :data:`~rlreco.engine.kernels.records.Policy`'s.
+``numpy.random.Generator``, in the kernel's order. Softmax and Thompson follow the definitions
+of ``kernels/sum_tree.py`` and ``kernels/thompson.py`` (:mod:`naive_fast_policy`). The
+response and update steps are those of :mod:`tests.naive`. Policy codes are
+:data:`~rlreco.engine.kernels.records.Policy`'s.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from naive import NaiveWorld, below, choose_slate, draw_state, respond, update
+from naive import NaiveWorld, choose_slate, draw_state, respond, update
+from naive_fast_policy import SoftmaxTree, thompson_slate, ucb1_slate
 
 EPS_GREEDY, DECAYING, SOFTMAX, UCB1, THOMPSON = 0, 1, 2, 3, 4
-
-
-def top(keys: dict[int, float], n: int) -> list[int]:
-    """The ``n`` products of largest key, ties by lower product id."""
-    return sorted(keys, key=lambda p: (-keys[p], p))[:n]
-
-
-def pad(slate: list[int], catalogue: list[int], n: int, rng: np.random.Generator) -> None:
-    """Fill the slate with catalogue products drawn ``below(K)`` until new."""
-    while len(slate) < n:
-        product = catalogue[below(rng, len(catalogue))]
-        while product in slate:
-            product = catalogue[below(rng, len(catalogue))]
-        slate.append(product)
 
 
 def choose(
@@ -52,32 +39,15 @@ def choose(
     tries = world.reco_count[state]
     slate: list[int]
     if policy == SOFTMAX:
-        keys = {}
-        for p in catalogue:
-            if row[p] != -math.inf:
-                keys[p] = float(row[p]) / param - math.log(-math.log(rng.random()))
-        slate = top(keys, n)
-        pad(slate, catalogue, n, rng)
+        # the sum tree is a function of the row: build it for this visit
+        width = -(-len(row) // 8) * 8
+        tree = SoftmaxTree(width, catalogue, param)
+        tree.rebuild(row)
+        slate = tree.slate(row, n, rng)
     elif policy == UCB1:
-        untried = [p for p in catalogue if tries[p] == 0]
-        log_shown = math.log(max(shown, 1))
-        keys = {
-            p: float(row[p]) + param * math.sqrt(log_shown / tries[p])
-            for p in catalogue
-            if tries[p] > 0
-        }
-        slate = []
-        for i in range(min(len(untried), n)):
-            j = i + below(rng, len(untried) - i)
-            untried[i], untried[j] = untried[j], untried[i]
-            slate.append(untried[i])
-        slate += top(keys, n - len(slate))
+        slate = ucb1_slate(row, tries, catalogue, n, param, shown, rng)
     else:
-        keys = {}
-        for p in catalogue:
-            mean = 0.0 if row[p] == -math.inf else float(row[p])
-            keys[p] = mean + param / math.sqrt(tries[p] + 1.0) * rng.standard_normal()
-        slate = top(keys, n)
+        slate = thompson_slate(row, tries, catalogue, n, param, rng)
     return slate, sum(int(tries[p] == 0) for p in slate)
 
 

@@ -54,14 +54,16 @@ def test_policy_kernel_matches_reference(policy: int, truth: bool) -> None:
     n_visits, block = 400, 64
     metrics = np.zeros(-(-n_visits // block), dtype=METRICS_DTYPE)
     kernel_rng = np.random.default_rng(5)
-    learner = kernel_learner(tables)
+    world_bundle = kernel_world(space, empirical=False)
+    params = policy_params(policy, PARAMS[policy], slate_size)
+    learner = kernel_learner(tables, policy=params, world=world_bundle)
     simulate_visits_nb(
         kernel_rng,
         0,
         n_visits,
-        kernel_world(space, empirical=False),
+        world_bundle,
         learner,
-        policy_params(policy, PARAMS[policy], slate_size),
+        params,
         kernel_response(space.n_states, cells, best_mu),
         block,
         metrics,

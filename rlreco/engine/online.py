@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlreco.engine.kernels.policy import choose_slate_nb
+from rlreco.engine.kernels.policy import choose_slate_nb, new_policy_state
 from rlreco.engine.kernels.propensity import slate_propensities_nb
 from rlreco.engine.kernels.records import (
     METRICS_DTYPE,
@@ -136,8 +136,9 @@ def play_online_visit(
         np.zeros((1, CACHE_CAPACITY), dtype=np.int64),
         state_visits if state_visits is not None else np.zeros(1, dtype=np.int64),
         cells["reco_count"].sum(axis=1).astype(np.int64),
+        new_policy_state(policy.code, policy.param, policy.slate_size, padded, cells, world),
     )
-    ws = new_workspace_nb(policy.slate_size, learner.depth, world)
+    ws = new_workspace_nb(policy.slate_size, learner.depth)
     explored = int(choose_slate_nb(rng, 0, world, learner, policy, ws))
     slate = ws.slate.copy()
     slate_propensities_nb(0, world, learner, policy, ws)  # reads the tables; draws nothing

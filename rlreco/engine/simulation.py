@@ -31,6 +31,7 @@ import pandas as pd
 
 from rlreco.config import SEED_BUY_PROBS, SEED_CLICK_PROBS, RunConfig, StepSize
 from rlreco.engine import streams
+from rlreco.engine.kernels.policy import new_policy_state
 from rlreco.engine.kernels.records import (
     CELL_DTYPE,
     METRICS_DTYPE,
@@ -341,6 +342,8 @@ class Simulator:
             np.zeros((n_states, CACHE_CAPACITY), dtype=np.int64),
             self._state_visits,
             np.zeros(n_states, dtype=np.int64),
+            # built at each run (the tables may change in between); empty until then
+            new_policy_state(-1, 0.0, 1, tables.padded, tables.cells, self._world),
         )
         self._policy = PolicyParams(
             POLICIES[params.policy],
@@ -440,6 +443,16 @@ class Simulator:
             build_index_nb(learner.value, learner.tree)
         learner.cache_size[:] = -1
         learner.state_shown[:] = self.tables.reco_count.sum(axis=1)
+        learner = self._learner = learner._replace(
+            policy=new_policy_state(
+                self._policy.code,
+                self._policy.param,
+                self._policy.slate_size,
+                learner.value,
+                learner.cells,
+                self._world,
+            )
+        )
         start_blocks = self._blocks.copy()
         done = 0
         seconds = 0.0

@@ -18,21 +18,28 @@ the response (:mod:`rlreco.engine.kernels.visit`). :func:`choose_slate_nb` dispa
     including this one (``Learner.state_visits``, counted under this policy only): the same
     path as ``eps_greedy``.
 ``softmax`` (temperature ``tau``)
-    Boltzmann sampling without replacement over the known products of the catalogue: each
-    known product, in catalogue order, draws ``u = rng.random()`` and gets the key
-    ``value / tau - log(-log(u))`` (Gumbel top-n: the ``n`` largest keys are distributed as
-    ``n`` successive softmax draws). Fewer than ``n`` known products: the slate is padded with
-    catalogue products drawn as in epsilon-greedy exploration (``below(K)`` until new).
+    Boltzmann sampling without replacement over the known products of the catalogue, drawn
+    from a per-state sum tree (:mod:`rlreco.engine.kernels.sum_tree`, which gives the exact
+    draw order). Fewer than ``n`` known products: the slate is padded with catalogue products
+    drawn as in epsilon-greedy exploration (``below(K)`` until new).
 ``ucb1`` (parameter ``c``)
     Products never recommended in the state (``reco_count == 0``) first, in random order (a
     partial Fisher-Yates shuffle of the untried products in catalogue order, step ``i`` picking
     ``i + below(m - i)``); the remaining slots take the largest
     ``value + c * sqrt(ln N_s / reco_count)``, ``N_s`` the recommendations made in the state
-    (``Learner.state_shown``).
+    (``Learner.state_shown``). Found from a candidate cache
+    (:mod:`rlreco.engine.kernels.ucb1_cache`); the draws are those of the definition.
 ``thompson`` (parameter ``sigma``)
-    Gaussian Thompson sampling: each catalogue product, in catalogue order, draws
-    ``mean + sigma / sqrt(reco_count + 1) * rng.standard_normal()`` with ``mean`` its value
-    (0 if unknown); the ``n`` largest draws form the slate.
+    Gaussian Thompson sampling: each catalogue product's key is
+    ``mean + sigma / sqrt(reco_count + 1) * Z`` with ``mean`` its value (0 if unknown) and
+    ``Z`` a standard normal from one ``rng.random()`` per visit and counter-based uniforms
+    (:mod:`rlreco.engine.kernels.thompson`, which defines them); the ``n`` largest keys form
+    the slate.
+
+The structures of the last three (:class:`PolicyState`, in ``Learner.policy``) are derived from
+the tables at the start of every run and kept exact after each visit by their update kernels,
+which the fused loop (:func:`~rlreco.engine.kernels.visit.simulate_visits_nb`) calls; none of
+them changes a draw, so a run resumed from its tables continues bit for bit.
 
 Ties rank the lower product id first. The ``explored`` metric counts the explored slots
 (``eps_greedy``, ``decaying``), or the slots of a product never recommended in the state
@@ -40,6 +47,8 @@ before the visit (the other policies).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -53,7 +62,102 @@ from rlreco.engine.kernels.records import (
     Workspace,
     World,
 )
-from rlreco.engine.kernels.topn import find_top_cached_nb, insert_ranked_nb, scan_top_nb
+from rlreco.engine.kernels.sum_tree import (
+    SumTree,
+    SumTreeWork,
+    build_softmax_nb,
+    choose_softmax_slate_nb,
+    new_sum_tree,
+    new_sum_tree_work,
+)
+from rlreco.engine.kernels.thompson import (
+    ThompsonCache,
+    ThompsonWork,
+    choose_thompson_slate_nb,
+    new_thompson_cache,
+    new_thompson_work,
+)
+from rlreco.engine.kernels.topn import find_top_cached_nb, scan_top_nb
+from rlreco.engine.kernels.ucb1_cache import (
+    Ucb1Cache,
+    Ucb1Work,
+    choose_ucb1_slate_nb,
+    new_ucb1_cache,
+    new_ucb1_work,
+)
+from rlreco.engine.kernels.untried_set import Untried, build_untried_nb, new_untried
+
+
+class PolicyState(NamedTuple):
+    """Structures of ``softmax``, ``ucb1`` and ``thompson`` and their scratch, per run.
+
+    Only the active policy's are sized (:func:`new_policy_state`); the others have no rows.
+
+    Attributes
+    ----------
+    untried : Untried
+        ``ucb1``'s untried products (:mod:`rlreco.engine.kernels.untried_set`).
+    ucb1, ucb1_work : Ucb1Cache, Ucb1Work
+        ``ucb1``'s candidate caches (:mod:`rlreco.engine.kernels.ucb1_cache`).
+    sum_tree, sum_tree_work : SumTree, SumTreeWork
+        ``softmax``'s sum trees (:mod:`rlreco.engine.kernels.sum_tree`).
+    thompson, thompson_work : ThompsonCache, ThompsonWork
+        ``thompson``'s candidate caches (:mod:`rlreco.engine.kernels.thompson`).
+    """
+
+    untried: Untried
+    ucb1: Ucb1Cache
+    ucb1_work: Ucb1Work
+    sum_tree: SumTree
+    sum_tree_work: SumTreeWork
+    thompson: ThompsonCache
+    thompson_work: ThompsonWork
+
+
+def new_policy_state(
+    code: int,
+    param: float,
+    slate_size: int,
+    value: np.ndarray,
+    cells: np.ndarray,
+    world: World,
+) -> PolicyState:
+    """The policy's structures built from the tables (a run's start; nothing persisted).
+
+    Parameters
+    ----------
+    code : int
+        :data:`~rlreco.engine.kernels.records.Policy` code.
+    param : float
+        The policy's parameter (``tau`` for the sum trees).
+    slate_size : int
+    value : ndarray of float64, shape (S, W)
+    cells : ndarray of CELL_DTYPE, shape (S, P)
+    world : World
+    """
+    n_states, width = value.shape
+    sizes = np.diff(world.catalogue_ptr)
+    largest = int(sizes.max()) if sizes.size else 1
+    rows = {c: n_states if code == c else 0 for c in (Policy.softmax, Policy.ucb1, Policy.thompson)}
+    untried = new_untried(rows[Policy.ucb1], width)
+    tree = new_sum_tree(rows[Policy.softmax], width)
+    if code == Policy.ucb1:
+        build_untried_nb(
+            cells, world.catalogue_ptr, world.catalogue_items, world.state_segment, untried
+        )
+    elif code == Policy.softmax:
+        build_softmax_nb(
+            value, world.catalogue_ptr, world.catalogue_items, world.state_segment, param, tree
+        )
+    return PolicyState(
+        untried,
+        new_ucb1_cache(rows[Policy.ucb1]),
+        new_ucb1_work(slate_size, largest),
+        tree,
+        new_sum_tree_work(slate_size, width),
+        new_thompson_cache(rows[Policy.thompson]),
+        new_thompson_work(slate_size, largest, width),
+    )
 
 
 @jit()
@@ -101,20 +205,21 @@ def choose_slate_nb(
             ws.frontier, learner.cache_floor, learner.cache_size, learner.cache_items,
         )  # fmt: skip
     catalogue = world.catalogue_items[first : first + size]
+    ps = learner.policy
     if code == Policy.softmax:
-        choose_softmax_slate_nb(
-            rng, value, state, catalogue, policy.param, slate, top_value, top_product
-        )
-    elif code == Policy.ucb1:
-        choose_ucb_slate_nb(
-            rng, value, cells, state, catalogue, policy.param, learner.state_shown[state],
-            slate, top_value, top_product, ws.untried,
+        work = ps.sum_tree_work
+        return choose_softmax_slate_nb(
+            rng, ps.sum_tree, value, cells, state, catalogue, policy.param, slate,
+            work.saved_path, work.batch_u, work.batch_leaf,
         )  # fmt: skip
-    else:
-        choose_thompson_slate_nb(
-            rng, value, cells, state, catalogue, policy.param, slate, top_value, top_product
-        )
-    return count_untried_nb(cells, state, slate)
+    if code == Policy.ucb1:
+        return choose_ucb1_slate_nb(
+            rng, ps.untried, ps.ucb1, value, cells, state, catalogue, policy.param,
+            learner.state_shown[state], slate, ps.ucb1_work,
+        )  # fmt: skip
+    return choose_thompson_slate_nb(
+        rng, ps.thompson, value, cells, state, catalogue, policy.param, slate, ps.thompson_work
+    )
 
 
 @jit(inline=True)
@@ -206,181 +311,3 @@ def choose_greedy_slate_nb(
                 product = catalogue_items[first + draw_below_nb(rng, size)]
         slate[i] = product
     return explored
-
-
-@jit(inline=True)
-def count_untried_nb(cells: np.ndarray, state: int, slate: np.ndarray) -> int:
-    """Slate products never recommended in the state (the ``explored`` count).
-
-    Parameters
-    ----------
-    cells : ndarray of CELL_DTYPE, shape (n_states, n_products)
-    state : int
-    slate : ndarray of int64, shape (n,)
-    """
-    untried = 0
-    for i in range(slate.shape[0]):
-        untried += cells[state, slate[i]]["reco_count"] == 0
-    return untried
-
-
-@jit(inline=True)
-def pad_slate_nb(
-    rng: np.random.Generator, catalogue: np.ndarray, slate: np.ndarray, filled: int
-) -> None:
-    """Fill slots ``filled..n-1`` with catalogue products drawn ``below(K)`` until new.
-
-    Parameters
-    ----------
-    rng : numpy.random.Generator
-    catalogue : ndarray of int32, shape (K,)
-    slate : ndarray of int64, shape (n,)
-        Slots ``0..filled-1`` are set; the rest are filled in place.
-    filled : int
-    """
-    size = catalogue.shape[0]
-    for i in range(filled, slate.shape[0]):
-        product = catalogue[draw_below_nb(rng, size)]
-        while is_in_nb(product, slate, i):
-            product = catalogue[draw_below_nb(rng, size)]
-        slate[i] = product
-
-
-@jit(inline=True)
-def choose_softmax_slate_nb(
-    rng: np.random.Generator,
-    value: np.ndarray,
-    state: int,
-    catalogue: np.ndarray,
-    tau: float,
-    slate: np.ndarray,
-    top_key: np.ndarray,
-    top_product: np.ndarray,
-) -> None:
-    """Boltzmann slate by Gumbel top-n (module docstring).
-
-    Parameters
-    ----------
-    rng : numpy.random.Generator
-    value : ndarray of float64, shape (n_states, W)
-    state : int
-    catalogue : ndarray of int32, shape (K,)
-        The state's segment catalogue, ``K >= n``.
-    tau : float
-        Temperature (> 0).
-    slate : ndarray of int64, shape (n,)
-        Output.
-    top_key : ndarray of float64, shape (n,)
-        Workspace.
-    top_product : ndarray of int64, shape (n,)
-        Workspace.
-    """
-    n = slate.shape[0]
-    found = 0
-    for k in range(catalogue.shape[0]):
-        product = catalogue[k]
-        v = value[state, product]
-        if v != -np.inf:
-            key = v / tau - np.log(-np.log(rng.random()))
-            found = insert_ranked_nb(key, product, top_key, top_product, found, n)
-    for i in range(found):
-        slate[i] = top_product[i]
-    pad_slate_nb(rng, catalogue, slate, found)
-
-
-@jit(inline=True)
-def choose_ucb_slate_nb(
-    rng: np.random.Generator,
-    value: np.ndarray,
-    cells: np.ndarray,
-    state: int,
-    catalogue: np.ndarray,
-    c: float,
-    shown: int,
-    slate: np.ndarray,
-    top_key: np.ndarray,
-    top_product: np.ndarray,
-    untried: np.ndarray,
-) -> None:
-    """UCB1 slate, untried products first (module docstring).
-
-    Parameters
-    ----------
-    rng : numpy.random.Generator
-    value : ndarray of float64, shape (n_states, W)
-    cells : ndarray of CELL_DTYPE, shape (n_states, n_products)
-    state : int
-    catalogue : ndarray of int32, shape (K,)
-    c : float
-        Exploration weight (>= 0).
-    shown : int
-        ``N_s``: recommendations made in the state so far.
-    slate : ndarray of int64, shape (n,)
-        Output.
-    top_key, top_product : ndarray, shape (n,)
-        Workspace.
-    untried : ndarray of int64, shape (>= K,)
-        Workspace.
-    """
-    n = slate.shape[0]
-    m = 0
-    found = 0
-    log_shown = np.log(max(shown, 1))
-    for k in range(catalogue.shape[0]):
-        product = catalogue[k]
-        tries = cells[state, product]["reco_count"]
-        if tries == 0:
-            untried[m] = product
-            m += 1
-        else:
-            key = value[state, product] + c * np.sqrt(log_shown / tries)
-            found = insert_ranked_nb(key, product, top_key, top_product, found, n)
-    first = min(m, n)
-    for i in range(first):
-        j = i + draw_below_nb(rng, m - i)
-        untried[i], untried[j] = untried[j], untried[i]
-        slate[i] = untried[i]
-    for i in range(first, n):
-        slate[i] = top_product[i - first]
-
-
-@jit(inline=True)
-def choose_thompson_slate_nb(
-    rng: np.random.Generator,
-    value: np.ndarray,
-    cells: np.ndarray,
-    state: int,
-    catalogue: np.ndarray,
-    sigma: float,
-    slate: np.ndarray,
-    top_key: np.ndarray,
-    top_product: np.ndarray,
-) -> None:
-    """Gaussian Thompson-sampling slate (module docstring).
-
-    Parameters
-    ----------
-    rng : numpy.random.Generator
-    value : ndarray of float64, shape (n_states, W)
-    cells : ndarray of CELL_DTYPE, shape (n_states, n_products)
-    state : int
-    catalogue : ndarray of int32, shape (K,)
-    sigma : float
-        Reward noise scale (> 0).
-    slate : ndarray of int64, shape (n,)
-        Output.
-    top_key, top_product : ndarray, shape (n,)
-        Workspace.
-    """
-    n = slate.shape[0]
-    found = 0
-    for k in range(catalogue.shape[0]):
-        product = catalogue[k]
-        mean = value[state, product]
-        if mean == -np.inf:
-            mean = 0.0
-        scale = sigma / np.sqrt(cells[state, product]["reco_count"] + 1.0)
-        key = mean + scale * rng.standard_normal()
-        found = insert_ranked_nb(key, product, top_key, top_product, found, n)
-    for i in range(n):
-        slate[i] = top_product[i]

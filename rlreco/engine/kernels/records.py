@@ -143,6 +143,11 @@ class Learner(NamedTuple):
         Visits per state so far (``decaying``: counted only under that policy).
     state_shown : ndarray of int64, shape (S,)
         Recommendations made per state so far: the row sums of ``reco_count`` (``ucb1``).
+    policy : PolicyState
+        Structures of ``softmax``, ``ucb1`` and ``thompson``
+        (:class:`~rlreco.engine.kernels.policy.PolicyState`, built from the tables by
+        :func:`~rlreco.engine.kernels.policy.new_policy_state`; rebuild it whenever ``value``
+        or ``cells`` were changed outside the kernels).
     """
 
     value: np.ndarray
@@ -154,6 +159,7 @@ class Learner(NamedTuple):
     cache_items: np.ndarray
     state_visits: np.ndarray
     state_shown: np.ndarray
+    policy: Any
 
 
 class PolicyParams(NamedTuple):
@@ -229,8 +235,6 @@ class Workspace(NamedTuple):
         The state's best products (slot ``n`` is scratch).
     frontier : ndarray of int64, shape (3, 8**depth)
         Nodes of the top-n query.
-    untried : ndarray of int64, shape (K,)
-        Products of a catalogue (``ucb1``).
     drawn : ndarray of float64, shape (n,)
         The reward drawn for each slot by the update.
     propensity : ndarray of float64, shape (n,)
@@ -245,7 +249,6 @@ class Workspace(NamedTuple):
     top_value: np.ndarray
     top_product: np.ndarray
     frontier: np.ndarray
-    untried: np.ndarray
     drawn: np.ndarray
     propensity: np.ndarray
 

@@ -44,11 +44,7 @@ from rlreco.engine.kernels.draw import (
     round_cents_nb,
 )
 from rlreco.engine.kernels.jit import jit
-from rlreco.engine.kernels.policy import (
-    choose_greedy_slate_nb,
-    choose_slate_nb,
-    greedy_epsilon_nb,
-)
+from rlreco.engine.kernels.policy import choose_greedy_slate_nb, greedy_epsilon_nb
 from rlreco.engine.kernels.propensity import greedy_propensities_nb, slate_propensities_nb
 from rlreco.engine.kernels.records import (
     Learner,
@@ -61,16 +57,19 @@ from rlreco.engine.kernels.records import (
     Workspace,
     World,
 )
+from rlreco.engine.kernels.sum_tree import choose_softmax_slate_nb, update_softmax_nb
+from rlreco.engine.kernels.thompson import choose_thompson_slate_nb, update_thompson_nb
 from rlreco.engine.kernels.topn import (
     CACHE_CAPACITY,
     FANOUT_BITS,
     refresh_cache_nb,
     repair_index_nb,
 )
+from rlreco.engine.kernels.ucb1_cache import choose_ucb1_slate_nb, update_ucb1_nb
 
 
 @jit()
-def new_workspace_nb(slate_size: int, depth: int, world: World) -> Workspace:
+def new_workspace_nb(slate_size: int, depth: int) -> Workspace:
     """Scratch arrays of one visit (:class:`~rlreco.engine.kernels.records.Workspace`).
 
     Parameters
@@ -78,13 +77,8 @@ def new_workspace_nb(slate_size: int, depth: int, world: World) -> Workspace:
     slate_size : int
     depth : int
         Depth of the learner's top-n index (1 under ``scan``).
-    world : World
-        Its largest catalogue sizes ``untried``.
     """
     n = slate_size
-    largest = 0
-    for g in range(world.catalogue_ptr.shape[0] - 1):
-        largest = max(largest, world.catalogue_ptr[g + 1] - world.catalogue_ptr[g])
     return Workspace(
         np.empty(n, dtype=np.int64),
         np.zeros(n, dtype=np.int8),
@@ -94,7 +88,6 @@ def new_workspace_nb(slate_size: int, depth: int, world: World) -> Workspace:
         np.empty(n + 1, dtype=np.int64),
         # a cached query ranks up to CACHE_CAPACITY candidates in the same rows
         np.empty((3, max(1 << (FANOUT_BITS * depth), CACHE_CAPACITY)), dtype=np.int64),
-        np.empty(largest, dtype=np.int64),
         np.zeros(n, dtype=np.float64),
         np.zeros(n, dtype=np.float64),
     )
@@ -498,16 +491,19 @@ def simulate_visits_nb(
         n + i``, with its propensity (:mod:`rlreco.engine.kernels.propensity`). Length 0: no
         logging (one predictable branch per visit; no draw changes either way).
     """
-    ws = new_workspace_nb(policy.slate_size, learner.depth, world)
+    ws = new_workspace_nb(policy.slate_size, learner.depth)
     # unpacked once: the per-visit kernels take arrays, not bundles (see
     # respond_update_record_nb)
     state_segment, catalogue_ptr, catalogue_items, phase_cdf = world
     value, index, depth, cells, cache_floor, cache_size, cache_items, state_visits, state_shown = (
-        learner
+        learner[:9]
     )
     code, param, _, search, step = policy
     model, click_cdf, buy_cdf, phase_truth, phase_best, outcome_reward, phase_start = response
-    slate, outcome, order, previous, top_value, top_product, frontier, _, drawn, propensity = ws
+    slate, outcome, order, previous, top_value, top_product, frontier, drawn, propensity = ws
+    untried, ucb1, ucb1_work, sum_tree, sum_tree_work, thompson, thompson_work = learner.policy
+    saved_path, batch_u, batch_leaf = sum_tree_work
+    greedy = code in (Policy.eps_greedy, Policy.decaying)
     n_states = value.shape[0]
     n = slate.shape[0]
     logging = log.shape[0] > 0
@@ -527,24 +523,41 @@ def simulate_visits_nb(
             best_mu = phase_best[phase]
             state_cdf = phase_cdf[phase]
         state = draw_state_nb(rng, state_cdf, n_states)
-        if code in (Policy.eps_greedy, Policy.decaying):
-            segment = state_segment[state]
-            first = catalogue_ptr[segment]
+        segment = state_segment[state]
+        first = catalogue_ptr[segment]
+        size = catalogue_ptr[segment + 1] - first
+        catalogue = catalogue_items[first : first + size]
+        # each policy's kernel with only its own structures (the choose_slate_nb dispatch,
+        # without binding the whole bundles on every visit)
+        epsilon = 0.0
+        if greedy:
             epsilon = greedy_epsilon_nb(code, param, state_visits, state)
             explored = choose_greedy_slate_nb(
-                rng, state, value, index, depth, search, catalogue_items, first,
-                catalogue_ptr[segment + 1] - first, epsilon, slate, top_value, top_product,
-                frontier, cache_floor, cache_size, cache_items,
+                rng, state, value, index, depth, search, catalogue_items, first, size, epsilon,
+                slate, top_value, top_product, frontier, cache_floor, cache_size, cache_items,
             )  # fmt: skip
-            if logging:
-                greedy_propensities_nb(
-                    value, index, depth, search, state, epsilon,
-                    catalogue_ptr[segment + 1] - first, slate, top_value, top_product, frontier,
-                    cache_floor, cache_size, cache_items, propensity,
-                )  # fmt: skip
+        elif code == Policy.softmax:
+            explored = choose_softmax_slate_nb(
+                rng, sum_tree, value, cells, state, catalogue, param, slate, saved_path,
+                batch_u, batch_leaf,
+            )  # fmt: skip
+        elif code == Policy.ucb1:
+            explored = choose_ucb1_slate_nb(
+                rng, untried, ucb1, value, cells, state, catalogue, param, state_shown[state],
+                slate, ucb1_work,
+            )  # fmt: skip
         else:
-            explored = choose_slate_nb(rng, state, world, learner, policy, ws)
-            if logging:
+            explored = choose_thompson_slate_nb(
+                rng, thompson, value, cells, state, catalogue, param, slate, thompson_work
+            )
+        if logging:
+            # the slate's propensities read the tables before the update and draw nothing
+            if greedy:
+                greedy_propensities_nb(
+                    value, index, depth, search, state, epsilon, size, slate, top_value,
+                    top_product, frontier, cache_floor, cache_size, cache_items, propensity,
+                )  # fmt: skip
+            else:
                 slate_propensities_nb(state, world, learner, policy, ws)
         respond_update_record_nb(
             rng, state, explored, model, click_cdf, buy_cdf, truth, best_mu, outcome_reward,
@@ -552,6 +565,12 @@ def simulate_visits_nb(
             state_shown, slate, outcome, order, previous, drawn, metrics,
             visit // metrics_block - first_block,
         )  # fmt: skip
+        if code == Policy.softmax:
+            update_softmax_nb(sum_tree, value, state, catalogue, param, slate, previous)
+        elif code == Policy.ucb1:
+            update_ucb1_nb(untried, ucb1, value, cells, state, param, slate, ucb1_work)
+        elif code == Policy.thompson:
+            update_thompson_nb(thompson, value, cells, state, param, slate, size)
         if logging:
             record_slots_nb(
                 log, (visit - first_visit) * n, visit, state, slate, outcome, drawn, propensity
