@@ -49,7 +49,12 @@ from rlreco.engine.kernels.policy import (
     choose_slate_nb,
     greedy_epsilon_nb,
 )
-from rlreco.engine.kernels.propensity import greedy_propensities_nb, slate_propensities_nb
+from rlreco.engine.kernels.propensity import (
+    count_found_nb,
+    greedy_propensities_nb,
+    lookup_top_nb,
+    slate_propensities_nb,
+)
 from rlreco.engine.kernels.records import (
     Learner,
     Outcome,
@@ -531,17 +536,29 @@ def simulate_visits_nb(
             segment = state_segment[state]
             first = catalogue_ptr[segment]
             epsilon = greedy_epsilon_nb(code, param, state_visits, state)
+            if logging:
+                top_product[:n] = -1  # to count what the policy's top-n lookup writes
             explored = choose_greedy_slate_nb(
                 rng, state, value, index, depth, search, catalogue_items, first,
                 catalogue_ptr[segment + 1] - first, epsilon, slate, top_value, top_product,
                 frontier, cache_floor, cache_size, cache_items,
             )  # fmt: skip
             if logging:
+                if explored < n:  # a greedy or padded slot: the policy looked the top n up
+                    found = count_found_nb(top_product, n)
+                else:
+                    found = lookup_top_nb(
+                        value, index, depth, search, state, n, top_value, top_product,
+                        frontier, cache_floor, cache_size, cache_items,
+                    )  # fmt: skip
                 greedy_propensities_nb(
-                    value, index, depth, search, state, epsilon,
-                    catalogue_ptr[segment + 1] - first, slate, top_value, top_product, frontier,
-                    cache_floor, cache_size, cache_items, propensity,
-                )  # fmt: skip
+                    epsilon,
+                    catalogue_ptr[segment + 1] - first,
+                    slate,
+                    top_product,
+                    found,
+                    propensity,
+                )
         else:
             explored = choose_slate_nb(rng, state, world, learner, policy, ws)
             if logging:
