@@ -17,12 +17,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "rlreco"
 MAX_LINES = 600
 #: Modules known to be over it, each capped where it stands so it cannot grow: the next
 #: split of each (run directory files vs checks, config types vs parsing, CLI option types,
-#: simulation parameters vs driver, top-n search vs caches, online visit vs MongoDB store).
+#: simulation parameters vs driver, top-n search vs caches, Thompson search vs its cache,
+#: online visit vs MongoDB store).
 OVERSIZE = {
     "rlreco.io.run_dir": 900,
     "rlreco.config": 730,
     "rlreco.cli": 720,
     "rlreco.engine.kernels.topn": 680,
+    "rlreco.engine.kernels.thompson": 680,
     "rlreco.engine.simulation": 660,
     "rlreco.app.recommend": 620,
 }

@@ -429,8 +429,9 @@ class Simulator:
         log : callable, optional
             Log every shown slot: called after each chunk, before ``progress``, with the
             chunk's records (:data:`rlreco.schema.LOG_DTYPE`, ``chunk visits x slate size``,
-            in visit and slot order, with propensities). Without it no record is made, and
-            either way the draws, tables and metrics are the same.
+            in visit and slot order, with propensities; a view of one buffer that the next
+            chunk overwrites, so copy what must outlive the call). Without it no record is
+            made, and either way the draws, tables and metrics are the same.
         """
         if episodes < 0 or chunk < 1:
             raise SimulationError(f"episodes = {episodes}, chunk = {chunk}: need >= 0 and >= 1")
@@ -457,6 +458,9 @@ class Simulator:
         done = 0
         seconds = 0.0
         stopped = False
+        # one log buffer per call, reused by every chunk: no fresh pages to fault in per chunk
+        slate = self.params.slate_size
+        buffer = np.empty(min(chunk, episodes) * slate if log else 0, dtype=LOG_DTYPE)
         while done < episodes:
             n = min(chunk, episodes - done)
             first = self._episodes
@@ -464,7 +468,7 @@ class Simulator:
             out = np.zeros((first + n - 1) // block - first_block + 1, dtype=METRICS_DTYPE)
             if first_block < self._blocks.size:
                 out[0] = self._blocks[first_block]  # continue the partial block's sums
-            records = np.empty(n * self.params.slate_size if log else 0, dtype=LOG_DTYPE)
+            records = buffer[: n * slate]
             t0 = time.perf_counter()
             simulate_visits_nb(
                 self._rng,

@@ -19,7 +19,10 @@ update and the slots ``0..i-1``, in the semantics of :mod:`rlreco.engine.kernels
     NaN: no closed form.
 
 Computing them reads the tables only and draws nothing, so logging changes no draw and no
-table.
+table. The fused loop reuses the policy's own top-n lookup when it made one (a visit with a
+greedy or padded slot): it fills ``top_product`` with -1 before the policy and counts the
+entries the lookup wrote (:func:`count_found_nb`); only a visit whose every slot explored looks
+the top list up again.
 """
 
 from __future__ import annotations
@@ -40,53 +43,67 @@ from rlreco.engine.kernels.topn import find_top_cached_nb, scan_top_nb
 
 
 @jit(inline=True)
-def greedy_propensities_nb(
+def lookup_top_nb(
     value: np.ndarray,
     index: np.ndarray,
     depth: int,
     search: int,
     state: int,
-    epsilon: float,
-    size: int,
-    slate: np.ndarray,
+    n: int,
     top_value: np.ndarray,
     top_product: np.ndarray,
     frontier: np.ndarray,
     cache_floor: np.ndarray,
     cache_size: np.ndarray,
     cache_items: np.ndarray,
+) -> int:
+    """The state's top ``n`` known products into ``top_product`` (the policy's lookup,
+    :func:`~rlreco.engine.kernels.policy.choose_greedy_slate_nb`); returns how many."""
+    if search == TopNSearch.tree:
+        return find_top_cached_nb(
+            value, index, state, depth, n, top_value, top_product, frontier,
+            cache_floor, cache_size, cache_items,
+        )  # fmt: skip
+    return scan_top_nb(value, state, n, top_value, top_product)
+
+
+@jit(inline=True)
+def count_found_nb(top_product: np.ndarray, n: int) -> int:
+    """Products a top-n lookup wrote into ``top_product`` that was filled with -1 before it
+    (a lookup writes exactly its first ``found`` entries)."""
+    found = 0
+    while found < n and top_product[found] >= 0:
+        found += 1
+    return found
+
+
+@jit(inline=True)
+def greedy_propensities_nb(
+    epsilon: float,
+    size: int,
+    slate: np.ndarray,
+    top_product: np.ndarray,
+    found: int,
     out: np.ndarray,
 ) -> None:
     """Epsilon-greedy propensities of ``slate`` (module docstring).
 
     Parameters
     ----------
-    value, index, depth, cache_floor, cache_size, cache_items
-        As in :class:`~rlreco.engine.kernels.records.Learner`, before the visit's update (the
-        top-n query may refresh the state's candidate cache; its answers stay exact).
-    search : int
-        :data:`~rlreco.engine.kernels.records.TopNSearch` code.
-    state : int
     epsilon : float
         The visit's exploration probability.
     size : int
         ``K``, the state's catalogue size.
     slate : ndarray of int64, shape (n,)
-    top_value, top_product, frontier
-        As in :class:`~rlreco.engine.kernels.records.Workspace` (scratch).
+    top_product : ndarray of int64, shape (>= found,)
+        The state's best known products before the visit, best first (:func:`lookup_top_nb`).
+    found : int
+        Valid entries of ``top_product``: ``min(n, known products)``.
     out : ndarray of float64, shape (n,)
         Output: the propensity of each slot.
     """
-    n = slate.shape[0]
-    if search == TopNSearch.tree:
-        found = find_top_cached_nb(
-            value, index, state, depth, n, top_value, top_product, frontier,
-            cache_floor, cache_size, cache_items,
-        )  # fmt: skip
-    else:
-        found = scan_top_nb(value, state, n, top_value, top_product)
     cursor = 0
-    for i in range(n):
+    for i in range(slate.shape[0]):
         # at most i products precede slot i, so its greedy pick is among the top n
         while cursor < found and is_in_nb(top_product[cursor], slate, i):
             cursor += 1
@@ -174,11 +191,12 @@ def slate_propensities_nb(
         epsilon = policy.param
         if code == Policy.decaying:
             epsilon = min(1.0, policy.param / learner.state_visits[state])
-        greedy_propensities_nb(
-            learner.value, learner.tree, learner.depth, policy.search, state, epsilon, size,
-            ws.slate, ws.top_value, ws.top_product, ws.frontier, learner.cache_floor,
-            learner.cache_size, learner.cache_items, out,
+        found = lookup_top_nb(
+            learner.value, learner.tree, learner.depth, policy.search, state,
+            ws.slate.shape[0], ws.top_value, ws.top_product, ws.frontier, learner.cache_floor,
+            learner.cache_size, learner.cache_items,
         )  # fmt: skip
+        greedy_propensities_nb(epsilon, size, ws.slate, ws.top_product, found, out)
     elif code == Policy.softmax:
         catalogue = world.catalogue_items[first : first + size]
         softmax_propensities_nb(learner.value, state, catalogue, policy.param, ws.slate, out)

@@ -45,7 +45,12 @@ from rlreco.engine.kernels.draw import (
 )
 from rlreco.engine.kernels.jit import jit
 from rlreco.engine.kernels.policy import choose_greedy_slate_nb, greedy_epsilon_nb
-from rlreco.engine.kernels.propensity import greedy_propensities_nb, slate_propensities_nb
+from rlreco.engine.kernels.propensity import (
+    count_found_nb,
+    greedy_propensities_nb,
+    lookup_top_nb,
+    slate_propensities_nb,
+)
 from rlreco.engine.kernels.records import (
     Learner,
     Outcome,
@@ -532,6 +537,8 @@ def simulate_visits_nb(
         epsilon = 0.0
         if greedy:
             epsilon = greedy_epsilon_nb(code, param, state_visits, state)
+            if logging:
+                top_product[:n] = -1  # to count what the policy's top-n lookup writes
             explored = choose_greedy_slate_nb(
                 rng, state, value, index, depth, search, catalogue_items, first, size, epsilon,
                 slate, top_value, top_product, frontier, cache_floor, cache_size, cache_items,
@@ -553,10 +560,14 @@ def simulate_visits_nb(
         if logging:
             # the slate's propensities read the tables before the update and draw nothing
             if greedy:
-                greedy_propensities_nb(
-                    value, index, depth, search, state, epsilon, size, slate, top_value,
-                    top_product, frontier, cache_floor, cache_size, cache_items, propensity,
-                )  # fmt: skip
+                if explored < n:  # a greedy or padded slot: the policy looked the top n up
+                    found = count_found_nb(top_product, n)
+                else:
+                    found = lookup_top_nb(
+                        value, index, depth, search, state, n, top_value, top_product,
+                        frontier, cache_floor, cache_size, cache_items,
+                    )  # fmt: skip
+                greedy_propensities_nb(epsilon, size, slate, top_product, found, propensity)
             else:
                 slate_propensities_nb(state, world, learner, policy, ws)
         respond_update_record_nb(
