@@ -25,7 +25,7 @@ OVERSIZE = {
     "rlreco.cli": 720,
     "rlreco.engine.kernels.topn": 680,
     "rlreco.engine.kernels.thompson": 680,
-    "rlreco.engine.simulation": 660,
+    "rlreco.engine.simulation": 680,
     "rlreco.app.recommend": 620,
 }
 #: Standard-library modules a kernel may use besides numpy and numba (typing only, no I/O).
