@@ -187,7 +187,7 @@ def test_group_operations() -> None:
             appended = select_reached_nb(keys, 0, start, floor, out, 1, 3, 100)
             assert out[1, 3 : 3 + appended].tolist() == expected
             assert np.all(out[0] == -1) and np.all(out[1, :3] == -1)
-            assert count_reached_nb(keys, 0, start, floor) == len(expected)
+            assert count_reached_nb(keys, 0, start, start + 8, floor) == len(expected)
         assert max_of_group_nb(keys, 0, start) == group.max()
         for key, label in ((0.5, 3), (2.0, 2), (-np.inf, 9)):
             expected_ahead = sum(
@@ -195,8 +195,19 @@ def test_group_operations() -> None:
                 for i in range(8)
                 if group[i] > key or (group[i] == key and labels[start + i] < label)
             )
-            assert count_ahead_nb(keys[0], labels, start, key, label) == expected_ahead
+            assert count_ahead_nb(keys[0, start:], labels[start:], 8, key, label) == expected_ahead
     assert max_of_group_nb(np.full((1, 8), -np.inf), 0, 0) == -np.inf
+    # the flat counts over any span (vector body and scalar remainder)
+    for start, stop in ((0, 11), (2, 11), (5, 5), (1, 10)):
+        for floor in (-np.inf, 0.5, 1.0):
+            span = keys[0, start:stop]
+            assert count_reached_nb(keys, 0, start, stop, floor) == int(
+                np.sum((span >= floor) & (span != -np.inf))
+            )
+    for key, label in ((0.5, 3), (1.0, 4), (-np.inf, 0)):
+        assert count_ahead_nb(keys[0], labels, 11, key, label) == int(
+            np.sum((keys[0] > key) | ((keys[0] == key) & (labels < label)))
+        )
 
 
 CASES = {
