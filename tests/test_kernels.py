@@ -21,7 +21,10 @@ from helpers import (
 )
 from naive import simulate, synthetic_world
 
+from rlreco.engine.kernels.jit import jit
+from rlreco.engine.kernels.prefetch import prefetch_nb
 from rlreco.engine.kernels.records import (
+    CELL_DTYPE,
     LANES,
     METRICS_DTYPE,
     Policy,
@@ -208,6 +211,42 @@ def test_group_operations() -> None:
         assert count_ahead_nb(keys[0], labels, 11, key, label) == int(
             np.sum((keys[0] > key) | ((keys[0] == key) & (labels < label)))
         )
+
+
+@jit()
+def hinted_sum_nb(table: np.ndarray) -> float:
+    """Sum of a 2-d table, each item prefetched before it is read."""
+    total = 0.0
+    for i in range(table.shape[0]):
+        for j in range(table.shape[1]):
+            prefetch_nb(table, i, j)
+            total += table[i, j]
+    return total
+
+
+@jit()
+def hinted_counts_nb(cells: np.ndarray) -> int:
+    """Sum of the counts of a cell table, each 24-byte record (which may straddle two cache
+    lines) prefetched before it is read."""
+    total = 0
+    for i in range(cells.shape[0]):
+        for j in range(cells.shape[1]):
+            prefetch_nb(cells, i, j)
+            total += cells[i, j]["count"]
+    return total
+
+
+def test_prefetch_is_only_a_hint() -> None:
+    table = np.arange(24.0).reshape(3, 8)
+    cells = np.zeros((2, 5), dtype=CELL_DTYPE)
+    cells["count"] = np.arange(10).reshape(2, 5)
+    assert hinted_sum_nb(table) == table.sum()
+    assert hinted_counts_nb(cells) == 45
+    # the plain-Python twin checks the position it is given
+    prefetch_nb(cells, 1, 4)
+    for row, column in ((3, 0), (0, 8), (-1, 0)):
+        with pytest.raises(IndexError, match="outside an array of shape"):
+            prefetch_nb(table, row, column)
 
 
 CASES = {
