@@ -54,18 +54,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
+import types
 from pathlib import Path
 from typing import Any
 
+import numba as nb
 import numpy as np
 import pytest
 
 from rlreco.config import StepSize
+from rlreco.engine.kernels import visit
 from rlreco.engine.kernels.jit import jit
-from rlreco.engine.kernels.records import ResponseModel
+from rlreco.engine.kernels.records import METRICS_DTYPE, ResponseModel
 from rlreco.engine.kernels.topn import (
     CACHE_CAPACITY,
     depth_of_width_nb,
@@ -366,6 +371,77 @@ def bench_topn_query(benchmark: Any, method: str) -> None:
         query_all_nb, args=(tables.padded, index, states, 10, scan), rounds=3, iterations=1
     )
     benchmark.extra_info["ns_per_query"] = benchmark.stats.stats.mean / states.size * 1e9
+
+
+@jit(inline=True)
+def skip_prefetch_nb(
+    value: np.ndarray,
+    index: np.ndarray,
+    depth: int,
+    cells: np.ndarray,
+    truth: np.ndarray,
+    state: int,
+    slate: np.ndarray,
+) -> None:
+    """Stand-in for :func:`~rlreco.engine.kernels.visit.prefetch_slate_nb` that hints nothing."""
+
+
+def visit_loop(prefetch: bool) -> Any:
+    """A fresh compilation of the fused loop, with or without its slate prefetch (everything
+    else identical: same source, same flags, so the ratio isolates the hint)."""
+    func = visit.run_visits_nb.py_func
+    names = dict(func.__globals__)
+    if not prefetch:
+        names["prefetch_slate_nb"] = skip_prefetch_nb
+    clone = types.FunctionType(func.__code__, names, func.__name__)
+    return nb.njit(error_model="numpy", nogil=True, _nrt=False)(clone)
+
+
+@pytest.mark.parametrize("response", ["seed", "popularity"])
+@pytest.mark.parametrize("space_name", ["synthetic", "real"])
+def bench_prefetch(benchmark: Any, spaces: dict[str, Any], space_name: str, response: str) -> None:
+    """What the one kept intrinsic, the slate prefetch of the fused loop, is worth.
+
+    Alternating rounds of 2M eps-greedy visits from the initial tables, with and without the
+    hint; ``extra_info`` holds the median visits/s of each and their ratio (the issue keeps an
+    intrinsic only if it is worth more than 10%).
+    """
+    space, initial = spaces["get"](space_name)
+    shared = response_of(space, initial, response)
+    params = SimulationParams(epsilon=0.1, slate_size=10, response=response)
+    loops = {True: visit_loop(True), False: visit_loop(False)}
+    rates: dict[bool, list[float]] = {True: [], False: []}
+
+    def run(prefetch: bool, visits: int) -> float:
+        simulator = Simulator(space, initial.copy(), params, seed=1, response=shared)
+        simulator.run(0)  # builds the index and clears the caches, as every run does
+        learner = simulator._learner
+        ws = visit.new_workspace_nb(params.slate_size, learner.depth, simulator._world)
+        metrics = np.zeros(visits // params.metrics_block + 1, dtype=METRICS_DTYPE)
+        args = (simulator._world, learner, simulator._policy, simulator._response_arrays, ws)
+        start = time.perf_counter()
+        loops[prefetch](simulator._rng, 0, visits, *args, params.metrics_block, metrics)
+        return visits / (time.perf_counter() - start)
+
+    for prefetch in (True, False):
+        run(prefetch, 1_000)  # compile
+
+    def alternate() -> None:
+        for _ in range(3):
+            for prefetch in (True, False):
+                rates[prefetch].append(run(prefetch, 2_000_000))
+
+    benchmark.pedantic(alternate, rounds=1, iterations=1)
+    with_hint, without = statistics.median(rates[True]), statistics.median(rates[False])
+    benchmark.extra_info.update(
+        visits_per_second_prefetch=with_hint,
+        visits_per_second_no_prefetch=without,
+        ratio=with_hint / without,
+    )
+    print(
+        f"\n{space_name} {response}: {with_hint:,.0f} visits/s with the slate prefetch, "
+        f"{without:,.0f} without (x{with_hint / without:.2f})"
+    )
 
 
 @pytest.mark.parametrize("response", ["seed", "popularity"])

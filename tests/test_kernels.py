@@ -23,7 +23,10 @@ from helpers import (
 from naive import simulate, synthetic_world
 from naive_ope import log_visits
 
+from rlreco.engine.kernels.jit import jit
+from rlreco.engine.kernels.prefetch import prefetch_nb
 from rlreco.engine.kernels.records import (
+    CELL_DTYPE,
     LANES,
     METRICS_DTYPE,
     Policy,
@@ -189,7 +192,7 @@ def test_group_operations() -> None:
             appended = select_reached_nb(keys, 0, start, floor, out, 1, 3, 100)
             assert out[1, 3 : 3 + appended].tolist() == expected
             assert np.all(out[0] == -1) and np.all(out[1, :3] == -1)
-            assert count_reached_nb(keys, 0, start, floor) == len(expected)
+            assert count_reached_nb(keys, 0, start, start + 8, floor) == len(expected)
         assert max_of_group_nb(keys, 0, start) == group.max()
         for key, label in ((0.5, 3), (2.0, 2), (-np.inf, 9)):
             expected_ahead = sum(
@@ -197,8 +200,55 @@ def test_group_operations() -> None:
                 for i in range(8)
                 if group[i] > key or (group[i] == key and labels[start + i] < label)
             )
-            assert count_ahead_nb(keys[0], labels, start, key, label) == expected_ahead
+            assert count_ahead_nb(keys[0, start:], labels[start:], 8, key, label) == expected_ahead
     assert max_of_group_nb(np.full((1, 8), -np.inf), 0, 0) == -np.inf
+    # the flat counts over any span (vector body and scalar remainder)
+    for start, stop in ((0, 11), (2, 11), (5, 5), (1, 10)):
+        for floor in (-np.inf, 0.5, 1.0):
+            span = keys[0, start:stop]
+            assert count_reached_nb(keys, 0, start, stop, floor) == int(
+                np.sum((span >= floor) & (span != -np.inf))
+            )
+    for key, label in ((0.5, 3), (1.0, 4), (-np.inf, 0)):
+        assert count_ahead_nb(keys[0], labels, 11, key, label) == int(
+            np.sum((keys[0] > key) | ((keys[0] == key) & (labels < label)))
+        )
+
+
+@jit()
+def hinted_sum_nb(table: np.ndarray) -> float:
+    """Sum of a 2-d table, each item prefetched before it is read."""
+    total = 0.0
+    for i in range(table.shape[0]):
+        for j in range(table.shape[1]):
+            prefetch_nb(table, i, j)
+            total += table[i, j]
+    return total
+
+
+@jit()
+def hinted_counts_nb(cells: np.ndarray) -> int:
+    """Sum of the counts of a cell table, each 24-byte record (which may straddle two cache
+    lines) prefetched before it is read."""
+    total = 0
+    for i in range(cells.shape[0]):
+        for j in range(cells.shape[1]):
+            prefetch_nb(cells, i, j)
+            total += cells[i, j]["count"]
+    return total
+
+
+def test_prefetch_is_only_a_hint() -> None:
+    table = np.arange(24.0).reshape(3, 8)
+    cells = np.zeros((2, 5), dtype=CELL_DTYPE)
+    cells["count"] = np.arange(10).reshape(2, 5)
+    assert hinted_sum_nb(table) == table.sum()
+    assert hinted_counts_nb(cells) == 45
+    # the plain-Python twin checks the position it is given
+    prefetch_nb(cells, 1, 4)
+    for row, column in ((3, 0), (0, 8), (-1, 0)):
+        with pytest.raises(IndexError, match="outside an array of shape"):
+            prefetch_nb(table, row, column)
 
 
 CASES = {

@@ -27,9 +27,10 @@ Top-n query (:func:`find_top_nb`)
    product is ``>= f`` (:func:`find_floor_nb`): the largest level-1 maximum reached by ``n``
    level-2 nodes (each such node holds a distinct leaf ``>= f``).
 2. Level by level, keep every child ``>= f`` of the nodes kept so far. Each group of 8
-   children is one cache line, filtered by a branch-free loop (:func:`select_reached_nb`:
-   every lane is stored, the output position advances by the comparison's result), so the
-   loads of all groups of a level are independent and their cache misses overlap.
+   children is one cache line, hinted to the cache before the level is read
+   (:func:`prefetch_children_nb`) and filtered by a branch-free loop
+   (:func:`select_reached_nb`: every lane is stored, the output position advances by the
+   comparison's result), so the misses of all groups of a level overlap.
 3. Rank the kept leaves (typically 15-25) by counting, for each, the candidates ahead of it
    (:func:`rank_top_nb`).
 
@@ -37,12 +38,18 @@ No step branches on the data per node: a mispredicted branch per candidate would
 than the whole query. ``bench/bench_simulate.py`` (``bench_topn_query``) compares a query with
 a full scan of the row.
 
-Padding
--------
-Every group loop reads whole groups of 8 (no masks, no tails, so LLVM vectorises them on any
-instruction set): value rows have a width ``W`` that is a multiple of 8, with ``-inf`` in the
-columns beyond the products (:func:`~rlreco.engine.kernels.records.padded_width`), and index
-levels start on multiples of 8.
+Padding and vector code
+-----------------------
+Group loops read whole groups of 8 (no masks, no tails): value rows have a width ``W`` that is
+a multiple of 8, with ``-inf`` in the columns beyond the products
+(:func:`~rlreco.engine.kernels.records.padded_width`), and index levels start on multiples of
+8. Numba runs LLVM's loop vectoriser but not its SLP vectoriser, and a loop of exactly 8 is
+unrolled before the loop vectoriser sees it, so the counting loops (:func:`count_reached_nb`,
+:func:`count_ahead_nb`) are flat loops over a whole span: they compile to vector compares and
+adds on any instruction set. The loops of 8 that remain (the compress of
+:func:`select_reached_nb`, the maximum of :func:`max_of_group_nb`) are short scalar code
+without branches. Positions within a row are unsigned, which spares every element Numba's
+negative-index wraparound (a conditional move per element that also blocks vectorisation).
 
 Candidate cache (:func:`find_top_cached_nb`)
 --------------------------------------------
@@ -59,6 +66,7 @@ from __future__ import annotations
 import numpy as np
 
 from rlreco.engine.kernels.jit import jit
+from rlreco.engine.kernels.prefetch import prefetch_nb
 from rlreco.engine.kernels.records import LANES, aligned_empty
 
 #: Children per node; 8 float64 maxima fill one 64-byte cache line.
@@ -158,13 +166,19 @@ def build_index_nb(value: np.ndarray, index: np.ndarray) -> None:
 
 
 @jit(inline=True)
-def count_reached_nb(keys: np.ndarray, row: int, start: int, floor: float) -> int:
-    """Number of finite ``keys[row, start:start + 8]`` at or above ``floor``."""
+def count_reached_nb(keys: np.ndarray, row: int, start: int, stop: int, floor: float) -> int:
+    """Number of finite ``keys[row, start:stop]`` at or above ``floor``.
+
+    One flat loop: LLVM's loop vectoriser turns it into vector compares and adds (a loop of
+    exactly 8 would be unrolled first and stay scalar, Numba runs no SLP vectoriser).
+    """
     # the lowest finite float: ">= bound" is "finite and >= floor" in one compare
     bound = max(floor, LOWEST)
+    # unsigned positions: no negative-index wraparound per element
+    at_row = np.uint64(row)
     reached = 0
-    for lane in range(LANES):
-        reached += keys[row, start + lane] >= bound
+    for at in range(np.uint64(start), np.uint64(stop)):
+        reached += keys[at_row, at] >= bound
     return reached
 
 
@@ -186,34 +200,41 @@ def select_reached_nb(
     lanes that qualify, so ``out[out_row, at:at + 8]`` must exist.
     """
     bound = max(floor, LOWEST)
-    found = at
+    # unsigned positions: no negative-index wraparound per lane
+    key_row = np.uint64(row)
+    key_at = np.uint64(start)
+    label_row = np.uint64(out_row)
+    found = np.uint64(at)
     for lane in range(LANES):
-        out[out_row, found] = first_label + lane
-        found += keys[row, start + lane] >= bound
-    return found - at
+        out[label_row, found] = first_label + lane
+        found += np.uint64(keys[key_row, key_at + np.uint64(lane)] >= bound)
+    return int(found) - at
 
 
 @jit(inline=True)
 def max_of_group_nb(keys: np.ndarray, row: int, start: int) -> float:
     """Maximum of ``keys[row, start:start + 8]`` (a tree of pairwise maxima: exact, and short
     dependency chains)."""
-    a = max(keys[row, start], keys[row, start + 4])
-    b = max(keys[row, start + 1], keys[row, start + 5])
-    c = max(keys[row, start + 2], keys[row, start + 6])
-    d = max(keys[row, start + 3], keys[row, start + 7])
+    # unsigned positions: no negative-index wraparound per lane
+    r = np.uint64(row)
+    at = np.uint64(start)
+    a = max(keys[r, at], keys[r, at + np.uint64(4)])
+    b = max(keys[r, at + np.uint64(1)], keys[r, at + np.uint64(5)])
+    c = max(keys[r, at + np.uint64(2)], keys[r, at + np.uint64(6)])
+    d = max(keys[r, at + np.uint64(3)], keys[r, at + np.uint64(7)])
     low = max(a, c)
     high = max(b, d)
     return max(low, high)
 
 
 @jit(inline=True)
-def count_ahead_nb(keys: np.ndarray, labels: np.ndarray, start: int, key: float, label: int) -> int:
-    """Number of ``i < 8`` whose ``(keys[start + i], labels[start + i])`` ranks ahead of
-    ``(key, label)``: a larger key, or an equal key with a smaller label."""
+def count_ahead_nb(keys: np.ndarray, labels: np.ndarray, stop: int, key: float, label: int) -> int:
+    """Number of ``i < stop`` whose ``(keys[i], labels[i])`` ranks ahead of ``(key, label)``: a
+    larger key, or an equal key with a smaller label (one flat, vectorised loop)."""
     ahead = 0
-    for lane in range(LANES):
-        other = keys[start + lane]
-        ahead += (other > key) | ((other == key) & (labels[start + lane] < label))
+    for i in range(stop):
+        other = keys[i]
+        ahead += (other > key) | ((other == key) & (labels[i] < label))
     return ahead
 
 
@@ -261,15 +282,6 @@ def insert_ranked_nb(
 
 
 @jit(inline=True)
-def count_level_nb(keys: np.ndarray, state: int, start: int, stop: int, floor: float) -> int:
-    """Number of finite ``keys[state, start:stop]`` at or above ``floor`` (whole groups of 8)."""
-    reached = 0
-    for group in range(start, stop, FANOUT):
-        reached += count_reached_nb(keys, state, group, floor)
-    return reached
-
-
-@jit(inline=True)
 def find_floor_nb(
     value: np.ndarray,
     index: np.ndarray,
@@ -283,7 +295,7 @@ def find_floor_nb(
 
     Any value reached by ``n`` distinct level-2 nodes qualifies (each holds a distinct leaf at
     or above it). Tried in turn: the largest level-1 maximum that qualifies (8 thresholds x 64
-    level-2 nodes, group compares, no data-dependent branches; found for ~99% of states in a
+    level-2 nodes, vector compares, no data-dependent branches; found for ~99% of states in a
     long run), the ``n``-th best level-2 maximum (64 ranked inserts), and ``-inf`` (fewer than
     ``n`` level-2 nodes are known).
 
@@ -312,7 +324,7 @@ def find_floor_nb(
     floor = -np.inf
     for parent in range(level_start_nb(1), level_start_nb(1) + FANOUT):
         threshold = index[state, parent]
-        reached = count_level_nb(keys, state, start, stop, threshold)
+        reached = count_reached_nb(keys, state, start, stop, threshold)
         floor = max(floor, threshold if reached >= n else -np.inf)
     if floor != -np.inf:
         return floor
@@ -322,6 +334,28 @@ def find_floor_nb(
         if key != -np.inf:
             found = insert_ranked_nb(key, child, top_value, top_product, found, n)
     return top_value[n - 1] if found == n else -np.inf
+
+
+@jit(inline=True)
+def prefetch_children_nb(
+    value: np.ndarray,
+    index: np.ndarray,
+    state: int,
+    depth: int,
+    level: int,
+    nodes: np.ndarray,
+    row: int,
+    kept: int,
+) -> None:
+    """Hint the child groups at ``level`` of ``nodes[row, :kept]`` (one line each), so that
+    their misses overlap (parameters as :func:`descend_nb`)."""
+    start = level_start_nb(level)
+    for k in range(kept):
+        first = nodes[row, k] * FANOUT
+        if level == depth:
+            prefetch_nb(value, state, first)
+        else:
+            prefetch_nb(index, state, start + first)
 
 
 @jit(inline=True)
@@ -438,6 +472,7 @@ def collect_candidates_nb(
     kept = 1
     for level in range(1, depth + 1):
         row = (level - 1) & 1
+        prefetch_children_nb(value, index, state, depth, level, frontier, row, kept)
         kept = descend_nb(
             value, index, state, depth, level, floor, frontier, row, kept, frontier, 1 - row
         )
@@ -554,8 +589,9 @@ def rank_top_nb(
 ) -> int:
     """Rank the ``kept`` candidate products of ``frontier[row]`` and keep the best ``n``.
 
-    A few dozen candidates are ranked by counting, for each, the candidates ahead of it (in
-    groups of 8, no data-dependent branches); many are ranked by insertion, O(kept * n).
+    A few dozen candidates are ranked by counting, for each, the candidates ahead of it (one
+    vector loop over the candidates padded to a multiple of 8 with ``-inf``, no data-dependent
+    branches); many are ranked by insertion, O(kept * n).
 
     Parameters
     ----------
@@ -591,10 +627,9 @@ def rank_top_nb(
     # -inf keys fill the last group: they never rank ahead of a (finite) candidate
     for k in range(kept, -(-kept // FANOUT) * FANOUT):
         keys[k] = -np.inf
+    padded = -(-kept // FANOUT) * FANOUT
     for k in range(kept):
-        ahead = 0
-        for group in range(0, kept, FANOUT):
-            ahead += count_ahead_nb(keys, labels, group, keys[k], labels[k])
+        ahead = count_ahead_nb(keys, labels, padded, keys[k], labels[k])
         # losers all land in the scratch slot n: no branch on the rank
         slot = min(ahead, n)
         top_value[slot] = keys[k]

@@ -28,9 +28,11 @@ in this order per visit:
 
 ``below`` and ``round2`` are those of :mod:`rlreco.engine.kernels.draw`. Steps 3 and 4 and the
 visit's metric sums are one kernel, :func:`respond_update_record_nb`, shared by the fused loop
-(:func:`simulate_visits_nb`) and the online visit (:mod:`rlreco.engine.online`); every
-per-visit kernel is inlined into its caller, so no array's reference count is touched per
-visit.
+(:func:`simulate_visits_nb`) and the online visit (:mod:`rlreco.engine.online`). Every
+per-visit kernel is inlined into the loop, :func:`run_visits_nb`, which is compiled without
+reference counting (inlining alone leaves an atomic count update per array argument and call),
+so no array's reference count is touched per visit; and the loop hints the table lines of a
+chosen slate to the cache before the response draws (:func:`prefetch_slate_nb`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from rlreco.engine.kernels.draw import (
 )
 from rlreco.engine.kernels.jit import jit
 from rlreco.engine.kernels.policy import choose_greedy_slate_nb, greedy_epsilon_nb
+from rlreco.engine.kernels.prefetch import prefetch_nb
 from rlreco.engine.kernels.propensity import (
     count_found_nb,
     greedy_propensities_nb,
@@ -66,7 +69,9 @@ from rlreco.engine.kernels.sum_tree import choose_softmax_slate_nb, update_softm
 from rlreco.engine.kernels.thompson import choose_thompson_slate_nb, update_thompson_nb
 from rlreco.engine.kernels.topn import (
     CACHE_CAPACITY,
+    FANOUT,
     FANOUT_BITS,
+    level_start_nb,
     refresh_cache_nb,
     repair_index_nb,
 )
@@ -123,6 +128,40 @@ def pick_slots_nb(
         j = i + draw_below_nb(rng, n - i)
         order[i], order[j] = order[j], order[i]
         outcome[order[i]] = code
+
+
+@jit(inline=True)
+def prefetch_slate_nb(
+    value: np.ndarray,
+    index: np.ndarray,
+    depth: int,
+    cells: np.ndarray,
+    truth: np.ndarray,
+    state: int,
+    slate: np.ndarray,
+) -> None:
+    """Hint every table line the response and update of a slate will read, all at once.
+
+    Parameters
+    ----------
+    value : ndarray of float64, shape (S, W)
+    index : ndarray of float64, shape (S, index_width(W)) or (S, 0)
+    depth : int
+    cells : ndarray of CELL_DTYPE, shape (S, P)
+    truth : ndarray of TRUTH_DTYPE, shape (S, P) or (S, 0)
+    state : int
+    slate : ndarray of int64, shape (n,)
+    """
+    bottom = level_start_nb(depth - 1)
+    for i in range(slate.shape[0]):
+        product = slate[i]
+        prefetch_nb(cells, state, product)
+        # the whole group of 8 is read again by the index repair: one line
+        prefetch_nb(value, state, product)
+        if index.shape[1] > 0:
+            prefetch_nb(index, state, bottom + (product >> FANOUT_BITS) // FANOUT * FANOUT)
+        if truth.shape[1] > 0:
+            prefetch_nb(truth, state, product)
 
 
 @jit(inline=True)
@@ -497,6 +536,33 @@ def simulate_visits_nb(
         logging (one predictable branch per visit; no draw changes either way).
     """
     ws = new_workspace_nb(policy.slate_size, learner.depth)
+    run_visits_nb(
+        rng, first_visit, n_visits, world, learner, policy, response, ws, metrics_block, metrics,
+        log,
+    )  # fmt: skip
+
+
+@jit(refcount=False)
+def run_visits_nb(
+    rng: np.random.Generator,
+    first_visit: int,
+    n_visits: int,
+    world: World,
+    learner: Learner,
+    policy: PolicyParams,
+    response: ResponseArrays,
+    ws: Workspace,
+    metrics_block: int,
+    metrics: np.ndarray,
+    log: np.ndarray,
+) -> None:
+    """The loop of :func:`simulate_visits_nb`, in the workspace ``ws`` it allocated.
+
+    Compiled without reference counting (see :func:`~rlreco.engine.kernels.jit.jit`): every
+    array it touches is owned by its caller for the duration of the call, and the per-visit
+    kernels inlined into it would otherwise update the reference counts of their array
+    arguments on every visit. It must not allocate.
+    """
     # unpacked once: the per-visit kernels take arrays, not bundles (see
     # respond_update_record_nb)
     state_segment, catalogue_ptr, catalogue_items, phase_cdf = world
@@ -570,6 +636,7 @@ def simulate_visits_nb(
                 greedy_propensities_nb(epsilon, size, slate, top_product, found, propensity)
             else:
                 slate_propensities_nb(state, world, learner, policy, ws)
+        prefetch_slate_nb(value, index, depth, cells, truth, state, slate)
         respond_update_record_nb(
             rng, state, explored, model, click_cdf, buy_cdf, truth, best_mu, outcome_reward,
             value, index, depth, search, step, cells, cache_floor, cache_size, cache_items,
