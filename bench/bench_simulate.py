@@ -26,9 +26,23 @@ with a baseline measured in the same sitting):
 * the per-state candidate cache of the top-n search: 1.08M -> 1.4M visits/s on ``synthetic``
   (earlier kernels);
 * ``real popularity``, eps-greedy, 10M visits, same sitting, alternating runs: 0.96M visits/s
-  with the earlier kernels (hand-written LLVM intrinsics), 0.58-0.62M with the portable
+  with the earlier kernels (hand-written LLVM intrinsics), 0.58-0.62M with the first portable
   kernels (ratio ~0.63); ``synthetic seed`` (best of 8 alternating 300k-visit rounds): 1.14M
   against 0.77-0.79M.
+* the portable kernels after the loop was compiled without reference counting, the counting
+  loops made vectorisable and the slate prefetch kept (same sitting, alternating processes
+  pinned to one core of a heavily shared machine, medians; CPU-time rates, which exclude the
+  time the process waited for the core, with wall-clock rates in brackets): ``real
+  popularity``, 6 rounds of 3M visits each: 1.00M (0.49M) visits/s against 0.83M (0.51M) for
+  the intrinsic kernels, 1.22x (0.96x); ``python bench/bench_simulate.py real popularity``,
+  wall clock, 3 alternating pairs: 0.86M / 0.52M / 0.34M against 0.44M / 0.47M / 0.26M;
+  ``synthetic seed``, 6 rounds of 2M visits: 1.34M (0.84M) against 1.01M (0.68M), 1.33x
+  (1.23x). Stepwise on ``synthetic seed`` (CPU time, medians of 4): 0.54M portable kernels,
+  0.62M without reference counting in the loop, 0.65M with unsigned group positions, 0.92M with
+  the slate prefetch, 1.12M with the vectorised counting loops (intrinsic kernels: 0.87M).
+* one top-10 query on a grown state (``bench_topn_query``'s setting, CPU time): 1.10 us with
+  the intrinsic kernels, 1.7 us with the first portable ones, 0.48 us now.
+* the slate prefetch alone (``bench_prefetch``, ``synthetic seed``): 1.26x.
 
 Truth and learner cases (``bench_truth_cases``, synthetic space, 10M visits each, one pytest
 run; ``python bench/bench_simulate.py cases ROUNDS`` alternates them ROUNDS times in one process
