@@ -18,20 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rlreco.app.prepare import package_versions
+from rlreco.app.prepare import new_manifest
 from rlreco.config import RunConfig
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.errors import ConfigError
 from rlreco.io.foreign_log import ColumnMap, read_foreign_log
-from rlreco.io.run_dir import RunDir, file_sha256
+from rlreco.io.run_dir import RunDir
 
 #: the one segment of a log-derived state space
 LOG_SEGMENT = "all"
@@ -126,17 +125,7 @@ def prepare_from_log(
         seconds=0.0,
     )
     manifest = {
-        "run_id": uuid.uuid4().hex,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": config.to_dict(),
-        "seed": config.simulation.seed,
-        "packages": package_versions(),
-        "data": {
-            "path": str(path),
-            "sha256": file_sha256(path),
-            "bytes": path.stat().st_size,
-            "rows_read": slots.n_slots,
-        },
+        **new_manifest(config, path, rows_read=slots.n_slots),
         "prepare": {**summary.to_dict(), "states_total": n_states},
         "log": {"columns": columns.to_dict(), "tables": tables},
         "holdout": None,

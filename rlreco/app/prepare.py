@@ -81,6 +81,24 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def new_manifest(config: RunConfig, path: Path, **data: Any) -> dict[str, Any]:
+    """The manifest keys every new run directory starts with: a new run id, the config and
+    seed, package versions, and the input file's path, hash, size and ``data`` counts."""
+    return {
+        "run_id": uuid.uuid4().hex,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": config.to_dict(),
+        "seed": config.simulation.seed,
+        "packages": package_versions(),
+        "data": {
+            "path": str(path),
+            "sha256": file_sha256(path),
+            "bytes": path.stat().st_size,
+            **data,
+        },
+    }
+
+
 def prepare(
     config: RunConfig, *, out: str | Path, data: str | Path | None = None, force: bool = False
 ) -> PrepareSummary:
@@ -185,18 +203,12 @@ def prepare(
         seconds=0.0,
     )
     manifest = {
-        "run_id": uuid.uuid4().hex,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": config.to_dict(),
-        "seed": config.simulation.seed,
-        "packages": package_versions(),
-        "data": {
-            "path": str(path),
-            "sha256": file_sha256(path),
-            "bytes": path.stat().st_size,
-            "rows_read": report.rows_read,
-            "rows_without_customer": report.rows_without_customer,
-        },
+        **new_manifest(
+            config,
+            path,
+            rows_read=report.rows_read,
+            rows_without_customer=report.rows_without_customer,
+        ),
         "prepare": summary.to_dict(),
         "holdout": holdout_info,
         "state_fields": list(space.fields),
