@@ -2,7 +2,7 @@
 
 The one place for what both :mod:`rlreco.engine` and :mod:`rlreco.io` must agree on: the
 calendar names in state ids and the record dtypes of the tables and metrics, from which the
-run directory's Arrow schemas are derived (:data:`rlreco.io.run_dir.SCHEMAS`).
+run directory's Arrow schemas are derived (:data:`rlreco.io.parquet_tables.SCHEMAS`).
 """
 
 from __future__ import annotations

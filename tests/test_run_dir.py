@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import rlreco
 from rlreco.engine.history import History
 from rlreco.engine.state_space import StateSpace, build_state_space, history_states
 from rlreco.engine.tables import Tables, build_initial_tables
 from rlreco.errors import SnapshotError
-from rlreco.io import run_dir as rd
-from rlreco.io.run_dir import RunDir, atomic_path, read_table, write_table
+from rlreco.io.atomic_files import atomic_path
+from rlreco.io.parquet_tables import SCHEMAS, read_table, write_table
+from rlreco.io.run_dir import RunDir
 
 
 def small_history(seed: int = 0, n_rows: int = 400) -> History:
@@ -130,7 +135,7 @@ def test_corrupt_and_foreign_files_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(SnapshotError, match="not an rlreco snapshot file"):
         run.read_snapshot()
     snap.write_bytes(good)
-    write_table(snap, "metrics", {k: np.zeros(1) for k in rd.SCHEMAS["metrics"].names})
+    write_table(snap, "metrics", {k: np.zeros(1) for k in SCHEMAS["metrics"].names})
     with pytest.raises(SnapshotError, match=r"not an rlreco snapshot file \(metrics\)"):
         run.read_snapshot()
     (run.path / "manifest.json").write_text("{not json")
@@ -175,7 +180,7 @@ def test_commit_keeps_initial_and_replaces_previous(tmp_path: Path) -> None:
     space, tables = small_run()
     run = RunDir.create(tmp_path / "run", manifest={"run_id": "a", "config": {}},
                         space=space.to_columns(), snapshot=tables.to_columns(space))  # fmt: skip
-    metrics = {k: np.zeros(2) for k in rd.SCHEMAS["metrics"].names}
+    metrics = {k: np.zeros(2) for k in SCHEMAS["metrics"].names}
     for episodes in (100, 200):
         tables.cells["reco_count"][0, 0] = episodes
         run.commit(episodes=episodes, snapshot=tables.to_columns(space), metrics=metrics,
@@ -186,3 +191,56 @@ def test_commit_keeps_initial_and_replaces_previous(tmp_path: Path) -> None:
     assert names == ["episodes-000000000000000.parquet", "episodes-000000000000200.parquet"]
     assert Tables.from_columns(again.read_snapshot(), space).reco_count[0, 0] == 200
     assert Tables.from_columns(again.read_snapshot("initial"), space).reco_count[0, 0] == 0
+
+
+#: A commit killed (no clean-up runs) just before or just after its manifest is written.
+CRASHING_COMMIT = """
+import os, sys
+import numpy as np
+from rlreco.io import run_dir
+from rlreco.io.parquet_tables import SCHEMAS
+
+path, point = sys.argv[1], sys.argv[2]
+write_json = run_dir.write_json
+
+def crash_around_manifest(target, obj):
+    if target.name == run_dir.MANIFEST and point == "before":
+        os._exit(17)
+    write_json(target, obj)
+    if target.name == run_dir.MANIFEST and point == "after":
+        os._exit(17)
+
+run_dir.write_json = crash_around_manifest
+run = run_dir.RunDir.open(path)
+metrics = {k: np.full(3, 2) for k in SCHEMAS["metrics"].names}
+run.commit(episodes=200, snapshot=run.read_snapshot(), metrics=metrics, updates={})
+"""
+
+
+@pytest.mark.parametrize(("point", "episodes"), [("before", 100), ("after", 200)])
+def test_a_commit_killed_around_its_manifest_reads_as_old_or_new(
+    tmp_path: Path, point: str, episodes: int
+) -> None:
+    # metrics.parquet is replaced in place: written before the manifest, a crash between the
+    # two left the old manifest with the new metrics (a run that never existed)
+    space, tables = small_run()
+    run = RunDir.create(tmp_path / "run", manifest={"run_id": "a", "config": {}},
+                        space=space.to_columns(), snapshot=tables.to_columns(space))  # fmt: skip
+    old = {k: np.full(2, 1) for k in SCHEMAS["metrics"].names}
+    run.commit(episodes=100, snapshot=tables.to_columns(space), metrics=old, updates={})
+    env = {**os.environ, "PYTHONPATH": str(Path(rlreco.__file__).resolve().parent.parent)}
+    done = subprocess.run(
+        [sys.executable, "-c", CRASHING_COMMIT, str(run.path), point], env=env, check=False
+    )
+    assert done.returncode == 17
+    again = RunDir.open(run.path)
+    metrics = again.read_metrics()
+    assert again.episodes == episodes and metrics is not None
+    expected = 1 if episodes == 100 else 2
+    assert metrics["visits"].tolist() == [expected] * (2 if episodes == 100 else 3)
+    Tables.from_columns(again.read_snapshot(), space)  # the snapshot it names is whole
+    # the next commit finishes (or discards) what the killed one left under a pending name
+    again.commit(episodes=300, snapshot=tables.to_columns(space), metrics=None, updates={})
+    assert not list(run.path.glob(".metrics-*"))
+    kept = RunDir.open(run.path).read_metrics()
+    assert kept is not None and np.array_equal(kept["visits"], metrics["visits"])

@@ -17,8 +17,9 @@ from rlreco.cli import app
 from rlreco.config import RunConfig, config_from_dict
 from rlreco.engine.tables import Tables
 from rlreco.errors import ConfigError, SyncError
+from rlreco.io.atomic_files import write_json
 from rlreco.io.mongo_layout import check_seed_documents, parse_state, state_slices
-from rlreco.io.run_dir import MANIFEST, RunDir, write_json
+from rlreco.io.run_dir import MANIFEST, RunDir
 
 COUNTRIES = ("United Kingdom", "EIRE", "Channel_Islands")  # one value holds the separator
 

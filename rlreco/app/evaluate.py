@@ -40,8 +40,8 @@ from rlreco.engine.replay import estimate_replay, uniform_acceptance
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.errors import ConfigError, DataError
+from rlreco.io.atomic_files import atomic_path, write_json
 from rlreco.io.foreign_log import ColumnMap, read_foreign_log
-from rlreco.io.run_dir import atomic_path, write_json
 from rlreco.io.visit_log import LogSlots, is_rlreco_log, read_visit_log
 from rlreco.schema import LOG_DTYPE
 

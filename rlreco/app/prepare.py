@@ -39,7 +39,8 @@ from rlreco.engine.response import mean_per_slot, popularity_probabilities
 from rlreco.engine.segmentation import segment_customers
 from rlreco.engine.state_space import StateSpace, build_state_space, history_states
 from rlreco.engine.tables import build_initial_tables
-from rlreco.io.run_dir import RunDir, file_sha256, use_system_allocator, write_table
+from rlreco.io.parquet_tables import use_system_allocator, write_table
+from rlreco.io.run_dir import RunDir, file_sha256
 from rlreco.io.transactions import load_transactions
 from rlreco.io.truth import write_truth_table
 

@@ -41,7 +41,8 @@ from rlreco.io.mongo import (
 )
 from rlreco.io.mongo_layout import check_layout
 from rlreco.io.mongo_visit import write_visit_log
-from rlreco.io.run_dir import SCHEMAS, RunDir
+from rlreco.io.parquet_tables import SCHEMAS
+from rlreco.io.run_dir import RunDir
 from rlreco.io.visit_log import log_documents, write_log_part
 from rlreco.schema import LOG_DTYPE
 

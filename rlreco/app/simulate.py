@@ -46,7 +46,8 @@ from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.engine.warmup import Warmup, warm_up_simulation
 from rlreco.errors import ConfigError, SimulationError, SnapshotError
-from rlreco.io.run_dir import SCHEMAS, CellStream, RunDir, use_system_allocator
+from rlreco.io.parquet_tables import SCHEMAS, CellStream, use_system_allocator
+from rlreco.io.run_dir import RunDir
 from rlreco.io.visit_log import remove_log_parts_from, write_log_part
 from rlreco.schema import POLICY_PARAMS
 

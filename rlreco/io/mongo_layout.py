@@ -41,7 +41,7 @@ import pandas as pd
 import pyarrow as pa
 
 from rlreco.errors import SnapshotError, SyncError, shown
-from rlreco.io.run_dir import schema_of
+from rlreco.io.parquet_tables import schema_of
 from rlreco.schema import DEFAULT_STATE_FIELDS, format_state_id, parse_state_id
 
 Layout = Literal["seed", "tidy"]

@@ -33,7 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rlreco.errors import ConfigError, SnapshotError, shown
-from rlreco.io.run_dir import SCHEMAS, atomic_path, read_tagged, write_json
+from rlreco.io.atomic_files import atomic_path, write_json
+from rlreco.io.parquet_tables import SCHEMAS, read_tagged
 
 SWEEP_SCHEMA_VERSION = 1
 #: Columns of a cell's per-block metrics: the block and the run directory's metric sums.

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rlreco.errors import DataError
-from rlreco.io.run_dir import atomic_path
+from rlreco.io.atomic_files import atomic_path
 
 #: Columns of a truth table, in order.
 TRUTH_COLUMNS = ("state_id", "product_id", "p_click", "p_buy")

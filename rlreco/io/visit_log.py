@@ -38,7 +38,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rlreco.errors import DataError, SnapshotError
-from rlreco.io.run_dir import atomic_path, read_tagged, record_fields
+from rlreco.io.atomic_files import atomic_path
+from rlreco.io.parquet_tables import read_tagged, record_fields
 from rlreco.schema import LOG_DTYPE
 
 LOG_KIND = "visit_log"
