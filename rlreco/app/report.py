@@ -27,6 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from rlreco.errors import one_line
 from rlreco.schema import POLICY_PARAMS
 
 # wide enough for the summary tables when output goes to a file or a pipe
@@ -47,21 +48,6 @@ def print_pairs(title: str, rows: list[tuple[str, str]]) -> None:
     for key, value in rows:
         table.add_row(escape(key), escape(value))
     console.print(table)
-
-
-#: Longest error line printed; longer messages are cut (a file's junk header can be huge).
-MAX_ERROR_CHARS = 2000
-
-
-def one_line(text: str) -> str:
-    """``text`` as one printable line: line breaks and control characters escaped, cut short."""
-    line = "".join(
-        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
-        for ch in text.strip()
-    )
-    if len(line) > MAX_ERROR_CHARS:
-        line = line[: MAX_ERROR_CHARS - 3] + "..."
-    return line
 
 
 def print_error(message: str) -> None:

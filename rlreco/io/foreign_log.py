@@ -21,10 +21,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from rlreco.errors import DataError, SnapshotError
+from rlreco.io.parquet_tables import check_no_nulls
 from rlreco.io.visit_log import (
     CONTEXT_SEPARATOR,
     LogSlots,
-    check_no_nulls,
     check_propensity,
     encode_column,
     group_slots,

@@ -33,7 +33,7 @@ from pymongo.errors import (
 )
 from pymongo.uri_parser import parse_uri
 
-from rlreco.errors import SyncError
+from rlreco.errors import SyncError, one_line
 
 T = TypeVar("T")
 Document = dict[str, Any]
@@ -104,12 +104,6 @@ def redact_uri(uri: str) -> str:
     # The last '@' ends the user information even when an unescaped password contains '@'.
     at = rest.rfind("@")
     return f"{scheme}://***@{rest[at + 1 :]}" if at >= 0 else uri
-
-
-def one_line(text: str, limit: int = _MAX_REASON) -> str:
-    """Collapse whitespace and cut ``text`` to at most ``limit`` characters."""
-    flat = re.sub(r"\s+", " ", text).strip()
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def connect(
@@ -265,15 +259,18 @@ class MongoLink:
         if isinstance(exc, ServerSelectionTimeoutError):
             reason = _scrub(str(exc), self.secret)
             reason = re.split(r" \(configured timeouts|, Timeout: ", reason)[0]
-            return SyncError(one_line(f"cannot reach {where} ({what}): {reason}"))
+            return SyncError(one_line(f"cannot reach {where} ({what}): {reason}", _MAX_REASON))
         code = getattr(exc, "code", None)
         if code == AUTH_FAILED:
             return SyncError(
-                one_line(f"{where} rejected the credentials ({what}): authentication failed")
+                one_line(
+                    f"{where} rejected the credentials ({what}): authentication failed",
+                    _MAX_REASON,
+                )
             )
         reason = _scrub(_reason(exc), self.secret)
         tries = f" after {attempts} attempts" if attempts > 1 else ""
-        return SyncError(one_line(f"{where}: {what} failed{tries}: {reason}"))
+        return SyncError(one_line(f"{where}: {what} failed{tries}: {reason}", _MAX_REASON))
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rlreco.errors import SnapshotError, shown
+from rlreco.errors import DataError, SnapshotError, shown
 from rlreco.io.atomic_files import atomic_path
 from rlreco.schema import CELL_DTYPE, DEFAULT_STATE_FIELDS, INTEGER_STATE_FIELDS, METRICS_DTYPE
 
@@ -369,3 +369,10 @@ def read_policy_state(path: Path, policy: str) -> dict[str, np.ndarray]:
             raise SnapshotError(f"{path}: column '{name}' is not a complete numeric column")
         out[name] = np.array(column.to_numpy())  # writable: a policy updates its state
     return out
+
+
+def check_no_nulls(column: pa.ChunkedArray, source: str, name: str) -> None:
+    """One-line DataError naming ``source``, the first row missing a value and the column."""
+    if column.null_count:
+        row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError(f"{source}: row {row}: column '{name}' is missing a value")

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from rlreco.errors import DataError
 from rlreco.io.atomic_files import atomic_path
+from rlreco.io.parquet_tables import check_no_nulls
 
 #: Columns of a truth table, in order.
 TRUTH_COLUMNS = ("state_id", "product_id", "p_click", "p_buy")
@@ -68,13 +69,13 @@ def read_truth_table(path: str | Path) -> pd.DataFrame:
             name == "product_id" and pa.types.is_integer(kind)
         ):
             raise DataError(f"{path}: column '{name}' has type {kind}; expected strings")
-        _check_no_nulls(path, name, column)
+        check_no_nulls(column, str(path), name)
         columns[name] = np.asarray(column.cast(pa.string()).to_pylist(), dtype=str)
     for name in ("p_click", "p_buy"):
         column = table.column(name)
         if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
             raise DataError(f"{path}: column '{name}' has type {column.type}; expected numbers")
-        _check_no_nulls(path, name, column)
+        check_no_nulls(column, str(path), name)
         values = column.to_numpy().astype(np.float64)
         bad = np.flatnonzero(~((values >= 0.0) & (values <= 1.0)))
         if bad.size:
@@ -85,12 +86,6 @@ def read_truth_table(path: str | Path) -> pd.DataFrame:
             )
         columns[name] = values
     return pd.DataFrame(columns)
-
-
-def _check_no_nulls(path: Path, name: str, column: pa.ChunkedArray) -> None:
-    if column.null_count:
-        row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
-        raise DataError(f"{path}: row {row}: column '{name}' is missing a value")
 
 
 def write_truth_table(path: str | Path, columns: dict[str, np.ndarray]) -> None:

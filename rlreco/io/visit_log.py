@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from rlreco.errors import DataError, SnapshotError
 from rlreco.io.atomic_files import atomic_path
-from rlreco.io.parquet_tables import read_tagged, record_fields
+from rlreco.io.parquet_tables import check_no_nulls, read_tagged, record_fields
 from rlreco.schema import LOG_DTYPE
 
 LOG_KIND = "visit_log"
@@ -315,12 +315,6 @@ def read_visit_log(path: str | Path) -> LogSlots:
         policy=f"{policy} {param:g}",
         run_id=str(table.column("run_id")[0].as_py()),
     )
-
-
-def check_no_nulls(column: pa.ChunkedArray, source: str, name: str) -> None:
-    if column.null_count:
-        row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
-        raise DataError(f"{source}: column '{name}' row {row}: missing value")
 
 
 def encode_column(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
