@@ -17,11 +17,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 run: $(STAMP)
 	$(BIN)/rlreco prepare --out $(RUN_DIR) --force
-	$(BIN)/rlreco simulate $(RUN_DIR) --episodes 1000000
+	$(BIN)/rlreco simulate $(RUN_DIR) --visits 1000000
 	# the benchmark: a learner started from 80% of the customers, judged on the other 20%
 	$(BIN)/rlreco prepare --out $(RUN_DIR)-holdout --force --holdout customers:0.2 --json > /dev/null
 	$(BIN)/rlreco sweep $(RUN_DIR)-holdout --out $(RUN_DIR)-sweep --force \
-		--epsilons 0,0.01,0.05,0.1,0.2 --replicates 3 --episodes 300000
+		--epsilons 0,0.01,0.05,0.1,0.2 --replicates 3 --visits 300000
 	@echo "sweep plots: $(RUN_DIR)-sweep/plots/"
 
 test: $(STAMP)

@@ -70,7 +70,7 @@ def bench_prepare_and_simulate(benchmark, shared_data: Path, tmp_path: Path, nam
     summary = benchmark.pedantic(prepare, rounds=1, iterations=1)
     states = 576 if name == "default" else 21_312
     assert summary["states_total"] == states
-    out, seconds, peak = run_cli("simulate", str(run), "--episodes", "10000000")
+    out, seconds, peak = run_cli("simulate", str(run), "--visits", "10000000")
     print(
         f"{name}: simulate 10M visits {out['episodes_per_second']:,.0f} visits/s, "
         f"{seconds:.1f} s wall, peak {peak:,.0f} MB"

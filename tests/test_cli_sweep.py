@@ -24,7 +24,7 @@ def base(tmp_path_factory: pytest.TempPathFactory, embedded_parquet: Path) -> Pa
 
 def test_sweep_json_and_resume(base: Path, tmp_path: Path) -> None:
     argv = ["sweep", str(base), "--out", str(tmp_path / "sw"), "--epsilons", "0,0.5",
-            "--replicates", "2", "--episodes", "4000", "--response", "popularity",
+            "--replicates", "2", "--visits", "4000", "--response", "popularity",
             "--workers", "1", "--blocks", "4", "--json"]  # fmt: skip
     result = runner.invoke(app, argv)
     assert result.exit_code == 0, result.output

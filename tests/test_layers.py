@@ -20,7 +20,6 @@ MAX_LINES = 600
 #: simulation parameters vs driver, top-n search vs caches, Thompson search vs its cache,
 #: the visit loop vs its response and update helpers, online visit vs MongoDB store).
 OVERSIZE = {
-    "rlreco.cli": 720,
     "rlreco.engine.kernels.topn": 710,
     "rlreco.engine.kernels.visit": 660,
     "rlreco.engine.kernels.thompson": 680,

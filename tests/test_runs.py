@@ -103,27 +103,38 @@ def test_same_seed_gives_identical_runs_other_seed_differs(prepared: Path, tmp_p
 def test_cli_simulate_json_and_errors(prepared: Path, tmp_path: Path) -> None:
     run = copy_run(prepared, tmp_path / "cli")
     runner = CliRunner()
-    result = runner.invoke(app, ["simulate", str(run), "--episodes", "5000", "--json"])
+    result = runner.invoke(app, ["simulate", str(run), "--visits", "5000", "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    for key in ("episodes", "episodes_total", "episodes_per_second", "mean_reward",
+    for key in ("visits", "visits_total", "visits_per_second", "mean_reward",
                 "click_rate", "buy_rate", "mean_regret"):  # fmt: skip
         assert key in out
-    assert out["episodes"] == 5000 and out["mean_regret"] is None
+    assert out["visits"] == 5000 and out["mean_regret"] is None
+    # the old names: --episodes and the episodes keys, with the same values
+    for old, new in (("episodes", "visits"), ("episodes_total", "visits_total")):
+        assert out[old] == out[new]
+    result = runner.invoke(app, ["simulate", str(run), "--episodes", "10", "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["visits_total"] == 5010
+    result = runner.invoke(app, ["simulate", str(run), "--visits", "10", "--episodes", "10"])
+    assert result.exit_code == 0, result.output
+    for argv in (["--visits", "10", "--episodes", "20"], []):
+        result = runner.invoke(app, ["simulate", str(run), *argv])
+        assert result.exit_code == 2 and "--visits" in result.stderr, argv
+        assert len(result.stderr.strip().splitlines()) == 1
     result = runner.invoke(
         app, ["simulate", str(run), "-n", "5000", "--response", "popularity", "--json"]
     )
-    assert json.loads(result.stdout)["episodes_total"] == 10_000
+    assert json.loads(result.stdout)["episodes_total"] == 10_020
     assert json.loads(result.stdout)["mean_regret"] > 0
     for args, needle in [
         (["--epsilon", "1.5"], "epsilon"),
         (["--state-sampling", "sideways"], "state_sampling"),
-        (["--episodes", "0"], "--episodes = 0"),
+        (["--visits", "0"], "--visits = 0"),
         (["--response", str(tmp_path / "missing.parquet")], "missing.parquet"),
     ]:
         argv = ["simulate", str(run), *args]
-        if "--episodes" not in args:
-            argv += ["--episodes", "10"]
+        if "--visits" not in args:
+            argv += ["--visits", "10"]
         result = runner.invoke(app, argv)
         assert result.exit_code == 2, (args, result.output)
         assert needle in result.stderr and len(result.stderr.strip().splitlines()) == 1

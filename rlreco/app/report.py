@@ -36,8 +36,26 @@ err_console = Console(stderr=True)
 
 
 def print_json(obj: Any) -> None:
-    """One JSON object on stdout."""
-    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+    """One JSON object on stdout, its ``episodes`` keys also under their ``visits`` names."""
+    sys.stdout.write(json.dumps(with_visits(obj), sort_keys=True) + "\n")
+
+
+def with_visits(obj: Any) -> Any:
+    """A JSON document with every key that says ``episodes``, at any depth, also under the
+    name that says ``visits`` (``episodes_total`` as ``visits_total``), same value.
+
+    ``visits`` is the word; the ``episodes`` keys stay for scripts written against them. A
+    key already present under the ``visits`` name is left as it is.
+    """
+    if isinstance(obj, list):
+        return [with_visits(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {k: with_visits(v) for k, v in obj.items()}
+    for key, value in list(out.items()):
+        if isinstance(key, str) and "episodes" in key:
+            out.setdefault(key.replace("episodes", "visits"), value)
+    return out
 
 
 def print_pairs(title: str, rows: list[tuple[str, str]]) -> None:

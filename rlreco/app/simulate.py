@@ -201,7 +201,7 @@ def simulate_run(
         last commit), so a log written in one call, in chunks or resumed is the same.
     """
     if episodes < 1:
-        raise SimulationError(f"--episodes = {episodes}: expected an integer >= 1")
+        raise SimulationError(f"--visits = {episodes}: expected an integer >= 1")
     step = None if step_size is None else StepSize.parse(step_size, "--step-size")
     chosen = [o for o, v in (("--response", response), ("--schedule", schedule),
                              ("--drift-every", drift_every)) if v is not None]  # fmt: skip
