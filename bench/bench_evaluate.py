@@ -65,8 +65,8 @@ def real_shape(seed: int = 0) -> tuple[StateSpace, Tables]:
         state_weight=np.ones(grid.shape[1]),
         product_codes=np.array([f"{10000 + p}" for p in range(n_products)]),
         product_names=np.array([f"product {p}" for p in range(n_products)]),
-        catalog_ptr=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-        catalog_items=np.concatenate(catalogues).astype(np.int32),
+        catalogue_ptr=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        catalogue_items=np.concatenate(catalogues).astype(np.int32),
     )
     return space, tables
 
@@ -76,7 +76,7 @@ def uniform_log(space: StateSpace, visits: int, slate: int, seed: int = 1) -> Lo
     rng = np.random.default_rng(seed)
     state = rng.integers(0, space.n_states, visits)
     segment = space.state_segment[state]
-    size = np.diff(space.catalog_ptr)[segment]
+    size = np.diff(space.catalogue_ptr)[segment]
     pick = (rng.random((visits, slate)) * size[:, None]).astype(np.int64)
     while True:  # redraw repeated products within a visit (rare with ~3,300 products)
         ordered = np.sort(pick, axis=1)
@@ -88,7 +88,7 @@ def uniform_log(space: StateSpace, visits: int, slate: int, seed: int = 1) -> Lo
     slots["visit"] = np.repeat(np.arange(visits), slate)
     slots["state"] = np.repeat(state, slate)
     slots["position"] = np.tile(np.arange(slate), visits)
-    slots["product"] = space.catalog_items[space.catalog_ptr[segment][:, None] + pick].ravel()
+    slots["product"] = space.catalogue_items[space.catalogue_ptr[segment][:, None] + pick].ravel()
     outcome = rng.random(visits * slate)
     slots["outcome"] = np.where(outcome < 0.05, 2, np.where(outcome < 0.12, 1, 0))
     slots["reward"] = np.array([-2.0, 1.0, 5.0])[slots["outcome"]] + rng.standard_normal(

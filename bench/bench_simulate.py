@@ -137,8 +137,8 @@ def synthetic_space(seed: int = 0) -> tuple[StateSpace, Tables]:
         state_weight=tables.cells["count"].sum(axis=1).astype(np.float64),
         product_codes=np.array([f"{10000 + p}" for p in range(n_products)]),
         product_names=np.array([f"product {p}" for p in range(n_products)]),
-        catalog_ptr=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-        catalog_items=np.concatenate(catalogues).astype(np.int32),
+        catalogue_ptr=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        catalogue_items=np.concatenate(catalogues).astype(np.int32),
     )
     return space, tables
 

@@ -54,8 +54,8 @@ def synthetic_run(
         state_weight=rng.integers(1, 50, grid.shape[1]).astype(np.float64),
         product_codes=np.array([f"P{i:03d}" for i in range(n_products)]),
         product_names=np.array([f"product {i}" for i in range(n_products)]),
-        catalog_ptr=np.array([0, 25, 50], dtype=np.int64),
-        catalog_items=np.concatenate(catalogues),
+        catalogue_ptr=np.array([0, 25, 50], dtype=np.int64),
+        catalogue_items=np.concatenate(catalogues),
     )
     tables = Tables.empty(space.n_states, n_products)
     for s in range(space.n_states):
@@ -123,8 +123,8 @@ def kernel_world(
     cdf = np.cumsum(phase_weights, axis=1) if empirical else np.empty((len(phase_weights), 0))
     return World(
         np.ascontiguousarray(space.state_segment, dtype=np.int16),
-        np.ascontiguousarray(space.catalog_ptr, dtype=np.int64),
-        np.ascontiguousarray(space.catalog_items, dtype=np.int32),
+        np.ascontiguousarray(space.catalogue_ptr, dtype=np.int64),
+        np.ascontiguousarray(space.catalogue_items, dtype=np.int32),
         cdf,
     )
 

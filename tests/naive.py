@@ -230,8 +230,8 @@ def synthetic_world(
         state_weight=np.where(np.arange(n_states) % 4 == 0, 0.0, rng.integers(1, 9, n_states)),
         product_codes=np.array([f"{20000 + p}" for p in range(n_products)]),
         product_names=np.array([f"product {p}" for p in range(n_products)]),
-        catalog_ptr=np.arange(n_segments + 1, dtype=np.int64) * catalogue_size,
-        catalog_items=np.concatenate(catalogues),
+        catalogue_ptr=np.arange(n_segments + 1, dtype=np.int64) * catalogue_size,
+        catalogue_items=np.concatenate(catalogues),
     )
     tables = Tables.empty(n_states, n_products)
     for s in range(n_states):

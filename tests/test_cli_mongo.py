@@ -274,7 +274,7 @@ def test_import_of_a_product_outside_its_segment_catalogue_is_refused(
     mongo: Any, run: Path, tmp_path: Path
 ) -> None:
     space = space_of(run)
-    sizes = np.diff(space.catalog_ptr)
+    sizes = np.diff(space.catalogue_ptr)
     segment = int(np.argmin(sizes))
     assert sizes[segment] < space.n_products  # the fixture has a segment missing some product
     outside = sorted(set(range(space.n_products)) - set(space.catalogue(segment).tolist()))[0]

@@ -104,7 +104,7 @@ def test_run_dir_round_trip_is_bit_identical(tmp_path: Path) -> None:
     space2 = StateSpace.from_columns(again.read_space())
     tables2 = Tables.from_columns(again.read_snapshot(), space2)
     assert tables2.equals(tables)
-    assert np.array_equal(space2.catalog_items, space.catalog_items)
+    assert np.array_equal(space2.catalogue_items, space.catalogue_items)
     assert np.array_equal(space2.state_ids, space.state_ids)
     assert again.episodes == 0
 

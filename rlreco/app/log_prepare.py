@@ -96,8 +96,8 @@ def prepare_from_log(
         state_weight=np.bincount(state[first], minlength=n_states).astype(np.float64),
         product_codes=slots.product_codes[product_order].astype(str),
         product_names=np.full(n_products, ""),
-        catalog_ptr=np.array([0, n_products], dtype=np.int64),
-        catalog_items=np.arange(n_products, dtype=np.int32),
+        catalogue_ptr=np.array([0, n_products], dtype=np.int64),
+        catalogue_items=np.arange(n_products, dtype=np.int32),
     )
     start_tables = Tables.empty(n_states, n_products)
     if tables == "history":

@@ -320,8 +320,8 @@ def cell_ids(
     n_products = space.n_products
     segment = space.state_segment[state_id].astype(np.int64)
     catalogue_cells = (
-        np.repeat(np.arange(space.n_segments), np.diff(space.catalog_ptr)) * n_products
-        + space.catalog_items
+        np.repeat(np.arange(space.n_segments), np.diff(space.catalogue_ptr)) * n_products
+        + space.catalogue_items
     )
     bad = np.flatnonzero(~np.isin(segment * n_products + product_id, catalogue_cells))
     if bad.size:

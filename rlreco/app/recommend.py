@@ -147,7 +147,7 @@ def recommend(
     )
     state_id = pick_state(space, state, rng, run.path)
     segment = int(space.state_segment[state_id])
-    size = int(space.catalog_ptr[segment + 1] - space.catalog_ptr[segment])
+    size = int(space.catalogue_ptr[segment + 1] - space.catalogue_ptr[segment])
     if config.policy.slate_size > size:
         raise SimulationError(
             f"slate size {config.policy.slate_size} exceeds the catalogue of segment "

@@ -181,7 +181,7 @@ def check_settings(space: StateSpace, settings: list[Setting]) -> None:
     DataError
         A truth table that does not fit the run (checked once here, not per cell).
     """
-    sizes = np.diff(space.catalog_ptr)[np.unique(space.state_segment)]
+    sizes = np.diff(space.catalogue_ptr)[np.unique(space.state_segment)]
     smallest = int(sizes.min()) if sizes.size else 0
     for slate in sorted({s.slate_size for s in settings}):
         if slate > smallest:

@@ -169,9 +169,9 @@ class Catalogues:
             in_catalog[segment, space.catalogue(segment)] = True
         return cls(
             state_segment=np.ascontiguousarray(space.state_segment, dtype=np.int16),
-            catalog_ptr=np.ascontiguousarray(space.catalog_ptr, dtype=np.int64),
-            catalog_items=np.ascontiguousarray(space.catalog_items, dtype=np.int32),
-            catalog_size=np.diff(space.catalog_ptr).astype(np.int64),
+            catalog_ptr=np.ascontiguousarray(space.catalogue_ptr, dtype=np.int64),
+            catalog_items=np.ascontiguousarray(space.catalogue_items, dtype=np.int32),
+            catalog_size=np.diff(space.catalogue_ptr).astype(np.int64),
             in_catalog=in_catalog,
         )
 

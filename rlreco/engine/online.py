@@ -116,11 +116,11 @@ def play_online_visit(
     if respond not in RESPONDS:
         raise SimulationError(f"respond {respond!r}: expected simulate, given or none")
     segment = int(space.state_segment[state_id])
-    first, last = int(space.catalog_ptr[segment]), int(space.catalog_ptr[segment + 1])
+    first, last = int(space.catalogue_ptr[segment]), int(space.catalogue_ptr[segment + 1])
     world = World(
         np.zeros(1, dtype=np.int16),
         np.array([0, last - first], dtype=np.int64),
-        np.ascontiguousarray(space.catalog_items[first:last], dtype=np.int32),
+        np.ascontiguousarray(space.catalogue_items[first:last], dtype=np.int32),
         np.empty((1, 0)),
     )
     padded = padded_values(value)

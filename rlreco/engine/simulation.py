@@ -325,8 +325,8 @@ class Simulator:
         self._state_visits = _state_visits(params.policy, policy_state, n_states, self._episodes)
         self._world = World(
             np.ascontiguousarray(space.state_segment, dtype=np.int16),
-            np.ascontiguousarray(space.catalog_ptr, dtype=np.int64),
-            np.ascontiguousarray(space.catalog_items, dtype=np.int32),
+            np.ascontiguousarray(space.catalogue_ptr, dtype=np.int64),
+            np.ascontiguousarray(space.catalogue_items, dtype=np.int32),
             _phase_cdf(space, params.state_sampling, self.response.n_phases, phase_weights),
         )
         width = tables.padded.shape[1]
@@ -605,7 +605,7 @@ def _check_params(space: StateSpace, tables: Tables, params: SimulationParams) -
     _check_policy_param(params)
     if params.slate_size < 1:
         raise SimulationError(f"slate size = {params.slate_size}: expected an integer >= 1")
-    sizes = np.diff(space.catalog_ptr)
+    sizes = np.diff(space.catalogue_ptr)
     used = np.unique(space.state_segment)
     smallest = used[np.argmin(sizes[used])]
     if params.slate_size > sizes[smallest]:

@@ -69,10 +69,10 @@ class StateSpace:
         Product codes (StockCode), sorted; the index is the product id.
     product_names : ndarray of str, shape (n_products,)
         Product descriptions.
-    catalog_ptr : ndarray of int64, shape (n_segments + 1,)
+    catalogue_ptr : ndarray of int64, shape (n_segments + 1,)
         CSR row pointer: segment g's catalogue is
-        ``catalog_items[catalog_ptr[g]:catalog_ptr[g+1]]``.
-    catalog_items : ndarray of int32, shape (nnz,)
+        ``catalogue_items[catalogue_ptr[g]:catalogue_ptr[g+1]]``.
+    catalogue_items : ndarray of int32, shape (nnz,)
         Sorted product ids of each segment's catalogue.
     labels : ndarray of str, shape (n_states,), optional
         String ids of a state space without calendar (built from a log's context columns);
@@ -85,8 +85,8 @@ class StateSpace:
     state_weight: np.ndarray
     product_codes: np.ndarray
     product_names: np.ndarray
-    catalog_ptr: np.ndarray
-    catalog_items: np.ndarray
+    catalogue_ptr: np.ndarray
+    catalogue_items: np.ndarray
     labels: np.ndarray | None = None
 
     @classmethod
@@ -97,8 +97,8 @@ class StateSpace:
         *,
         product_codes: np.ndarray,
         product_names: np.ndarray,
-        catalog_ptr: np.ndarray,
-        catalog_items: np.ndarray,
+        catalogue_ptr: np.ndarray,
+        catalogue_items: np.ndarray,
         state_weight: np.ndarray,
     ) -> StateSpace:
         """A state space of labelled states in one segment, without calendar (module docstring)."""
@@ -109,8 +109,8 @@ class StateSpace:
             state_weight=state_weight,
             product_codes=product_codes,
             product_names=product_names,
-            catalog_ptr=catalog_ptr,
-            catalog_items=catalog_items,
+            catalogue_ptr=catalogue_ptr,
+            catalogue_items=catalogue_items,
             labels=np.asarray(labels).astype(str),
         )
 
@@ -122,8 +122,8 @@ class StateSpace:
         *,
         product_codes: np.ndarray,
         product_names: np.ndarray,
-        catalog_ptr: np.ndarray,
-        catalog_items: np.ndarray,
+        catalogue_ptr: np.ndarray,
+        catalogue_items: np.ndarray,
         state_weight: np.ndarray | None = None,
     ) -> StateSpace:
         """The full product of ``levels`` in field order (first field slowest)."""
@@ -137,8 +137,8 @@ class StateSpace:
             state_weight=np.zeros(n_states) if state_weight is None else state_weight,
             product_codes=product_codes,
             product_names=product_names,
-            catalog_ptr=catalog_ptr,
-            catalog_items=catalog_items,
+            catalogue_ptr=catalogue_ptr,
+            catalogue_items=catalogue_items,
         )
 
     @property
@@ -187,7 +187,7 @@ class StateSpace:
 
     def catalogue(self, segment: int) -> np.ndarray:
         """Sorted product ids of one segment's catalogue."""
-        return self.catalog_items[self.catalog_ptr[segment] : self.catalog_ptr[segment + 1]]
+        return self.catalogue_items[self.catalogue_ptr[segment] : self.catalogue_ptr[segment + 1]]
 
     def state_index(self) -> dict[str, int]:
         """Map from string state id to integer state id."""
@@ -204,7 +204,7 @@ class StateSpace:
         ``weight``.
         """
         seg_of_item = np.repeat(
-            np.arange(self.n_segments, dtype=np.int16), np.diff(self.catalog_ptr)
+            np.arange(self.n_segments, dtype=np.int16), np.diff(self.catalogue_ptr)
         )
         states: dict[str, np.ndarray] = {
             "state_id": np.arange(self.n_states, dtype=np.int32),
@@ -222,7 +222,7 @@ class StateSpace:
             },
             "catalogues": {
                 "segment": np.asarray(self.segments)[seg_of_item],
-                "product_id": self.catalog_items.astype(np.int32),
+                "product_id": self.catalogue_items.astype(np.int32),
             },
         }
 
@@ -277,8 +277,8 @@ class StateSpace:
                 segments[0],
                 product_codes=np.asarray(pr["product_code"]).astype(str),
                 product_names=np.asarray(pr["description"]).astype(str),
-                catalog_ptr=ptr,
-                catalog_items=items,
+                catalogue_ptr=ptr,
+                catalogue_items=items,
                 state_weight=np.asarray(st["weight"], dtype=np.float64),
             )
         space = cls.from_grid(
@@ -286,8 +286,8 @@ class StateSpace:
             tuple(levels),
             product_codes=np.asarray(pr["product_code"]).astype(str),
             product_names=np.asarray(pr["description"]).astype(str),
-            catalog_ptr=ptr,
-            catalog_items=items,
+            catalogue_ptr=ptr,
+            catalogue_items=items,
             state_weight=np.asarray(st["weight"], dtype=np.float64),
         )
         if space.n_states != n_states:
@@ -422,8 +422,8 @@ def build_state_space(
         tuple(levels),
         product_codes=history.product_codes,
         product_names=history.product_names,
-        catalog_ptr=ptr,
-        catalog_items=(pairs % n_products).astype(np.int32),
+        catalogue_ptr=ptr,
+        catalogue_items=(pairs % n_products).astype(np.int32),
     )
     state = history_states(history, customer_segment, space)
     weight = np.bincount(state[state >= 0], minlength=space.n_states).astype(np.float64)
@@ -432,7 +432,7 @@ def build_state_space(
         space.levels,
         product_codes=space.product_codes,
         product_names=space.product_names,
-        catalog_ptr=space.catalog_ptr,
-        catalog_items=space.catalog_items,
+        catalogue_ptr=space.catalogue_ptr,
+        catalogue_items=space.catalogue_items,
         state_weight=weight,
     )

@@ -60,8 +60,8 @@ def tiny_run() -> tuple[StateSpace, Tables]:
         (("Q1",), ("January",), ("0",), ("Monday", "Tuesday")),
         product_codes=np.array(["A", "B", "C"]),
         product_names=np.array(["a", "b", "c"]),
-        catalog_ptr=np.array([0, 3], dtype=np.int64),
-        catalog_items=np.arange(3, dtype=np.int32),
+        catalogue_ptr=np.array([0, 3], dtype=np.int64),
+        catalogue_items=np.arange(3, dtype=np.int32),
         state_weight=np.ones(2),
     )
     tables = Tables.empty(space.n_states, space.n_products)
