@@ -190,7 +190,7 @@ def test_tidy_import_restores_episodes_and_a_128_bit_rng_state(
     assert summary["episodes"] == 1234
     back = RunDir.open(out)
     assert back.manifest["rng_state"] == rng_state
-    assert back.episodes == 1234 and back.manifest["metrics"] is None
+    assert back.visits == 1234 and back.manifest["metrics"] is None
     space = space_of(run)
     assert Tables.from_columns(back.read_snapshot("initial"), space).equals(
         Tables.from_columns(RunDir.open(run).read_snapshot("initial"), space)
@@ -334,14 +334,14 @@ def test_recommend_on_a_run_dir_updates_the_slate_cells(run: Path) -> None:
     check_update(report, before, tables_of(run, space), state_id)
     assert report["total_reward"] == pytest.approx(sum(i["reward"] for i in report["slate"]))
     after = RunDir.open(run)
-    assert after.episodes == 1 and after.read_metrics()["visits"].tolist() == [1]
+    assert after.visits == 1 and after.read_metrics()["visits"].tolist() == [1]
 
 
 def test_given_response_updates_exactly_the_named_cells(run: Path) -> None:
     space = space_of(run)
     before = tables_of(run, space)
     preview = visit_json(run, "--state", STATE, "--respond", "none")
-    assert RunDir.open(run).episodes == 0 and tables_of(run, space).equals(before)
+    assert RunDir.open(run).visits == 0 and tables_of(run, space).equals(before)
     codes = [i["product_code"] for i in preview["slate"]]
     report = visit_json(
         run, "--state", STATE, "--clicked", f"{codes[0]},{codes[1]}", "--bought", codes[1]
@@ -387,7 +387,7 @@ def test_given_product_outside_the_slate_is_refused(run: Path) -> None:
     other = next(str(c) for c in space.product_codes if str(c) not in shown)
     line = one_line_error(invoke("recommend", run, "--state", STATE, "--clicked", other))
     assert f"product {other!r} given in --clicked is not in the slate" in line
-    assert RunDir.open(run).episodes == 0
+    assert RunDir.open(run).visits == 0
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

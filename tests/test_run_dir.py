@@ -106,7 +106,7 @@ def test_run_dir_round_trip_is_bit_identical(tmp_path: Path) -> None:
     assert tables2.equals(tables)
     assert np.array_equal(space2.catalogue_items, space.catalogue_items)
     assert np.array_equal(space2.state_ids, space.state_ids)
-    assert again.episodes == 0
+    assert again.visits == 0
 
 
 def test_create_refuses_existing_and_force_replaces(tmp_path: Path) -> None:
@@ -183,10 +183,10 @@ def test_commit_keeps_initial_and_replaces_previous(tmp_path: Path) -> None:
     metrics = {k: np.zeros(2) for k in SCHEMAS["metrics"].names}
     for episodes in (100, 200):
         tables.cells["reco_count"][0, 0] = episodes
-        run.commit(episodes=episodes, snapshot=tables.to_columns(space), metrics=metrics,
+        run.commit(visits=episodes, snapshot=tables.to_columns(space), metrics=metrics,
                    updates={"rng_state": {"k": episodes}})  # fmt: skip
     again = RunDir.open(run.path)
-    assert again.episodes == 200 and again.manifest["rng_state"] == {"k": 200}
+    assert again.visits == 200 and again.manifest["rng_state"] == {"k": 200}
     names = sorted(p.name for p in (run.path / "snapshots").iterdir())
     assert names == ["episodes-000000000000000.parquet", "episodes-000000000000200.parquet"]
     assert Tables.from_columns(again.read_snapshot(), space).reco_count[0, 0] == 200
@@ -213,7 +213,7 @@ def crash_around_manifest(target, obj):
 run_dir.write_json = crash_around_manifest
 run = run_dir.RunDir.open(path)
 metrics = {k: np.full(3, 2) for k in SCHEMAS["metrics"].names}
-run.commit(episodes=200, snapshot=run.read_snapshot(), metrics=metrics, updates={})
+run.commit(visits=200, snapshot=run.read_snapshot(), metrics=metrics, updates={})
 """
 
 
@@ -227,7 +227,7 @@ def test_a_commit_killed_around_its_manifest_reads_as_old_or_new(
     run = RunDir.create(tmp_path / "run", manifest={"run_id": "a", "config": {}},
                         space=space.to_columns(), snapshot=tables.to_columns(space))  # fmt: skip
     old = {k: np.full(2, 1) for k in SCHEMAS["metrics"].names}
-    run.commit(episodes=100, snapshot=tables.to_columns(space), metrics=old, updates={})
+    run.commit(visits=100, snapshot=tables.to_columns(space), metrics=old, updates={})
     env = {**os.environ, "PYTHONPATH": str(Path(rlreco.__file__).resolve().parent.parent)}
     done = subprocess.run(
         [sys.executable, "-c", CRASHING_COMMIT, str(run.path), point], env=env, check=False
@@ -235,12 +235,12 @@ def test_a_commit_killed_around_its_manifest_reads_as_old_or_new(
     assert done.returncode == 17
     again = RunDir.open(run.path)
     metrics = again.read_metrics()
-    assert again.episodes == episodes and metrics is not None
+    assert again.visits == episodes and metrics is not None
     expected = 1 if episodes == 100 else 2
     assert metrics["visits"].tolist() == [expected] * (2 if episodes == 100 else 3)
     Tables.from_columns(again.read_snapshot(), space)  # the snapshot it names is whole
     # the next commit finishes (or discards) what the killed one left under a pending name
-    again.commit(episodes=300, snapshot=tables.to_columns(space), metrics=None, updates={})
+    again.commit(visits=300, snapshot=tables.to_columns(space), metrics=None, updates={})
     assert not list(run.path.glob(".metrics-*"))
     kept = RunDir.open(run.path).read_metrics()
     assert kept is not None and np.array_equal(kept["visits"], metrics["visits"])

@@ -42,7 +42,7 @@ def assert_same_run(a: Path, b: Path) -> None:
     rb, mb = state_of(b)
     assert ra.tables.equals(rb.tables)
     assert ra.run_dir.manifest["rng_state"] == rb.run_dir.manifest["rng_state"]
-    assert ra.run_dir.episodes == rb.run_dir.episodes
+    assert ra.run_dir.visits == rb.run_dir.visits
     for name in ma:
         assert np.array_equal(ma[name], mb[name]), name
 
@@ -67,7 +67,7 @@ def test_one_call_resume_checkpoints_and_interrupt_are_identical(
     stopped = copy_run(prepared, tmp_path / "stopped")
     summary = simulate_run(stopped, n, chunk=6_000, should_stop=lambda: True)
     assert summary.stopped and summary.episodes == 6_000
-    assert RunDir.open(stopped).episodes == 6_000  # saved at the chunk boundary
+    assert RunDir.open(stopped).visits == 6_000  # saved at the chunk boundary
     simulate_run(stopped, n - 6_000)
     assert_same_run(one, stopped)
 
@@ -178,7 +178,7 @@ def test_cli_policy_one_call_checkpoints_and_interrupt_are_identical(
     summary = simulate_run(
         stopped, n, policy=policy, param=float(param), chunk=7_000, should_stop=lambda: True
     )
-    assert summary.stopped and RunDir.open(stopped).episodes == 7_000
+    assert summary.stopped and RunDir.open(stopped).visits == 7_000
     if policy == "decaying":
         assert int(policy_state(stopped)["state_visits"].sum()) == 7_000
     # resumed through the CLI without policy options: the run's recorded policy goes on
@@ -206,7 +206,7 @@ def test_policy_options_are_checked_and_switches_keep_state_consistent(
         result = runner.invoke(app, ["simulate", str(run), "-n", "10", *args])
         assert result.exit_code == 2, (args, result.output)
         assert needle in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert RunDir.open(run).episodes == 0  # nothing written
+    assert RunDir.open(run).visits == 0  # nothing written
     simulate_run(run, 1_000)  # eps-greedy keeps no per-state state
     with pytest.raises(SimulationError, match="prepare a new run for decaying"):
         simulate_run(run, 10, policy="decaying")

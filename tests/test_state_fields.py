@@ -101,7 +101,7 @@ def test_country_hour_and_a_categorical_column_make_states(tmp_path: Path) -> No
     assert space.state_weight.sum() == 900
     simulate_run(tmp_path / "r", 2_000)
     again = Run.load(tmp_path / "r")
-    assert again.space.fields == tuple(fields) and again.run_dir.episodes == 2_000
+    assert again.space.fields == tuple(fields) and again.run_dir.visits == 2_000
 
 
 def test_holdout_works_with_other_fields(tmp_path: Path) -> None:
@@ -157,7 +157,7 @@ def test_a_state_space_over_the_memory_limit_is_refused_before_allocation(
     write_json(tmp_path / "r" / MANIFEST, manifest)
     with pytest.raises(ConfigError, match=r"simulate of 3,600 states x 39 products \(140,400 cel"):
         simulate_run(tmp_path / "r", 10)
-    assert RunDir.open(tmp_path / "r").episodes == 0
+    assert RunDir.open(tmp_path / "r").visits == 0
 
 
 def test_snapshots_stream_in_bounded_groups_and_read_back_exactly(tmp_path: Path) -> None:
@@ -190,7 +190,7 @@ def test_a_run_directory_without_recorded_fields_is_read_with_the_default_ones(
     simulate_run(tmp_path / "r", 1_000)
     run = Run.load(tmp_path / "r")
     assert run.space.fields == ("segment", "month", "half", "weekday")
-    assert run.run_dir.episodes == 1_000
+    assert run.run_dir.visits == 1_000
 
 
 def test_a_seed_document_over_16_mb_is_refused() -> None:

@@ -391,7 +391,7 @@ def test_popularity_derives_from_the_initial_snapshot(tmp_path: Path) -> None:
     tables = Tables.from_columns(run.read_snapshot(), space)
     initial_count = tables.count.copy()
     tables.cells["count"][tables.known] += 7  # as if visits had been simulated since
-    run.commit(episodes=1_000, snapshot=tables.to_columns(space), metrics=None, updates={})
+    run.commit(visits=1_000, snapshot=tables.to_columns(space), metrics=None, updates={})
     loaded = sweep_cells.LoadedRun(sweep_cells.RunPayload.read(RunDir.open(run.path)))
     np.testing.assert_array_equal(loaded.tables.count, initial_count + 7 * tables.known)
     np.testing.assert_array_equal(loaded.history_count, initial_count)

@@ -227,7 +227,7 @@ def import_run(
     updates: dict[str, Any] = {"run_id": uuid.uuid4().hex}
     if stored is not None:
         updates.update({k: stored[k] for k in RUN_KEYS if k in stored})
-    episodes = updates.get("episodes", base.episodes)
+    episodes = updates.get("episodes", base.visits)
     if not isinstance(episodes, int) or isinstance(episodes, bool) or episodes < 0:
         raise SyncError(
             f"manifest stored in {db}.runs has episodes {episodes!r}, not an integer >= 0"

@@ -139,7 +139,7 @@ def recommend(
                 f"product {unknown[0]!r} given in {option} is not a product of {run.path}"
             )
     if visit is None:
-        visit = run.episodes if uri is None else secrets.randbits(63)
+        visit = run.visits if uri is None else secrets.randbits(63)
     if visit < 0:
         raise SimulationError(f"visit key {visit}: expected an integer >= 0")
     rng = streams.generator(
@@ -195,7 +195,7 @@ def _visit_run_dir(
     row = slice(plan.state_id, plan.state_id + 1)
     value, cells = tables.value[row], tables.cells[row]  # views: the kernels update the tables
     before = (value.copy(), cells.copy())
-    kept = policy_state_of(run, plan.policy, run.episodes)
+    kept = policy_state_of(run, plan.policy, run.visits)
     state_visits = None
     if "state_visits" in kept:
         state_visits = kept["state_visits"][plan.state_id : plan.state_id + 1]
@@ -203,7 +203,7 @@ def _visit_run_dir(
         kept["state_visits"] = np.zeros(space.n_states, dtype=np.int64)  # a run's first visit
         state_visits = kept["state_visits"][plan.state_id : plan.state_id + 1]
     played = play_visit(plan, value, cells, state_visits)
-    episodes = run.episodes
+    episodes = run.visits
     if played["outcome"] is not None:
         metrics = add_to_metrics(
             run.read_metrics(), episodes, config.simulation.metrics_block, plan.slate_size, played
@@ -221,7 +221,7 @@ def _visit_run_dir(
             )
         episodes += 1
         run.commit(
-            episodes=episodes,
+            visits=episodes,
             snapshot=snapshot_stream(tables, space),
             metrics=metrics,
             updates={},

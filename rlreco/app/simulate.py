@@ -224,7 +224,7 @@ def simulate_run(
 
     run = Run.load(path, check=fits)
     manifest = run.run_dir.manifest
-    done = run.run_dir.episodes
+    done = run.run_dir.visits
     remove_log_parts_from(run.run_dir.path, done)
     changes = policy_changes(run.config, epsilon=epsilon, policy=policy, param=param)
     if step is not None:
@@ -293,7 +293,7 @@ def simulate_run(
         if summary is not None:
             entry["episodes_per_second"] = summary.episodes_per_second
         run.run_dir.commit(
-            episodes=total,
+            visits=total,
             snapshot=snapshot_stream(run.tables, run.space),
             metrics={name: frame[name].to_numpy() for name in SCHEMAS["metrics"].names},
             updates={

@@ -50,20 +50,20 @@ from rlreco.io.run_dir_checks import check_manifest, check_space
 from rlreco.schema import DEFAULT_STATE_FIELDS
 
 MANIFEST = "manifest.json"
-INITIAL_EPISODES = 0
+INITIAL_VISITS = 0
 #: The metrics file, and the start of the pending name a commit writes it under first.
 METRICS = "metrics.parquet"
 PENDING_METRICS_PREFIX = ".metrics-"
 
 
-def pending_metrics_name(episodes: int) -> str:
-    """Name the metrics of the commit after ``episodes`` visits wait under until it is done."""
-    return f"{PENDING_METRICS_PREFIX}{episodes:015d}.parquet"
+def pending_metrics_name(visits: int) -> str:
+    """Name the metrics of the commit after ``visits`` visits wait under until it is done."""
+    return f"{PENDING_METRICS_PREFIX}{visits:015d}.parquet"
 
 
-def policy_state_name(episodes: int) -> str:
-    """File name of the policy state saved after ``episodes`` visits."""
-    return f"policy_state/episodes-{episodes:015d}.parquet"
+def policy_state_name(visits: int) -> str:
+    """File name of the policy state saved after ``visits`` visits."""
+    return f"policy_state/episodes-{visits:015d}.parquet"
 
 
 def file_sha256(path: Path) -> str:
@@ -75,9 +75,10 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def snapshot_name(episodes: int) -> str:
-    """File name of the snapshot taken after ``episodes`` visits."""
-    return f"snapshots/episodes-{episodes:015d}.parquet"
+def snapshot_name(visits: int) -> str:
+    """File name of the snapshot taken after ``visits`` visits (``episodes-<N>``: the run
+    directory format keeps its file names and manifest keys)."""
+    return f"snapshots/episodes-{visits:015d}.parquet"
 
 
 class RunDir:
@@ -115,14 +116,14 @@ class RunDir:
         with staged_directory(path, force=force) as tmp:
             for kind in ("states", "products", "catalogues"):
                 write_table(tmp / "state_space" / f"{kind}.parquet", kind, space[kind])
-            name = snapshot_name(INITIAL_EPISODES)
+            name = snapshot_name(INITIAL_VISITS)
             write_snapshot(tmp / name, snapshot)
             for write in extra:
                 write(tmp)
             manifest = {
                 **manifest,
                 "schema_version": SCHEMA_VERSION,
-                "episodes": INITIAL_EPISODES,
+                "episodes": INITIAL_VISITS,
                 "snapshot": name,
                 "initial_snapshot": name,
                 "metrics": None,
@@ -167,8 +168,8 @@ class RunDir:
         return cls(path, manifest)
 
     @property
-    def episodes(self) -> int:
-        """Visits simulated so far."""
+    def visits(self) -> int:
+        """Visits simulated so far (the manifest's ``episodes``)."""
         return int(self.manifest["episodes"])
 
     def read_space(self) -> dict[str, dict[str, np.ndarray]]:
@@ -299,7 +300,7 @@ class RunDir:
     def commit(
         self,
         *,
-        episodes: int,
+        visits: int,
         snapshot: Snapshot,
         metrics: Columns | None,
         updates: Mapping[str, Any],
@@ -309,7 +310,7 @@ class RunDir:
 
         ``metrics=None`` keeps the current metrics (e.g. after an online visit, which is not part
         of a simulated block). ``policy_state`` is (policy name, per-state arrays) after
-        ``episodes`` visits, saved under a name of its own (no arrays: the run keeps none);
+        ``visits`` visits, saved under a name of its own (no arrays: the run keeps none);
         None drops any saved policy state. The previous snapshot and policy state are removed
         only after the new manifest is in place; the initial snapshot is always kept.
 
@@ -320,17 +321,17 @@ class RunDir:
         commit renames them.
         """
         self._settle_metrics()
-        name = snapshot_name(episodes)
+        name = snapshot_name(visits)
         previous = self.manifest["snapshot"]
         previous_state = self.manifest.get("policy_state")
         state_entry = None
         if policy_state is not None and policy_state[1]:
-            state_entry = {"policy": policy_state[0], "file": policy_state_name(episodes)}
-        pending = pending_metrics_name(episodes) if metrics is not None else None
+            state_entry = {"policy": policy_state[0], "file": policy_state_name(visits)}
+        pending = pending_metrics_name(visits) if metrics is not None else None
         manifest = {
             **self.manifest,
             **updates,
-            "episodes": episodes,
+            "episodes": visits,
             "snapshot": name,
             "metrics": METRICS if metrics is not None else self.manifest.get("metrics"),
             "metrics_pending": pending,
@@ -372,9 +373,9 @@ class RunDir:
         """Write a new run directory with this run's state space and ``snapshot`` as its tables.
 
         The state space files are copied byte for byte and the manifest is this one's with
-        ``updates`` applied (``episodes`` among them, default this run's). With episodes 0 the
+        ``updates`` applied (``episodes`` among them, default this run's). With 0 visits the
         snapshot is also the new run's initial snapshot; otherwise this run's initial snapshot
-        is copied too. Metrics are copied when the episodes are this run's (they count exactly
+        is copied too. Metrics are copied when the visits are this run's (they count exactly
         those visits) and dropped otherwise. Built under a temporary name and renamed, like
         :meth:`create`.
 
@@ -387,16 +388,16 @@ class RunDir:
         if path.resolve() == self.path.resolve():
             raise SnapshotError(f"{path}: is the run directory being derived from; choose another")
         manifest = {**self.manifest, **updates}
-        episodes = int(manifest["episodes"])
-        name = snapshot_name(episodes)
-        same = episodes == self.episodes
+        visits = int(manifest["episodes"])
+        name = snapshot_name(visits)
+        same = visits == self.visits
         metrics_from = self.metrics_path() if same else None
         metrics = METRICS if metrics_from is not None else None
         state = self.manifest.get("policy_state") if same else None
         with staged_directory(path, force=force) as tmp:
             shutil.copytree(self.path / "state_space", tmp / "state_space")
             initial = name
-            if episodes != INITIAL_EPISODES:
+            if visits != INITIAL_VISITS:
                 initial = self.manifest["initial_snapshot"]
                 (tmp / initial).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(self.path / initial, tmp / initial)
@@ -407,7 +408,7 @@ class RunDir:
                 shutil.copyfile(self.path / state["file"], tmp / state["file"])
             write_snapshot(tmp / name, snapshot)
             manifest.update(
-                episodes=episodes,
+                episodes=visits,
                 snapshot=name,
                 initial_snapshot=initial,
                 metrics=metrics,
