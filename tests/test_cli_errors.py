@@ -64,7 +64,7 @@ def test_unexpected_error_while_writing_leaves_no_partial_run(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failure after simulate or prepare started writing leaves the run as it was (the new
-    snapshot is removed and the metrics restored; prepare's staging folder is removed)."""
+    snapshot and pending metrics are removed; prepare's staging folder is removed)."""
     out = tmp_path / "run"
     assert runner.invoke(app, ["prepare", "--data", str(data), "--out", str(out)]).exit_code == 0
     assert runner.invoke(app, ["simulate", str(out), "-n", "100"]).exit_code == 0  # has metrics
@@ -106,3 +106,24 @@ def test_console_script_exit_3(data: Path, tmp_path: Path) -> None:
         "error: rlreco prepare failed unexpectedly (RuntimeError: kaput); rerun with --debug "
         "for the traceback"
     ]
+
+
+def test_error_lines_are_one_printable_line_cut_short() -> None:
+    from rlreco.errors import MAX_ERROR_CHARS, one_line
+
+    assert one_line(" a\n  b\tc\x0bd\r\n") == "a b c\\x0bd"  # breaks joined, \x0b shown
+    long = one_line("x" * 5_000)
+    assert len(long) == MAX_ERROR_CHARS and long.endswith("...")
+    assert one_line("y" * 300, 240) == "y" * 237 + "..."
+
+
+def test_json_outputs_carry_visits_beside_episodes() -> None:
+    from rlreco.app.report import with_visits
+
+    doc = {"episodes": 3, "episodes_total": 5, "cells": [{"episodes": 1}], "note": "episodes"}
+    assert with_visits(doc) == {
+        "episodes": 3, "visits": 3, "episodes_total": 5, "visits_total": 5,
+        "cells": [{"episodes": 1, "visits": 1}], "note": "episodes",
+    }  # fmt: skip
+    # a document that already says visits keeps its own value
+    assert with_visits({"episodes": 3, "visits": 9}) == {"episodes": 3, "visits": 9}
