@@ -153,7 +153,7 @@ EpsilonsOpt = Annotated[
 ]
 ReplicatesOpt = Annotated[int, typer.Option("--replicates", "-r", help="Replicates per setting.")]
 SweepVisitsOpt = Annotated[
-    int | None, typer.Option("--visits", "-n", help="Visits per cell [default: 1000000].")
+    int | None, typer.Option("--visits", "-n", help="Visits per cell (default: 1,000,000).")
 ]
 ResponsesOpt = Annotated[
     str | None,

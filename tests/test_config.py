@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,16 @@ def test_segment_table_covers_every_score() -> None:
 def test_to_dict_round_trips() -> None:
     cfg = RunConfig().replace(**{"policy.epsilon": 0.3})
     assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_config_and_its_sections_load_no_layer() -> None:
+    # rlreco.config and rlreco.config_sections sit below every layer (cli, app, engine, io)
+    probe = (
+        "import sys, rlreco.config, rlreco.config_sections; "
+        "print(sorted(m for m in sys.modules if m.split('.')[:2] in "
+        "(['rlreco', 'engine'], ['rlreco', 'io'], ['rlreco', 'app'], ['rlreco', 'cli'])))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert done.stdout.strip() == "[]"
