@@ -1,7 +1,8 @@
 """The package's layers, checked from the source: imports point one way, modules stay small.
 
 cli -> app -> engine, io; engine and io never import each other; kernels import only numpy,
-numba and each other; config, errors and schema (shared by every layer) import no layer.
+numba and each other; config (with its sections), errors and schema (shared by every layer)
+import no layer; the CLI's option types import no layer either.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ FORBIDDEN = [
     ("rlreco.io", ("rlreco.engine", "rlreco.app", "rlreco.cli")),
     ("rlreco.app", ("rlreco.cli",)),
     ("rlreco.config", ("rlreco.engine", "rlreco.io", "rlreco.app", "rlreco.cli")),
+    ("rlreco.config_sections", ("rlreco.engine", "rlreco.io", "rlreco.app", "rlreco.cli")),
+    # option types only: the CLI's logic lives in the application layer
+    ("rlreco.cli_options", ("rlreco.engine", "rlreco.io", "rlreco.app", "rlreco.cli")),
     ("rlreco.errors", ("rlreco.engine", "rlreco.io", "rlreco.app", "rlreco.cli", "rlreco.config")),
     ("rlreco.schema", ("rlreco.engine", "rlreco.io", "rlreco.app", "rlreco.cli", "rlreco.config")),
 ]
