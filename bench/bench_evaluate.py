@@ -12,6 +12,9 @@ Run pinned to one core::
 
     taskset -c 0 .venv/bin/python -m pytest bench/bench_evaluate.py \\
         -o python_files='bench_*.py' -o python_functions='bench_*' --benchmark-only -s
+
+On a shared, loaded machine add ``--benchmark-timer time.process_time``: CPU time of the
+process, not wall clock, so time spent waiting for the core does not count.
 """
 
 from __future__ import annotations

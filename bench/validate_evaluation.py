@@ -4,15 +4,20 @@ Replicated logs of the validation world of ``tests/naive_ope.py`` (8 states, cat
 slates of 3, per-cell click and purchase probabilities, target tables = true expected reward
 plus N(0, 0.5) noise), logged by the slow reference logger with epsilon 1 (uniform) and 0.2 (a
 learning logger on the same tables). For every target epsilon and estimator: the mean estimate,
-its bias against the target's exact on-policy value, the mean 95% CI width and how often the CI
-covers the on-policy value. Replay (a learning target) is compared with the fixed target's
-value and its acceptance rate with the prediction.
+its bias against the target's exact on-policy value (with the standard error of that mean), the
+standard deviation of the estimates over replicates against the mean standard error the
+intervals use, the mean 95% CI width, and how often the CI covers the on-policy value, with the
+95% Wilson interval of that coverage over the replicates. The on-policy value is exact (no
+simulation noise): the target's slot distribution expanded over subsets of its best products,
+times the true expected reward of every cell. Replay (a learning target) is compared with the
+fixed target's value and its acceptance rate with the prediction.
 
     PYTHONPATH=. python bench/validate_evaluation.py [REPLICATES] [VISITS]
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -34,15 +39,25 @@ from rlreco.engine.evaluation import (
 from rlreco.engine.replay import estimate_replay, uniform_acceptance
 
 TARGETS = (0.0, 0.05, 0.1, 0.3)
+Z95 = 1.959963984540054
+
+
+def wilson(hits: float, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion."""
+    p = hits / n
+    centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / (1 + Z95**2 / n)
+    return centre - half, centre + half
 
 
 def main(replicates: int, n_visits: int) -> None:
     print(f"{replicates} replicated logs of {n_visits:,} visits x 3 slots each\n")
     print(
-        "| logging eps | target eps | on-policy reward/visit | estimator | mean estimate | bias "
-        "| mean CI width | CI coverage | replay acceptance (predicted) |"
+        "| logging eps | target eps | on-policy reward/visit | estimator | mean estimate "
+        "| bias (+- s.e.) | SD of estimates / mean s.e. | mean CI width "
+        "| CI coverage (95% interval) | replay acceptance (predicted) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for log_eps in (1.0, 0.2):
         space, tables, world = validation_world(seed=0, epsilon=log_eps)
         catalogues = Catalogues.of(space)
@@ -75,6 +90,7 @@ def main(replicates: int, n_visits: int) -> None:
                         (
                             interval.mean,
                             interval.high - interval.low,
+                            interval.std / math.sqrt(interval.n),
                             float(interval.low <= value <= interval.high),
                             e.acceptance_rate if e.acceptance_rate is not None else np.nan,
                             e.predicted_acceptance if e.estimator == "replay" else predicted,
@@ -84,18 +100,21 @@ def main(replicates: int, n_visits: int) -> None:
             a = np.array(rows)
             value = truth[eps]["reward_per_visit"]
             accept = (
-                f"{np.nanmean(a[:, 3]):.4f} ({np.nanmean(a[:, 4]):.4f})" if name == "replay" else ""
+                f"{np.nanmean(a[:, 4]):.4f} ({np.nanmean(a[:, 5]):.4f})" if name == "replay" else ""
             )
+            sd = a[:, 0].std(ddof=1)
+            low, high = wilson(a[:, 3].sum(), replicates)
             print(
                 f"| {log_eps:g} | {eps:g} | {value:.3f} | {name} | {a[:, 0].mean():.3f} | "
-                f"{a[:, 0].mean() - value:+.3f} | {a[:, 1].mean():.3f} | {a[:, 2].mean():.0%} | "
-                f"{accept} |"
+                f"{a[:, 0].mean() - value:+.3f} +- {sd / math.sqrt(replicates):.3f} | "
+                f"{sd:.3f} / {a[:, 2].mean():.3f} | {a[:, 1].mean():.3f} | "
+                f"{a[:, 3].mean():.1%} ({low:.0%}-{high:.0%}) | {accept} |"
             )
     print(f"\nuniform-logging prediction of replay's acceptance: {predicted:.4f} (mean 1/(K - i))")
 
 
 if __name__ == "__main__":
     main(
-        int(sys.argv[1]) if len(sys.argv) > 1 else 100,
+        int(sys.argv[1]) if len(sys.argv) > 1 else 200,
         int(sys.argv[2]) if len(sys.argv) > 2 else 2000,
     )

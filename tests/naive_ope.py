@@ -5,12 +5,13 @@ Written from the semantics of :mod:`rlreco.engine.kernels.visit` and
 sorting all known products of the state, slates are lists, and every draw is a scalar call on
 the same ``numpy.random.Generator``. :func:`log_visits` is the logger the simulated visits must
 match once they log (slot for slot, propensities included); the estimator kernels must agree
-with :func:`replay` draw for draw and with :func:`target_probability` and
-:func:`slot_distribution` exactly.
+with :func:`replay` draw for draw and with :func:`target_probability`,
+:func:`slot_distribution` and :func:`slot_weights` exactly.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -121,6 +122,51 @@ def slot_distribution(
 
     walk([], 1.0)
     return dist
+
+
+def slot_weights(
+    slots: np.ndarray,
+    value: np.ndarray,
+    state_segment: np.ndarray,
+    catalogues: list[list[int]],
+    epsilon: float,
+    clip: float = math.inf,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inclusion probability and weight of every logged slot for a fixed target.
+
+    A visit of ``m`` slots is the mean of ``m`` slot estimates of the target's own slate value
+    ``sum_a rho(a) r(a)`` (``rho``: the probability that its ``m``-slot slate shows ``a``, from
+    :func:`slot_distribution`); the estimate of slot ``i`` counts the rewards shown above it
+    with ``rho`` and its own with ``rho / propensity``. Written per slot estimate, then summed
+    into each slot's weight.
+
+    Returns
+    -------
+    (ndarray of float64, ndarray of float64)
+        ``rho`` of each logged product, and its weight (capped at ``clip``).
+    """
+    target = np.zeros(slots.shape[0])
+    weight = np.zeros(slots.shape[0])
+    starts = [j for j in range(slots.shape[0]) if slots[j]["position"] == 0] + [slots.shape[0]]
+    cache: dict[tuple[int, int], list[dict[int, float]]] = {}
+    for first, end in itertools.pairwise(starts):
+        state = int(slots[first]["state"])
+        catalogue = catalogues[state_segment[state]]
+        m = end - first
+        if (state, m) not in cache:
+            cache[state, m] = slot_distribution(value[state], catalogue, epsilon, m)
+        dist = cache[state, m]
+        products = [int(p) for p in slots["product"][first:end]]
+        rho = [sum(d.get(p, 0.0) for d in dist) for p in products]
+        coefficient = [0.0] * m
+        for i in range(m):  # slot i's estimate, given the slots before it
+            for k in range(i):
+                coefficient[k] += rho[k] / m
+            coefficient[i] += rho[i] / float(slots[first + i]["propensity"]) / m
+        for i in range(m):
+            target[first + i] = rho[i]
+            weight[first + i] = min(coefficient[i], clip)
+    return target, weight
 
 
 def replay(

@@ -312,8 +312,9 @@ def _applicable(
         reasons.update(
             {name: "the log has no propensities (map --propensity-col)" for name in WEIGHTED}
         )
-    if visits.slate_size > DR_MAX_SLATE and "dr" not in reasons:
-        reasons["dr"] = f"visits of more than {DR_MAX_SLATE} slots"
+    if visits.slate_size > DR_MAX_SLATE:
+        for name in WEIGHTED:  # the target's exact slot distribution is O(2**slots) per state
+            reasons.setdefault(name, f"visits of more than {DR_MAX_SLATE} slots")
     wanted = spec.estimators or ESTIMATORS
     for name in spec.estimators or ():
         if name in reasons:

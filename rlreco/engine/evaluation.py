@@ -17,27 +17,34 @@ Estimators (the kernels are in :mod:`rlreco.engine.kernels.estimators`):
     mean of the target's probability of the logged product, ``1 / (K - i)`` per slot under
     uniform logging.
 ``ips``, ``snips``
-    A *fixed* target (the run's tables acted on with epsilon). Per slot, weight
-    ``w = min(pi / propensity, clip)`` with ``pi`` the target's probability of the logged
-    product given the logged slots before it; ``ips`` averages ``sum_i w_i y_i`` over visits,
-    ``snips`` divides each slot position's weighted sum by its sum of weights.
+    A *fixed* target (the run's tables acted on with epsilon). Its value per visit of ``m``
+    slots is ``sum_a rho(a) r(s, a)``, with ``rho(a)`` the probability that its *own* ``m``-slot
+    slate shows product ``a`` (exact, :func:`~rlreco.engine.kernels.estimators.expect_slots_nb`).
+    Slot ``i`` of a logged visit gives an unbiased estimate of it given the slots before: the
+    products already shown count with ``rho`` times their observed reward, the new one with
+    ``rho / propensity`` (the logged propensity is its probability given those slots). The mean
+    of the ``m`` slot estimates weights slot ``i`` by
+    ``w_i = min((rho(a_i) / propensity_i + rho(a_i) * (m - 1 - i)) / m, clip)``
+    (:func:`~rlreco.engine.kernels.estimators.weigh_slots_nb`; unclipped, the weights of a visit
+    sum to ``m`` in expectation). ``ips`` averages ``sum_i w_i y_i`` over visits; ``snips``
+    divides by the mean of ``sum_i w_i`` and multiplies by the mean ``m`` (delta-method
+    interval). For one-slot visits ``w = pi / propensity``, the usual weight.
 ``dr``
-    Doubly robust: the direct-method value of the target's *own* slate under a reward model
-    (exact over its slot distribution, :func:`~rlreco.engine.kernels.estimators.expect_slots_nb`)
-    plus the per-slot weighted residuals ``w_i (y_i - q(s, a_i))``. The model is ``fitted``
-    (per-cell means of the log, shrunk to the log's mean with the weight of one slot, and
-    cross-fitted: visits of even index are corrected with the model of the odd ones and vice
-    versa) or, for the reward, the run's ``values``.
+    Doubly robust: the direct-method value of the target's own slate under a reward model
+    (exact over its slot distribution) plus the weighted residuals ``sum_i w_i (y_i - q(s, a_i))``
+    with the weights of ``ips``. The model is ``fitted`` (per-cell means of the log, shrunk to
+    the log's mean with the weight of one slot, and cross-fitted: visits of even index are
+    corrected with the model of the odd ones and vice versa) or, for the reward, the run's
+    ``values``.
 
-Position independence: the per-slot estimators assume a slot's reward depends only on the state
-and the product shown, not on its position or the other products, and decompose the slate into
-per-slot choices made given the logged slots before them. They are exact for a target whose slot
-choice does not depend on the slots above it beyond excluding them, and for one-slot visits; a
-greedy target evaluated on logs whose slots before differ from its own (uniform logs) is credited
-at slot ``i`` with the best product not among the *logged* slots before, not with its own
-``i + 1``-th best. ``dr`` keeps only a second-order share of that error (the product of this
-prefix mismatch and the reward model's error), because its direct-method term uses the target's
-own slate distribution.
+Position independence: ``ips``, ``snips`` and ``dr`` assume that a slot's expected reward
+depends only on the state and the product shown, not on its position or on the other products
+of the slate, and that the logging policy could show, given the slots before, every product the
+target can (true of any logging epsilon > 0). Under it they are unbiased (``snips``: consistent)
+for the target's on-policy value, whatever the logged slots before a slot were. Weighting each
+slot by the target's probability *given the logged slots before* instead (``pi / propensity``
+per slot) is not: it estimates a target that picks its greedy product among the products the
+log did not show above, which on a uniform log is almost always its best product in every slot.
 """
 
 from __future__ import annotations
@@ -53,7 +60,6 @@ from rlreco.engine.kernels.estimators import (
     correct_residuals_nb,
     expect_slots_nb,
     rank_top_nb,
-    snips_influence_nb,
     sum_weighted_nb,
     weigh_slots_nb,
 )
@@ -68,7 +74,8 @@ Z95 = 1.959963984540054
 ESTIMATORS = ("replay", "ips", "snips", "dr")
 #: reward models of ``dr``
 REWARD_MODELS = ("fitted", "values")
-#: largest slate the exact direct-method term of ``dr`` expands (2**n subsets per state)
+#: largest slate whose exact slot distribution ``ips``, ``snips`` and ``dr`` expand (2**n subsets
+#: per state)
 DR_MAX_SLATE = 12
 #: metrics of every estimate: reward per visit, and click and buy rate per shown product
 METRICS = ("reward_per_visit", "click_rate", "buy_rate")
@@ -116,6 +123,10 @@ class LoggedVisits:
     def slots_per_visit(self) -> np.ndarray:
         """Slots of each visit, int64 (n_visits,)."""
         return np.diff(self.visit_ptr)
+
+    def logged_states(self, n_states: int) -> np.ndarray:
+        """The states with a logged visit, ascending, int64 (a count, not a sort: O(slots))."""
+        return np.flatnonzero(np.bincount(self.slots["state"], minlength=n_states)).astype(np.int64)
 
     @property
     def slate_size(self) -> int:
@@ -282,7 +293,9 @@ def importance_weights(
     epsilon: float,
     clip: float = math.inf,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Target probability and clipped weight of every logged slot (fixed target).
+    """Target inclusion probability and weight of every logged slot (fixed target).
+
+    :func:`~rlreco.engine.kernels.estimators.weigh_slots_nb` (module docstring).
 
     Parameters
     ----------
@@ -298,19 +311,38 @@ def importance_weights(
     Returns
     -------
     (ndarray, ndarray) of float64, shape (n_slots,)
+        The probability that the target's own slate of the visit's length shows the logged
+        product, and the slot's weight.
+
+    Raises
+    ------
+    SimulationError
+        Visits of more than :data:`DR_MAX_SLATE` slots.
     """
-    ranked, count = target_ranking(value, max(visits.slate_size, 1))
+    n = max(visits.slate_size, 1)
+    states = visits.logged_states(value.shape[0])
+    state_row = np.full(value.shape[0], -1, dtype=np.int64)
+    state_row[states] = np.arange(states.size)
+    prob, ranked, count = slot_expectations(catalogues, value, epsilon, n, states)
+    inclusion = np.zeros((states.size, n, n + 2))
+    np.cumsum(prob, axis=1, out=inclusion[:, :, : n + 1])
+    # column n: one of the K - count other catalogue products, each equally likely
+    others = catalogues.state_catalog_size()[states] - count[states]
+    inclusion[:, :, n] /= np.maximum(others, 1)[:, None]
+    product_column = np.where(
+        catalogues.in_catalog[catalogues.state_segment], np.int8(n), np.int8(n + 1)
+    )
+    top = np.arange(n)[None, :] < count[:, None]
+    rows, ranks = np.nonzero(top)
+    product_column[rows, ranked[rows, ranks]] = ranks
     target = np.empty(visits.n_slots)
     weight = np.empty(visits.n_slots)
     weigh_slots_nb(
         visits.slots,
         visits.visit_ptr,
-        ranked,
-        count,
-        catalogues.state_segment,
-        catalogues.catalog_size,
-        catalogues.in_catalog,
-        float(epsilon),
+        state_row,
+        product_column,
+        inclusion,
         float(clip),
         target,
         weight,
@@ -328,17 +360,11 @@ def _weight_diagnostics(weight: np.ndarray, clip: float) -> dict[str, Any]:
     }
 
 
-def _sum_weighted(visits: LoggedVisits, weight: np.ndarray) -> tuple[np.ndarray, ...]:
-    """:func:`sum_weighted_nb`: per-visit and per-position weighted sums."""
-    n = max(visits.slate_size, 1)
-    per_visit = np.empty((visits.n_visits, 3))
-    per_position = np.empty((n, 3))
-    weight_sum = np.empty(n)
-    present = np.empty(n)
-    sum_weighted_nb(
-        visits.slots, visits.visit_ptr, weight, per_visit, per_position, weight_sum, present
-    )
-    return per_visit, per_position, weight_sum, present
+def _sum_weighted(visits: LoggedVisits, weight: np.ndarray) -> np.ndarray:
+    """:func:`sum_weighted_nb`: per visit ``sum_i w_i y_i`` of each metric and ``sum_i w_i``."""
+    per_visit = np.empty((visits.n_visits, 4))
+    sum_weighted_nb(visits.slots, visits.visit_ptr, weight, per_visit)
+    return per_visit
 
 
 def _totals(
@@ -357,7 +383,7 @@ def estimate_ips(
     visits: LoggedVisits, weight: np.ndarray, *, epsilon: float, clip: float = math.inf
 ) -> Estimate:
     """Inverse propensity scoring: the mean over visits of ``sum_i w_i y_i``."""
-    per_visit, _, _, _ = _sum_weighted(visits, weight)
+    per_visit = _sum_weighted(visits, weight)[:, :3]
     total = per_visit.mean(axis=0)
     return Estimate(
         "ips",
@@ -372,15 +398,22 @@ def estimate_ips(
 def estimate_snips(
     visits: LoggedVisits, weight: np.ndarray, *, epsilon: float, clip: float = math.inf
 ) -> Estimate:
-    """Self-normalised IPS, per slot position: ``sum_t w y / sum_t w`` at each position, summed
-    over positions with the share of visits that have it (delta-method intervals)."""
-    _, per_position, weight_sum, present = _sum_weighted(visits, weight)
+    """Self-normalised IPS: ``R = sum_t sum_i w y / sum_t sum_i w`` (the weighted mean per
+    slot; each visit's weights sum to its ``m`` slots in expectation) times the mean ``m``.
+
+    Delta-method influence of visit ``t``: ``R m_t + (mean m / mean W) (Y_t - R W_t)``, with
+    ``Y_t = sum_i w_i y_i`` and ``W_t = sum_i w_i``.
+    """
+    per_visit = _sum_weighted(visits, weight)
+    m = visits.slots_per_visit.astype(np.float64)
+    m_bar = float(m.mean()) if visits.n_visits else math.nan
+    w_bar = float(per_visit[:, 3].mean()) if visits.n_visits else math.nan
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = per_position / weight_sum[:, None]
-        mean_weight = weight_sum / present
-    total = (present[:, None] / visits.n_visits * ratio).sum(axis=0)
-    influence = np.empty((visits.n_visits, 3))
-    snips_influence_nb(visits.slots, visits.visit_ptr, weight, ratio, mean_weight, influence)
+        ratio = per_visit[:, :3].mean(axis=0) / w_bar
+        influence = ratio * m[:, None] + m_bar / w_bar * (
+            per_visit[:, :3] - ratio * per_visit[:, 3:]
+        )
+    total = ratio * m_bar
     return Estimate(
         "snips",
         epsilon,
@@ -498,12 +531,15 @@ def estimate_dr(
     clip: float = math.inf,
     reward_model: str = "fitted",
 ) -> Estimate:
-    """Doubly robust estimate (module docstring), cross-fitted on even and odd visits."""
+    """Doubly robust estimate (module docstring), cross-fitted on even and odd visits.
+
+    ``weight`` is :func:`importance_weights` of the same target.
+    """
     if reward_model not in REWARD_MODELS:
         raise SimulationError(f"reward model {reward_model!r}: expected fitted or values")
     slots = visits.slots
     shape = value.shape
-    states = np.unique(slots["state"]).astype(np.int64)
+    states = visits.logged_states(shape[0])
     where = np.full(shape[0], -1, dtype=np.int64)
     where[states] = np.arange(states.size)
     prob, ranked, count = slot_expectations(catalogues, value, epsilon, visits.slate_size, states)

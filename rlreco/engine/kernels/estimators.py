@@ -1,19 +1,20 @@
 """Kernels of off-policy evaluation on a visit log (:data:`rlreco.schema.LOG_DTYPE` slots).
 
-Every target follows the slate semantics of :mod:`rlreco.engine.kernels.visit`, slot by slot,
-*given the slots the log shows before it*: with probability ``1 - epsilon`` the greedy product
-(the known product of highest value not yet in the slate, ties: lowest product id), otherwise a
-uniform product of the state's segment catalogue not yet in the slate; with no known product
-left the slot is padded uniformly. The target's probability of the logged product ``a`` in slot
-``i`` of a state with catalogue size ``K`` is therefore
+Every target follows the slate semantics of :mod:`rlreco.engine.kernels.visit`: slot by slot,
+with probability ``1 - epsilon`` the greedy product (the known product of highest value not yet
+in the slate, ties: lowest product id), otherwise a uniform product of the state's segment
+catalogue not yet in the slate; with no known product left the slot is padded uniformly. Given
+the slots before slot ``i`` of a state with catalogue size ``K``, its probability of product
+``a`` is therefore
 
     pi = (1 - epsilon) * [a == greedy] + epsilon / (K - i)     (a greedy product exists)
     pi = 1 / (K - i)                                            (padding)
 
-for ``a`` in the catalogue (0 outside it). Fixed targets read their greedy product from a
-per-state list of the ``n`` best known products (:func:`rank_top_nb`): with at most ``n - 1``
-products before a slot, the best one not among them is in that list. The learning target of
-:func:`replay_log_nb` keeps a per-state list of its best products up to date as it learns.
+for ``a`` in the catalogue (0 outside it). The learning target of :func:`replay_log_nb` draws
+slot by slot given the *logged* slots before and keeps a per-state list of its best products up
+to date as it learns. Fixed targets are weighted by the probability that their *own* slate
+shows the logged product (:func:`expect_slots_nb`, :func:`weigh_slots_nb`), read from a
+per-state list of the ``n`` best known products (:func:`rank_top_nb`).
 """
 
 from __future__ import annotations
@@ -80,17 +81,27 @@ def rank_top_nb(value: np.ndarray, n: int, ranked: np.ndarray, ranked_count: np.
 def weigh_slots_nb(
     slots: np.ndarray,
     visit_ptr: np.ndarray,
-    ranked: np.ndarray,
-    ranked_count: np.ndarray,
-    state_segment: np.ndarray,
-    catalog_size: np.ndarray,
-    in_catalog: np.ndarray,
-    epsilon: float,
+    state_row: np.ndarray,
+    product_column: np.ndarray,
+    inclusion: np.ndarray,
     clip: float,
     target: np.ndarray,
     weight: np.ndarray,
 ) -> None:
-    """Target propensity and clipped importance weight of every logged slot.
+    """Target inclusion probability and weight of every logged slot (sequential slate IPS).
+
+    A visit of ``m`` slots estimates the target's own ``m``-slot slate value
+    ``sum_a rho(a) r(a)``, ``rho(a)`` the probability that the target's slate shows ``a``.
+    Slot ``i`` alone gives an unbiased estimate given the slots before it: the rewards already
+    shown count with ``rho`` (observed for sure), the new product with ``rho / propensity``
+    (observed with its logging propensity given those slots). The average of the ``m`` slot
+    estimates puts on slot ``i`` the weight
+
+        w_i = min((rho(a_i) / propensity_i + rho(a_i) * (m - 1 - i)) / m, clip)
+
+    so that ``sum_i w_i y_i`` is unbiased for the target's slate value when a slot's expected
+    reward depends only on the state and its product, and the logging policy can show every
+    product the target can (unclipped, ``sum_i w_i`` has expectation ``m``: weights average 1).
 
     Parameters
     ----------
@@ -98,41 +109,32 @@ def weigh_slots_nb(
         Sorted by visit, then position; ``propensity`` > 0.
     visit_ptr : ndarray of int64, shape (n_visits + 1,)
         Visit ``t`` is ``slots[visit_ptr[t]:visit_ptr[t + 1]]``.
-    ranked, ranked_count : ndarray of int64
-        :func:`rank_top_nb` of the target's tables.
-    state_segment : ndarray of int16, shape (n_states,)
-    catalog_size : ndarray of int64, shape (n_segments,)
-    in_catalog : ndarray of bool, shape (n_segments, n_products)
-    epsilon : float
+    state_row : ndarray of int64, shape (n_states,)
+        Row of each logged state in ``inclusion``.
+    product_column : ndarray of int8, shape (n_states, n_products)
+        Column of each product in ``inclusion``: its rank ``j < n`` among the state's ``n`` best
+        known products, ``n`` another catalogue product, ``n + 1`` outside the catalogue.
+    inclusion : ndarray of float64, shape (n_rows, n, n + 2)
+        ``[r, m - 1, j]``: the probability that the first ``m`` slots of the target's slate
+        show the product of column ``j`` (cumulative :func:`expect_slots_nb`; column ``n`` per
+        other catalogue product, column ``n + 1`` zero).
     clip : float
         Weights above it are set to it (``inf``: no clipping).
     target : ndarray of float64, shape (n_slots,)
-        Output: the target's probability of the logged product in its slot.
+        Output: ``rho`` of the logged product in the target's slate of the visit's length.
     weight : ndarray of float64, shape (n_slots,)
-        Output: ``min(target / propensity, clip)``.
+        Output: ``w_i``.
     """
     for t in range(visit_ptr.shape[0] - 1):
         first = visit_ptr[t]
         end = visit_ptr[t + 1]
+        m = end - first
         state = slots[first].state
-        segment = state_segment[state]
-        size = catalog_size[segment]
-        cursor = 0
-        count = ranked_count[state]
+        row = state_row[state]
         for j in range(first, end):
-            i = j - first
-            product = slots[j].product
-            while cursor < count and in_prefix_nb(ranked[state, cursor], slots, first, i):
-                cursor += 1
-            uniform = 1.0 / (size - i) if in_catalog[segment, product] else 0.0
-            if cursor < count:
-                pi = epsilon * uniform
-                if ranked[state, cursor] == product:
-                    pi += 1.0 - epsilon
-            else:
-                pi = uniform
-            target[j] = pi
-            weight[j] = min(pi / slots[j].propensity, clip)
+            rho = inclusion[row, m - 1, product_column[state, slots[j].product]]
+            target[j] = rho
+            weight[j] = min((rho / slots[j].propensity + rho * (end - 1 - j)) / m, clip)
 
 
 @jit()
@@ -408,75 +410,26 @@ def slot_metric_nb(slot: Any, metric: int) -> float:
 
 @jit()
 def sum_weighted_nb(
-    slots: np.ndarray,
-    visit_ptr: np.ndarray,
-    weight: np.ndarray,
-    per_visit: np.ndarray,
-    per_position: np.ndarray,
-    weight_sum: np.ndarray,
-    present: np.ndarray,
+    slots: np.ndarray, visit_ptr: np.ndarray, weight: np.ndarray, per_visit: np.ndarray
 ) -> None:
-    """Weighted metric sums per visit (IPS) and per slot position (SNIPS), in one pass.
+    """Weighted metric sums and the sum of weights of every visit, in one pass.
 
     Parameters
     ----------
     slots : ndarray of LOG_DTYPE, shape (n_slots,)
     visit_ptr : ndarray of int64, shape (n_visits + 1,)
     weight : ndarray of float64, shape (n_slots,)
-    per_visit : ndarray of float64, shape (n_visits, 3)
-        Output: ``sum_i w_i y_i`` of each visit and metric.
-    per_position : ndarray of float64, shape (n_positions, 3)
-        Output: ``sum_t w_ti y_ti`` of each position and metric.
-    weight_sum : ndarray of float64, shape (n_positions,)
-        Output: ``sum_t w_ti``.
-    present : ndarray of float64, shape (n_positions,)
-        Output: visits that have the position.
+    per_visit : ndarray of float64, shape (n_visits, 4)
+        Output: ``sum_i w_i y_i`` of each metric (columns 0-2), and ``sum_i w_i`` (column 3).
     """
-    per_position[:] = 0.0
-    weight_sum[:] = 0.0
-    present[:] = 0.0
     for t in range(visit_ptr.shape[0] - 1):
-        for m in range(3):
+        for m in range(4):
             per_visit[t, m] = 0.0
         for j in range(visit_ptr[t], visit_ptr[t + 1]):
-            i = j - visit_ptr[t]
-            w = weight[j]
-            weight_sum[i] += w
-            present[i] += 1.0
-            for m in range(3):
-                wy = w * slot_metric_nb(slots[j], m)
-                per_visit[t, m] += wy
-                per_position[i, m] += wy
-
-
-@jit()
-def snips_influence_nb(
-    slots: np.ndarray,
-    visit_ptr: np.ndarray,
-    weight: np.ndarray,
-    ratio: np.ndarray,
-    mean_weight: np.ndarray,
-    out: np.ndarray,
-) -> None:
-    """Per-visit influence of the per-position self-normalised estimate (delta method):
-    ``sum_i [R_i + (w_i y_i - R_i w_i) / mean_w_i]`` (the estimate is subtracted by the caller).
-
-    Parameters
-    ----------
-    ratio : ndarray of float64, shape (n_positions, 3)
-        ``R_i``: each position's weighted mean of each metric.
-    mean_weight : ndarray of float64, shape (n_positions,)
-    out : ndarray of float64, shape (n_visits, 3)
-    """
-    for t in range(visit_ptr.shape[0] - 1):
-        for m in range(3):
-            out[t, m] = 0.0
-        for j in range(visit_ptr[t], visit_ptr[t + 1]):
-            i = j - visit_ptr[t]
             w = weight[j]
             for m in range(3):
-                r = ratio[i, m]
-                out[t, m] += r + (w * slot_metric_nb(slots[j], m) - r * w) / mean_weight[i]
+                per_visit[t, m] += w * slot_metric_nb(slots[j], m)
+            per_visit[t, 3] += w
 
 
 @jit()
