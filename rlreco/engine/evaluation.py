@@ -167,28 +167,28 @@ class Catalogues:
     """A state space's segment catalogues as kernel arrays."""
 
     state_segment: np.ndarray
-    catalog_ptr: np.ndarray
-    catalog_items: np.ndarray
-    catalog_size: np.ndarray
-    in_catalog: np.ndarray
+    catalogue_ptr: np.ndarray
+    catalogue_items: np.ndarray
+    catalogue_size: np.ndarray
+    in_catalogue: np.ndarray
 
     @classmethod
     def of(cls, space: StateSpace) -> Catalogues:
         """Arrays of ``space``."""
-        in_catalog = np.zeros((space.n_segments, space.n_products), dtype=np.bool_)
+        in_catalogue = np.zeros((space.n_segments, space.n_products), dtype=np.bool_)
         for segment in range(space.n_segments):
-            in_catalog[segment, space.catalogue(segment)] = True
+            in_catalogue[segment, space.catalogue(segment)] = True
         return cls(
             state_segment=np.ascontiguousarray(space.state_segment, dtype=np.int16),
-            catalog_ptr=np.ascontiguousarray(space.catalogue_ptr, dtype=np.int64),
-            catalog_items=np.ascontiguousarray(space.catalogue_items, dtype=np.int32),
-            catalog_size=np.diff(space.catalogue_ptr).astype(np.int64),
-            in_catalog=in_catalog,
+            catalogue_ptr=np.ascontiguousarray(space.catalogue_ptr, dtype=np.int64),
+            catalogue_items=np.ascontiguousarray(space.catalogue_items, dtype=np.int32),
+            catalogue_size=np.diff(space.catalogue_ptr).astype(np.int64),
+            in_catalogue=in_catalogue,
         )
 
-    def state_catalog_size(self) -> np.ndarray:
+    def state_catalogue_size(self) -> np.ndarray:
         """Catalogue size of every state, int64 (n_states,)."""
-        return self.catalog_size[self.state_segment]
+        return self.catalogue_size[self.state_segment]
 
 
 @dataclass(frozen=True)
@@ -327,10 +327,10 @@ def importance_weights(
     inclusion = np.zeros((states.size, n, n + 2))
     np.cumsum(prob, axis=1, out=inclusion[:, :, : n + 1])
     # column n: one of the K - count other catalogue products, each equally likely
-    others = catalogues.state_catalog_size()[states] - count[states]
+    others = catalogues.state_catalogue_size()[states] - count[states]
     inclusion[:, :, n] /= np.maximum(others, 1)[:, None]
     product_column = np.where(
-        catalogues.in_catalog[catalogues.state_segment], np.int8(n), np.int8(n + 1)
+        catalogues.in_catalogue[catalogues.state_segment], np.int8(n), np.int8(n + 1)
     )
     top = np.arange(n)[None, :] < count[:, None]
     rows, ranks = np.nonzero(top)
@@ -443,7 +443,7 @@ def slot_expectations(
     ranked, count = target_ranking(value, n)
     prob = np.empty((states.shape[0], n, n + 1))
     expect_slots_nb(
-        ranked, count, catalogues.state_catalog_size(), float(epsilon),
+        ranked, count, catalogues.state_catalogue_size(), float(epsilon),
         states.astype(np.int64), prob,
     )  # fmt: skip
     return prob, ranked, count
@@ -474,12 +474,13 @@ def expected_slate_scores(
     rows = ranked[states]
     valid = np.arange(n)[None, :] < count[states][:, None]
     top = np.where(valid, score[states[:, None], np.maximum(rows, 0)], 0.0)
-    size = catalogues.state_catalog_size()[states]
+    size = catalogues.state_catalogue_size()[states]
     catalogue_sum = np.empty(states.shape[0])
     segment = catalogues.state_segment[states]
     for g in np.unique(segment):
         mine = np.flatnonzero(segment == g)
-        items = catalogues.catalog_items[catalogues.catalog_ptr[g] : catalogues.catalog_ptr[g + 1]]
+        ptr = catalogues.catalogue_ptr
+        items = catalogues.catalogue_items[ptr[g] : ptr[g + 1]]
         catalogue_sum[mine] = score[np.ix_(states[mine], items)].sum(axis=1)
     others = size - count[states]
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -54,9 +54,9 @@ def estimate_replay(
         learned,
         counts,
         catalogues.state_segment,
-        catalogues.catalog_ptr,
-        catalogues.catalog_items,
-        catalogues.in_catalog,
+        catalogues.catalogue_ptr,
+        catalogues.catalogue_items,
+        catalogues.in_catalogue,
         float(epsilon),
         np.zeros((n_states, capacity), dtype=np.int64),
         np.full(n_states, -1, dtype=np.int64),
@@ -91,5 +91,5 @@ def estimate_replay(
 def uniform_acceptance(visits: LoggedVisits, catalogues: Catalogues) -> float:
     """Replay's expected acceptance rate under uniform logging: the mean of ``1 / (K - i)``."""
     state = visits.slots["state"]
-    size = catalogues.state_catalog_size()[state]
+    size = catalogues.state_catalogue_size()[state]
     return float(np.mean(1.0 / (size - visits.slots["position"])))

@@ -141,7 +141,7 @@ def weigh_slots_nb(
 def expect_slots_nb(
     ranked: np.ndarray,
     ranked_count: np.ndarray,
-    catalog_size: np.ndarray,
+    catalogue_size: np.ndarray,
     epsilon: float,
     states: np.ndarray,
     prob: np.ndarray,
@@ -160,7 +160,7 @@ def expect_slots_nb(
     ----------
     ranked, ranked_count : ndarray of int64
         :func:`rank_top_nb` of the target's tables, width ``n``.
-    catalog_size : ndarray of int64, shape (n_states,)
+    catalogue_size : ndarray of int64, shape (n_states,)
         Catalogue size of each state's segment (``>= n``).
     epsilon : float
     states : ndarray of int64, shape (m,)
@@ -175,7 +175,7 @@ def expect_slots_nb(
     for k in range(states.shape[0]):
         state = states[k]
         count = ranked_count[state]
-        size = catalog_size[state]
+        size = catalogue_size[state]
         current[:] = 0.0
         current[0] = 1.0
         for i in range(n):
@@ -306,9 +306,9 @@ def replay_log_nb(
     value: np.ndarray,
     reco_count: np.ndarray,
     state_segment: np.ndarray,
-    catalog_ptr: np.ndarray,
-    catalog_items: np.ndarray,
-    in_catalog: np.ndarray,
+    catalogue_ptr: np.ndarray,
+    catalogue_items: np.ndarray,
+    in_catalogue: np.ndarray,
     epsilon: float,
     cache_items: np.ndarray,
     cache_size: np.ndarray,
@@ -336,9 +336,9 @@ def replay_log_nb(
     reco_count : ndarray of int64, shape (n_states, n_products)
         Updated in place.
     state_segment : ndarray of int16, shape (n_states,)
-    catalog_ptr : ndarray of int64, shape (n_segments + 1,)
-    catalog_items : ndarray of int32, shape (nnz,)
-    in_catalog : ndarray of bool, shape (n_segments, n_products)
+    catalogue_ptr : ndarray of int64, shape (n_segments + 1,)
+    catalogue_items : ndarray of int32, shape (nnz,)
+    in_catalogue : ndarray of bool, shape (n_segments, n_products)
     epsilon : float
     cache_items : ndarray of int64, shape (n_states, capacity)
         Workspace: each state's best known products (capacity > slots per visit).
@@ -356,8 +356,8 @@ def replay_log_nb(
         end = visit_ptr[t + 1]
         state = slots[first].state
         segment = state_segment[state]
-        base = catalog_ptr[segment]
-        size = catalog_ptr[segment + 1] - base
+        base = catalogue_ptr[segment]
+        size = catalogue_ptr[segment + 1] - base
         if cache_size[state] < 0:
             refresh_cache_nb(value, state, cache_items, cache_size, cache_complete)
         for j in range(first, end):
@@ -373,7 +373,7 @@ def replay_log_nb(
                 if greedy >= 0 or cache_complete[state] or attempt == 1:
                     break
                 refresh_cache_nb(value, state, cache_items, cache_size, cache_complete)
-            uniform = 1.0 / (size - i) if in_catalog[segment, logged] else 0.0
+            uniform = 1.0 / (size - i) if in_catalogue[segment, logged] else 0.0
             if greedy >= 0:
                 target[j] = epsilon * uniform + (1.0 - epsilon) * (greedy == logged)
             else:
@@ -383,9 +383,9 @@ def replay_log_nb(
             if u >= epsilon:
                 product = greedy
             if product < 0:
-                product = catalog_items[base + draw_below_nb(rng, size)]
+                product = catalogue_items[base + draw_below_nb(rng, size)]
                 while in_prefix_nb(product, slots, first, i):
-                    product = catalog_items[base + draw_below_nb(rng, size)]
+                    product = catalogue_items[base + draw_below_nb(rng, size)]
             accepted[j] = product == logged
             if product != logged:
                 continue
