@@ -84,7 +84,7 @@ import pytest
 from rlreco.config import StepSize
 from rlreco.engine.kernels import visit
 from rlreco.engine.kernels.jit import jit
-from rlreco.engine.kernels.records import METRICS_DTYPE, ResponseModel
+from rlreco.engine.kernels.records import METRICS_DTYPE, Policy, ResponseModel
 from rlreco.engine.kernels.topn import (
     CACHE_CAPACITY,
     depth_of_width_nb,
@@ -403,11 +403,11 @@ def skip_prefetch_nb(
 def visit_loop(prefetch: bool) -> Any:
     """A fresh compilation of the fused loop, with or without its slate prefetch (everything
     else identical: same source, same flags, so the ratio isolates the hint)."""
-    func = visit.run_visits_nb.py_func
+    func = visit.visit_loop(Policy.eps_greedy, False).run_loop.py_func
     names = dict(func.__globals__)
     if not prefetch:
         names["prefetch_slate_nb"] = skip_prefetch_nb
-    clone = types.FunctionType(func.__code__, names, func.__name__)
+    clone = types.FunctionType(func.__code__, names, func.__name__, None, func.__closure__)
     return nb.njit(error_model="numpy", nogil=True, _nrt=False)(clone)
 
 

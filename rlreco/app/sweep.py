@@ -278,7 +278,12 @@ def run_sweep(
     n_workers = min(workers or default_workers(), len(todo))
     # pool workers start first: they import and load the run while this process goes on
     pool = (
-        start_pool(run.path, run_token(run.manifest), n_workers)
+        start_pool(
+            run.path,
+            run_token(run.manifest),
+            n_workers,
+            tuple(dict.fromkeys(t.setting.policy for t in todo)),
+        )
         if todo and scheduler is None and n_workers > 1
         else None
     )

@@ -181,6 +181,15 @@ class LoadedRun:
         self.history_count = history_count
         self._responses: dict[tuple[str, int], Response] = {}
         self._state_weights = state_weights
+        self._warm: set[str] = set()
+
+    def warm_up(self, policies: tuple[str, ...]) -> None:
+        """Load (or compile) the visit loops of ``policies`` not loaded yet in this process, so
+        that no cell's timing includes it."""
+        new = tuple(p for p in policies if p not in self._warm)
+        if new:
+            warm_up_simulation(new)
+            self._warm.update(new)
 
     def params(self, task: CellTask) -> SimulationParams:
         """Simulation parameters of a cell: the run's configuration with the cell's setting."""
@@ -254,7 +263,6 @@ def load_payload(payload: RunPayload) -> LoadedRun:
         loaded = _LOADED.get(payload.token)
         if loaded is None:
             loaded = LoadedRun(payload)
-            warm_up_simulation()  # load the compiled kernels now: no cell's timing includes it
             _LOADED.clear()  # one run at a time: bounded memory in long-lived Dask workers
             _LOADED[payload.token] = loaded
     return loaded
@@ -269,6 +277,7 @@ def simulate_cell(loaded: LoadedRun, task: CellTask) -> CellOutcome:
     """Run one cell on a copy of the loaded tables, in its own random stream, with the engine's
     :class:`Simulator` (every policy)."""
     params = loaded.params(task)
+    loaded.warm_up((params.policy,))
     simulator = Simulator(
         loaded.sampling_space(task),
         loaded.tables.copy(),
