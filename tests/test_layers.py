@@ -26,7 +26,6 @@ OVERSIZE = {
     "rlreco.engine.kernels.topn": 710,
     "rlreco.engine.kernels.visit": 660,
     "rlreco.engine.kernels.thompson": 680,
-    "rlreco.engine.simulation": 680,
     "rlreco.app.recommend": 620,
 }
 #: Standard-library modules a kernel may use besides numpy and numba (typing only, no I/O).

@@ -6,7 +6,7 @@ on disk afterwards), which takes seconds; every later process loads them in a fr
 whose arrays have the types of every real run's (a kernel is compiled per argument type, so
 the real run then finds it compiled), so that compile time is measured and reported on its own
 and never counted in the visits per second of the real run. Each policy family has its own loop
-(:func:`~rlreco.engine.kernels.visit.visit_loop`), with or without logging: a warm-up compiles
+(:func:`~rlreco.engine.kernels.visit_loop.visit_loop`), with or without logging: a warm-up compiles
 only those the caller names, so a run pays for the policies it uses.
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 from rlreco.engine.kernels.sum_tree import build_softmax_nb
 from rlreco.engine.kernels.topn import build_index_nb
 from rlreco.engine.kernels.untried_set import build_untried_nb
-from rlreco.engine.kernels.visit import loop_kernels
+from rlreco.engine.kernels.visit_loop import loop_kernels
 from rlreco.engine.simulation import SimulationParams, Simulator
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
