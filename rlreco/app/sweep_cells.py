@@ -1,7 +1,8 @@
 """One cell of a sweep: a setting's replicate simulated from a copy of the run's tables.
 
 Every worker process builds the run's tables and each response model once
-(:func:`load_payload`) and copies the tables per cell.
+(:func:`load_payload`) and copies the tables per cell. The simulator and its kernels (numba) are
+imported where cells run: a sweep process whose cells run in worker processes never loads them.
 """
 
 from __future__ import annotations
@@ -14,17 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from rlreco.app.simulate import Run
 from rlreco.app.sweep_grid import Setting
 from rlreco.app.truth import load_truth_tables
 from rlreco.config import RunConfig, config_from_dict, is_schedule, parse_schedule
 from rlreco.engine import streams
 from rlreco.engine.response import Response, build_response
-from rlreco.engine.simulation import SimulationParams, Simulator
+from rlreco.engine.simulation_params import SimulationParams
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.sweep_statistics import METRIC_COLUMNS
 from rlreco.engine.tables import Tables
-from rlreco.engine.warmup import warm_up_simulation
 from rlreco.errors import SimulationError
 from rlreco.io.run_dir import RunDir
 
@@ -155,6 +154,8 @@ class LoadedRun:
         """Load a run straight from its directory, one snapshot row group at a time (what a
         pool worker does; the same tables as ``LoadedRun(RunPayload.read(run_dir))``), with
         its :func:`run_token`."""
+        from rlreco.app.simulate import Run
+
         run = Run.load(path)  # simulate's loader
         manifest = run.run_dir.manifest
         history_count = (
@@ -188,6 +189,8 @@ class LoadedRun:
         that no cell's timing includes it."""
         new = tuple(p for p in policies if p not in self._warm)
         if new:
+            from rlreco.engine.warmup import warm_up_simulation
+
             warm_up_simulation(new)
             self._warm.update(new)
 
@@ -276,6 +279,8 @@ def execute_cell(payload: RunPayload, task: CellTask) -> CellOutcome:
 def simulate_cell(loaded: LoadedRun, task: CellTask) -> CellOutcome:
     """Run one cell on a copy of the loaded tables, in its own random stream, with the engine's
     :class:`Simulator` (every policy)."""
+    from rlreco.engine.simulation import Simulator
+
     params = loaded.params(task)
     loaded.warm_up((params.policy,))
     simulator = Simulator(
