@@ -404,7 +404,7 @@ def skip_prefetch_nb(
 def visit_loop(prefetch: bool) -> Any:
     """A fresh compilation of the fused loop, with or without its slate prefetch (everything
     else identical: same source, same flags, so the ratio isolates the hint)."""
-    func = loop_of_policy(Policy.eps_greedy, False).run_loop.py_func
+    func = loop_of_policy(Policy.eps_greedy, False).py_func
     names = dict(func.__globals__)
     if not prefetch:
         names["prefetch_slate_nb"] = skip_prefetch_nb

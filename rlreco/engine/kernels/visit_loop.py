@@ -65,7 +65,7 @@ _LOOPS: dict[tuple[int, bool], Any] = {}
 
 
 def visit_loop(code: int, logging: bool) -> Any:
-    """The :func:`simulate_visits_nb` kernel of a policy code, with or without logging.
+    """The loop kernel of :func:`simulate_visits_nb` for a policy code, with or without logging.
 
     Built by :func:`make_visit_loop` on first use in the process (its machine code comes from
     numba's cache after a machine's first run).
@@ -96,8 +96,8 @@ def simulate_visits_nb(
 ) -> None:
     """Simulate visits ``first_visit .. first_visit + n_visits - 1`` and add their metrics.
 
-    Runs the policy's own compiled loop (:func:`visit_loop`): the policy code and whether
-    ``log`` is empty pick it, in Python, before any visit.
+    Runs the policy's own compiled loop (:func:`visit_loop`) in a new workspace: the policy
+    code and whether ``log`` is empty pick it, in Python, before any visit.
 
     Parameters
     ----------
@@ -122,9 +122,10 @@ def simulate_visits_nb(
         logging (the loop compiled without it; no draw changes either way).
     """
     loop = visit_loop(int(policy.code), log.shape[0] > 0)
+    ws = new_workspace_nb(policy.slate_size, learner.depth)
     loop(
-        rng, first_visit, n_visits, world, learner, policy, response, metrics_block, metrics,
-        log,
+        rng, first_visit, n_visits, world, learner, policy, response, ws, metrics_block,
+        metrics, log,
     )  # fmt: skip
 
 
@@ -134,28 +135,10 @@ def make_visit_loop(family: int, logging: bool) -> Any:
     ``family`` and ``logging`` are constants of the closure: numba prunes the other families'
     branches before it inlines and types anything, so a loop holds only its policy's kernels
     (and none of the logging's when ``logging`` is False). Numba's cache keys a closure by the
-    values it closes over, so each variant is cached apart.
+    values it closes over, so each variant is cached apart (the closure holds only these two
+    plain values: a kernel object in it would not pickle the same in two processes, and the
+    cache would miss every time).
     """
-
-    @jit()
-    def simulate_family_nb(
-        rng: np.random.Generator,
-        first_visit: int,
-        n_visits: int,
-        world: World,
-        learner: Learner,
-        policy: PolicyParams,
-        response: ResponseArrays,
-        metrics_block: int,
-        metrics: np.ndarray,
-        log: np.ndarray,
-    ) -> None:
-        """:func:`simulate_visits_nb` of one family: the workspace, then the loop."""
-        ws = new_workspace_nb(policy.slate_size, learner.depth)
-        run_family_nb(
-            rng, first_visit, n_visits, world, learner, policy, response, ws, metrics_block,
-            metrics, log,
-        )  # fmt: skip
 
     @jit(refcount=False)
     def run_family_nb(
@@ -267,7 +250,4 @@ def make_visit_loop(family: int, logging: bool) -> Any:
                     log, (visit - first_visit) * n, visit, state, slate, outcome, drawn, propensity
                 )
 
-    # the loop itself, for benchmarks that recompile it with one kernel swapped
-    entry: Any = simulate_family_nb
-    entry.run_loop = run_family_nb
-    return entry
+    return run_family_nb
