@@ -317,7 +317,7 @@ def run_sweep(
             elif scheduler is not None:
                 completed = run_dask(RunPayload.read(run), todo, scheduler)
             else:
-                completed = run_inline(RunPayload.read(run), todo)
+                completed = run_inline(run.path, run_token(run.manifest), todo)
             for task, outcome, error in completed:
                 if outcome is not None:
                     frame = pd.DataFrame({"block": np.arange(len(outcome.metrics["visits"]))})

@@ -24,7 +24,7 @@ from rlreco.engine.simulation_params import SimulationParams
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.sweep_statistics import METRIC_COLUMNS
 from rlreco.engine.tables import Tables
-from rlreco.errors import SimulationError
+from rlreco.errors import SimulationError, SnapshotError
 from rlreco.io.run_dir import RunDir
 
 #: snapshot columns :meth:`Tables.from_columns` reads
@@ -268,6 +268,20 @@ def load_payload(payload: RunPayload) -> LoadedRun:
             loaded = LoadedRun(payload)
             _LOADED.clear()  # one run at a time: bounded memory in long-lived Dask workers
             _LOADED[payload.token] = loaded
+    return loaded
+
+
+def load_run(path: str | Path, token: str) -> LoadedRun:
+    """:func:`load_payload` straight from the run directory (one snapshot row group at a time,
+    no payload of columns in between: what the sweep process does when it runs the cells)."""
+    with _LOADED_LOCK:
+        loaded = _LOADED.get(token)
+        if loaded is None:
+            found, loaded = LoadedRun.read(path)
+            if found != token:
+                raise SnapshotError(f"{path}: the run directory changed while the sweep started")
+            _LOADED.clear()
+            _LOADED[token] = loaded
     return loaded
 
 

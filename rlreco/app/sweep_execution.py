@@ -35,7 +35,7 @@ from rlreco.app.sweep_cells import (
     LoadedRun,
     RunPayload,
     execute_cell,
-    load_payload,
+    load_run,
     simulate_cell,
 )
 from rlreco.errors import ConfigError, RlrecoError, SimulationError, SnapshotError
@@ -122,8 +122,9 @@ def _attempt(loaded: LoadedRun, task: CellTask) -> Completed:
         return task, None, CellError.from_exception(exc)
 
 
-def run_inline(payload: RunPayload, tasks: list[CellTask]) -> Iterator[Completed]:
-    loaded = load_payload(payload)
+def run_inline(run_path: Path, token: str, tasks: list[CellTask]) -> Iterator[Completed]:
+    """Run cells in this process, on the run loaded once (and kept for the next sweep)."""
+    loaded = load_run(run_path, token)
     for task in tasks:
         yield _attempt(loaded, task)
 
