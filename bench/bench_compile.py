@@ -5,9 +5,12 @@ process loads the machine code from numba's cache). Each round runs a fresh Pyth
 an empty ``NUMBA_CACHE_DIR`` (a temporary folder) that first-uses, in ``make run``'s order:
 
 * ``segmentation``: the exact 1-D k-means kernel of ``prepare`` (on a few values);
-* ``simulation``: every kernel of ``simulate`` and of sweep cells (the fused visit loop, the
-  top-n index; all policies and response models share them), through
-  :func:`rlreco.engine.warmup.warm_up_simulation`;
+* ``simulation``: every kernel of ``simulate`` and of sweep cells under ``eps-greedy`` without a
+  visit log, what ``make run`` runs (its fused visit loop, the top-n index; every response model
+  and state sampling share them), through :func:`rlreco.engine.warmup.warm_up_simulation`.
+  Each other policy family (softmax, ucb1, thompson; decaying shares eps-greedy's loop) and
+  the logging variant are compiled on their own first use, ``python bench/bench_compile.py
+  --policies`` times them too;
 
 and then does the same in a second process on the now filled cache (the cost of every later
 run). Wall and CPU seconds of each step are printed and stored in ``extra_info``; on a shared
@@ -48,8 +51,9 @@ def _timed(step: str, out: dict[str, Any], func: Any) -> None:
         out[step]["compiled"] = result.compiled
 
 
-def first_use() -> dict[str, Any]:
-    """First use of every kernel ``make run`` needs, in this process (imports timed apart)."""
+def first_use(policies: bool = False) -> dict[str, Any]:
+    """First use of every kernel ``make run`` needs, in this process (imports timed apart);
+    with ``policies``, then of each other policy's loop."""
     out: dict[str, Any] = {}
 
     def imports() -> None:
@@ -68,15 +72,19 @@ def first_use() -> dict[str, Any]:
         "wall": round(out["segmentation"]["wall"] + out["simulation"]["wall"], 2),
         "cpu": round(out["segmentation"]["cpu"] + out["simulation"]["cpu"], 2),
     }
+    if policies:
+        for policy in ("softmax", "ucb1", "thompson"):
+            _timed(policy, out, lambda p=policy: warm_up_simulation((p,)))
+        _timed("logging", out, lambda: warm_up_simulation(logging=True))
     return out
 
 
-def measure_in_fresh_process(cache_dir: str) -> dict[str, Any]:
+def measure_in_fresh_process(cache_dir: str, policies: bool = False) -> dict[str, Any]:
     """:func:`first_use` in a new interpreter whose numba cache is ``cache_dir``."""
     env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir, "PYTHONPATH": str(REPO)}
     env.pop("NUMBA_DISABLE_JIT", None)
     done = subprocess.run(
-        [sys.executable, __file__, "--in-process"],
+        [sys.executable, __file__, "--in-process", *(["--policies"] if policies else [])],
         env=env,
         capture_output=True,
         text=True,
@@ -108,8 +116,9 @@ def bench_compile_first_run(benchmark: BenchmarkFixture) -> None:
 
 
 if __name__ == "__main__":
+    every = "--policies" in sys.argv
     if "--in-process" in sys.argv:
-        print(json.dumps(first_use()))
+        print(json.dumps(first_use(every)))
     else:
         with tempfile.TemporaryDirectory(prefix="numba-cache-") as cache_dir:
-            print(json.dumps(measure_in_fresh_process(cache_dir)))
+            print(json.dumps(measure_in_fresh_process(cache_dir, every)))

@@ -84,7 +84,7 @@ import pytest
 from rlreco.config import StepSize
 from rlreco.engine.kernels import visit
 from rlreco.engine.kernels.jit import jit
-from rlreco.engine.kernels.records import METRICS_DTYPE, ResponseModel
+from rlreco.engine.kernels.records import METRICS_DTYPE, Policy, ResponseModel
 from rlreco.engine.kernels.topn import (
     CACHE_CAPACITY,
     depth_of_width_nb,
@@ -92,6 +92,7 @@ from rlreco.engine.kernels.topn import (
     new_index,
     scan_top_nb,
 )
+from rlreco.engine.kernels.visit_loop import visit_loop as loop_of_policy
 from rlreco.engine.response import (
     Response,
     build_response,
@@ -403,11 +404,11 @@ def skip_prefetch_nb(
 def visit_loop(prefetch: bool) -> Any:
     """A fresh compilation of the fused loop, with or without its slate prefetch (everything
     else identical: same source, same flags, so the ratio isolates the hint)."""
-    func = visit.run_visits_nb.py_func
+    func = loop_of_policy(Policy.eps_greedy, False).py_func
     names = dict(func.__globals__)
     if not prefetch:
         names["prefetch_slate_nb"] = skip_prefetch_nb
-    clone = types.FunctionType(func.__code__, names, func.__name__)
+    clone = types.FunctionType(func.__code__, names, func.__name__, None, func.__closure__)
     return nb.njit(error_model="numpy", nogil=True, _nrt=False)(clone)
 
 

@@ -50,7 +50,7 @@ from rlreco.engine.kernels.topn import (
     scan_top_nb,
     select_reached_nb,
 )
-from rlreco.engine.kernels.visit import simulate_visits_nb
+from rlreco.engine.kernels.visit_loop import simulate_visits_nb
 from rlreco.engine.response import truth_arrays
 from rlreco.engine.tables import Tables, padded_values
 

@@ -24,7 +24,6 @@ OVERSIZE = {
     "rlreco.engine.kernels.topn": 710,
     "rlreco.engine.kernels.visit": 660,
     "rlreco.engine.kernels.thompson": 680,
-    "rlreco.engine.simulation": 680,
 }
 #: Standard-library modules a kernel may use besides numpy and numba (typing only, no I/O).
 KERNEL_STDLIB = {"__future__", "typing", "collections", "math"}

@@ -24,7 +24,7 @@ from naive import synthetic_world
 
 from rlreco.app.sweep import run_sweep
 from rlreco.engine.kernels.records import METRICS_DTYPE, Policy
-from rlreco.engine.kernels.visit import simulate_visits_nb
+from rlreco.engine.kernels.visit_loop import simulate_visits_nb
 from rlreco.engine.response import truth_arrays
 
 PARAMS = {

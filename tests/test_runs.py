@@ -270,7 +270,7 @@ def test_cli_reports_kernel_compilation_apart_from_the_visits(
     runner = CliRunner()
     result = runner.invoke(app, ["simulate", str(run), "-n", "1000"])
     assert result.exit_code == 0 and "compiling kernels" not in result.stderr
-    monkeypatch.setattr(simulate_module, "warm_up_simulation", lambda: Warmup(12.34, True))
+    monkeypatch.setattr(simulate_module, "warm_up_simulation", lambda *a, **k: Warmup(12.34, True))
     result = runner.invoke(app, ["simulate", str(run), "-n", "1000", "--json"])
     assert result.exit_code == 0, result.output
     assert "compiling kernels, first run only: 12.3 s" in result.stderr

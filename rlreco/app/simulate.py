@@ -315,11 +315,10 @@ def simulate_run(
         if progress is not None:
             progress(n)
 
-    warmup = warm_up_simulation()
+    params = simulator.params
+    warmup = warm_up_simulation((params.policy,), logging=log)
     if on_warmup is not None:
         on_warmup(warmup)
-
-    params = simulator.params
 
     def write_part(records: np.ndarray) -> None:
         write_log_part(

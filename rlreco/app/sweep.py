@@ -278,7 +278,12 @@ def run_sweep(
     n_workers = min(workers or default_workers(), len(todo))
     # pool workers start first: they import and load the run while this process goes on
     pool = (
-        start_pool(run.path, run_token(run.manifest), n_workers)
+        start_pool(
+            run.path,
+            run_token(run.manifest),
+            n_workers,
+            tuple(dict.fromkeys(t.setting.policy for t in todo)),
+        )
         if todo and scheduler is None and n_workers > 1
         else None
     )
@@ -312,7 +317,7 @@ def run_sweep(
             elif scheduler is not None:
                 completed = run_dask(RunPayload.read(run), todo, scheduler)
             else:
-                completed = run_inline(RunPayload.read(run), todo)
+                completed = run_inline(run.path, run_token(run.manifest), todo)
             for task, outcome, error in completed:
                 if outcome is not None:
                     frame = pd.DataFrame({"block": np.arange(len(outcome.metrics["visits"]))})

@@ -1,7 +1,8 @@
 """One cell of a sweep: a setting's replicate simulated from a copy of the run's tables.
 
 Every worker process builds the run's tables and each response model once
-(:func:`load_payload`) and copies the tables per cell.
+(:func:`load_payload`) and copies the tables per cell. The simulator and its kernels (numba) are
+imported where cells run: a sweep process whose cells run in worker processes never loads them.
 """
 
 from __future__ import annotations
@@ -14,18 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from rlreco.app.simulate import Run
 from rlreco.app.sweep_grid import Setting
 from rlreco.app.truth import load_truth_tables
 from rlreco.config import RunConfig, config_from_dict, is_schedule, parse_schedule
 from rlreco.engine import streams
 from rlreco.engine.response import Response, build_response
-from rlreco.engine.simulation import SimulationParams, Simulator
+from rlreco.engine.simulation_params import SimulationParams
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.sweep_statistics import METRIC_COLUMNS
 from rlreco.engine.tables import Tables
-from rlreco.engine.warmup import warm_up_simulation
-from rlreco.errors import SimulationError
+from rlreco.errors import SimulationError, SnapshotError
 from rlreco.io.run_dir import RunDir
 
 #: snapshot columns :meth:`Tables.from_columns` reads
@@ -155,6 +154,8 @@ class LoadedRun:
         """Load a run straight from its directory, one snapshot row group at a time (what a
         pool worker does; the same tables as ``LoadedRun(RunPayload.read(run_dir))``), with
         its :func:`run_token`."""
+        from rlreco.app.simulate import Run
+
         run = Run.load(path)  # simulate's loader
         manifest = run.run_dir.manifest
         history_count = (
@@ -181,6 +182,17 @@ class LoadedRun:
         self.history_count = history_count
         self._responses: dict[tuple[str, int], Response] = {}
         self._state_weights = state_weights
+        self._warm: set[str] = set()
+
+    def warm_up(self, policies: tuple[str, ...]) -> None:
+        """Load (or compile) the visit loops of ``policies`` not loaded yet in this process, so
+        that no cell's timing includes it."""
+        new = tuple(p for p in policies if p not in self._warm)
+        if new:
+            from rlreco.engine.warmup import warm_up_simulation
+
+            warm_up_simulation(new)
+            self._warm.update(new)
 
     def params(self, task: CellTask) -> SimulationParams:
         """Simulation parameters of a cell: the run's configuration with the cell's setting."""
@@ -254,9 +266,22 @@ def load_payload(payload: RunPayload) -> LoadedRun:
         loaded = _LOADED.get(payload.token)
         if loaded is None:
             loaded = LoadedRun(payload)
-            warm_up_simulation()  # load the compiled kernels now: no cell's timing includes it
             _LOADED.clear()  # one run at a time: bounded memory in long-lived Dask workers
             _LOADED[payload.token] = loaded
+    return loaded
+
+
+def load_run(path: str | Path, token: str) -> LoadedRun:
+    """:func:`load_payload` straight from the run directory (one snapshot row group at a time,
+    no payload of columns in between: what the sweep process does when it runs the cells)."""
+    with _LOADED_LOCK:
+        loaded = _LOADED.get(token)
+        if loaded is None:
+            found, loaded = LoadedRun.read(path)
+            if found != token:
+                raise SnapshotError(f"{path}: the run directory changed while the sweep started")
+            _LOADED.clear()
+            _LOADED[token] = loaded
     return loaded
 
 
@@ -268,7 +293,10 @@ def execute_cell(payload: RunPayload, task: CellTask) -> CellOutcome:
 def simulate_cell(loaded: LoadedRun, task: CellTask) -> CellOutcome:
     """Run one cell on a copy of the loaded tables, in its own random stream, with the engine's
     :class:`Simulator` (every policy)."""
+    from rlreco.engine.simulation import Simulator
+
     params = loaded.params(task)
+    loaded.warm_up((params.policy,))
     simulator = Simulator(
         loaded.sampling_space(task),
         loaded.tables.copy(),

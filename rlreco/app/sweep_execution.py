@@ -35,10 +35,9 @@ from rlreco.app.sweep_cells import (
     LoadedRun,
     RunPayload,
     execute_cell,
-    load_payload,
+    load_run,
     simulate_cell,
 )
-from rlreco.engine.warmup import warm_up_simulation
 from rlreco.errors import ConfigError, RlrecoError, SimulationError, SnapshotError
 
 #: how long to wait for a Dask scheduler
@@ -123,8 +122,9 @@ def _attempt(loaded: LoadedRun, task: CellTask) -> Completed:
         return task, None, CellError.from_exception(exc)
 
 
-def run_inline(payload: RunPayload, tasks: list[CellTask]) -> Iterator[Completed]:
-    loaded = load_payload(payload)
+def run_inline(run_path: Path, token: str, tasks: list[CellTask]) -> Iterator[Completed]:
+    """Run cells in this process, on the run loaded once (and kept for the next sweep)."""
+    loaded = load_run(run_path, token)
     for task in tasks:
         yield _attempt(loaded, task)
 
@@ -143,7 +143,7 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _init_worker(run_path: str, token: str, parent: int) -> None:
+def _init_worker(run_path: str, token: str, parent: int, policies: tuple[str, ...]) -> None:
     """Load the run in a pool worker, once, from the run directory itself.
 
     Reading the files costs each worker a fraction of a second, in parallel with the other
@@ -158,7 +158,7 @@ def _init_worker(run_path: str, token: str, parent: int) -> None:
         found, loaded = LoadedRun.read(run_path)
         if found != token:
             raise SnapshotError(f"{run_path}: the run directory changed while the sweep started")
-        warm_up_simulation()  # load the compiled kernels now: no cell's timing includes it
+        loaded.warm_up(policies)  # the compiled loops now: no cell's timing includes them
         _WORKER_RUN.append(loaded)
     except Exception as exc:
         _WORKER_RUN.append(CellError.from_exception(exc))
@@ -171,13 +171,16 @@ def _pool_cell(task: CellTask) -> Completed:
     return _attempt(loaded, task)
 
 
-def start_pool(run_path: Path, token: str, workers: int) -> ProcessPoolExecutor:
-    """Start ``workers`` spawned processes that each load the run (in the background)."""
+def start_pool(
+    run_path: Path, token: str, workers: int, policies: tuple[str, ...]
+) -> ProcessPoolExecutor:
+    """Start ``workers`` spawned processes that each load the run and the visit loops of
+    ``policies`` (in the background)."""
     pool = ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
-        initargs=(str(run_path), token, os.getpid()),
+        initargs=(str(run_path), token, os.getpid(), policies),
     )
     # the processes start on the first submissions: start them all now, so that they import
     # and load the run while the driver does its own work

@@ -49,7 +49,7 @@ catalogue (the best slate) minus the sum of ``mu`` over the slate shown.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +63,9 @@ from rlreco.errors import DataError, SimulationError
 
 #: Weights of the state, segment and uniform terms of the popularity formula.
 STATE_SHARE, SEGMENT_SHARE, UNIFORM_SHARE = 0.45, 0.45, 0.10
+#: States per chunk of the dense truth computations: bounds their temporaries (a few arrays of
+#: ROW_CHUNK x catalogue float64) whatever the size of the state space.
+ROW_CHUNK = 1024
 
 
 @dataclass(frozen=True)
@@ -184,17 +187,31 @@ def calibrate_rates(weight: np.ndarray, target: float) -> np.ndarray:
         return np.zeros_like(weight)
     if target >= 1.0:
         return np.ones_like(weight)
-    k = np.zeros(weight.shape[0])
+    m = weight.shape[0]
+    k = np.zeros(m)
+    gap = np.empty(m)
+    slope = np.empty(m)
     # f(k) = mean(1 - exp(-k w)) - target is increasing and concave with f(0) < 0: Newton's
     # iterates from k = 0 rise monotonically to the root, without overshoot
     for _ in range(200):
-        decay = np.exp(-k[:, None] * weight)
-        gap = target - (1.0 - decay).mean(axis=1)
+        # rows in chunks: the temporaries stay bounded (the row means are the same numbers)
+        for rows in _row_chunks(m):
+            decay = np.exp(-k[rows, None] * weight[rows])
+            gap[rows] = target - (1.0 - decay).mean(axis=1)
+            slope[rows] = (weight[rows] * decay).mean(axis=1)
         if np.all(gap <= 1e-12 * target):
             break
-        k = k + gap / (weight * decay).mean(axis=1)
-    rates: np.ndarray = -np.expm1(-k[:, None] * weight)
+        k = k + gap / slope
+    rates = np.empty_like(weight)
+    for rows in _row_chunks(m):
+        rates[rows] = -np.expm1(-k[rows, None] * weight[rows])
     return rates
+
+
+def _row_chunks(m: int) -> Iterator[slice]:
+    """Slices of :data:`ROW_CHUNK` rows covering ``range(m)``."""
+    for start in range(0, m, ROW_CHUNK):
+        yield slice(start, min(start + ROW_CHUNK, m))
 
 
 def popularity_probabilities(
@@ -218,42 +235,79 @@ def popularity_probabilities(
     (ndarray, ndarray) of float64, shape (n_states, n_products)
         ``p_click`` and ``p_buy``; 0 outside each state's segment catalogue.
     """
+    truth = popularity_truth(space, history_count, click_target, buy_target)
+    return truth["p_click"].copy(), truth["p_buy"].copy()
+
+
+def popularity_truth(
+    space: StateSpace,
+    history_count: np.ndarray,
+    click_target: float,
+    buy_target: float,
+) -> np.ndarray:
+    """:func:`popularity_probabilities` packed straight into a TRUTH_DTYPE array.
+
+    Built segment by segment into the one (n_states, n_products) array the kernels read (16
+    bytes per cell), with temporaries of one segment's cells at most: no dense float64
+    probability tables next to it (what lets a large state space fit).
+    """
     n_states, n_products = space.n_states, space.n_products
     if history_count.shape != (n_states, n_products):
         raise SimulationError(
             f"history counts have shape {history_count.shape}, expected {(n_states, n_products)}"
         )
-    p_click = np.zeros((n_states, n_products))
-    p_buy = np.zeros((n_states, n_products))
+    truth = np.zeros((n_states, n_products), dtype=TRUTH_DTYPE)
     for segment in range(space.n_segments):
         states = np.flatnonzero(space.state_segment == segment)
         catalogue = space.catalogue(segment)
         if states.size == 0 or catalogue.size == 0:
             continue
-        q = np.maximum(history_count[np.ix_(states, catalogue)], 0).astype(np.float64)
-        q_state = q.sum(axis=1, keepdims=True)
-        q_segment = q.sum(axis=0)
-        uniform = UNIFORM_SHARE / catalogue.size
-        if q_segment.sum() > 0:
-            segment_term = q_segment / q_segment.sum()
-            with np.errstate(invalid="ignore", divide="ignore"):
-                state_term = q / q_state
-            # a state without history gives its share to the segment term
-            weight = np.where(
-                q_state > 0,
-                STATE_SHARE * state_term + SEGMENT_SHARE * segment_term + uniform,
-                (STATE_SHARE + SEGMENT_SHARE) * segment_term + uniform,
-            )
-        else:
-            weight = np.full(q.shape, 1.0 / catalogue.size)
-        p_click[np.ix_(states, catalogue)] = calibrate_rates(weight, click_target)
-        p_buy[np.ix_(states, catalogue)] = calibrate_rates(weight, buy_target)
-    return p_click, p_buy
+        weight = _popularity_weight(history_count, states, catalogue)
+        cells = np.ix_(states, catalogue)
+        truth["p_click"][cells] = calibrate_rates(weight, click_target)
+        truth["p_buy"][cells] = calibrate_rates(weight, buy_target)
+    return truth
+
+
+def _popularity_weight(
+    history_count: np.ndarray, states: np.ndarray, catalogue: np.ndarray
+) -> np.ndarray:
+    """Weights ``w[s, p]`` of one segment's states and catalogue (module docstring), built in
+    row chunks (each element depends only on its row's and the segment's sums)."""
+    shape = (states.size, catalogue.size)
+    q_state = np.empty((states.size, 1))
+    q_segment = np.zeros(catalogue.size)
+    for rows in _row_chunks(states.size):
+        q = np.maximum(history_count[np.ix_(states[rows], catalogue)], 0).astype(np.float64)
+        q_state[rows] = q.sum(axis=1, keepdims=True)
+        q_segment += q.sum(axis=0)  # integer counts: exact in any order
+    uniform = UNIFORM_SHARE / catalogue.size
+    if not q_segment.sum() > 0:
+        return np.full(shape, 1.0 / catalogue.size)
+    segment_term = q_segment / q_segment.sum()
+    weight = np.empty(shape)
+    for rows in _row_chunks(states.size):
+        q = np.maximum(history_count[np.ix_(states[rows], catalogue)], 0).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            state_term = q / q_state[rows]
+        # a state without history gives its share to the segment term
+        weight[rows] = np.where(
+            q_state[rows] > 0,
+            STATE_SHARE * state_term + SEGMENT_SHARE * segment_term + uniform,
+            (STATE_SHARE + SEGMENT_SHARE) * segment_term + uniform,
+        )
+    return weight
 
 
 def truth_from_frame(
     space: StateSpace, frame: pd.DataFrame, *, source: str
 ) -> tuple[np.ndarray, np.ndarray]:
+    """``p_click`` and ``p_buy`` of :func:`truth_of_frame` as two float64 arrays."""
+    truth = truth_of_frame(space, frame, source=source)
+    return truth["p_click"].copy(), truth["p_buy"].copy()
+
+
+def truth_of_frame(space: StateSpace, frame: pd.DataFrame, *, source: str) -> np.ndarray:
     """Check a truth table (as :func:`rlreco.io.truth.read_truth_table` reads it) against a
     state space.
 
@@ -267,7 +321,7 @@ def truth_from_frame(
 
     Returns
     -------
-    (ndarray, ndarray) of float64, shape (n_states, n_products)
+    ndarray of TRUTH_DTYPE, shape (n_states, n_products)
         ``p_click`` and ``p_buy``; 0 outside each state's segment catalogue.
 
     Raises
@@ -326,11 +380,10 @@ def truth_from_frame(
             f"{space.product_codes[product]!r} ({len(missing)} (state, product) rows missing in "
             "all; every state needs one row per product of its segment catalogue)"
         )
-    p_click = np.zeros((n_states, n_products))
-    p_buy = np.zeros((n_states, n_products))
-    p_click[states, products] = frame["p_click"].to_numpy(dtype=np.float64)
-    p_buy[states, products] = frame["p_buy"].to_numpy(dtype=np.float64)
-    return p_click, p_buy
+    truth = np.zeros((n_states, n_products), dtype=TRUTH_DTYPE)
+    truth["p_click"][states, products] = frame["p_click"].to_numpy(dtype=np.float64)
+    truth["p_buy"][states, products] = frame["p_buy"].to_numpy(dtype=np.float64)
+    return truth
 
 
 def truth_arrays(
@@ -359,14 +412,30 @@ def truth_arrays(
     truth = np.empty(p_click.shape, dtype=TRUTH_DTYPE)
     truth["p_click"] = p_click
     truth["p_buy"] = p_buy
-    expected = expected_reward(p_click, p_buy, rewards)
+    return truth, best_slate_mu(space, truth, rewards, slate_size)
+
+
+def best_slate_mu(
+    space: StateSpace, truth: np.ndarray, rewards: tuple[float, float, float], slate_size: int
+) -> np.ndarray:
+    """Sum of the ``slate_size`` largest ``mu`` over each state's catalogue, shape (n_states,).
+
+    The largest are summed in descending order; computed a chunk of states at a time.
+    """
     best_mu = np.zeros(space.n_states)
     for segment in range(space.n_segments):
         states = np.flatnonzero(space.state_segment == segment)
-        mu = expected[np.ix_(states, space.catalogue(segment))]
-        best = -np.sort(-mu, axis=1)[:, :slate_size]
-        best_mu[states] = best.sum(axis=1)
-    return truth, best_mu
+        catalogue = space.catalogue(segment)
+        if states.size == 0 or catalogue.size == 0:
+            continue
+        top = min(slate_size, catalogue.size)
+        for rows in _row_chunks(states.size):
+            cells = truth[np.ix_(states[rows], catalogue)]
+            negated = -expected_reward(cells["p_click"], cells["p_buy"], rewards)
+            if top < catalogue.size:
+                negated = np.partition(negated, top - 1, axis=1)[:, :top]
+            best_mu[states[rows]] = (-np.sort(negated, axis=1)[:, :top]).sum(axis=1)
+    return best_mu
 
 
 def build_response(
@@ -408,22 +477,21 @@ def build_response(
                 f"response schedule {name!r}: every phase needs a known truth (popularity or a "
                 "truth table); seed knows none"
             )
-        truths, best = [], []
-        for _, phase in schedule:
-            p_click, p_buy = _truth_probabilities(
+        truths = np.empty((len(schedule), space.n_states, space.n_products), dtype=TRUTH_DTYPE)
+        best = np.empty((len(schedule), space.n_states))
+        for phase_index, (_, phase) in enumerate(schedule):
+            truths[phase_index] = _known_truth(
                 phase, space, slate_size, click_probs, buy_probs, history_count, truth_tables
             )
-            truth, best_mu = truth_arrays(space, p_click, p_buy, rewards, slate_size)
-            truths.append(truth)
-            best.append(best_mu)
+            best[phase_index] = best_slate_mu(space, truths[phase_index], rewards, slate_size)
         return Response(
             name,
             rewards,
             ResponseModel.truth,
             click_cdf,
             buy_cdf,
-            np.stack(truths),
-            np.stack(best),
+            truths,
+            best,
             np.array([start for start, _ in schedule], dtype=np.int64),
             tuple(phase for _, phase in schedule),
         )
@@ -439,10 +507,10 @@ def build_response(
             np.zeros(1, dtype=np.int64),
             (name,),
         )
-    p_click, p_buy = _truth_probabilities(
+    truth = _known_truth(
         name, space, slate_size, click_probs, buy_probs, history_count, truth_tables
     )
-    truth, best_mu = truth_arrays(space, p_click, p_buy, rewards, slate_size)
+    best_mu = best_slate_mu(space, truth, rewards, slate_size)
     return Response(
         name,
         rewards,
@@ -456,7 +524,7 @@ def build_response(
     )
 
 
-def _truth_probabilities(
+def _known_truth(
     name: str,
     space: StateSpace,
     slate_size: int,
@@ -464,12 +532,12 @@ def _truth_probabilities(
     buy_probs: Sequence[float],
     history_count: np.ndarray | None,
     truth_tables: Mapping[str, pd.DataFrame] | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``p_click`` and ``p_buy`` of ``popularity`` or a truth table (``name`` its path)."""
+) -> np.ndarray:
+    """The TRUTH_DTYPE array of ``popularity`` or a truth table (``name`` its path)."""
     if name == "popularity":
         if history_count is None:
             raise SimulationError("the popularity response needs the historical counts")
-        return popularity_probabilities(
+        return popularity_truth(
             space,
             history_count,
             mean_per_slot(click_probs, slate_size),
@@ -481,7 +549,7 @@ def _truth_probabilities(
             f"response {name!r}: expected seed, popularity, the path of a truth-table Parquet "
             "file (read by the caller) or a schedule VISITS=RESPONSE,..."
         )
-    return truth_from_frame(space, frame, source=name)
+    return truth_of_frame(space, frame, source=name)
 
 
 def uses_popularity(spec: str | Path) -> bool:

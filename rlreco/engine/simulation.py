@@ -18,220 +18,59 @@ the global visit index, so N visits in one call, in any chunks, or interrupted a
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from rlreco.config import SEED_BUY_PROBS, SEED_CLICK_PROBS, RunConfig, StepSize
 from rlreco.engine import streams
 from rlreco.engine.kernels.policy import new_policy_state
 from rlreco.engine.kernels.records import (
-    CELL_DTYPE,
     METRICS_DTYPE,
     Learner,
-    Policy,
     PolicyParams,
     ResponseArrays,
-    TopNSearch,
     World,
     aligned_empty,
 )
 from rlreco.engine.kernels.topn import CACHE_CAPACITY, build_index_nb, index_depth, index_width
-from rlreco.engine.kernels.visit import simulate_visits_nb
+from rlreco.engine.kernels.visit_loop import simulate_visits_nb
 from rlreco.engine.response import Response, build_response, uses_popularity
+from rlreco.engine.simulation_inputs import (
+    blocks_from_frame,
+    check_params,
+    phase_cdf,
+    plain_state,
+    state_visits_of,
+)
+from rlreco.engine.simulation_params import (
+    METRIC_COLUMNS,
+    METRIC_SUMS,
+    POLICIES,
+    POLICY_STATE,
+    STATE_SAMPLING,
+    TOPN_SEARCH,
+    SimulationParams,
+    SimulationSummary,
+)
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.errors import SimulationError, SnapshotError
-from rlreco.schema import DEFAULT_POLICY_PARAM, LOG_DTYPE, POLICY_PARAMS, policy_param_problem
+from rlreco.schema import LOG_DTYPE
 
-#: Raw per-block sums, as stored (see :data:`~rlreco.engine.kernels.records.METRICS_DTYPE`).
-METRIC_SUMS: tuple[str, ...] = tuple(METRICS_DTYPE.names or ())
-#: Columns of :meth:`Simulator.metrics_frame`.
-METRIC_COLUMNS = (
-    "block",
-    "first_visit",
-    *METRIC_SUMS,
-    "mean_reward",
-    "click_rate",
-    "buy_rate",
-    "explored_share",
-    "mean_regret",
-)
-STATE_SAMPLING = {"uniform": 0, "empirical": 1}
-TOPN_SEARCH = {"tree": TopNSearch.tree, "scan": TopNSearch.scan}
-#: policy name -> :data:`~rlreco.engine.kernels.records.Policy` code
-POLICIES: dict[str, int] = {
-    "eps-greedy": Policy.eps_greedy,
-    "decaying": Policy.decaying,
-    "softmax": Policy.softmax,
-    "ucb1": Policy.ucb1,
-    "thompson": Policy.thompson,
-}
-#: per-state policy state that must survive a resume, by policy (:attr:`Simulator.policy_state`)
-POLICY_STATE: dict[str, tuple[str, ...]] = {"decaying": ("state_visits",)}
-
-
-@dataclass(frozen=True)
-class SimulationParams:
-    """What to simulate.
-
-    Attributes
-    ----------
-    epsilon : float
-        Exploration probability per slot of ``eps-greedy``, in [0, 1].
-    slate_size : int
-        Products per slate (at most the smallest segment catalogue).
-    rewards : (float, float, float)
-        Mean reward of an ignored, a clicked and a bought product, in
-        :data:`~rlreco.engine.kernels.records.Outcome` order (each draw is N(mean, 1)).
-    response : str
-        ``"seed"``, ``"popularity"``, the path of a truth-table Parquet file, or a schedule of
-        known truths ``VISITS=RESPONSE,...`` (:mod:`rlreco.engine.response`).
-    click_probs, buy_probs : tuple of float
-        Seed model distributions of the click and purchase counts per visit.
-    state_sampling : str
-        ``"uniform"`` over all states or ``"empirical"`` (by historical transactions).
-    metrics_block : int
-        Visits per metric block.
-    search : str
-        Top-n search: ``"tree"`` (the 8-ary max tree index) or ``"scan"`` (the O(n_products)
-        baseline; same results, for benchmarks).
-    policy : str
-        A key of :data:`POLICIES` (see :mod:`rlreco.engine.kernels.policy`).
-    policy_param : float or None
-        The parameter of a policy other than ``eps-greedy`` (see :data:`POLICY_PARAMS`); None
-        takes :data:`DEFAULT_POLICY_PARAM`. ``eps-greedy`` uses ``epsilon``.
-    step_size : StepSize
-        How a shown product's value follows its rewards: ``1/n`` (the sample average) or a
-        constant step.
-    """
-
-    epsilon: float = 0.1
-    slate_size: int = 10
-    rewards: tuple[float, float, float] = (-2.0, 1.0, 5.0)
-    response: str = "seed"
-    click_probs: tuple[float, ...] = SEED_CLICK_PROBS
-    buy_probs: tuple[float, ...] = SEED_BUY_PROBS
-    state_sampling: str = "uniform"
-    metrics_block: int = 10_000
-    search: str = "tree"
-    policy: str = "eps-greedy"
-    policy_param: float | None = None
-    step_size: StepSize = field(default_factory=StepSize)
-
-    @property
-    def param(self) -> float:
-        """The policy's parameter value (``epsilon`` for ``eps-greedy``)."""
-        if self.policy == "eps-greedy":
-            return float(self.epsilon)
-        if self.policy_param is None:
-            return DEFAULT_POLICY_PARAM[self.policy]
-        return float(self.policy_param)
-
-    @classmethod
-    def from_config(cls, config: RunConfig, **changes: Any) -> SimulationParams:
-        """Parameters of a run configuration, with optional overrides (e.g. ``epsilon=0.2``)."""
-        params = cls(
-            epsilon=config.policy.epsilon,
-            slate_size=config.policy.slate_size,
-            rewards=(config.rewards.ignore, config.rewards.click, config.rewards.buy),
-            response=str(config.response.model),
-            click_probs=tuple(config.response.click_probs),
-            buy_probs=tuple(config.response.buy_probs),
-            state_sampling=config.simulation.state_sampling,
-            metrics_block=config.simulation.metrics_block,
-            policy=config.policy.name,
-            policy_param=config.policy.param,
-            step_size=config.policy.step_size,
-        )
-        return dataclasses.replace(params, **changes)
-
-
-@dataclass(frozen=True)
-class SimulationSummary:
-    """Outcome of one :meth:`Simulator.run` call (rates over the visits of that call).
-
-    Attributes
-    ----------
-    episodes : int
-        Visits simulated by the call.
-    episodes_total : int
-        Visits simulated by the run so far.
-    seconds : float
-        Wall time of the call's kernel work.
-    episodes_per_second : float
-    mean_reward : float
-        Reward per visit (sum over the slate).
-    click_rate, buy_rate : float
-        Click events and purchases per shown product.
-    mean_regret : float or None
-        Expected regret per visit; None when the response model does not know the truth.
-    explored_share : float
-        Share of explored slots.
-    stopped : bool
-        Whether ``should_stop`` ended the call early.
-    """
-
-    episodes: int
-    episodes_total: int
-    seconds: float
-    episodes_per_second: float
-    mean_reward: float
-    click_rate: float
-    buy_rate: float
-    mean_regret: float | None
-    explored_share: float
-    stopped: bool
-
-    @classmethod
-    def combine(cls, parts: Sequence[SimulationSummary]) -> SimulationSummary:
-        """One summary of consecutive :meth:`Simulator.run` calls of one simulator.
-
-        Rates are weighted by visits (every visit shows the same number of products), regret by
-        the visits of the parts that know it.
-        """
-        if not parts:
-            raise SimulationError("no simulation summaries to combine")
-        episodes = sum(p.episodes for p in parts)
-        seconds = sum(p.seconds for p in parts)
-
-        def mean(name: str) -> float:
-            if not episodes:
-                return float("nan")
-            return math.fsum(getattr(p, name) * p.episodes for p in parts if p.episodes) / episodes
-
-        known = [p for p in parts if p.mean_regret is not None and p.episodes]
-        regret_visits = sum(p.episodes for p in known)
-        return cls(
-            episodes=episodes,
-            episodes_total=parts[-1].episodes_total,
-            seconds=seconds,
-            episodes_per_second=episodes / seconds if seconds > 0 else float("nan"),
-            mean_reward=mean("mean_reward"),
-            click_rate=mean("click_rate"),
-            buy_rate=mean("buy_rate"),
-            mean_regret=(
-                math.fsum((p.mean_regret or 0.0) * p.episodes for p in known) / regret_visits
-                if regret_visits
-                else None
-            ),
-            explored_share=mean("explored_share"),
-            stopped=any(p.stopped for p in parts),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-compatible dict (NaN becomes None)."""
-        return {
-            k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-            for k, v in dataclasses.asdict(self).items()
-        }
+__all__ = [
+    "METRIC_COLUMNS",
+    "METRIC_SUMS",
+    "POLICIES",
+    "POLICY_STATE",
+    "STATE_SAMPLING",
+    "TOPN_SEARCH",
+    "SimulationParams",
+    "SimulationSummary",
+    "Simulator",
+]
 
 
 class Simulator:
@@ -299,7 +138,7 @@ class Simulator:
         self.space = space
         self.tables = tables
         self.params = params
-        _check_params(space, tables, params)
+        check_params(space, tables, params)
         if history_count is None and episodes_done == 0 and uses_popularity(params.response):
             history_count = tables.count  # read only while the response is built
         self.response = (
@@ -320,14 +159,14 @@ class Simulator:
         if rng_state is not None:
             self._restore_rng(rng_state)
         self._episodes = int(episodes_done)
-        self._blocks = _blocks_from_frame(metrics, params.metrics_block, self._episodes)
+        self._blocks = blocks_from_frame(metrics, params.metrics_block, self._episodes)
         n_states = space.n_states
-        self._state_visits = _state_visits(params.policy, policy_state, n_states, self._episodes)
+        self._state_visits = state_visits_of(params.policy, policy_state, n_states, self._episodes)
         self._world = World(
             np.ascontiguousarray(space.state_segment, dtype=np.int16),
             np.ascontiguousarray(space.catalogue_ptr, dtype=np.int64),
             np.ascontiguousarray(space.catalogue_items, dtype=np.int32),
-            _phase_cdf(space, params.state_sampling, self.response.n_phases, phase_weights),
+            phase_cdf(space, params.state_sampling, self.response.n_phases, phase_weights),
         )
         width = tables.padded.shape[1]
         tree = params.search == "tree"
@@ -370,7 +209,7 @@ class Simulator:
     @property
     def rng_state(self) -> dict[str, Any]:
         """JSON-serialisable ``bit_generator.state`` of the random stream (to resume)."""
-        return _plain(self._rng.bit_generator.state)
+        return plain_state(self._rng.bit_generator.state)
 
     @property
     def policy_state(self) -> dict[str, np.ndarray]:
@@ -522,148 +361,3 @@ class Simulator:
             self._rng.bit_generator.state = dict(rng_state)
         except (KeyError, TypeError, ValueError) as exc:
             raise SnapshotError(f"rng_state: not the state of a PCG64 generator ({exc})") from None
-
-
-def _state_visits(
-    policy: str, policy_state: Mapping[str, np.ndarray] | None, n_states: int, episodes: int
-) -> np.ndarray:
-    """The visits per state a policy resumes from (zeros for a new run), checked."""
-    names = POLICY_STATE.get(policy, ())
-    given = dict(policy_state or {})
-    unknown = sorted(set(given) - set(names))
-    if unknown:
-        raise SnapshotError(
-            f"policy state: {', '.join(unknown)} is not kept by the {policy} policy "
-            f"(it keeps: {', '.join(names) or 'nothing'})"
-        )
-    if "state_visits" not in names:
-        return np.zeros(n_states, dtype=np.int64)
-    if "state_visits" not in given:
-        if episodes:
-            raise SnapshotError(
-                f"policy state: state_visits missing for the {episodes} visits already simulated"
-            )
-        return np.zeros(n_states, dtype=np.int64)
-    visits = np.asarray(given["state_visits"])
-    if visits.shape != (n_states,) or not np.issubdtype(visits.dtype, np.integer):
-        raise SnapshotError(
-            f"policy state: state_visits has shape {visits.shape} and dtype {visits.dtype}, "
-            f"expected ({n_states},) integers"
-        )
-    if visits.min(initial=0) < 0 or int(visits.sum()) != episodes:
-        raise SnapshotError(
-            f"policy state: state_visits sums to {int(visits.sum())}, not the {episodes} visits "
-            "simulated"
-        )
-    return visits.astype(np.int64)
-
-
-def _phase_cdf(
-    space: StateSpace, sampling: str, n_phases: int, phase_weights: np.ndarray | None
-) -> np.ndarray:
-    """Cumulative state weights per response phase, shape (n_phases, S); (n_phases, 0) under
-    uniform sampling."""
-    if sampling != "empirical":
-        if phase_weights is not None:
-            raise SimulationError("phase state weights need empirical state sampling")
-        return np.empty((n_phases, 0))
-    if phase_weights is None:
-        weight = np.asarray(space.state_weight, dtype=np.float64)
-        return np.ascontiguousarray(np.broadcast_to(np.cumsum(weight), (n_phases, weight.size)))
-    weights = np.asarray(phase_weights, dtype=np.float64)
-    if weights.shape != (n_phases, space.n_states):
-        raise SimulationError(
-            f"phase state weights have shape {weights.shape}, expected "
-            f"({n_phases}, {space.n_states}): one row per phase of the response"
-        )
-    empty = np.flatnonzero(~(weights.sum(axis=1) > 0))
-    if empty.size or (weights < 0).any():
-        raise SimulationError(
-            f"phase {int(empty[0]) if empty.size else 0} of the response: its state weights "
-            "must be >= 0 with a positive sum (no state to draw visits from)"
-        )
-    return np.cumsum(weights, axis=1)
-
-
-def _plain(state: Mapping[str, Any]) -> dict[str, Any]:
-    """A bit generator state as plain JSON types (its integers are Python ints already)."""
-    return {k: (_plain(v) if isinstance(v, Mapping) else v) for k, v in state.items()}
-
-
-def _check_params(space: StateSpace, tables: Tables, params: SimulationParams) -> None:
-    shape = (space.n_states, space.n_products)
-    if tables.value.shape != shape or tables.cells.shape != shape:
-        raise SimulationError(f"tables have shape {tables.value.shape}, the state space {shape}")
-    if tables.value.dtype != np.float64 or tables.cells.dtype != CELL_DTYPE:
-        raise SimulationError("tables must be float64 values and CELL_DTYPE cells")
-    if not tables.cells.flags.c_contiguous:
-        raise SimulationError("tables must be C-contiguous")
-    if params.policy not in POLICIES:
-        raise SimulationError(f"policy {params.policy!r}: expected one of {', '.join(POLICIES)}")
-    if not 0.0 <= params.epsilon <= 1.0:
-        raise SimulationError(f"epsilon = {params.epsilon!r}: expected a number in [0, 1]")
-    _check_policy_param(params)
-    if params.slate_size < 1:
-        raise SimulationError(f"slate size = {params.slate_size}: expected an integer >= 1")
-    sizes = np.diff(space.catalogue_ptr)
-    used = np.unique(space.state_segment)
-    smallest = used[np.argmin(sizes[used])]
-    if params.slate_size > sizes[smallest]:
-        raise SimulationError(
-            f"slate size {params.slate_size} exceeds the catalogue of segment "
-            f"{space.segments[smallest]} ({sizes[smallest]} products); use a slate size <= "
-            f"{sizes[smallest]}"
-        )
-    if params.state_sampling not in STATE_SAMPLING:
-        raise SimulationError(
-            f"state sampling {params.state_sampling!r}: expected uniform or empirical"
-        )
-    if params.state_sampling == "empirical" and not np.sum(space.state_weight) > 0:
-        raise SimulationError("empirical state sampling: no state has historical transactions")
-    if not isinstance(params.step_size, StepSize):
-        raise SimulationError(f"step size {params.step_size!r}: expected a StepSize")
-    if params.metrics_block < 1:
-        raise SimulationError(f"metrics block = {params.metrics_block}: expected >= 1")
-    if params.search not in TOPN_SEARCH:
-        raise SimulationError(f"search {params.search!r}: expected tree or scan")
-    if not isinstance(params.response, (str, Path)):
-        raise SimulationError(f"response {params.response!r}: expected a string")
-
-
-def _check_policy_param(params: SimulationParams) -> None:
-    """The policy's parameter: none for eps-greedy (it takes ``epsilon``), else in range."""
-    policy, value = params.policy, params.policy_param
-    if value is None:
-        return
-    if policy == "eps-greedy":
-        raise SimulationError(
-            f"policy parameter {value!r}: eps-greedy takes epsilon, not a policy parameter"
-        )
-    problem = policy_param_problem(policy, value)
-    if problem is not None:
-        raise SimulationError(f"{policy} {POLICY_PARAMS[policy]} = {value!r}: expected {problem}")
-
-
-def _blocks_from_frame(
-    metrics: pd.DataFrame | None, metrics_block: int, episodes: int
-) -> np.ndarray:
-    """Per-block sums from a :meth:`Simulator.metrics_frame`, checked against the visit count."""
-    if metrics is None or len(metrics) == 0:
-        if episodes:
-            raise SnapshotError(f"metrics: missing for the {episodes} visits already simulated")
-        return np.zeros(0, dtype=METRICS_DTYPE)
-    missing = [name for name in ("block", *METRIC_SUMS) if name not in metrics.columns]
-    if missing:
-        raise SnapshotError(f"metrics: missing column(s) {', '.join(missing)}")
-    if not np.array_equal(metrics["block"].to_numpy(), np.arange(len(metrics))):
-        raise SnapshotError("metrics: blocks are not 0, 1, 2, ... in order")
-    blocks = np.zeros(len(metrics), dtype=METRICS_DTYPE)
-    for name in METRIC_SUMS:
-        blocks[name] = metrics[name].to_numpy(dtype=blocks.dtype[name])
-    expected = np.minimum(metrics_block, episodes - np.arange(len(metrics)) * metrics_block)
-    if int(blocks["visits"].sum()) != episodes or not np.array_equal(blocks["visits"], expected):
-        raise SnapshotError(
-            f"metrics: {int(blocks['visits'].sum())} visits in blocks of {metrics_block} do not "
-            f"match the {episodes} visits simulated"
-        )
-    return blocks

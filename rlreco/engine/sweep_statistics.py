@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rlreco.engine.simulation import METRIC_SUMS
+from rlreco.engine.simulation_params import METRIC_SUMS
 from rlreco.engine.statistics import t_interval, t_quantile, welch_difference, welch_test
 
 #: columns of the per-block metric sums of a cell, in order

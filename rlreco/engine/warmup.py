@@ -5,26 +5,31 @@ on disk afterwards), which takes seconds; every later process loads them in a fr
 :func:`warm_up_simulation` makes that first use a tiny simulation on a synthetic two-state run
 whose arrays have the types of every real run's (a kernel is compiled per argument type, so
 the real run then finds it compiled), so that compile time is measured and reported on its own
-and never counted in the visits per second of the real run.
+and never counted in the visits per second of the real run. Each policy family has its own loop
+(:func:`~rlreco.engine.kernels.visit_loop.visit_loop`), with or without logging: a warm-up compiles
+only those the caller names, so a run pays for the policies it uses.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from rlreco.engine.kernels.sum_tree import build_softmax_nb
 from rlreco.engine.kernels.topn import build_index_nb
-from rlreco.engine.kernels.visit import simulate_visits_nb
+from rlreco.engine.kernels.untried_set import build_untried_nb
+from rlreco.engine.kernels.visit_loop import loop_kernels
 from rlreco.engine.simulation import SimulationParams, Simulator
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.schema import DEFAULT_STATE_FIELDS
 
-#: the entry points whose first call compiles (or loads) the simulation kernels
-SIMULATION_KERNELS: tuple[Any, ...] = (simulate_visits_nb, build_index_nb)
+#: the entry points, besides the visit loops, whose first call compiles (or loads) kernels
+SIMULATION_KERNELS: tuple[Any, ...] = (build_index_nb, build_untried_nb, build_softmax_nb)
 
 
 @dataclass(frozen=True)
@@ -43,9 +48,12 @@ class Warmup:
     compiled: bool
 
 
-def cache_misses(kernels: tuple[Any, ...] = SIMULATION_KERNELS) -> int:
-    """Compilations of ``kernels`` in this process so far (0 under ``NUMBA_DISABLE_JIT``)."""
+def cache_misses(kernels: tuple[Any, ...] | None = None) -> int:
+    """Compilations of ``kernels`` (default: :data:`SIMULATION_KERNELS` and every visit loop
+    built so far) in this process so far (0 under ``NUMBA_DISABLE_JIT``)."""
     total = 0
+    if kernels is None:
+        kernels = SIMULATION_KERNELS + loop_kernels()
     for kernel in kernels:
         stats = getattr(kernel, "stats", None)
         if stats is not None:
@@ -70,11 +78,21 @@ def tiny_run() -> tuple[StateSpace, Tables]:
     return space, tables
 
 
-def warm_up_simulation() -> Warmup:
-    """Compile, or load from numba's cache, every kernel a simulation runs (any policy,
-    response model and state sampling share them), with a few visits on :func:`tiny_run`."""
+def warm_up_simulation(
+    policies: Iterable[str] = ("eps-greedy",), *, logging: bool = False
+) -> Warmup:
+    """Compile, or load from numba's cache, every kernel a simulation under ``policies`` runs
+    (with a visit log if ``logging``; every response model and state sampling share them), with
+    a few visits on :func:`tiny_run`."""
     start = time.perf_counter()
+    # loops built below add their misses to the count (from zero)
     before = cache_misses()
-    space, tables = tiny_run()
-    Simulator(space, tables, SimulationParams(slate_size=2, metrics_block=2)).run(4, chunk=2)
+    for policy in dict.fromkeys(policies):
+        space, tables = tiny_run()
+        params = SimulationParams(slate_size=2, metrics_block=2, policy=policy)
+        Simulator(space, tables, params).run(4, chunk=2, log=_ignore if logging else None)
     return Warmup(time.perf_counter() - start, cache_misses() > before)
+
+
+def _ignore(records: np.ndarray) -> None:
+    """A visit log that keeps nothing (the warm-up's)."""

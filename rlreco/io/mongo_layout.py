@@ -412,12 +412,15 @@ def seed_documents(
     list of dict
         ``{"_id": state, escape_field(state): {escape_field(code): number}}`` in state order.
     """
-    codes = [escape_field(c) for c in ordered["product_code"].tolist()]
-    numbers = ordered[column].tolist()  # Python int/float, as BSON wants
-    return [
-        {"_id": state, escape_field(state): dict(zip(codes[a:b], numbers[a:b], strict=True))}
-        for state, a, b in slices
-    ]
+    codes = ordered["product_code"]
+    numbers = ordered[column]
+    docs = []
+    # only the rows of these states: a bulk write's group must not cost the whole snapshot
+    for state, a, b in slices:
+        keys = [escape_field(c) for c in codes.iloc[a:b].tolist()]
+        values = numbers.iloc[a:b].tolist()  # Python int/float, as BSON wants
+        docs.append({"_id": state, escape_field(state): dict(zip(keys, values, strict=True))})
+    return docs
 
 
 def tidy_documents(

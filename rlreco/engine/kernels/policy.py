@@ -38,7 +38,7 @@ the response (:mod:`rlreco.engine.kernels.visit`). :func:`choose_slate_nb` dispa
 
 The structures of the last three (:class:`PolicyState`, in ``Learner.policy``) are derived from
 the tables at the start of every run and kept exact after each visit by their update kernels,
-which the fused loop (:func:`~rlreco.engine.kernels.visit.simulate_visits_nb`) calls; none of
+which the fused loop (:func:`~rlreco.engine.kernels.visit_loop.simulate_visits_nb`) calls; none of
 them changes a draw, so a run resumed from its tables continues bit for bit.
 
 Ties rank the lower product id first. The ``explored`` metric counts the explored slots

@@ -28,11 +28,8 @@ in this order per visit:
 
 ``below`` and ``round2`` are those of :mod:`rlreco.engine.kernels.draw`. Steps 3 and 4 and the
 visit's metric sums are one kernel, :func:`respond_update_record_nb`, shared by the fused loop
-(:func:`simulate_visits_nb`) and the online visit (:mod:`rlreco.engine.online`). Every
-per-visit kernel is inlined into the loop, :func:`run_visits_nb`, which is compiled without
-reference counting (inlining alone leaves an atomic count update per array argument and call),
-so no array's reference count is touched per visit; and the loop hints the table lines of a
-chosen slate to the cache before the response draws (:func:`prefetch_slate_nb`).
+(:func:`~rlreco.engine.kernels.visit_loop.simulate_visits_nb`, which inlines every per-visit
+kernel of this module) and the online visit (:mod:`rlreco.engine.online`).
 """
 
 from __future__ import annotations
@@ -42,31 +39,19 @@ import numpy as np
 from rlreco.engine.kernels.draw import (
     draw_below_nb,
     draw_count_nb,
-    draw_state_nb,
     round_cents_nb,
 )
 from rlreco.engine.kernels.jit import jit
-from rlreco.engine.kernels.policy import choose_greedy_slate_nb, greedy_epsilon_nb
 from rlreco.engine.kernels.prefetch import prefetch_nb
-from rlreco.engine.kernels.propensity import (
-    count_found_nb,
-    greedy_propensities_nb,
-    lookup_top_nb,
-    slate_propensities_nb,
-)
 from rlreco.engine.kernels.records import (
     Learner,
     Outcome,
-    Policy,
     PolicyParams,
     ResponseArrays,
     ResponseModel,
     TopNSearch,
     Workspace,
-    World,
 )
-from rlreco.engine.kernels.sum_tree import choose_softmax_slate_nb, update_softmax_nb
-from rlreco.engine.kernels.thompson import choose_thompson_slate_nb, update_thompson_nb
 from rlreco.engine.kernels.topn import (
     CACHE_CAPACITY,
     FANOUT,
@@ -75,7 +60,6 @@ from rlreco.engine.kernels.topn import (
     refresh_cache_nb,
     repair_index_nb,
 )
-from rlreco.engine.kernels.ucb1_cache import choose_ucb1_slate_nb, update_ucb1_nb
 
 
 @jit()
@@ -367,11 +351,11 @@ def respond_update_record_nb(
     """Steps 3 and 4 of a visit whose slate is in ``slate``, and its metric sums.
 
     The one kernel every visit goes through after its slate is chosen: the fused loop
-    (:func:`simulate_visits_nb`) and the online visit (:func:`play_slate_nb`). It takes the
-    bundles' arrays one by one because it is inlined: a bundle bound as the parameter of an
-    inlined kernel costs an atomic reference-count update per array in it, on every visit.
-    Under the ``given`` response model ``outcome`` is read instead of drawn, and its clicks and
-    purchases are counted from it.
+    (:func:`~rlreco.engine.kernels.visit_loop.simulate_visits_nb`) and the online visit
+    (:func:`play_slate_nb`). It takes the bundles' arrays one by one because it is inlined: a
+    bundle bound as the parameter of an inlined kernel costs an atomic reference-count update
+    per array in it, on every visit. Under the ``given`` response model ``outcome`` is read
+    instead of drawn, and its clicks and purchases are counted from it.
 
     Parameters
     ----------
@@ -496,160 +480,3 @@ def next_phase_start_nb(phase_start: np.ndarray, phase: int) -> int:
     if phase + 1 < phase_start.shape[0]:
         return phase_start[phase + 1]
     return np.iinfo(np.int64).max
-
-
-@jit()
-def simulate_visits_nb(
-    rng: np.random.Generator,
-    first_visit: int,
-    n_visits: int,
-    world: World,
-    learner: Learner,
-    policy: PolicyParams,
-    response: ResponseArrays,
-    metrics_block: int,
-    metrics: np.ndarray,
-    log: np.ndarray,
-) -> None:
-    """Simulate visits ``first_visit .. first_visit + n_visits - 1`` and add their metrics.
-
-    Parameters
-    ----------
-    rng : numpy.random.Generator
-        Source of every draw; advanced in place.
-    first_visit : int
-        Global index of the first visit (places visits in metric blocks and response phases).
-    n_visits : int
-    world : World
-    learner : Learner
-        Updated in place.
-    policy : PolicyParams
-    response : ResponseArrays
-    metrics_block : int
-        Visits per metric block.
-    metrics : ndarray of METRICS_DTYPE, shape (n_blocks,)
-        Sums of blocks ``first_visit // metrics_block`` onwards; visits are added to the
-        running sums already present (a block continued from the previous chunk).
-    log : ndarray of LOG_DTYPE (:data:`rlreco.schema.LOG_DTYPE`), shape (n_visits * n,) or (0,)
-        Output: one record per shown slot, visit ``v``'s slot ``i`` at ``(v - first_visit) *
-        n + i``, with its propensity (:mod:`rlreco.engine.kernels.propensity`). Length 0: no
-        logging (one predictable branch per visit; no draw changes either way).
-    """
-    ws = new_workspace_nb(policy.slate_size, learner.depth)
-    run_visits_nb(
-        rng, first_visit, n_visits, world, learner, policy, response, ws, metrics_block, metrics,
-        log,
-    )  # fmt: skip
-
-
-@jit(refcount=False)
-def run_visits_nb(
-    rng: np.random.Generator,
-    first_visit: int,
-    n_visits: int,
-    world: World,
-    learner: Learner,
-    policy: PolicyParams,
-    response: ResponseArrays,
-    ws: Workspace,
-    metrics_block: int,
-    metrics: np.ndarray,
-    log: np.ndarray,
-) -> None:
-    """The loop of :func:`simulate_visits_nb`, in the workspace ``ws`` it allocated.
-
-    Compiled without reference counting (see :func:`~rlreco.engine.kernels.jit.jit`): every
-    array it touches is owned by its caller for the duration of the call, and the per-visit
-    kernels inlined into it would otherwise update the reference counts of their array
-    arguments on every visit. It must not allocate.
-    """
-    # unpacked once: the per-visit kernels take arrays, not bundles (see
-    # respond_update_record_nb)
-    state_segment, catalogue_ptr, catalogue_items, phase_cdf = world
-    value, index, depth, cells, cache_floor, cache_size, cache_items, state_visits, state_shown = (
-        learner[:9]
-    )
-    code, param, _, search, step = policy
-    model, click_cdf, buy_cdf, phase_truth, phase_best, outcome_reward, phase_start = response
-    slate, outcome, order, previous, top_value, top_product, frontier, drawn, propensity = ws
-    untried, ucb1, ucb1_work, sum_tree, sum_tree_work, thompson, thompson_work = learner.policy
-    saved_path, batch_u, batch_leaf = sum_tree_work
-    greedy = code in (Policy.eps_greedy, Policy.decaying)
-    n_states = value.shape[0]
-    n = slate.shape[0]
-    logging = log.shape[0] > 0
-    first_block = first_visit // metrics_block
-    # the phase in force, as views: one comparison per visit finds a switch (a fixed response
-    # never switches)
-    phase = phase_of_visit_nb(phase_start, first_visit)
-    switch = next_phase_start_nb(phase_start, phase)
-    truth = phase_truth[phase]
-    best_mu = phase_best[phase]
-    state_cdf = phase_cdf[phase]
-    for visit in range(first_visit, first_visit + n_visits):
-        if visit >= switch:
-            phase = phase_of_visit_nb(phase_start, visit)
-            switch = next_phase_start_nb(phase_start, phase)
-            truth = phase_truth[phase]
-            best_mu = phase_best[phase]
-            state_cdf = phase_cdf[phase]
-        state = draw_state_nb(rng, state_cdf, n_states)
-        segment = state_segment[state]
-        first = catalogue_ptr[segment]
-        size = catalogue_ptr[segment + 1] - first
-        catalogue = catalogue_items[first : first + size]
-        # each policy's kernel with only its own structures (the choose_slate_nb dispatch,
-        # without binding the whole bundles on every visit)
-        epsilon = 0.0
-        if greedy:
-            epsilon = greedy_epsilon_nb(code, param, state_visits, state)
-            if logging:
-                top_product[:n] = -1  # to count what the policy's top-n lookup writes
-            explored = choose_greedy_slate_nb(
-                rng, state, value, index, depth, search, catalogue_items, first, size, epsilon,
-                slate, top_value, top_product, frontier, cache_floor, cache_size, cache_items,
-            )  # fmt: skip
-        elif code == Policy.softmax:
-            explored = choose_softmax_slate_nb(
-                rng, sum_tree, value, cells, state, catalogue, param, slate, saved_path,
-                batch_u, batch_leaf,
-            )  # fmt: skip
-        elif code == Policy.ucb1:
-            explored = choose_ucb1_slate_nb(
-                rng, untried, ucb1, value, cells, state, catalogue, param, state_shown[state],
-                slate, ucb1_work,
-            )  # fmt: skip
-        else:
-            explored = choose_thompson_slate_nb(
-                rng, thompson, value, cells, state, catalogue, param, slate, thompson_work
-            )
-        if logging:
-            # the slate's propensities read the tables before the update and draw nothing
-            if greedy:
-                if explored < n:  # a greedy or padded slot: the policy looked the top n up
-                    found = count_found_nb(top_product, n)
-                else:
-                    found = lookup_top_nb(
-                        value, index, depth, search, state, n, top_value, top_product,
-                        frontier, cache_floor, cache_size, cache_items,
-                    )  # fmt: skip
-                greedy_propensities_nb(epsilon, size, slate, top_product, found, propensity)
-            else:
-                slate_propensities_nb(state, world, learner, policy, ws)
-        prefetch_slate_nb(value, index, depth, cells, truth, state, slate)
-        respond_update_record_nb(
-            rng, state, explored, model, click_cdf, buy_cdf, truth, best_mu, outcome_reward,
-            value, index, depth, search, step, cells, cache_floor, cache_size, cache_items,
-            state_shown, slate, outcome, order, previous, drawn, metrics,
-            visit // metrics_block - first_block,
-        )  # fmt: skip
-        if code == Policy.softmax:
-            update_softmax_nb(sum_tree, value, state, catalogue, param, slate, previous)
-        elif code == Policy.ucb1:
-            update_ucb1_nb(untried, ucb1, value, cells, state, param, slate, ucb1_work)
-        elif code == Policy.thompson:
-            update_thompson_nb(thompson, value, cells, state, param, slate, size)
-        if logging:
-            record_slots_nb(
-                log, (visit - first_visit) * n, visit, state, slate, outcome, drawn, propensity
-            )
