@@ -138,7 +138,8 @@ def rank_top_nb(
 def scan_top_nb(
     value: np.ndarray, state: int, n: int, top_value: np.ndarray, top_product: np.ndarray
 ) -> int:
-    """Full-scan baseline of :func:`find_top_nb`: same result, O(n_products) per call.
+    """Full-scan baseline of :func:`~rlreco.engine.kernels.topn.find_top_nb`: same result,
+    O(n_products) per call.
 
     Parameters
     ----------
