@@ -55,6 +55,7 @@ import pytest
 
 from rlreco.engine.kernels.draw import draw_below_nb, draw_state_nb, is_in_nb
 from rlreco.engine.kernels.jit import jit
+from rlreco.engine.kernels.ranking import insert_ranked_nb
 from rlreco.engine.kernels.records import (
     METRICS_DTYPE,
     Learner,
@@ -63,8 +64,8 @@ from rlreco.engine.kernels.records import (
     ResponseArrays,
     World,
 )
-from rlreco.engine.kernels.topn import insert_ranked_nb
-from rlreco.engine.kernels.visit import new_workspace_nb, respond_update_record_nb
+from rlreco.engine.kernels.feedback import respond_update_record_nb
+from rlreco.engine.kernels.visit import new_workspace_nb
 from rlreco.engine.simulation import SimulationParams, Simulator
 from rlreco.engine.tables import Tables
 

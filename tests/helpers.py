@@ -10,6 +10,7 @@ from naive import NaiveWorld
 
 from rlreco.app.sweep_grid import SweepSpec
 from rlreco.config import RunConfig
+from rlreco.engine.kernels.candidate_cache import CACHE_CAPACITY
 from rlreco.engine.kernels.policy import new_policy_state
 from rlreco.engine.kernels.records import (
     TRUTH_DTYPE,
@@ -20,7 +21,7 @@ from rlreco.engine.kernels.records import (
     TopNSearch,
     World,
 )
-from rlreco.engine.kernels.topn import CACHE_CAPACITY, index_depth, new_index
+from rlreco.engine.kernels.topn import index_depth, new_index
 from rlreco.engine.response import count_cdf
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables

@@ -23,8 +23,15 @@ from helpers import (
 from naive import simulate, synthetic_world
 from naive_ope import log_visits
 
+from rlreco.engine.kernels.candidate_cache import (
+    CACHE_CAPACITY,
+    CACHE_RANKED,
+    find_top_cached_nb,
+    refresh_cache_nb,
+)
 from rlreco.engine.kernels.jit import jit
 from rlreco.engine.kernels.prefetch import prefetch_nb
+from rlreco.engine.kernels.ranking import count_ahead_nb, scan_top_nb
 from rlreco.engine.kernels.records import (
     CELL_DTYPE,
     LANES,
@@ -34,20 +41,15 @@ from rlreco.engine.kernels.records import (
     padded_width,
 )
 from rlreco.engine.kernels.topn import (
-    CACHE_CAPACITY,
     build_index_nb,
-    count_ahead_nb,
     count_reached_nb,
     depth_of_width_nb,
-    find_top_cached_nb,
     find_top_nb,
     index_depth,
     index_width,
     max_of_group_nb,
     new_index,
-    refresh_cache_nb,
     repair_index_nb,
-    scan_top_nb,
     select_reached_nb,
 )
 from rlreco.engine.kernels.visit_loop import simulate_visits_nb
@@ -169,7 +171,7 @@ def test_cached_query_stays_exact(n_products: int) -> None:
             value, index, state, depth, n, top_value, top_product, frontier,
             cache_floor, cache_size, cache_items,
         )  # fmt: skip
-        served += n <= before <= 24
+        served += n <= before <= CACHE_RANKED
         assert top_product[:found].tolist() == ranked(value[state], n)
         # a visit: the best few drop, others rise, tie or become known
         slate = np.unique(np.concatenate([top_product[: found // 2], rng.choice(n_products, 4)]))
@@ -177,6 +179,12 @@ def test_cached_query_stays_exact(n_products: int) -> None:
         value[state, slate] = rng.choice([-3.0, 0.0, 0.5, 1.0, 9.0], slate.size)
         repair_index_nb(value, index, state, depth, slate)
         refresh_cache_nb(value, state, slate, previous, cache_floor, cache_size, cache_items)
+        # a valid cache is exactly the state's known products >= its floor
+        size = int(cache_size[state])
+        if size >= 0:
+            row = value[state]
+            members = np.flatnonzero((row >= cache_floor[state]) & (row != -np.inf))
+            assert sorted(cache_items[state, :size].tolist()) == members.tolist()
     assert served > 50  # the cache did answer queries
 
 

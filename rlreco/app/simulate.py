@@ -194,11 +194,13 @@ def simulate_run(
         Called with the :class:`~rlreco.engine.warmup.Warmup` that compiled (a machine's first
         run) or loaded the kernels before the visits, which is not counted in their visits/s.
     log : bool
-        Write a visit log: one row per shown slot with its propensity, a part
-        ``logs/part-<first visit>.parquet`` per chunk, each before the snapshot commit of its
-        chunk boundary (:mod:`rlreco.io.visit_log`). Whether or not it logs, a call first
-        deletes the parts that start at or after the committed visit count (written after the
-        last commit), so a log written in one call, in chunks or resumed is the same.
+        Write a visit log: one row per shown slot with its propensity, a part ``logs/part-<first
+        visit>.parquet`` per call of the simulator's ``log``
+        (:data:`~rlreco.engine.simulation.LOG_VISITS` visits, fewer at a chunk's end), each before
+        the snapshot commit of its chunk boundary (:mod:`rlreco.io.visit_log`). Whether or not it
+        logs, a call first deletes the parts that start at or after the committed visit count
+        (written after the last commit), so a log written in one call, in chunks or resumed is the
+        same.
     """
     if episodes < 1:
         raise SimulationError(f"--visits = {episodes}: expected an integer >= 1")

@@ -5,7 +5,7 @@ slate by the run's policy, takes the simulated (``seed`` model) or given respons
 the slate's cells exactly as a simulated visit does: :func:`play_online_visit` builds a
 one-state :class:`~rlreco.engine.kernels.records.Learner` (padded values, top-n index, caches)
 from the state's row and runs :func:`~rlreco.engine.kernels.policy.choose_slate_nb` and
-:func:`~rlreco.engine.kernels.visit.play_slate_nb` on it, the kernels every simulated visit
+:func:`~rlreco.engine.kernels.feedback.play_slate_nb` on it, the kernels every simulated visit
 goes through.
 """
 
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rlreco.engine.kernels.candidate_cache import CACHE_CAPACITY
+from rlreco.engine.kernels.feedback import play_slate_nb
 from rlreco.engine.kernels.policy import choose_slate_nb, new_policy_state
 from rlreco.engine.kernels.propensity import slate_propensities_nb
 from rlreco.engine.kernels.records import (
@@ -29,8 +31,8 @@ from rlreco.engine.kernels.records import (
     TopNSearch,
     World,
 )
-from rlreco.engine.kernels.topn import CACHE_CAPACITY, index_depth, new_index
-from rlreco.engine.kernels.visit import new_workspace_nb, play_slate_nb
+from rlreco.engine.kernels.topn import index_depth, new_index
+from rlreco.engine.kernels.visit import new_workspace_nb
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import padded_values
 from rlreco.errors import SimulationError

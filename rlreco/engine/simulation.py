@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from rlreco.engine import streams
+from rlreco.engine.kernels.candidate_cache import CACHE_CAPACITY
 from rlreco.engine.kernels.policy import new_policy_state
 from rlreco.engine.kernels.records import (
     METRICS_DTYPE,
@@ -35,7 +36,7 @@ from rlreco.engine.kernels.records import (
     World,
     aligned_empty,
 )
-from rlreco.engine.kernels.topn import CACHE_CAPACITY, build_index_nb, index_depth, index_width
+from rlreco.engine.kernels.topn import build_index_nb, index_depth, index_width
 from rlreco.engine.kernels.visit_loop import simulate_visits_nb
 from rlreco.engine.response import Response, build_response, uses_popularity
 from rlreco.engine.simulation_inputs import (
@@ -60,7 +61,12 @@ from rlreco.engine.tables import Tables
 from rlreco.errors import SimulationError, SnapshotError
 from rlreco.schema import LOG_DTYPE
 
+#: Most visits per kernel call while logging (:meth:`Simulator.run`): their records, ~11 MB at
+#: slate 10, are written into one buffer reused by every call.
+LOG_VISITS = 1 << 15
+
 __all__ = [
+    "LOG_VISITS",
     "METRIC_COLUMNS",
     "METRIC_SUMS",
     "POLICIES",
@@ -266,10 +272,11 @@ class Simulator:
             Polled after every chunk (e.g. set by a SIGINT handler); True ends the call there,
             with tables, RNG state, metrics and policy state consistent.
         log : callable, optional
-            Log every shown slot: called after each chunk, before ``progress``, with the
-            chunk's records (:data:`rlreco.schema.LOG_DTYPE`, ``chunk visits x slate size``,
-            in visit and slot order, with propensities; a view of one buffer that the next
-            chunk overwrites, so copy what must outlive the call). Without it no record is
+            Log every shown slot: called after every :data:`LOG_VISITS` visits of a chunk and
+            after its last visit, before ``progress``, with those visits' records
+            (:data:`rlreco.schema.LOG_DTYPE`, ``visits x slate size``, in visit and slot order,
+            with propensities; a view of one buffer that the next call overwrites, so copy what
+            must outlive the call). Without it no record is
             made, and either way the draws, tables and metrics are the same.
         """
         if episodes < 0 or chunk < 1:
@@ -297,36 +304,41 @@ class Simulator:
         done = 0
         seconds = 0.0
         stopped = False
-        # one log buffer per call, reused by every chunk: no fresh pages to fault in per chunk
+        # while logging, the kernel is called for at most LOG_VISITS visits at a time, all into
+        # one small buffer: a buffer of a whole chunk's records (hundreds of MB) would fault in
+        # a fresh page per 4 KiB inside the kernel's time, and leave the cache before it is read
         slate = self.params.slate_size
-        buffer = np.empty(min(chunk, episodes) * slate if log else 0, dtype=LOG_DTYPE)
+        step = min(chunk, LOG_VISITS) if log else chunk
+        buffer = np.empty(min(step, episodes) * slate if log else 0, dtype=LOG_DTYPE)
         while done < episodes:
-            n = min(chunk, episodes - done)
-            first = self._episodes
-            first_block = first // block
-            out = np.zeros((first + n - 1) // block - first_block + 1, dtype=METRICS_DTYPE)
-            if first_block < self._blocks.size:
-                out[0] = self._blocks[first_block]  # continue the partial block's sums
-            records = buffer[: n * slate]
-            t0 = time.perf_counter()
-            simulate_visits_nb(
-                self._rng,
-                first,
-                n,
-                self._world,
-                learner,
-                self._policy,
-                self._response_arrays,
-                block,
-                out,
-                records,
-            )
-            seconds += time.perf_counter() - t0
-            if log is not None:
-                log(records)
-            self._blocks = np.concatenate([self._blocks[:first_block], out])
-            self._episodes += n
-            done += n
+            in_chunk = min(chunk, episodes - done)
+            for start in range(0, in_chunk, step):
+                n = min(step, in_chunk - start)
+                first = self._episodes
+                first_block = first // block
+                out = np.zeros((first + n - 1) // block - first_block + 1, dtype=METRICS_DTYPE)
+                if first_block < self._blocks.size:
+                    out[0] = self._blocks[first_block]  # continue the partial block's sums
+                records = buffer[: n * slate]
+                t0 = time.perf_counter()
+                simulate_visits_nb(
+                    self._rng,
+                    first,
+                    n,
+                    self._world,
+                    learner,
+                    self._policy,
+                    self._response_arrays,
+                    block,
+                    out,
+                    records,
+                )
+                seconds += time.perf_counter() - t0
+                if log is not None:
+                    log(records)
+                self._blocks = np.concatenate([self._blocks[:first_block], out])
+                self._episodes += n
+            done += in_chunk
             if progress is not None:
                 progress(done)
             if done < episodes and should_stop is not None and should_stop():

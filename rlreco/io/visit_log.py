@@ -46,6 +46,8 @@ LOG_KIND = "visit_log"
 LOG_SCHEMA_VERSION = 1
 LOG_FOLDER = "logs"
 _META_KEY = b"rlreco"
+#: log columns with (nearly) one value per visit, written without a dictionary
+UNIQUE_COLUMNS = ("visit",)
 #: separator of the context values in a log-derived state label (escaped inside values)
 CONTEXT_SEPARATOR = "|"
 
@@ -159,15 +161,18 @@ def write_log_part(
     if records.dtype != LOG_DTYPE or records.size == 0:
         raise ValueError("write_log_part: expected a non-empty LOG_DTYPE array")
     n = records.shape[0]
-    columns: dict[str, pa.Array] = {"run_id": pa.array(np.full(n, run_id), pa.string())}
+    # string columns are gathered by Arrow from their few distinct values (a numpy array of
+    # n Python-level strings costs several times the Parquet encoding of the whole part)
+    zeros = pa.array(np.zeros(n, dtype=np.int32))
+    columns: dict[str, pa.Array] = {"run_id": pa.array([run_id], pa.string()).take(zeros)}
     for name in LOG_DTYPE.names or ():
         values = np.ascontiguousarray(records[name])
         kind = LOG_SCHEMA.field(name).type
         # NaN propensities (unknown) are nulls in the file
         columns[name] = pa.array(values, kind, from_pandas=name == "propensity")
-    columns["state_name"] = pa.array(np.asarray(state_names)[records["state"]], pa.string())
-    columns["product_code"] = pa.array(np.asarray(product_codes)[records["product"]], pa.string())
-    columns["policy"] = pa.array(np.full(n, policy), pa.string())
+    columns["state_name"] = gather_strings(state_names, columns["state"])
+    columns["product_code"] = gather_strings(product_codes, columns["product"])
+    columns["policy"] = pa.array([policy], pa.string()).take(zeros)
     columns["param"] = pa.array(np.full(n, float(param)), pa.float64())
     if timestamp is None:
         columns["timestamp"] = pa.nulls(n, LOG_SCHEMA.field("timestamp").type)
@@ -179,8 +184,22 @@ def write_log_part(
     table = pa.Table.from_arrays([columns[f.name] for f in LOG_SCHEMA], schema=schema)
     path = run_path / log_part_name(int(records["visit"][0]))
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(
+            table,
+            tmp,
+            compression="zstd",
+            # a visit number repeats only within its slate: a dictionary of it only grows to
+            # the size limit and is dropped; min/max of the visit is the one statistic a
+            # reader filters on
+            use_dictionary=[f.name for f in LOG_SCHEMA if f.name not in UNIQUE_COLUMNS],
+            write_statistics=["visit"],
+        )
     return path
+
+
+def gather_strings(names: np.ndarray, ids: pa.Array) -> pa.Array:
+    """``names[ids]`` as an Arrow string array (the gather runs in Arrow, not in numpy)."""
+    return pa.array(np.asarray(names, dtype=str), pa.string()).take(ids)
 
 
 def remove_log_parts_from(run_path: Path, first_visit: int) -> list[Path]:

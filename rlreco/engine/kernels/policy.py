@@ -52,8 +52,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from rlreco.engine.kernels.candidate_cache import find_top_cached_nb
 from rlreco.engine.kernels.draw import draw_below_nb, is_in_nb
 from rlreco.engine.kernels.jit import jit
+from rlreco.engine.kernels.ranking import scan_top_nb
 from rlreco.engine.kernels.records import (
     Learner,
     Policy,
@@ -77,7 +79,6 @@ from rlreco.engine.kernels.thompson import (
     new_thompson_cache,
     new_thompson_work,
 )
-from rlreco.engine.kernels.topn import find_top_cached_nb, scan_top_nb
 from rlreco.engine.kernels.ucb1_cache import (
     Ucb1Cache,
     Ucb1Work,
@@ -172,7 +173,7 @@ def choose_slate_nb(
     """Fill ``ws.slate`` for a visit to ``state`` by the policy (module docstring).
 
     The fused loop calls the epsilon-greedy path itself, with the bundles unpacked (see
-    :func:`~rlreco.engine.kernels.visit.respond_update_record_nb`).
+    :func:`~rlreco.engine.kernels.feedback.respond_update_record_nb`).
 
     Parameters
     ----------

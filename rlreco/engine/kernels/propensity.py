@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from rlreco.engine.kernels.candidate_cache import find_top_cached_nb
 from rlreco.engine.kernels.draw import is_in_nb
 from rlreco.engine.kernels.jit import jit
+from rlreco.engine.kernels.ranking import scan_top_nb
 from rlreco.engine.kernels.records import (
     Learner,
     Policy,
@@ -39,7 +41,6 @@ from rlreco.engine.kernels.records import (
     Workspace,
     World,
 )
-from rlreco.engine.kernels.topn import find_top_cached_nb, scan_top_nb
 
 
 @jit(inline=True)

@@ -51,7 +51,7 @@ from typing import NamedTuple
 import numpy as np
 
 from rlreco.engine.kernels.jit import jit
-from rlreco.engine.kernels.topn import insert_ranked_nb
+from rlreco.engine.kernels.ranking import insert_ranked_nb
 
 #: Expected landings per slate slot (``q = min(1/2, LANDINGS_PER_SLOT * n / K)``).
 LANDINGS_PER_SLOT = 8.0

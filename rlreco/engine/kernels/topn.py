@@ -32,7 +32,7 @@ Top-n query (:func:`find_top_nb`)
    (:func:`select_reached_nb`: every lane is stored, the output position advances by the
    comparison's result), so the misses of all groups of a level overlap.
 3. Rank the kept leaves (typically 15-25) by counting, for each, the candidates ahead of it
-   (:func:`rank_top_nb`).
+   (:func:`~rlreco.engine.kernels.ranking.rank_top_nb`).
 
 No step branches on the data per node: a mispredicted branch per candidate would cost more
 than the whole query. ``bench/bench_simulate.py`` (``bench_topn_query``) compares a query with
@@ -40,25 +40,23 @@ a full scan of the row.
 
 Padding and vector code
 -----------------------
-Group loops read whole groups of 8 (no masks, no tails): value rows have a width ``W`` that is
-a multiple of 8, with ``-inf`` in the columns beyond the products
-(:func:`~rlreco.engine.kernels.records.padded_width`), and index levels start on multiples of
-8. Numba runs LLVM's loop vectoriser but not its SLP vectoriser, and a loop of exactly 8 is
-unrolled before the loop vectoriser sees it, so the counting loops (:func:`count_reached_nb`,
-:func:`count_ahead_nb`) are flat loops over a whole span: they compile to vector compares and
-adds on any instruction set. The loops of 8 that remain (the compress of
-:func:`select_reached_nb`, the maximum of :func:`max_of_group_nb`) are short scalar code
-without branches. Positions within a row are unsigned, which spares every element Numba's
-negative-index wraparound (a conditional move per element that also blocks vectorisation).
+Group loops read whole groups of 8 (no masks, no tails): value rows have a width ``W`` that is a
+multiple of 8, with ``-inf`` in the columns beyond the products
+(:func:`~rlreco.engine.kernels.records.padded_width`), and index levels start on multiples of 8.
+Numba runs LLVM's loop vectoriser but not its SLP vectoriser, and a loop of exactly 8 is unrolled
+before the loop vectoriser sees it, so the counting loops (:func:`count_reached_nb`,
+:func:`~rlreco.engine.kernels.ranking.count_ahead_nb`) are flat loops over a whole span: they
+compile to vector compares and adds on any instruction set. The loops of 8 that remain (the compress
+of :func:`select_reached_nb`, the maximum of :func:`max_of_group_nb`) are short scalar code without
+branches. Positions within a row are unsigned, which spares every element Numba's negative-index
+wraparound (a conditional move per element that also blocks vectorisation).
 
-Candidate cache (:func:`find_top_cached_nb`)
---------------------------------------------
-The ~20 products a query ranks are kept per state with their floor, as the exact set of known
-products ``>= floor``: after every visit the slate products that fell below the floor leave
-and those that rose to it join (:func:`refresh_cache_nb`). While the set holds at least ``n``
-(and at most :data:`CACHE_RANKED`) products, the next query of the state just ranks it,
-reading no tree line; a greedy visit consumes about ``n`` of the top products, so about every
-other query of a state is served this way.
+Ranking and the candidate cache
+-------------------------------
+The order and the ranking kernels are :mod:`rlreco.engine.kernels.ranking`'s. The greedy
+slates query through each state's cache of its best candidates
+(:mod:`rlreco.engine.kernels.candidate_cache`), which is rebuilt from the candidates of
+:func:`collect_candidates_nb`.
 """
 
 from __future__ import annotations
@@ -67,17 +65,11 @@ import numpy as np
 
 from rlreco.engine.kernels.jit import jit
 from rlreco.engine.kernels.prefetch import prefetch_nb
+from rlreco.engine.kernels.ranking import insert_ranked_nb, rank_top_nb
 from rlreco.engine.kernels.records import LANES, aligned_empty
 
 #: Children per node; 8 float64 maxima fill one 64-byte cache line.
 FANOUT = LANES
-#: Candidate counts up to this are ranked by counting (quadratic but branch-free).
-RANK_BY_COUNTING = 64
-#: Products a state's candidate cache holds at most.
-CACHE_CAPACITY = 64
-#: A cache with more products than this is not ranked (ranking is quadratic) but refreshed by a
-#: tree query, which sets a tighter floor.
-CACHE_RANKED = 24
 #: The lowest finite float64: ``key >= max(floor, LOWEST)`` is "finite and >= floor".
 LOWEST = float(np.finfo(np.float64).min)
 #: ``FANOUT == 1 << FANOUT_BITS``: level sizes are shifts (integer ``**`` compiles with an
@@ -225,60 +217,6 @@ def max_of_group_nb(keys: np.ndarray, row: int, start: int) -> float:
     low = max(a, c)
     high = max(b, d)
     return max(low, high)
-
-
-@jit(inline=True)
-def count_ahead_nb(keys: np.ndarray, labels: np.ndarray, stop: int, key: float, label: int) -> int:
-    """Number of ``i < stop`` whose ``(keys[i], labels[i])`` ranks ahead of ``(key, label)``: a
-    larger key, or an equal key with a smaller label (one flat, vectorised loop)."""
-    ahead = 0
-    for i in range(stop):
-        other = keys[i]
-        ahead += (other > key) | ((other == key) & (labels[i] < label))
-    return ahead
-
-
-@jit(inline=True)
-def insert_ranked_nb(
-    key: float, item: int, keys: np.ndarray, items: np.ndarray, size: int, capacity: int
-) -> int:
-    """Insert ``(key, item)`` into a list ranked by key (descending), ties by lower item.
-
-    Parameters
-    ----------
-    key : float
-    item : int
-    keys : ndarray of float64, shape (>= capacity,)
-        Ranked keys, modified in place.
-    items : ndarray of int64, shape (>= capacity,)
-        Items of ``keys``, modified in place.
-    size : int
-        Current length of the list.
-    capacity : int
-        Maximum length; a full list drops its last entry (or rejects the new one).
-
-    Returns
-    -------
-    int
-        New length.
-    """
-    if size == capacity:
-        last = size - 1
-        if key < keys[last] or (key == keys[last] and item > items[last]):
-            return size
-        position = last
-    else:
-        position = size
-        size += 1
-    while position > 0 and (
-        key > keys[position - 1] or (key == keys[position - 1] and item < items[position - 1])
-    ):
-        keys[position] = keys[position - 1]
-        items[position] = items[position - 1]
-        position -= 1
-    keys[position] = key
-    items[position] = item
-    return size
 
 
 @jit(inline=True)
@@ -480,164 +418,6 @@ def collect_candidates_nb(
 
 
 @jit(inline=True)
-def find_top_cached_nb(
-    value: np.ndarray,
-    index: np.ndarray,
-    state: int,
-    depth: int,
-    n: int,
-    top_value: np.ndarray,
-    top_product: np.ndarray,
-    frontier: np.ndarray,
-    cache_floor: np.ndarray,
-    cache_size: np.ndarray,
-    cache_items: np.ndarray,
-) -> int:
-    """:func:`find_top_nb` using, while it holds ``n`` products, the state's cached candidates.
-
-    The cache of state ``s`` lists exactly the known products with value ``>= cache_floor[s]``
-    (kept so by :func:`refresh_cache_nb` after every visit), so when it holds at least ``n``
-    of them the top ``n`` are among them and no tree is read. Otherwise the tree query runs
-    and its candidates become the new cache.
-
-    Parameters
-    ----------
-    value, index, state, depth, n, top_value, top_product, frontier
-        As for :func:`find_top_nb`.
-    cache_floor : ndarray of float64, shape (n_states,)
-    cache_size : ndarray of int64, shape (n_states,)
-        Products cached per state; -1 when the cache is not valid.
-    cache_items : ndarray of int64, shape (n_states, CACHE_CAPACITY)
-    """
-    size = cache_size[state]
-    if n <= size <= max(CACHE_RANKED, n):
-        for k in range(size):
-            frontier[0, k] = cache_items[state, k]
-        return rank_top_nb(value, state, frontier, 0, size, n, top_value, top_product)
-    floor, kept = collect_candidates_nb(
-        value, index, state, depth, n, top_value, top_product, frontier
-    )
-    row = depth & 1
-    if kept <= CACHE_CAPACITY:
-        cache_floor[state] = floor
-        cache_size[state] = kept
-        for k in range(kept):
-            cache_items[state, k] = frontier[row, k]
-    else:
-        cache_size[state] = -1
-    return rank_top_nb(value, state, frontier, row, kept, n, top_value, top_product)
-
-
-@jit(inline=True)
-def refresh_cache_nb(
-    value: np.ndarray,
-    state: int,
-    products: np.ndarray,
-    previous: np.ndarray,
-    cache_floor: np.ndarray,
-    cache_size: np.ndarray,
-    cache_items: np.ndarray,
-) -> None:
-    """Keep a state's cache exact after ``products`` changed value (from ``previous``).
-
-    Parameters
-    ----------
-    value : ndarray of float64, shape (n_states, W)
-        Already holds the new values.
-    state : int
-    products : ndarray of int64, shape (m,)
-        Distinct products whose value changed.
-    previous : ndarray of float64, shape (m,)
-        Their values before the change.
-    cache_floor, cache_size, cache_items
-        As for :func:`find_top_cached_nb`.
-    """
-    size = cache_size[state]
-    if size < 0:
-        return
-    floor = cache_floor[state]
-    # members stay while they reach the floor (only changed products can have fallen)
-    kept = 0
-    for k in range(size):
-        product = cache_items[state, k]
-        cache_items[state, kept] = product
-        kept += value[state, product] >= floor
-    # products that rose to the floor join (they were below it, so not yet members)
-    for i in range(products.shape[0]):
-        product = products[i]
-        # membership is "finite and >= floor", as in the query's filter
-        was_member = previous[i] >= floor and previous[i] != -np.inf
-        if not was_member and value[state, product] >= floor:
-            if kept == CACHE_CAPACITY:
-                cache_size[state] = -1
-                return
-            cache_items[state, kept] = product
-            kept += 1
-    cache_size[state] = kept
-
-
-@jit(inline=True)
-def rank_top_nb(
-    value: np.ndarray,
-    state: int,
-    frontier: np.ndarray,
-    row: int,
-    kept: int,
-    n: int,
-    top_value: np.ndarray,
-    top_product: np.ndarray,
-) -> int:
-    """Rank the ``kept`` candidate products of ``frontier[row]`` and keep the best ``n``.
-
-    A few dozen candidates are ranked by counting, for each, the candidates ahead of it (one
-    vector loop over the candidates padded to a multiple of 8 with ``-inf``, no data-dependent
-    branches); many are ranked by insertion, O(kept * n).
-
-    Parameters
-    ----------
-    value : ndarray of float64, shape (n_states, W)
-    state : int
-    frontier : ndarray of int64, shape (3, >= kept rounded up to a multiple of 8)
-        Row ``row`` holds the candidates; row 2 is overwritten (candidate values as bits).
-    row : int
-    kept : int
-    n : int
-    top_value : ndarray of float64, shape (>= n + 1,)
-        Output: values, best first (slot ``n`` is scratch).
-    top_product : ndarray of int64, shape (>= n + 1,)
-        Output: product ids, best first.
-
-    Returns
-    -------
-    int
-        ``min(kept, n)``.
-    """
-    if kept > RANK_BY_COUNTING:
-        found = 0
-        for k in range(kept):
-            product = frontier[row, k]
-            found = insert_ranked_nb(
-                value[state, product], product, top_value, top_product, found, n
-            )
-        return found
-    keys = frontier[2].view(np.float64)
-    labels = frontier[row]
-    for k in range(kept):
-        keys[k] = value[state, labels[k]]
-    # -inf keys fill the last group: they never rank ahead of a (finite) candidate
-    for k in range(kept, -(-kept // FANOUT) * FANOUT):
-        keys[k] = -np.inf
-    padded = -(-kept // FANOUT) * FANOUT
-    for k in range(kept):
-        ahead = count_ahead_nb(keys, labels, padded, keys[k], labels[k])
-        # losers all land in the scratch slot n: no branch on the rank
-        slot = min(ahead, n)
-        top_value[slot] = keys[k]
-        top_product[slot] = labels[k]
-    return min(kept, n)
-
-
-@jit(inline=True)
 def repair_index_nb(
     value: np.ndarray, index: np.ndarray, state: int, depth: int, products: np.ndarray
 ) -> None:
@@ -675,32 +455,3 @@ def repair_index_nb(
         for i in range(products.shape[0]):
             node = products[i] >> shift
             index[state, start + node] = max_of_group_nb(index, state, children + node * FANOUT)
-
-
-@jit(inline=True)
-def scan_top_nb(
-    value: np.ndarray, state: int, n: int, top_value: np.ndarray, top_product: np.ndarray
-) -> int:
-    """Full-scan baseline of :func:`find_top_nb`: same result, O(n_products) per call.
-
-    Parameters
-    ----------
-    value : ndarray of float64, shape (n_states, W)
-    state : int
-    n : int
-    top_value : ndarray of float64, shape (>= n,)
-        Output: values, best first.
-    top_product : ndarray of int64, shape (>= n,)
-        Output: product ids, best first.
-
-    Returns
-    -------
-    int
-        Number of products found: ``min(n, known products)``.
-    """
-    found = 0
-    for p in range(value.shape[1]):
-        key = value[state, p]
-        if key != -np.inf:
-            found = insert_ranked_nb(key, p, top_value, top_product, found, n)
-    return found

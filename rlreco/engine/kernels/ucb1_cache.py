@@ -59,7 +59,7 @@ from typing import NamedTuple
 import numpy as np
 
 from rlreco.engine.kernels.jit import jit
-from rlreco.engine.kernels.topn import insert_ranked_nb
+from rlreco.engine.kernels.ranking import insert_ranked_nb
 from rlreco.engine.kernels.untried_set import Untried, draw_untried_nb, remove_untried_nb
 
 #: Entry slots per state (the default of :func:`new_ucb1_cache`).

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from rlreco.engine.kernels.draw import draw_state_nb
+from rlreco.engine.kernels.feedback import respond_update_record_nb
 from rlreco.engine.kernels.jit import jit
 from rlreco.engine.kernels.policy import choose_greedy_slate_nb, greedy_epsilon_nb
 from rlreco.engine.kernels.propensity import (
@@ -46,7 +47,6 @@ from rlreco.engine.kernels.visit import (
     phase_of_visit_nb,
     prefetch_slate_nb,
     record_slots_nb,
-    respond_update_record_nb,
 )
 
 #: Families of the fused loop: each policy's loop is compiled, on its first use, with only its
