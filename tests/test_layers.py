@@ -25,7 +25,6 @@ OVERSIZE = {
     "rlreco.cli": 720,
     "rlreco.engine.kernels.topn": 710,
     "rlreco.engine.kernels.visit": 660,
-    "rlreco.engine.kernels.thompson": 680,
     "rlreco.engine.simulation": 680,
     "rlreco.app.recommend": 620,
 }

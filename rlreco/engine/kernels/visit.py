@@ -575,6 +575,8 @@ def run_visits_nb(
     untried, ucb1, ucb1_work, sum_tree, sum_tree_work, thompson, thompson_work = learner.policy
     saved_path, batch_u, batch_leaf = sum_tree_work
     greedy = code in (Policy.eps_greedy, Policy.decaying)
+    if not greedy:
+        search = TopNSearch.scan  # only the greedy policies read the top-n index: not kept
     n_states = value.shape[0]
     n = slate.shape[0]
     logging = log.shape[0] > 0
