@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from policy_world import WIDTH, World
 
+from rlreco.engine.kernels.normals import normal_quantile_nb
 from rlreco.engine.kernels.sum_tree import (
     SumTree,
     build_softmax_nb,
@@ -27,7 +28,6 @@ from rlreco.engine.kernels.thompson import (
     landing_rate_nb,
     new_thompson_cache,
     new_thompson_work,
-    normal_quantile_nb,
     update_thompson_nb,
 )
 from rlreco.engine.kernels.ucb1_cache import (
@@ -239,7 +239,7 @@ def check_thompson_cache(cache: ThompsonCache, world: World, sigma: float) -> No
 def test_thompson_matches_definition_draw_for_draw(sigma: float, capacity: int) -> None:
     # capacity 8: overflows and fallbacks; 64: the cache serves most visits
     world = World(seed=5, known=25, tried=12)
-    cache = new_thompson_cache(4, capacity)
+    cache = new_thompson_cache(4, WIDTH, capacity)
     work = new_thompson_work(N, 40, WIDTH)
     slate = np.empty(N, dtype=np.int64)
     scanned = np.empty(N, dtype=np.int64)
@@ -282,7 +282,7 @@ def test_thompson_frequencies_match_the_normal_sampling_definition() -> None:
     scan_top1 = np.bincount(np.argmax(keys, axis=1), minlength=len(catalogue)) / draws
     scan_in = np.zeros(len(catalogue))
     np.add.at(scan_in, np.argsort(-keys, axis=1)[:, :n].ravel(), 1.0 / draws)
-    cache = new_thompson_cache(4)
+    cache = new_thompson_cache(4, WIDTH)
     work = new_thompson_work(n, 40, WIDTH)
     slate = np.empty(n, dtype=np.int64)
     rng = np.random.default_rng(12)
@@ -337,7 +337,7 @@ def fresh_structures(world: World, policy: str) -> tuple[object, ...]:
         tree = new_sum_tree(4, WIDTH)
         build_softmax_nb(world.value, world.ptr, world.items, world.segment, 0.05, tree)
         return tree, new_sum_tree_work(N, WIDTH)
-    return new_thompson_cache(4, 16), new_thompson_work(N, 40, WIDTH)
+    return new_thompson_cache(4, WIDTH, 16), new_thompson_work(N, 40, WIDTH)
 
 
 def step(

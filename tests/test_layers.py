@@ -21,7 +21,6 @@ MAX_LINES = 600
 #: simulation parameters vs driver, top-n search vs caches, Thompson search vs its cache,
 #: the visit loop vs its response and update helpers, online visit vs MongoDB store).
 OVERSIZE = {
-    "rlreco.engine.kernels.thompson": 680,
 }
 #: Standard-library modules a kernel may use besides numpy and numba (typing only, no I/O).
 KERNEL_STDLIB = {"__future__", "typing", "collections", "math"}

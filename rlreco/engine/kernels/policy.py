@@ -156,7 +156,7 @@ def new_policy_state(
         new_ucb1_work(slate_size, largest),
         tree,
         new_sum_tree_work(slate_size, width),
-        new_thompson_cache(rows[Policy.thompson]),
+        new_thompson_cache(rows[Policy.thompson], width),
         new_thompson_work(slate_size, largest, width),
     )
 

@@ -53,6 +53,7 @@ import numpy as np
 
 from rlreco.engine.kernels.draw import draw_below_nb, is_in_nb
 from rlreco.engine.kernels.jit import jit
+from rlreco.engine.kernels.prefetch import prefetch_nb
 
 #: Children per node.
 FANOUT = 8
@@ -428,6 +429,9 @@ def choose_softmax_slate_nb(
     """
     n = slate.shape[0]
     depth = tree_depth_nb(tree)
+    # the levels above the leaves are read by every descent: hint all their lines at once
+    for i in range(0, level_start_nb(depth), FANOUT):
+        prefetch_nb(tree.node, state, i)
     draws = min(n, tree.known[state])
     total = tree.node[state, 0]
     leaf0 = level_start_nb(depth)

@@ -4,9 +4,8 @@ Definition (``thompson``, parameter ``sigma``)
     Every catalogue product ``p`` gets the key ``m_p + s_p * Z_p`` (``m_p`` its value, 0 while
     unknown; ``s_p = sigma / sqrt(reco_count_p + 1)``) and the ``n`` largest keys form the
     slate (ties: lower product id). The standard normals ``Z_p`` are independent, drawn from
-    one ``rng.random()`` per visit, ``w = floor(rng.random() * 2**53)``, and counter-based
-    uniforms: ``U(x) = ((mix(x) >> 11) + 1/2) / 2**53`` in ``(0, 1)``, ``mix`` the splitmix64
-    finaliser (a bijection of 64-bit words, arithmetic modulo ``2**64``):
+    one ``rng.random()`` per visit, ``w = floor(rng.random() * 2**53)``, and the counter-based
+    uniforms ``U(x)`` of :mod:`~rlreco.engine.kernels.normals`:
 
     * a *landing* rate ``q = min(1/2, LANDINGS_PER_SLOT * n / K)`` and its quantile
       ``z_c = -Phi^-1(q)`` (``Phi^-1``: Wichura's AS241, :func:`normal_quantile_nb`);
@@ -30,43 +29,43 @@ Cache (:class:`ThompsonCache`, per state)
     contiguous row), and ranks them; with ``L`` the ``n``-th best of these, if ``L >= T``
     every other product (neither landed nor a member) has ``key <= m_p + s_p z_c < T <= L``,
     so this is the exact top ``n``. Otherwise the visit evaluates the whole catalogue (the
-    definition) and rebuilds the row from what it read. ``T`` is chosen at a rebuild so that
-    about ``ABOVE_PER_SLOT * n`` keys are expected above it (bisection on the sum of the
-    normal tails over up to ``SAMPLE`` products, scaled to the catalogue): fewer than ``n``
-    keys above ``T`` (a fallback) then needs a large deviation, while the members stay few
-    (products whose chance to beat ``T`` exceeds what landing alone covers). After a visit
-    only the slate products changed: each is re-tested and added, refreshed or dropped; a row
-    that would exceed its capacity is left unbuilt (the next visit falls back and rebuilds).
+    definition) and rebuilds the row from what it read. At a rebuild ``T`` is the
+    ``ABOVE_PER_SLOT * n``-th largest of ``m_p + s_p * LIKELY_Z`` over the catalogue (each
+    of those keys exceeds it with probability 0.84, so a fallback needs a large deviation);
+    should more than ``capacity`` products then be members (a flat catalogue), ``T`` rises to
+    just above the ``capacity``-th largest ``m_p + s_p * z_c``. ``slot`` maps a product to
+    its member slot. After a visit only the slate products changed: each is re-tested and
+    added, refreshed or dropped; a row that would exceed its capacity is left unbuilt (the
+    next visit falls back and rebuilds). ``T`` and the members never change a draw.
 
 Cost per visit: ``q K`` landings (independent table reads, overlapped) with one logarithm and
-one quantile each, one quantile per member; no catalogue pass unless a fallback. Memory per
-state: ``capacity`` x 24 bytes + 3 scalars (12 KiB at the default 512; 7 MB for 576 states).
+one quantile each, one comparison per member and a quantile per member whose bound reaches
+the ``n``-th best; no catalogue pass unless a fallback. Memory per state: ``capacity`` x 32
+bytes, ``width`` x 2 bytes and 3 scalars (40 KiB at 1,024 and 4,096; 23 MB for 576 states).
 """
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
 
 from rlreco.engine.kernels.jit import jit
+from rlreco.engine.kernels.normals import TWO_53, mix_nb, normal_quantile_nb, unit_nb
 from rlreco.engine.kernels.ranking import insert_ranked_nb
+from rlreco.engine.kernels.ucb1_cache import kth_smallest_nb
 
 #: Expected landings per slate slot (``q = min(1/2, LANDINGS_PER_SLOT * n / K)``).
 LANDINGS_PER_SLOT = 8.0
 #: Keys expected above ``T`` per slate slot, when a row is rebuilt.
 ABOVE_PER_SLOT = 3.0
-#: Products sampled (evenly over the catalogue) for the choice of ``T``.
-SAMPLE = 64
-#: Bisection steps for ``T``.
-BISECTIONS = 20
+#: ``T`` is the ``ABOVE_PER_SLOT * n``-th largest of ``m_p + s_p * LIKELY_Z`` (a key exceeds
+#: its ``m_p + s_p * LIKELY_Z`` with probability 0.84).
+LIKELY_Z = -1.0
 #: Member slots per state (the default of :func:`new_thompson_cache`).
 CAPACITY = 1024
 #: XOR of ``w`` seeding the landing stream (any constant other than 0).
 STREAM_TAG = np.uint64(0xD1B54A32D192ED03)
-#: ``2**53`` as a float.
-TWO_53 = 9007199254740992.0
 
 
 class ThompsonCache(NamedTuple):
@@ -80,6 +79,8 @@ class ThompsonCache(NamedTuple):
         Member ``m_p`` and ``s_p``.
     upper : ndarray of float64, shape (n_states, capacity)
         Member ``m_p + s_p * z_c``: a bound of the key unless the member landed.
+    slot : ndarray of int16, shape (n_states, width)
+        Member slot of each product (-1: not a member), valid while the row is built.
     size : ndarray of int64, shape (n_states,)
         Members; -1 while the row is not built.
     threshold : ndarray of float64, shape (n_states,)
@@ -92,6 +93,7 @@ class ThompsonCache(NamedTuple):
     mean: np.ndarray
     scale: np.ndarray
     upper: np.ndarray
+    slot: np.ndarray
     size: np.ndarray
     threshold: np.ndarray
     rebuilds: np.ndarray
@@ -122,13 +124,15 @@ class ThompsonWork(NamedTuple):
     scale: np.ndarray
 
 
-def new_thompson_cache(n_states: int, capacity: int = CAPACITY) -> ThompsonCache:
-    """Caches of ``capacity`` members with every row unbuilt (built on first use)."""
+def new_thompson_cache(n_states: int, width: int, capacity: int = CAPACITY) -> ThompsonCache:
+    """Caches of ``capacity`` members for product ids below ``width``, every row unbuilt
+    (built on first use)."""
     return ThompsonCache(
         product=np.zeros((n_states, capacity), dtype=np.int64),
         mean=np.zeros((n_states, capacity), dtype=np.float64),
         scale=np.zeros((n_states, capacity), dtype=np.float64),
         upper=np.zeros((n_states, capacity), dtype=np.float64),
+        slot=np.full((n_states, width), -1, dtype=np.int16),
         size=np.full(n_states, -1, dtype=np.int64),
         threshold=np.zeros(n_states, dtype=np.float64),
         rebuilds=np.zeros(n_states, dtype=np.int64),
@@ -147,158 +151,6 @@ def new_thompson_work(slate_size: int, max_catalogue: int, width: int) -> Thomps
         mean=np.empty(max_catalogue, dtype=np.float64),
         scale=np.empty(max_catalogue, dtype=np.float64),
     )
-
-
-@jit(inline=True)
-def mix_nb(x: np.uint64) -> np.uint64:
-    """The splitmix64 finaliser (a bijection of 64-bit words)."""
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-@jit(inline=True)
-def unit_nb(x: np.uint64) -> float:
-    """``U(x)``: the top 53 bits of ``mix(x)`` as a uniform in ``(0, 1)``."""
-    return (float(mix_nb(x) >> np.uint64(11)) + 0.5) / TWO_53
-
-
-@jit(inline=True)
-def normal_quantile_nb(p: float) -> float:
-    """``Phi^-1(p)`` for ``p`` in ``(0, 1)``: Wichura's AS241 (PPND16), relative error about
-    1e-16 (the algorithm of Python's ``statistics.NormalDist.inv_cdf``)."""
-    q = p - 0.5
-    if abs(q) <= 0.425:
-        r = 0.180625 - q * q
-        num = (
-            (
-                (
-                    (
-                        (
-                            (2509.0809287301226727 * r + 33430.575583588128105) * r
-                            + 67265.770927008700853
-                        )
-                        * r
-                        + 45921.953931549871457
-                    )
-                    * r
-                    + 13731.693765509461125
-                )
-                * r
-                + 1971.5909503065514427
-            )
-            * r
-            + 133.14166789178437745
-        ) * r + 3.387132872796366608
-        den = (
-            (
-                (
-                    (
-                        (
-                            (5226.495278852854561 * r + 28729.085735721942674) * r
-                            + 39307.89580009271061
-                        )
-                        * r
-                        + 21213.794301586595867
-                    )
-                    * r
-                    + 5394.1960214247511077
-                )
-                * r
-                + 687.1870074920579083
-            )
-            * r
-            + 42.313330701600911252
-        ) * r + 1.0
-        return q * num / den
-    r = p if q < 0.0 else 1.0 - p
-    r = np.sqrt(-np.log(r))
-    if r <= 5.0:
-        r -= 1.6
-        num = (
-            (
-                (
-                    (
-                        (
-                            (7.7454501427834140764e-4 * r + 0.0227238449892691845833) * r
-                            + 0.24178072517745061177
-                        )
-                        * r
-                        + 1.27045825245236838258
-                    )
-                    * r
-                    + 3.64784832476320460504
-                )
-                * r
-                + 5.7694972214606914055
-            )
-            * r
-            + 4.6303378461565452959
-        ) * r + 1.42343711074968357734
-        den = (
-            (
-                (
-                    (
-                        (
-                            (1.05075007164441684324e-9 * r + 5.475938084995344946e-4) * r
-                            + 0.0151986665636164571966
-                        )
-                        * r
-                        + 0.14810397642748007459
-                    )
-                    * r
-                    + 0.68976733498510000455
-                )
-                * r
-                + 1.6763848301838038494
-            )
-            * r
-            + 2.05319162663775882187
-        ) * r + 1.0
-    else:
-        r -= 5.0
-        num = (
-            (
-                (
-                    (
-                        (
-                            (2.01033439929228813265e-7 * r + 2.71155556874348757815e-5) * r
-                            + 0.0012426609473880784386
-                        )
-                        * r
-                        + 0.026532189526576123093
-                    )
-                    * r
-                    + 0.29656057182850489123
-                )
-                * r
-                + 1.7848265399172913358
-            )
-            * r
-            + 5.4637849111641143699
-        ) * r + 6.6579046435011037772
-        den = (
-            (
-                (
-                    (
-                        (
-                            (2.04426310338993978564e-15 * r + 1.4215117583164458887e-7) * r
-                            + 1.8463183175100546818e-5
-                        )
-                        * r
-                        + 7.868691311456132591e-4
-                    )
-                    * r
-                    + 0.0148753612908506148525
-                )
-                * r
-                + 0.13692988092273580531
-            )
-            * r
-            + 0.59983220655588793769
-        ) * r + 1.0
-    x = num / den
-    return -x if q < 0.0 else x
 
 
 @jit(inline=True)
@@ -437,21 +289,7 @@ def choose_thompson_scan_nb(
     work: ThompsonWork,
 ) -> None:
     """Thompson slate by evaluating every catalogue product (the definition; a baseline).
-
-    Parameters
-    ----------
-    rng : numpy.random.Generator
-    value : ndarray of float64, shape (n_states, width)
-    cells : ndarray of CELL_DTYPE, shape (n_states, width)
-    state : int
-    catalogue : ndarray of int32, shape (K,)
-        The state's segment catalogue, ``K >= n``.
-    sigma : float
-        Reward noise scale (> 0).
-    slate : ndarray of int64, shape (n,)
-        Output.
-    work : ThompsonWork
-    """
+    Parameters as :func:`choose_thompson_slate_nb` without the cache."""
     n = slate.shape[0]
     w = draw_seed_nb(rng)
     q = landing_rate_nb(n, catalogue.shape[0])
@@ -463,21 +301,12 @@ def choose_thompson_scan_nb(
         slate[i] = work.top_product[i]
 
 
-@jit(inline=True)
-def tail_sum_nb(work: ThompsonWork, size: int, stride: int, t: float) -> float:
-    """``sum Q((t - m_p) / s_p)`` over every ``stride``-th catalogue product."""
-    total = 0.0
-    for k in range(0, size, stride):
-        total += 0.5 * math.erfc((t - work.mean[k]) / (work.scale[k] * np.sqrt(2.0)))
-    return total
-
-
 @jit()
 def rebuild_thompson_row_nb(
     cache: ThompsonCache, state: int, size: int, n: int, zc: float, work: ThompsonWork
 ) -> None:
     """Choose ``T`` and the members from ``work.mean/scale`` of the catalogue (module
-    docstring); the row is left unbuilt if the members exceed its capacity.
+    docstring); the row is left unbuilt if the members still exceed its capacity.
 
     Parameters
     ----------
@@ -485,30 +314,31 @@ def rebuild_thompson_row_nb(
         Row ``state`` overwritten.
     state : int
     size : int
-        ``K``; ``work.mean[:K]``, ``work.scale[:K]`` hold the catalogue's ``m_p``, ``s_p``.
+        ``K``; ``work.mean[:K]``, ``work.scale[:K]`` hold the catalogue's ``m_p``, ``s_p`` and
+        ``work.landed[:K]`` its product ids.
     n : int
         Slate size.
     zc : float
         ``z_c`` of the state.
     work : ThompsonWork
+        ``landed_key`` is scratch.
     """
     cache.rebuilds[state] += 1
-    stride = max(1, size // SAMPLE)
-    target = ABOVE_PER_SLOT * n * ((size + stride - 1) // stride) / size
-    low = np.inf
-    high = -np.inf
-    for k in range(0, size, stride):
-        low = min(low, work.mean[k] - 8.0 * work.scale[k])
-        high = max(high, work.mean[k] + 8.0 * work.scale[k])
-    # the expected count above t falls with t: bisect for the target
-    for _ in range(BISECTIONS):
-        middle = 0.5 * (low + high)
-        if tail_sum_nb(work, size, stride, middle) > target:
-            low = middle
-        else:
-            high = middle
-    threshold = low
     capacity = cache.product.shape[1]
+    keys = work.landed_key
+    for k in range(size):
+        keys[k] = work.mean[k] + work.scale[k] * LIKELY_Z
+    rank = min(size, int(ABOVE_PER_SLOT * n))
+    threshold = kth_smallest_nb(keys, size, size - rank + 1)
+    members = 0
+    for k in range(size):
+        members += work.mean[k] + work.scale[k] * zc >= threshold
+    if members > capacity:
+        # a flat catalogue: the largest bounds only, strictly above the capacity-th (ties)
+        for k in range(size):
+            keys[k] = work.mean[k] + work.scale[k] * zc
+        threshold = np.nextafter(kth_smallest_nb(keys, size, size - capacity + 1), np.inf)
+    cache.slot[state, :] = -1
     members = 0
     for k in range(size):
         upper = work.mean[k] + work.scale[k] * zc
@@ -516,6 +346,7 @@ def rebuild_thompson_row_nb(
             if members == capacity:
                 members = -1
                 break
+            cache.slot[state, work.landed[k]] = members
             cache.product[state, members] = work.landed[k]
             cache.mean[state, members] = work.mean[k]
             cache.scale[state, members] = work.scale[k]
@@ -637,11 +468,7 @@ def update_thompson_nb(
     for i in range(n):
         product = slate[i]
         m, s = mean_scale_nb(value, cells, state, product, sigma)
-        member = -1
-        for j in range(size):
-            if cache.product[state, j] == product:
-                member = j
-                break
+        member = cache.slot[state, product]
         upper = m + s * zc
         if upper >= threshold:
             if member < 0:
@@ -651,11 +478,14 @@ def update_thompson_nb(
                 member = size
                 size += 1
                 cache.product[state, member] = product
+                cache.slot[state, product] = member
             cache.mean[state, member] = m
             cache.scale[state, member] = s
             cache.upper[state, member] = upper
         elif member >= 0:
             size -= 1
+            cache.slot[state, cache.product[state, size]] = member
+            cache.slot[state, product] = -1  # after: the moved member may be this one
             cache.product[state, member] = cache.product[state, size]
             cache.mean[state, member] = cache.mean[state, size]
             cache.scale[state, member] = cache.scale[state, size]

@@ -59,11 +59,14 @@ from typing import NamedTuple
 import numpy as np
 
 from rlreco.engine.kernels.jit import jit
+from rlreco.engine.kernels.prefetch import prefetch_nb
 from rlreco.engine.kernels.ranking import insert_ranked_nb
 from rlreco.engine.kernels.untried_set import Untried, draw_untried_nb, remove_untried_nb
 
 #: Entry slots per state (the default of :func:`new_ucb1_cache`).
 CAPACITY = 1024
+#: Entries of a row hinted at the start of a visit (the walk reads about this many).
+PREFETCH_ENTRIES = 128
 #: Buckets of the entries' order.
 BUCKETS = 32
 #: Largest ``log_H - ln N`` at a rebuild: a near horizon keeps the bounds tight (the walk
@@ -503,6 +506,14 @@ def choose_ucb1_slate_nb(
         Explored slots: the untried products placed (``min(m, n)``).
     """
     n = slate.shape[0]
+    # the walk reads the row's first entries of each array: their misses overlap
+    for i in range(0, min(PREFETCH_ENTRIES, cache.product.shape[1]), 8):
+        prefetch_nb(cache.upper, state, i)
+        prefetch_nb(cache.product, state, i)
+        prefetch_nb(cache.value, state, i)
+        prefetch_nb(cache.tries, state, i)
+    prefetch_nb(cache.bucket_end, state, 0)
+    prefetch_nb(cache.bucket_top, state, 0)
     first = draw_untried_nb(rng, untried, state, slate, work.swap_position, work.swap_product)
     for i in range(n):
         work.member[i] = -1

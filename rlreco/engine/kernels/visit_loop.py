@@ -35,6 +35,7 @@ from rlreco.engine.kernels.records import (
     Policy,
     PolicyParams,
     ResponseArrays,
+    TopNSearch,
     Workspace,
     World,
 )
@@ -167,6 +168,8 @@ def make_visit_loop(family: int, logging: bool) -> Any:
         value, index, depth, cells, cache_floor, cache_size, cache_items = learner[:7]
         state_visits, state_shown = learner[7:9]
         code, param, _, search, step = policy
+        if family != GREEDY_LOOP:
+            search = TopNSearch.scan  # only the greedy policies read the top-n index: not kept
         model, click_cdf, buy_cdf, phase_truth, phase_best, outcome_reward = response[:6]
         phase_start = response.phase_start
         slate, outcome, order, previous, top_value, top_product, frontier, drawn, propensity = ws
