@@ -20,10 +20,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from rlreco.errors import DataError, SnapshotError
+from rlreco.errors import DataError, SnapshotError, shown
 from rlreco.io.visit_log import (
     CONTEXT_SEPARATOR,
     LogSlots,
+    check_finite,
     check_no_nulls,
     check_propensity,
     encode_column,
@@ -159,6 +160,7 @@ def read_foreign_log(path: str | Path, columns: ColumnMap) -> LogSlots:
     buy = _flags(table.column(columns.buy), source, columns.buy) if columns.buy else None
     if columns.reward is not None:
         reward = _floats(table.column(columns.reward), source, columns.reward)
+        check_finite(reward, source, columns.reward)
     else:
         assert click is not None  # ColumnMap.check
         reward = click.astype(np.float64)
@@ -218,7 +220,9 @@ def _read_columns(path: Path, names: list[str]) -> pa.Table:
         if path.suffix.lower() in (".parquet", ".pq"):
             available = pq.read_schema(path).names
             _require(available, names, source)
-            return pq.read_table(path, columns=names)
+            table = pq.read_table(path, columns=names)
+            table.validate(full=True)  # e.g. text that is not UTF-8
+            return table
         if suffixes.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
             delimiter = "\t" if ".tsv" in suffixes else ","
             parse = pacsv.ParseOptions(delimiter=delimiter)
@@ -231,9 +235,9 @@ def _read_columns(path: Path, names: list[str]) -> pa.Table:
                 strings_can_be_null=True,
             )
             return pacsv.read_csv(path, parse_options=parse, convert_options=convert)
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, UnicodeError) as exc:  # names not UTF-8: UnicodeError
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{source}: not a readable log file ({reason})") from None
+        raise DataError(f"{source}: not a readable log file ({shown(reason, 200)})") from None
     raise DataError(f"{source}: unknown log format; expected .parquet, .csv, .csv.gz or .tsv")
 
 
@@ -241,8 +245,8 @@ def _require(available: list[str], names: list[str], source: str) -> None:
     missing = [name for name in names if name not in available]
     if missing:
         raise DataError(
-            f"{source}: column '{missing[0]}' not found; the file has columns "
-            f"{', '.join(available)}"
+            f"{source}: column {shown(missing[0])} not found; the file has columns "
+            f"{shown(', '.join(available), 300)}"
         )
 
 
@@ -303,7 +307,7 @@ def _floats(
         if bad.size:
             row = int(bad[0])
             raise DataError(
-                f"{source}: column '{name}' row {row}: {text.iloc[row]!r} is not a number"
+                f"{source}: column '{name}' row {row}: {shown(text.iloc[row])} is not a number"
             )
     else:
         raise DataError(f"{source}: column '{name}' has type {column.type}, expected numbers")
@@ -342,5 +346,5 @@ def _timestamps(column: pa.ChunkedArray, source: str, name: str) -> np.ndarray:
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if bad.size:
         row = int(bad[0])
-        raise DataError(f"{source}: column '{name}' row {row}: {text.iloc[row]!r} is not a time")
+        raise DataError(f"{source}: column '{name}' row {row}: {shown(text.iloc[row])} is not a time")
     return parsed.to_numpy()
