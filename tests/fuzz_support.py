@@ -40,9 +40,11 @@ FUZZ_BATCH = 500
 #: Longest error line accepted (the CLI cuts longer ones; loaders should stay well below).
 MAX_LINE = 1000
 
-#: Cases and seconds per surface in this session (printed by ``conftest.py``).
+#: Cases, seconds and CPU seconds (this process, every thread) per surface in this session
+#: (printed by ``conftest.py``; the CPU seconds do not grow with the load of a shared machine).
 CASES: dict[str, int] = defaultdict(int)
 SECONDS: dict[str, float] = defaultdict(float)
+CPU_SECONDS: dict[str, float] = defaultdict(float)
 
 _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
 if hasattr(HealthCheck, "function_scoped_fixture"):
@@ -84,13 +86,14 @@ def drive(surface: str, test: Callable[[], None], share: float = 1.0) -> None:
     up to 1)."""
     budget = fuzz_seconds()
     budget = None if budget is None else budget * share
-    start = time.monotonic()
+    start, cpu = time.monotonic(), time.process_time()
     try:
         test()
         while budget is not None and time.monotonic() - start < budget:
             test()
     finally:
         SECONDS[surface] += time.monotonic() - start
+        CPU_SECONDS[surface] += time.process_time() - cpu
 
 
 def tally(surface: str) -> None:
@@ -147,14 +150,39 @@ def tree_digest(path: Path) -> str | None:
     return digest.hexdigest()
 
 
+#: A file modified this recently (ns) has its bytes compared too: a rewrite within one tick of
+#: the file system's clock may leave its size and time unchanged.
+RECENT_NS = 2_000_000_000
+
+
+def tree_state(path: Path, hashed: set[Path] | None = None) -> tuple[list[Any], set[Path]]:
+    """Names, inode, size and modification time of every entry of a file or tree, plus the
+    bytes' digest of the files in ``hashed`` (default: those modified in the last
+    :data:`RECENT_NS`); returns the state and the hashed files. Any write, rename or deletion
+    shows, at the cost of reading only the files a case has just written."""
+    if not path.exists():
+        return [], set()
+    items = [path] if path.is_file() else sorted(path.rglob("*"))
+    if hashed is None:
+        now = time.time_ns()
+        hashed = {p for p in items if p.is_file() and now - p.stat().st_mtime_ns < RECENT_NS}
+    state: list[Any] = []
+    for item in items:
+        info = item.stat()
+        state.append((str(item), info.st_ino, info.st_size, info.st_mtime_ns))
+        if item in hashed and item.is_file():
+            state.append(hashlib.sha256(item.read_bytes()).digest())
+    return state, hashed
+
+
 @contextlib.contextmanager
 def unchanged(*paths: Path) -> Iterator[None]:
-    """Assert that every path (file or tree, or absent) is the same after the block."""
-    before = [tree_digest(p) for p in paths]
+    """Assert that every path (file or tree, or absent) is the same after the block: no entry
+    added, removed, replaced or written (:func:`tree_state`)."""
+    before = [tree_state(p) for p in paths]
     yield
-    after = [tree_digest(p) for p in paths]
-    for path, old, new in zip(paths, before, after, strict=True):
-        assert old == new, f"{path} changed"
+    for path, (state, hashed) in zip(paths, before, strict=True):
+        assert tree_state(path, hashed)[0] == state, f"{path} changed"
 
 
 # ------------------------------------------------------------------ byte strategies
