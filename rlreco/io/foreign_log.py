@@ -346,5 +346,7 @@ def _timestamps(column: pa.ChunkedArray, source: str, name: str) -> np.ndarray:
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if bad.size:
         row = int(bad[0])
-        raise DataError(f"{source}: column '{name}' row {row}: {shown(text.iloc[row])} is not a time")
+        raise DataError(
+            f"{source}: column '{name}' row {row}: {shown(text.iloc[row])} is not a time"
+        )
     return parsed.to_numpy()

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rlreco.errors import DataError
-from rlreco.io.run_dir import atomic_path
+from rlreco.io.run_dir import atomic_path, read_parquet
 
 #: Columns of a truth table, in order.
 TRUTH_COLUMNS = ("state_id", "product_id", "p_click", "p_buy")
@@ -47,7 +47,7 @@ def read_truth_table(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: truth table not found")
     try:
-        table = pq.read_table(path)
+        table = read_parquet(path)
         table.validate(full=True)  # e.g. text that is not UTF-8
     except (pa.ArrowException, OSError, UnicodeError) as exc:  # names not UTF-8: UnicodeError
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
