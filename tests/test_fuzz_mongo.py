@@ -264,7 +264,7 @@ def test_fuzz_mongo_cli(
     out = tmp_path / "imported"
     before = tree_digest(small_run)
 
-    @examples(10)
+    @examples(6)
     @given(document_edit(docs))
     def case(edit: dict[str, Any]) -> None:
         tally(f"mongo.{layout}.cli")

@@ -343,7 +343,7 @@ def test_fuzz_run_dir_cli(run: Path, tmp_path: Path) -> None:
         st.tuples(st.sampled_from(SURFACES), st.binary(max_size=64)),
     )
 
-    @examples(12)
+    @examples(8)
     @given(edit)
     def case(change: tuple[str, bytes]) -> None:
         surface, data = change

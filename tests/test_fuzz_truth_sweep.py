@@ -102,7 +102,7 @@ def test_fuzz_truth_simulate(base_run: Path, space: StateSpace, tmp_path: Path) 
     table = truth_table(space)
     truth = tmp_path / "truth.parquet"
 
-    @examples(12)
+    @examples(8)
     @given(st.one_of(mutated(parquet_bytes(table)), mutated_table(table).map(parquet_bytes)))
     def case(data: bytes) -> None:
         tally("truth.cli")
@@ -201,7 +201,7 @@ def test_fuzz_sweep_dir_resume(base_run: Path, base_sweep: Path, tmp_path: Path)
     """``rlreco sweep`` resuming a fuzzed sweep directory: exit 0, or 2 and nothing changed."""
     originals = {p: p.read_bytes() for p in sweep_files(base_sweep)}
 
-    @examples(12)
+    @examples(8)
     @given(sweep_edit(base_sweep))
     def case(edit: tuple[str, bytes]) -> None:
         tally("sweep_dir.cli")

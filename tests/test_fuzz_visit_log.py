@@ -323,7 +323,7 @@ def test_fuzz_visit_log_cli(rlreco_run: Path, foreign_run: Path, tmp_path: Path)
     parts = part_paths(run_copy)
     originals = [p.read_bytes() for p in parts]
 
-    @examples(12)
+    @examples(8)
     @given(st.one_of(part_edit(rlreco_run), foreign_file), st.booleans())
     def case(change: tuple[int | str, bytes], as_json: bool) -> None:
         tally("visit_log.cli")
