@@ -419,3 +419,27 @@ def test_rewards_whose_estimates_overflow(rlreco_run: Path, tmp_path: Path) -> N
     result_cli = runner.invoke(app, argv)
     assert result_cli.exit_code == 0, result_cli.output
     assert (out / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("value", ["1E20", "inf", "-1e400", "18446744073709551615"])
+def test_position_out_of_range(foreign_run: Path, tmp_path: Path, value: str) -> None:
+    """A position of 1E20 overflowed the cast to int64 (RuntimeWarning: invalid value
+    encountered in cast; found by make fuzz); now one line naming the column and the row."""
+    frame = example_frame().copy()
+    frame.loc[4, "slot"] = value
+    path = tmp_path / "log.csv"
+    frame.to_csv(path, index=False)
+    message = evaluate(path, Run.load(foreign_run), FULL)
+    assert message is not None and "column 'slot' row 4" in message and "outside" in message
+
+
+def test_uint64_position_out_of_range(foreign_run: Path, tmp_path: Path) -> None:
+    """A uint64 position above the int64 range wrapped to a negative number when cast."""
+    table = pq.read_table(io.BytesIO(base_parquet()))
+    c = table.schema.get_field_index("slot")
+    slot = table.column(c).to_numpy().astype(np.uint64)
+    slot[4] = 2**64 - 1
+    path = tmp_path / "log.parquet"
+    pq.write_table(table.set_column(c, "slot", pa.array(slot)), path)
+    message = evaluate(path, Run.load(foreign_run), FULL)
+    assert message is not None and "column 'slot' row 4" in message and "outside" in message

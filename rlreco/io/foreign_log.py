@@ -280,15 +280,30 @@ def _contexts(
     return inverse, labels, inverse
 
 
+#: Largest magnitude of an integer column (positions): beyond any slate, and castable.
+MAX_INTEGER = 2**31 - 1
+
+
 def _integers(column: pa.ChunkedArray, source: str, name: str) -> np.ndarray:
+    """An integer column (integers, or floats / text holding integers) as int64."""
+    values: np.ndarray
     if pa.types.is_integer(column.type):
-        return column.to_numpy().astype(np.int64)
-    values = _floats(column, source, name)
-    bad = np.flatnonzero(values != np.round(values))
-    if bad.size:
-        row = int(bad[0])
+        values = column.to_numpy()
+    else:
+        values = _floats(column, source, name)
+        bad = np.flatnonzero(np.isfinite(values) & (values != np.round(values)))
+        if bad.size:
+            row = int(bad[0])
+            raise DataError(
+                f"{source}: column '{name}' row {row}: {float(values[row])!r} is not an integer"
+            )
+    # compared as floats: uint64 values above the int64 range and inf included
+    big = np.flatnonzero(~(np.abs(values.astype(np.float64)) <= MAX_INTEGER))
+    if big.size:
+        row = int(big[0])
         raise DataError(
-            f"{source}: column '{name}' row {row}: {float(values[row])!r} is not an integer"
+            f"{source}: column '{name}' row {row}: {values[row].item()!r} is outside "
+            f"[-{MAX_INTEGER}, {MAX_INTEGER}]"
         )
     return values.astype(np.int64)
 
