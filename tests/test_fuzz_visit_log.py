@@ -443,3 +443,17 @@ def test_uint64_position_out_of_range(foreign_run: Path, tmp_path: Path) -> None
     pq.write_table(table.set_column(c, "slot", pa.array(slot)), path)
     message = evaluate(path, Run.load(foreign_run), FULL)
     assert message is not None and "column 'slot' row 4" in message and "outside" in message
+
+
+def test_part_with_a_column_name_that_is_not_utf8(rlreco_run: Path, tmp_path: Path) -> None:
+    """A part whose footer names a column in invalid UTF-8 crashed the check for rlreco's
+    layout (pq.read_schema: UnicodeDecodeError; found by make fuzz)."""
+    run = Path(shutil.copytree(rlreco_run, tmp_path / "run"))
+    part = part_paths(run)[0]
+    data = part.read_bytes()
+    assert b"\x18\x0cproduct_code" in data  # the schema element's name (Thrift string of 12)
+    part.write_bytes(data.replace(b"\x18\x0cproduct_code", b"\x18\x0c\x80roduct_code", 1))
+    message = evaluate(part, Run.load(run))
+    assert message is not None and part.name in message
+    message = evaluate(run, Run.load(run))
+    assert message is not None and part.name in message

@@ -245,7 +245,7 @@ def is_rlreco_log(path: str | Path) -> bool:
         return False
     try:
         meta = pq.read_schema(path).metadata or {}
-    except (pa.ArrowException, OSError):
+    except (pa.ArrowException, OSError, UnicodeError):  # names not UTF-8: UnicodeError
         return False
     try:
         info = json.loads(meta.get(_META_KEY, b"{}"))
