@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rlreco.errors import DataError
+from rlreco.errors import DataError, shown
 from rlreco.io.run_dir import atomic_path, read_parquet
 
 #: Columns of a truth table, in order.
@@ -80,8 +80,9 @@ def read_truth_table(path: str | Path) -> pd.DataFrame:
         if bad.size:
             row = int(bad[0])
             raise DataError(
-                f"{path}: row {row} ({columns['state_id'][row]}, {columns['product_id'][row]}): "
-                f"{name} = {values[row]!r} is not a probability in [0, 1]"
+                f"{path}: row {row} ({shown(str(columns['state_id'][row]))}, "
+                f"{shown(str(columns['product_id'][row]))}): {name} = {float(values[row])!r} is "
+                "not a probability in [0, 1]"
             )
         columns[name] = values
     return pd.DataFrame(columns)
