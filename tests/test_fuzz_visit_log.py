@@ -457,3 +457,26 @@ def test_part_with_a_column_name_that_is_not_utf8(rlreco_run: Path, tmp_path: Pa
     assert message is not None and part.name in message
     message = evaluate(run, Run.load(run))
     assert message is not None and part.name in message
+
+
+@pytest.mark.parametrize(
+    ("column", "values"),
+    [
+        ("country", pa.array([b"\x80"] * 90, pa.binary())),  # not UTF-8: the cast raised
+        ("item_id", pa.array([1e300] * 90)),  # the int64 cast of an integral float warned
+        ("visit_id", pa.array([np.inf] * 90)),
+    ],
+)
+def test_key_column_that_is_not_text(
+    foreign_run: Path, tmp_path: Path, column: str, values: pa.Array
+) -> None:
+    """A context column of bytes that are not UTF-8 crashed with ArrowInvalid (found by make
+    fuzz); huge or infinite floats as ids are read as their text, not cast to int64."""
+    table = pq.read_table(io.BytesIO(base_parquet()))
+    table = table.set_column(table.schema.get_field_index(column), column, values)
+    path = tmp_path / "log.parquet"
+    pq.write_table(table, path)
+    message = evaluate(path, Run.load(foreign_run), FULL)
+    assert message is not None, column
+    if column == "country":
+        assert "column 'country' of type binary cannot be read as text" in message

@@ -144,7 +144,9 @@ def read_foreign_log(path: str | Path, columns: ColumnMap) -> LogSlots:
         if name != columns.propensity:
             check_no_nulls(table.column(name), source, name)
     state_index, state_names, context_key = _contexts(table, columns.context, source)
-    product_index, product_codes = encode_column(_as_strings(table.column(columns.item)))
+    product_index, product_codes = encode_column(
+        _as_strings(table.column(columns.item), source, columns.item)
+    )
     if columns.position is not None:
         position = _integers(table.column(columns.position), source, columns.position)
         negative = np.flatnonzero(position < 0)
@@ -180,7 +182,9 @@ def read_foreign_log(path: str | Path, columns: ColumnMap) -> LogSlots:
     if columns.timestamp is not None:
         _timestamps(table.column(columns.timestamp), source, columns.timestamp)
     if columns.visit is not None:
-        visit_key, _ = encode_column(_as_strings(table.column(columns.visit)))
+        visit_key, _ = encode_column(
+            _as_strings(table.column(columns.visit), source, columns.visit)
+        )
         changes = None
     elif columns.position is not None:
         visit_key = None
@@ -250,15 +254,23 @@ def _require(available: list[str], names: list[str], source: str) -> None:
         )
 
 
-def _as_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
+def _as_strings(column: pa.ChunkedArray, source: str, name: str) -> pa.ChunkedArray:
+    """A key column's values as text (integer-valued floats as integers)."""
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         return column
     if pa.types.is_floating(column.type):
         values = column.to_numpy()
-        if np.all(values == np.round(values)):
+        if np.all((np.abs(values) < 2.0**63) & (values == np.round(values))):
             # integer ids stored as floats (a column with nulls in pandas) read as integers
             return pa.chunked_array([pa.array(values.astype(np.int64)).cast(pa.string())])
-    return pc.cast(column, pa.string())
+    try:
+        return pc.cast(column, pa.string())
+    except pa.ArrowException as exc:  # e.g. bytes that are not UTF-8, nested types
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(
+            f"{source}: column '{name}' of type {column.type} cannot be read as text "
+            f"({shown(reason, 120)})"
+        ) from None
 
 
 def _contexts(
@@ -268,7 +280,7 @@ def _contexts(
     codes = []
     values = []
     for name in names:
-        code, distinct = encode_column(_as_strings(table.column(name)))
+        code, distinct = encode_column(_as_strings(table.column(name), source, name))
         codes.append(code)
         values.append(distinct)
     stacked = np.stack(codes, axis=1)
