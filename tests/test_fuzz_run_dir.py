@@ -404,3 +404,13 @@ def test_column_name_that_is_not_utf8(run: Path) -> None:
     path.write_bytes(data.replace(b"\x18\x07segment", b"\x18\x07\xf3egment", 1))
     message = outcome(lambda: read_run(run))
     assert message is not None and "states.parquet" in message
+
+
+def test_states_without_a_segment_column(run: Path) -> None:
+    """A states table whose segment column was dropped passed the schema check (fields are
+    read from the columns) and crashed the space check with KeyError (found by make fuzz)."""
+    path = surface_path(run, "states")
+    table = pq.read_table(path)
+    pq.write_table(table.remove_column(table.schema.get_field_index("segment")), path)
+    message = outcome(lambda: read_run(run))
+    assert message is not None and "states.parquet" in message and "'segment'" in message
