@@ -31,10 +31,12 @@ test: $(STAMP)
 	NUMBA_CPU_NAME=generic NUMBA_CACHE_DIR=.numba-generic $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_kernels.py
 	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_kernels.py
 
-# Long fuzzing: random seeds, RLRECO_FUZZ_SECONDS (default 600) per input surface.
+# Long fuzzing: random seeds, RLRECO_FUZZ_SECONDS (default 600) per input surface, the surfaces
+# one after the other; FUZZ_TESTS picks test files or ids (e.g. one file per process).
+FUZZ_TESTS ?= tests/test_fuzz_*.py
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz RLRECO_FUZZ_SECONDS=$${RLRECO_FUZZ_SECONDS:-600} \
-		$(BIN)/python -m pytest -q tests/test_fuzz_*.py
+		$(BIN)/python -m pytest -q $(FUZZ_TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench -o python_files='bench_*.py' -o python_functions='bench_*' --benchmark-only -q

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fuzz_support import CASES, PROFILE, SECONDS, register_profiles
+from fuzz_support import CASES, CPU_SECONDS, PROFILE, SECONDS, register_profiles
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -38,5 +38,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section(f"fuzz cases per surface (profile {PROFILE})")
     for surface in sorted(CASES):
         terminalreporter.write_line(
-            f"{surface:<22} {CASES[surface]:>8,} cases {SECONDS[surface]:>8.1f} s"
+            f"{surface:<22} {CASES[surface]:>8,} cases {SECONDS[surface]:>8.1f} s "
+            f"{CPU_SECONDS[surface]:>8.1f} s CPU"
         )
+    terminalreporter.write_line(
+        f"{'total':<22} {sum(CASES.values()):>8,} cases {sum(SECONDS.values()):>8.1f} s "
+        f"{sum(CPU_SECONDS.values()):>8.1f} s CPU"
+    )

@@ -4,7 +4,7 @@ Profiles (registered in ``conftest.py``, chosen by ``HYPOTHESIS_PROFILE``):
 
 * ``ci`` (default): derandomized (fixed seeds), each test runs its ``ci`` example count once;
   all fuzz tests together stay within about a minute (``make test``).
-* ``fuzz`` (``make fuzz``): random seeds; each test runs batches of :data:`FUZZ_BATCH`
+* ``fuzz`` (``make fuzz``): random seeds; each test runs batches of up to :data:`FUZZ_BATCH`
   examples until its share of ``RLRECO_FUZZ_SECONDS`` (default 600) per surface has passed.
 
 Every case must end in success, or in a :class:`~rlreco.errors.RlrecoError` whose message is
@@ -35,14 +35,16 @@ from hypothesis import HealthCheck, settings
 from rlreco.errors import RlrecoError
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
-#: Examples per hypothesis run in the ``fuzz`` profile (runs repeat until the time is up).
+#: Most examples per hypothesis run in the ``fuzz`` profile (runs repeat until the time is up).
 FUZZ_BATCH = 500
 #: Longest error line accepted (the CLI cuts longer ones; loaders should stay well below).
 MAX_LINE = 1000
 
-#: Cases and seconds per surface in this session (printed by ``conftest.py``).
+#: Cases, seconds and CPU seconds (this process, every thread) per surface in this session
+#: (printed by ``conftest.py``; the CPU seconds do not grow with the load of a shared machine).
 CASES: dict[str, int] = defaultdict(int)
 SECONDS: dict[str, float] = defaultdict(float)
+CPU_SECONDS: dict[str, float] = defaultdict(float)
 
 _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
 if hasattr(HealthCheck, "function_scoped_fixture"):
@@ -74,8 +76,10 @@ T = TypeVar("T", bound=Callable[..., Any])
 
 
 def examples(ci: int) -> Callable[[T], T]:
-    """Settings of one fuzz test: ``ci`` examples in the ci profile, a batch in ``fuzz``."""
-    return settings(max_examples=ci if PROFILE != "fuzz" else FUZZ_BATCH)
+    """Settings of one fuzz test: ``ci`` examples in the ci profile, a batch in ``fuzz`` (at
+    most ten times ``ci``: slow CLI cases come in small batches, so a surface's time is not
+    overrun by much when a batch starts just before it is up)."""
+    return settings(max_examples=ci if PROFILE != "fuzz" else min(FUZZ_BATCH, 10 * ci))
 
 
 def drive(surface: str, test: Callable[[], None], share: float = 1.0) -> None:
@@ -84,13 +88,14 @@ def drive(surface: str, test: Callable[[], None], share: float = 1.0) -> None:
     up to 1)."""
     budget = fuzz_seconds()
     budget = None if budget is None else budget * share
-    start = time.monotonic()
+    start, cpu = time.monotonic(), time.process_time()
     try:
         test()
         while budget is not None and time.monotonic() - start < budget:
             test()
     finally:
         SECONDS[surface] += time.monotonic() - start
+        CPU_SECONDS[surface] += time.process_time() - cpu
 
 
 def tally(surface: str) -> None:
@@ -147,14 +152,39 @@ def tree_digest(path: Path) -> str | None:
     return digest.hexdigest()
 
 
+#: A file modified this recently (ns) has its bytes compared too: a rewrite within one tick of
+#: the file system's clock may leave its size and time unchanged.
+RECENT_NS = 2_000_000_000
+
+
+def tree_state(path: Path, hashed: set[Path] | None = None) -> tuple[list[Any], set[Path]]:
+    """Names, inode, size and modification time of every entry of a file or tree, plus the
+    bytes' digest of the files in ``hashed`` (default: those modified in the last
+    :data:`RECENT_NS`); returns the state and the hashed files. Any write, rename or deletion
+    shows, at the cost of reading only the files a case has just written."""
+    if not path.exists():
+        return [], set()
+    items = [path] if path.is_file() else sorted(path.rglob("*"))
+    if hashed is None:
+        now = time.time_ns()
+        hashed = {p for p in items if p.is_file() and now - p.stat().st_mtime_ns < RECENT_NS}
+    state: list[Any] = []
+    for item in items:
+        info = item.stat()
+        state.append((str(item), info.st_ino, info.st_size, info.st_mtime_ns))
+        if item in hashed and item.is_file():
+            state.append(hashlib.sha256(item.read_bytes()).digest())
+    return state, hashed
+
+
 @contextlib.contextmanager
 def unchanged(*paths: Path) -> Iterator[None]:
-    """Assert that every path (file or tree, or absent) is the same after the block."""
-    before = [tree_digest(p) for p in paths]
+    """Assert that every path (file or tree, or absent) is the same after the block: no entry
+    added, removed, replaced or written (:func:`tree_state`)."""
+    before = [tree_state(p) for p in paths]
     yield
-    after = [tree_digest(p) for p in paths]
-    for path, old, new in zip(paths, before, after, strict=True):
-        assert old == new, f"{path} changed"
+    for path, (state, hashed) in zip(paths, before, strict=True):
+        assert tree_state(path, hashed)[0] == state, f"{path} changed"
 
 
 # ------------------------------------------------------------------ byte strategies

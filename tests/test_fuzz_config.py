@@ -179,7 +179,7 @@ def test_fuzz_config_prepare(tmp_path: Path) -> None:
     data = tmp_path / "tx.csv"
     write_transactions(data, seed=1, n_rows=60)
 
-    @examples(30)
+    @examples(8)
     @given(
         st.one_of(
             config_dict().map(lambda raw: (".toml", toml_text(raw))),

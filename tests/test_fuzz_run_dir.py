@@ -13,6 +13,7 @@ import io
 import json
 import shutil
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -119,13 +120,35 @@ texts = st.one_of(
 )
 
 
+@cache
 def replacement(kind: pa.DataType) -> st.SearchStrategy[Any]:
+    """Values for a cell of type ``kind`` (one strategy per type: built once)."""
     if pa.types.is_integer(kind):
         bits = kind.bit_width
         return ints.filter(lambda v: -(2 ** (bits - 1)) <= v < 2 ** (bits - 1))
     if pa.types.is_floating(kind):
         return floats
+    if pa.types.is_timestamp(kind):
+        return st.one_of(st.integers(-(2**62), 2**62), st.sampled_from([0, -1, 2**63 - 1]))
+    if pa.types.is_boolean(kind):
+        return st.booleans()
     return texts
+
+
+TABLE_OPS = st.sampled_from(
+    ["set"] * 6 + ["null", "drop_row", "dup_row", "swap", "empty", "column", "meta"]
+)
+COLUMN_OPS = st.sampled_from(["drop", "rename", "float", "string", "add"])
+TAGS = st.sampled_from(
+    [
+        b"{}",
+        b"not json",
+        b'{"kind": "states", "schema_version": 1}',
+        b'{"kind": "snapshot", "schema_version": 2}',
+        b'{"kind": "metrics", "schema_version": "1"}',
+        b'["kind"]',
+    ]
+)
 
 
 @st.composite
@@ -135,11 +158,7 @@ def mutated_table(draw: st.DrawFn, table: pa.Table) -> pa.Table:
     or the rlreco metadata changed."""
     for _ in range(draw(st.integers(1, 3))):
         n = table.num_rows
-        op = draw(
-            st.sampled_from(
-                ["set"] * 6 + ["null", "drop_row", "dup_row", "swap", "empty", "column", "meta"]
-            )
-        )
+        op = draw(TABLE_OPS)
         meta = table.schema.metadata
         if op in ("set", "null") and n and table.num_columns:
             c = draw(st.integers(0, table.num_columns - 1))
@@ -163,7 +182,7 @@ def mutated_table(draw: st.DrawFn, table: pa.Table) -> pa.Table:
             table = table.slice(0, 0)
         elif op == "column" and table.num_columns:
             c = draw(st.integers(0, table.num_columns - 1))
-            how = draw(st.sampled_from(["drop", "rename", "float", "string", "add"]))
+            how = draw(COLUMN_OPS)
             field = table.schema.field(c)
             if how == "drop":
                 table = table.remove_column(c)
@@ -178,18 +197,7 @@ def mutated_table(draw: st.DrawFn, table: pa.Table) -> pa.Table:
                 with contextlib.suppress(pa.ArrowException):  # not castable: unchanged
                     table = table.set_column(c, field.name, table.column(c).cast(kind))
         elif op == "meta":
-            info = draw(
-                st.sampled_from(
-                    [
-                        b"{}",
-                        b"not json",
-                        b'{"kind": "states", "schema_version": 1}',
-                        b'{"kind": "snapshot", "schema_version": 2}',
-                        b'{"kind": "metrics", "schema_version": "1"}',
-                        b'["kind"]',
-                    ]
-                )
-            )
+            info = draw(TAGS)
             meta = {**(meta or {}), b"rlreco": info}
         table = table.replace_schema_metadata(meta)
     return table
@@ -201,25 +209,38 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
+#: JSON values of every kind (built once: building strategies per draw is slow).
+json_value = st.recursive(
+    st.one_of(st.none(), st.booleans(), ints, st.floats(allow_nan=False), texts),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(texts, inner, max_size=3)),
+    max_leaves=4,
+)
+#: What a manifest key is set to: any JSON value, or a path-like string.
+manifest_value = st.one_of(
+    json_value,
+    st.sampled_from(
+        [
+            "snapshots/episodes-000000000000000.parquet",
+            "metrics.parquet",
+            "manifest.json",
+            "../run",
+            "state_space",
+            "/",
+        ]
+    ),
+)
+
+
 @st.composite
 def manifest_edit(draw: st.DrawFn, manifest: dict[str, Any]) -> bytes:
     """The manifest with keys removed or set to values of any JSON type (nested keys too)."""
     doc = json.loads(json.dumps(manifest))
-    json_value = st.recursive(
-        st.one_of(st.none(), st.booleans(), ints, st.floats(allow_nan=False), texts),
-        lambda inner: st.one_of(
-            st.lists(inner, max_size=3), st.dictionaries(texts, inner, max_size=3)
-        ),
-        max_leaves=4,
-    )
     for _ in range(draw(st.integers(1, 3))):
         node = doc
-        path = []
         while isinstance(node, dict) and node and draw(st.booleans()):
             key = draw(st.sampled_from(sorted(node)))
             if not isinstance(node[key], dict):
                 break
-            path.append(key)
             node = node[key]
         if not isinstance(node, dict) or not node:
             continue
@@ -227,21 +248,7 @@ def manifest_edit(draw: st.DrawFn, manifest: dict[str, Any]) -> bytes:
         if draw(st.integers(0, 4)) == 0:
             del node[key]
         else:
-            node[key] = draw(
-                st.one_of(
-                    json_value,
-                    st.sampled_from(
-                        [
-                            "snapshots/episodes-000000000000000.parquet",
-                            "metrics.parquet",
-                            "manifest.json",
-                            "../run",
-                            "state_space",
-                            "/",
-                        ]
-                    ),
-                )
-            )
+            node[key] = draw(manifest_value)
     return json.dumps(doc).encode()
 
 
@@ -336,7 +343,7 @@ def test_fuzz_run_dir_cli(run: Path, tmp_path: Path) -> None:
         st.tuples(st.sampled_from(SURFACES), st.binary(max_size=64)),
     )
 
-    @examples(20)
+    @examples(8)
     @given(edit)
     def case(change: tuple[str, bytes]) -> None:
         surface, data = change
@@ -397,3 +404,13 @@ def test_column_name_that_is_not_utf8(run: Path) -> None:
     path.write_bytes(data.replace(b"\x18\x07segment", b"\x18\x07\xf3egment", 1))
     message = outcome(lambda: read_run(run))
     assert message is not None and "states.parquet" in message
+
+
+def test_states_without_a_segment_column(run: Path) -> None:
+    """A states table whose segment column was dropped passed the schema check (fields are
+    read from the columns) and crashed the space check with KeyError (found by make fuzz)."""
+    path = surface_path(run, "states")
+    table = pq.read_table(path)
+    pq.write_table(table.remove_column(table.schema.get_field_index("segment")), path)
+    message = outcome(lambda: read_run(run))
+    assert message is not None and "states.parquet" in message and "'segment'" in message

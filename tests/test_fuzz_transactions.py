@@ -224,7 +224,7 @@ def test_fuzz_csv_values(tmp_path: Path) -> None:
 def test_fuzz_csv_prepare(tmp_path: Path) -> None:
     """The CLI on a subset: random, mutated and value-fuzzed CSVs."""
 
-    @examples(40)
+    @examples(8)
     @given(
         st.one_of(st.binary(max_size=4096), mutated(base_csv()), csv_document().map(lambda d: d[0]))
     )
@@ -244,7 +244,7 @@ def test_fuzz_csv_prepare(tmp_path: Path) -> None:
 def test_fuzz_csv_gz(tmp_path: Path) -> None:
     compressed = gzip_bytes(base_csv())
 
-    @examples(480)
+    @examples(490)
     @given(
         st.one_of(
             st.binary(max_size=2048),
@@ -266,7 +266,7 @@ def test_fuzz_csv_gz(tmp_path: Path) -> None:
 def test_fuzz_csv_gz_prepare(tmp_path: Path) -> None:
     compressed = gzip_bytes(base_csv())
 
-    @examples(30)
+    @examples(8)
     @given(st.one_of(mutated(compressed), st.binary(max_size=512)))
     def case(data: bytes) -> None:
         tally("csv.gz")
@@ -282,7 +282,7 @@ def test_fuzz_csv_gz_prepare(tmp_path: Path) -> None:
 
 
 def test_fuzz_parquet_bytes(tmp_path: Path) -> None:
-    @examples(250)
+    @examples(260)
     @given(st.one_of(st.binary(max_size=2048), mutated(base_parquet())))
     @example(base_parquet()[:-9])
     @example(b"PAR1" + b"\0" * 16 + b"PAR1")
@@ -359,7 +359,7 @@ def test_fuzz_parquet_values(tmp_path: Path) -> None:
 
 
 def test_fuzz_parquet_prepare(tmp_path: Path) -> None:
-    @examples(30)
+    @examples(8)
     @given(st.one_of(mutated(base_parquet()), parquet_table()))
     def case(data: bytes) -> None:
         tally("parquet")
@@ -396,7 +396,7 @@ xlsx_cell = st.one_of(
 
 
 def test_fuzz_xlsx_values(tmp_path: Path) -> None:
-    @examples(50)
+    @examples(52)
     @given(
         st.lists(st.sampled_from([*COLUMNS, "Other"]), min_size=1, max_size=9, unique=True),
         st.lists(st.lists(xlsx_cell, min_size=9, max_size=9), max_size=4),
@@ -413,7 +413,7 @@ def test_fuzz_xlsx_values(tmp_path: Path) -> None:
 
 
 def test_fuzz_xlsx_prepare(tmp_path: Path) -> None:
-    @examples(15)
+    @examples(8)
     @given(mutated(base_xlsx(), max_ops=2))
     def case(data: bytes) -> None:
         tally("xlsx")

@@ -98,11 +98,26 @@ def test_truth_text_that_is_not_utf8(space: StateSpace, tmp_path: Path) -> None:
     assert message is not None and str(path) in message and "UTF8" in message
 
 
+def test_truth_probability_error_with_a_control_character_in_the_ids(
+    space: StateSpace, tmp_path: Path
+) -> None:
+    """A state id holding "\\x1e" (a line break to str.splitlines) was printed raw in the
+    out-of-range probability message: two lines (found by make fuzz)."""
+    table = truth_table(space).slice(0, 3)
+    table = table.set_column(0, "state_id", pa.array(["\x1e", "a\nb", "x"]))
+    table = table.set_column(2, "p_click", pa.array([2.0, 0.1, 0.1]))
+    path = tmp_path / "truth.parquet"
+    pq.write_table(table, path)
+    message = outcome(lambda: read_truth_table(path))
+    assert message is not None and "row 0 ('\\x1e', " in message
+    assert "p_click = 2.0 is not a probability" in message
+
+
 def test_fuzz_truth_simulate(base_run: Path, space: StateSpace, tmp_path: Path) -> None:  # noqa: F811
     table = truth_table(space)
     truth = tmp_path / "truth.parquet"
 
-    @examples(20)
+    @examples(8)
     @given(st.one_of(mutated(parquet_bytes(table)), mutated_table(table).map(parquet_bytes)))
     def case(data: bytes) -> None:
         tally("truth.cli")
@@ -201,7 +216,7 @@ def test_fuzz_sweep_dir_resume(base_run: Path, base_sweep: Path, tmp_path: Path)
     """``rlreco sweep`` resuming a fuzzed sweep directory: exit 0, or 2 and nothing changed."""
     originals = {p: p.read_bytes() for p in sweep_files(base_sweep)}
 
-    @examples(20)
+    @examples(8)
     @given(sweep_edit(base_sweep))
     def case(edit: tuple[str, bytes]) -> None:
         tally("sweep_dir.cli")

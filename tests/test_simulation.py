@@ -402,7 +402,7 @@ def break_table(frame: pd.DataFrame, how: str, space: StateSpace) -> pd.DataFram
         ("outside catalogue", "row 3: product"),
         ("duplicate", "appears more than once"),
         ("missing", "has no row for catalogue product"),
-        ("probability", "row 3 (Q1_December_0_Monday, "),
+        ("probability", "row 3 ('Q1_December_0_Monday', "),
         ("nan", "row 3: column 'p_click' is missing a value"),
         ("column", "missing column(s) p_buy"),
     ],

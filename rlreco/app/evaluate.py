@@ -39,7 +39,7 @@ from rlreco.engine.evaluation import (
 from rlreco.engine.replay import estimate_replay, uniform_acceptance
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
-from rlreco.errors import ConfigError, DataError
+from rlreco.errors import ConfigError, DataError, shown
 from rlreco.io.atomic_files import atomic_path, write_json
 from rlreco.io.foreign_log import ColumnMap, read_foreign_log
 from rlreco.io.visit_log import LogSlots, is_rlreco_log, read_visit_log
@@ -199,8 +199,8 @@ def logged_visits(log: LogSlots, space: StateSpace, slate_size: int) -> LoggedVi
         if unknown.size:
             i = int(unknown[np.argmin(log.row[unknown])])
             raise DataError(
-                f"{log.source}: row {int(log.row[i])}: {what} {str(names[index[i]])!r} is not in "
-                f"the run (its {what}s look like {str(example)!r})"
+                f"{log.source}: row {int(log.row[i])}: {what} {shown(str(names[index[i]]))} is not "
+                f"in the run (its {what}s look like {shown(str(example))})"
             )
     beyond = np.flatnonzero(log.position >= slate_size)
     if beyond.size:
@@ -240,7 +240,27 @@ def evaluate_log(
     """
     start = time.perf_counter()
     spec.validate()
-    run = Run.load(run_dir)
+    result = evaluate_run(log_path, Run.load(run_dir), spec, columns=columns)
+    if out is not None:
+        result.out = Path(out)
+        result.plots = _write(result, Path(out), plots)
+    result.seconds = time.perf_counter() - start
+    if out is not None:
+        write_json(Path(out) / "summary.json", result.document())
+    return result
+
+
+def evaluate_run(
+    log_path: str | Path, run: Run, spec: EvaluationSpec, *, columns: ColumnMap | None = None
+) -> EvaluationResult:
+    """:func:`evaluate_log` on a loaded run, writing nothing (``out`` None, ``seconds`` 0).
+
+    Raises
+    ------
+    ConfigError, DataError
+        As :func:`evaluate_log`.
+    """
+    spec.validate()
     log = read_log(log_path, columns, run)
     slate_size = run.config.policy.slate_size
     visits = logged_visits(log, run.space, slate_size)
@@ -252,6 +272,43 @@ def evaluate_log(
     )
     estimators, skipped = _applicable(spec, visits, str(log_path))
     seed = spec.seed if spec.seed is not None else run.config.simulation.seed
+    # extreme (finite) rewards or propensities overflow to non-finite estimates (shown as
+    # such, null in JSON), which is the arithmetic's answer rather than an error
+    with np.errstate(over="ignore", invalid="ignore"):
+        estimates = _estimate_grid(spec, visits, catalogues, tables, estimators, seed)
+        acceptance = uniform_acceptance(visits, catalogues)
+    summary = pd.DataFrame([{"policy": policy, **estimate.row()} for policy, estimate in estimates])
+    info = {
+        "source": log.source,
+        "visits": visits.n_visits,
+        "slots": visits.n_slots,
+        "states": int(np.unique(visits.slots["state"]).size),
+        "products": int(np.unique(visits.slots["product"]).size),
+        "logging_policy": log.policy,
+        "log_run_id": log.run_id,
+        "run_dir": str(run.run_dir.path),
+        "snapshot": run.run_dir.manifest[
+            "snapshot" if spec.snapshot == "latest" else "initial_snapshot"
+        ],
+        "propensities_known": visits.propensities_known,
+        "outcomes_known": visits.outcomes_known,
+        "uniform_acceptance": acceptance,
+        "clip": None if math.isinf(spec.clip) else spec.clip,
+        "reward_model": spec.reward_model,
+        "seed": seed,
+    }
+    return EvaluationResult(summary=summary, log=info, skipped=skipped)
+
+
+def _estimate_grid(
+    spec: EvaluationSpec,
+    visits: LoggedVisits,
+    catalogues: Catalogues,
+    tables: Tables,
+    estimators: list[str],
+    seed: int,
+) -> list[tuple[str, Estimate]]:
+    """(policy, estimate) of every target and estimator, in grid order."""
     estimates: list[tuple[str, Estimate]] = []
     for policy in spec.policies:
         for eps in spec.epsilons:
@@ -272,34 +329,7 @@ def evaluate_log(
                         epsilon=eps, clip=spec.clip, reward_model=spec.reward_model,
                     )  # fmt: skip
                 estimates.append((policy, estimate))
-    summary = pd.DataFrame([{"policy": policy, **estimate.row()} for policy, estimate in estimates])
-    info = {
-        "source": log.source,
-        "visits": visits.n_visits,
-        "slots": visits.n_slots,
-        "states": int(np.unique(visits.slots["state"]).size),
-        "products": int(np.unique(visits.slots["product"]).size),
-        "logging_policy": log.policy,
-        "log_run_id": log.run_id,
-        "run_dir": str(run.run_dir.path),
-        "snapshot": run.run_dir.manifest[
-            "snapshot" if spec.snapshot == "latest" else "initial_snapshot"
-        ],
-        "propensities_known": visits.propensities_known,
-        "outcomes_known": visits.outcomes_known,
-        "uniform_acceptance": uniform_acceptance(visits, catalogues),
-        "clip": None if math.isinf(spec.clip) else spec.clip,
-        "reward_model": spec.reward_model,
-        "seed": seed,
-    }
-    result = EvaluationResult(summary=summary, log=info, skipped=skipped)
-    if out is not None:
-        result.out = Path(out)
-        result.plots = _write(result, Path(out), plots)
-    result.seconds = time.perf_counter() - start
-    if out is not None:
-        write_json(Path(out) / "summary.json", result.document())
-    return result
+    return estimates
 
 
 def _applicable(

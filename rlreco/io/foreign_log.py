@@ -20,11 +20,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from rlreco.errors import DataError, SnapshotError
+from rlreco.errors import DataError, SnapshotError, shown
 from rlreco.io.parquet_tables import check_no_nulls
 from rlreco.io.visit_log import (
     CONTEXT_SEPARATOR,
     LogSlots,
+    check_finite,
     check_propensity,
     encode_column,
     group_slots,
@@ -143,7 +144,9 @@ def read_foreign_log(path: str | Path, columns: ColumnMap) -> LogSlots:
         if name != columns.propensity:
             check_no_nulls(table.column(name), source, name)
     state_index, state_names, context_key = _contexts(table, columns.context, source)
-    product_index, product_codes = encode_column(_as_strings(table.column(columns.item)))
+    product_index, product_codes = encode_column(
+        _as_strings(table.column(columns.item), source, columns.item)
+    )
     if columns.position is not None:
         position = _integers(table.column(columns.position), source, columns.position)
         negative = np.flatnonzero(position < 0)
@@ -159,6 +162,7 @@ def read_foreign_log(path: str | Path, columns: ColumnMap) -> LogSlots:
     buy = _flags(table.column(columns.buy), source, columns.buy) if columns.buy else None
     if columns.reward is not None:
         reward = _floats(table.column(columns.reward), source, columns.reward)
+        check_finite(reward, source, columns.reward)
     else:
         assert click is not None  # ColumnMap.check
         reward = click.astype(np.float64)
@@ -178,7 +182,9 @@ def read_foreign_log(path: str | Path, columns: ColumnMap) -> LogSlots:
     if columns.timestamp is not None:
         _timestamps(table.column(columns.timestamp), source, columns.timestamp)
     if columns.visit is not None:
-        visit_key, _ = encode_column(_as_strings(table.column(columns.visit)))
+        visit_key, _ = encode_column(
+            _as_strings(table.column(columns.visit), source, columns.visit)
+        )
         changes = None
     elif columns.position is not None:
         visit_key = None
@@ -218,7 +224,9 @@ def _read_columns(path: Path, names: list[str]) -> pa.Table:
         if path.suffix.lower() in (".parquet", ".pq"):
             available = pq.read_schema(path).names
             _require(available, names, source)
-            return pq.read_table(path, columns=names)
+            table = pq.read_table(path, columns=names)
+            table.validate(full=True)  # e.g. text that is not UTF-8
+            return table
         if suffixes.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
             delimiter = "\t" if ".tsv" in suffixes else ","
             parse = pacsv.ParseOptions(delimiter=delimiter)
@@ -231,9 +239,9 @@ def _read_columns(path: Path, names: list[str]) -> pa.Table:
                 strings_can_be_null=True,
             )
             return pacsv.read_csv(path, parse_options=parse, convert_options=convert)
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, UnicodeError) as exc:  # names not UTF-8: UnicodeError
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{source}: not a readable log file ({reason})") from None
+        raise DataError(f"{source}: not a readable log file ({shown(reason, 200)})") from None
     raise DataError(f"{source}: unknown log format; expected .parquet, .csv, .csv.gz or .tsv")
 
 
@@ -241,20 +249,28 @@ def _require(available: list[str], names: list[str], source: str) -> None:
     missing = [name for name in names if name not in available]
     if missing:
         raise DataError(
-            f"{source}: column '{missing[0]}' not found; the file has columns "
-            f"{', '.join(available)}"
+            f"{source}: column {shown(missing[0])} not found; the file has columns "
+            f"{shown(', '.join(available), 300)}"
         )
 
 
-def _as_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
+def _as_strings(column: pa.ChunkedArray, source: str, name: str) -> pa.ChunkedArray:
+    """A key column's values as text (integer-valued floats as integers)."""
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         return column
     if pa.types.is_floating(column.type):
         values = column.to_numpy()
-        if np.all(values == np.round(values)):
+        if np.all((np.abs(values) < 2.0**63) & (values == np.round(values))):
             # integer ids stored as floats (a column with nulls in pandas) read as integers
             return pa.chunked_array([pa.array(values.astype(np.int64)).cast(pa.string())])
-    return pc.cast(column, pa.string())
+    try:
+        return pc.cast(column, pa.string())
+    except pa.ArrowException as exc:  # e.g. bytes that are not UTF-8, nested types
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(
+            f"{source}: column '{name}' of type {column.type} cannot be read as text "
+            f"({shown(reason, 120)})"
+        ) from None
 
 
 def _contexts(
@@ -264,7 +280,7 @@ def _contexts(
     codes = []
     values = []
     for name in names:
-        code, distinct = encode_column(_as_strings(table.column(name)))
+        code, distinct = encode_column(_as_strings(table.column(name), source, name))
         codes.append(code)
         values.append(distinct)
     stacked = np.stack(codes, axis=1)
@@ -276,15 +292,30 @@ def _contexts(
     return inverse, labels, inverse
 
 
+#: Largest magnitude of an integer column (positions): beyond any slate, and castable.
+MAX_INTEGER = 2**31 - 1
+
+
 def _integers(column: pa.ChunkedArray, source: str, name: str) -> np.ndarray:
+    """An integer column (integers, or floats / text holding integers) as int64."""
+    values: np.ndarray
     if pa.types.is_integer(column.type):
-        return column.to_numpy().astype(np.int64)
-    values = _floats(column, source, name)
-    bad = np.flatnonzero(values != np.round(values))
-    if bad.size:
-        row = int(bad[0])
+        values = column.to_numpy()
+    else:
+        values = _floats(column, source, name)
+        bad = np.flatnonzero(np.isfinite(values) & (values != np.round(values)))
+        if bad.size:
+            row = int(bad[0])
+            raise DataError(
+                f"{source}: column '{name}' row {row}: {float(values[row])!r} is not an integer"
+            )
+    # compared as floats: uint64 values above the int64 range and inf included
+    big = np.flatnonzero(~(np.abs(values.astype(np.float64)) <= MAX_INTEGER))
+    if big.size:
+        row = int(big[0])
         raise DataError(
-            f"{source}: column '{name}' row {row}: {float(values[row])!r} is not an integer"
+            f"{source}: column '{name}' row {row}: {values[row].item()!r} is outside "
+            f"[-{MAX_INTEGER}, {MAX_INTEGER}]"
         )
     return values.astype(np.int64)
 
@@ -303,7 +334,7 @@ def _floats(
         if bad.size:
             row = int(bad[0])
             raise DataError(
-                f"{source}: column '{name}' row {row}: {text.iloc[row]!r} is not a number"
+                f"{source}: column '{name}' row {row}: {shown(text.iloc[row])} is not a number"
             )
     else:
         raise DataError(f"{source}: column '{name}' has type {column.type}, expected numbers")
@@ -342,5 +373,7 @@ def _timestamps(column: pa.ChunkedArray, source: str, name: str) -> np.ndarray:
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if bad.size:
         row = int(bad[0])
-        raise DataError(f"{source}: column '{name}' row {row}: {text.iloc[row]!r} is not a time")
+        raise DataError(
+            f"{source}: column '{name}' row {row}: {shown(text.iloc[row])} is not a time"
+        )
     return parsed.to_numpy()

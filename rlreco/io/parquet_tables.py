@@ -211,6 +211,17 @@ def write_snapshot(path: Path, snapshot: Snapshot) -> None:
             writer.write_table(_arrow_table(columns, schema), row_group_size=ROW_GROUP)
 
 
+def read_parquet(path: Path) -> pa.Table:
+    """Every column of one Parquet file, single-threaded (the file reader directly: a third of
+    ``pq.read_table``'s cost on small files, which goes through the dataset machinery).
+
+    Raises whatever Arrow raises for a file it cannot read (``ArrowException``, ``OSError``,
+    ``UnicodeError`` for names that are not UTF-8).
+    """
+    with pq.ParquetFile(path) as parquet:
+        return parquet.read(use_threads=False)
+
+
 def read_tagged(path: Path, kind: str, version: int) -> tuple[pa.Table, dict[str, Any]]:
     """Read a Parquet file and check its ``rlreco`` metadata (kind and schema version).
 
@@ -222,7 +233,7 @@ def read_tagged(path: Path, kind: str, version: int) -> tuple[pa.Table, dict[str
     if not path.is_file():
         raise SnapshotError(f"{path}: file not found")
     try:
-        table = pq.read_table(path, use_threads=False)
+        table = read_parquet(path)
         table.validate(full=True)  # e.g. text that is not UTF-8
     except (pa.ArrowException, OSError, UnicodeError) as exc:  # names not UTF-8: UnicodeError
         raise _corrupt(path, exc) from None

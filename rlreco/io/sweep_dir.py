@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -65,6 +66,17 @@ def _read_frame(path: Path, kind: str) -> tuple[pd.DataFrame, dict[str, Any]]:
         return table.to_pandas(ignore_metadata=True), info
     except (pa.ArrowException, ValueError, OverflowError) as exc:
         raise SnapshotError(f"{path}: values cannot be read ({shown(str(exc), 120)})") from None
+
+
+def _numbers(frame: pd.DataFrame, column: str) -> bool:
+    """Whether ``column`` is one column of plain numbers (integers or floats) without NaN."""
+    if list(frame.columns).count(column) != 1:
+        return False
+    series = frame[column]
+    kind = series.dtype
+    if not isinstance(kind, np.dtype) or kind.kind not in "iuf":
+        return False  # text, booleans, times, categories, nullable extension types
+    return not (kind.kind == "f" and bool(np.isnan(series.to_numpy()).any()))
 
 
 class SweepDir:
@@ -193,14 +205,7 @@ class SweepDir:
         seconds = info.get("seconds")
         if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
             raise SnapshotError(f"{path}: cell time {shown(seconds)} is not a number >= 0; {hint}")
-        wrong = [
-            c
-            for c in CELL_COLUMNS
-            if c not in frame.columns
-            or not pd.api.types.is_numeric_dtype(frame[c].dtype)
-            or pd.api.types.is_bool_dtype(frame[c].dtype)
-            or frame[c].isna().any()
-        ]
+        wrong = [c for c in CELL_COLUMNS if not _numbers(frame, c)]
         if wrong:
             raise SnapshotError(
                 f"{path}: column {wrong[0]!r} is missing or not numbers; a cell has columns "

@@ -16,9 +16,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rlreco.errors import DataError
+from rlreco.errors import DataError, shown
 from rlreco.io.atomic_files import atomic_path
-from rlreco.io.parquet_tables import check_no_nulls
+from rlreco.io.parquet_tables import check_no_nulls, read_parquet
 
 #: Columns of a truth table, in order.
 TRUTH_COLUMNS = ("state_id", "product_id", "p_click", "p_buy")
@@ -48,7 +48,7 @@ def read_truth_table(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: truth table not found")
     try:
-        table = pq.read_table(path)
+        table = read_parquet(path)
         table.validate(full=True)  # e.g. text that is not UTF-8
     except (pa.ArrowException, OSError, UnicodeError) as exc:  # names not UTF-8: UnicodeError
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -81,8 +81,9 @@ def read_truth_table(path: str | Path) -> pd.DataFrame:
         if bad.size:
             row = int(bad[0])
             raise DataError(
-                f"{path}: row {row} ({columns['state_id'][row]}, {columns['product_id'][row]}): "
-                f"{name} = {values[row]!r} is not a probability in [0, 1]"
+                f"{path}: row {row} ({shown(str(columns['state_id'][row]))}, "
+                f"{shown(str(columns['product_id'][row]))}): {name} = {float(values[row])!r} is "
+                "not a probability in [0, 1]"
             )
         columns[name] = values
     return pd.DataFrame(columns)

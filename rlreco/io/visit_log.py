@@ -20,8 +20,9 @@ one slot. Positions are 0-based slot indices, and the slots of a visit must be p
 maps to a run's integer ids.
 
 Every problem is one :class:`~rlreco.errors.DataError` line naming the file, the column and the
-first bad row (0-based data row): a missing or mistyped column, a missing value, a propensity
-outside (0, 1], a negative position, a visit whose positions are not ``0..m-1``, an empty log.
+first bad row (0-based data row): a missing or mistyped column, a missing value, a reward that
+is not a finite number, a propensity outside (0, 1], a negative position, a visit whose
+positions are not ``0..m-1``, an empty log.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rlreco.errors import DataError, SnapshotError
+from rlreco.errors import DataError, SnapshotError, shown
 from rlreco.io.atomic_files import atomic_path
 from rlreco.io.parquet_tables import check_no_nulls, read_tagged, record_fields
 from rlreco.schema import LOG_DTYPE
@@ -264,7 +265,7 @@ def is_rlreco_log(path: str | Path) -> bool:
         return False
     try:
         meta = pq.read_schema(path).metadata or {}
-    except (pa.ArrowException, OSError):
+    except (pa.ArrowException, OSError, UnicodeError):  # names not UTF-8: UnicodeError
         return False
     try:
         info = json.loads(meta.get(_META_KEY, b"{}"))
@@ -280,7 +281,8 @@ def read_visit_log(path: str | Path) -> LogSlots:
     ------
     DataError
         Nothing to read, a part that is not an rlreco visit log of this schema, an empty log,
-        a propensity outside (0, 1], or visits whose slots are not ``0..m-1``.
+        a reward that is not finite, a propensity outside (0, 1], or visits whose slots are
+        not ``0..m-1``.
     """
     path = Path(path)
     if path.is_dir():
@@ -299,7 +301,10 @@ def read_visit_log(path: str | Path) -> LogSlots:
         except SnapshotError as exc:
             raise DataError(str(exc)) from None
         if not table.schema.remove_metadata().equals(LOG_SCHEMA):
-            raise DataError(f"{part}: columns {table.schema.names} do not match the visit log")
+            raise DataError(
+                f"{part}: columns {shown(table.schema.names, 300)} do not match the visit log "
+                f"({', '.join(LOG_SCHEMA.names)})"
+            )
         tables.append(table.replace_schema_metadata(None))
     table = pa.concat_tables(tables)
     source = str(path)
@@ -313,6 +318,8 @@ def read_visit_log(path: str | Path) -> LogSlots:
     product_index, product_codes = encode_column(table.column("product_code"))
     propensity = table.column("propensity").to_numpy(zero_copy_only=False).astype(np.float64)
     check_propensity(propensity, source, "propensity")
+    reward = table.column("reward").to_numpy().astype(np.float64)
+    check_finite(reward, source, "reward")
     outcome = table.column("outcome").to_numpy().astype(np.int8)
     bad = np.flatnonzero((outcome < 0) | (outcome > 2))
     if bad.size:
@@ -329,7 +336,7 @@ def read_visit_log(path: str | Path) -> LogSlots:
         product_index=product_index,
         product_codes=product_codes,
         outcome=outcome,
-        reward=table.column("reward").to_numpy().astype(np.float64),
+        reward=reward,
         propensity=propensity,
         policy=f"{policy} {param:g}",
         run_id=str(table.column("run_id")[0].as_py()),
@@ -341,6 +348,16 @@ def encode_column(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     coded = column.combine_chunks().dictionary_encode()
     names = np.asarray(coded.dictionary.to_pylist(), dtype=str)
     return coded.indices.to_numpy().astype(np.int64), names
+
+
+def check_finite(values: np.ndarray, source: str, name: str) -> None:
+    """Reject NaN and infinite values (rewards: every estimate would be undefined)."""
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        row = int(bad[0])
+        raise DataError(
+            f"{source}: column '{name}' row {row}: {float(values[row])!r} is not a finite number"
+        )
 
 
 def check_propensity(propensity: np.ndarray, source: str, name: str) -> None:
