@@ -324,3 +324,16 @@ def test_weights_need_the_exact_slate_distribution() -> None:
     slots["propensity"] = 0.5
     with pytest.raises(SimulationError, match=f"at most {DR_MAX_SLATE} slots"):
         importance_weights(LoggedVisits.from_slots(slots), Catalogues.of(space), tables.value, 0.1)
+
+
+def test_snips_of_a_target_that_never_shows_the_logged_products_is_undefined() -> None:
+    # zero weight on every slot (found by fuzzing a one-slot foreign log): SNIPS is 0 / 0,
+    # reported as nan, never a ZeroDivisionError
+    slots = np.zeros(2, dtype=LOG_DTYPE)
+    slots["visit"] = [0, 1]
+    slots["reward"] = [1.0, 0.0]
+    slots["propensity"] = 0.5
+    visits = LoggedVisits.from_slots(slots)
+    estimate = estimate_snips(visits, np.zeros(2), epsilon=0.0)
+    assert math.isnan(estimate.metrics["reward_per_visit"].mean)
+    assert estimate_ips(visits, np.zeros(2), epsilon=0.0).metrics["reward_per_visit"].mean == 0.0

@@ -406,8 +406,10 @@ def estimate_snips(
     """
     per_visit = _sum_weighted(visits, weight)
     m = visits.slots_per_visit.astype(np.float64)
-    m_bar = float(m.mean()) if visits.n_visits else math.nan
-    w_bar = float(per_visit[:, 3].mean()) if visits.n_visits else math.nan
+    # numpy scalars: no weight on any slot (a target that never shows what was logged) gives
+    # an undefined estimate (nan), not a ZeroDivisionError
+    m_bar = np.float64(m.mean() if visits.n_visits else math.nan)
+    w_bar = np.float64(per_visit[:, 3].mean() if visits.n_visits else math.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = per_visit[:, :3].mean(axis=0) / w_bar
         influence = ratio * m[:, None] + m_bar / w_bar * (
