@@ -36,8 +36,11 @@ visits/s on this branch against 572-575k on the main branch before it (no regres
 
 Later, on the real space (``popularity``, from the initial tables, process CPU time, one core
 of a machine loaded 10-15 deep, alternating with the tree before in one sitting; before ->
-after): UCB1 228k -> 264k and 268k -> 300k (1.12-1.16x); softmax 212k -> 241k (1.14x);
-Thompson 81k -> 104k (1.29x). Where the time goes (kernels timed alone on
+after): UCB1 228k -> 264k and 268k -> 300k (1.12-1.16x); softmax 212k -> 241k and 257k ->
+254k (0.99-1.14x: no clear gain); Thompson 81k -> 104k and 80k -> 100k (1.25-1.29x).
+First-use compile of these kernels did not change (``bench/bench_compile.py``, same sitting).
+
+Where the time goes (kernels timed alone on
 tables after 1M visits, per visit): softmax choose 3.2 us (1.4-1.6 us when one state's tree
 stays in cache: half is memory), update 0.5 us; 71% of visits draw their last slots with the
 slate's leaves taken out (the slate holds over half the weight at tau 0.5), 11.6 descents per
