@@ -293,12 +293,9 @@ def write_snapshot(path: Path, snapshot: Snapshot) -> None:
 
 
 def read_parquet(path: Path) -> pa.Table:
-    """Every column of one Parquet file, single-threaded (the file reader directly: a third of
-    ``pq.read_table``'s cost on small files, which goes through the dataset machinery).
-
-    Raises whatever Arrow raises for a file it cannot read (``ArrowException``, ``OSError``,
-    ``UnicodeError`` for names that are not UTF-8).
-    """
+    """Every column of one Parquet file, single-threaded, through the file reader (a third of
+    ``pq.read_table``'s cost on small files); raises what Arrow raises (``ArrowException``,
+    ``OSError``, ``UnicodeError`` for names that are not UTF-8)."""
     with pq.ParquetFile(path) as parquet:
         return parquet.read(use_threads=False)
 
