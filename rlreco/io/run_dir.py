@@ -358,6 +358,8 @@ def read_table(path: Path, kind: str) -> dict[str, np.ndarray]:
             f"{[str(t) for t in table.schema.types]} do not match the {kind} schema "
             f"{expected.names}"
         )
+    if len(set(expected.names)) < len(expected.names):  # e.g. two extra state fields named ""
+        raise SnapshotError(f"{path}: a column name appears twice in {shown(expected.names, 200)}")
     return _numpy_columns(path, table, expected)
 
 
@@ -475,10 +477,7 @@ def _check_space(folder: Path, space: Mapping[str, Mapping[str, np.ndarray]]) ->
             raise bad(kind, row, f"{name} {ids[row]}, expected {row} (ids are 0..n-1 in order)")
     fields = fields_of_columns("states", list(states))
     if "segment" not in fields:  # catalogues are per segment: the field is required
-        raise SnapshotError(
-            f"{folder / 'states'}.parquet: no 'segment' column (state fields {list(fields)}; "
-            "segment is required)"
-        )
+        raise SnapshotError(f"{folder / 'states'}.parquet: no 'segment' column (it is required)")
     if "half" in fields:
         wrong = np.flatnonzero(~np.isin(states["half"], (0, 1)))
         if wrong.size:
