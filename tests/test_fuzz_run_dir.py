@@ -414,3 +414,16 @@ def test_states_without_a_segment_column(run: Path) -> None:
     pq.write_table(table.remove_column(table.schema.get_field_index("segment")), path)
     message = outcome(lambda: read_run(run))
     assert message is not None and "states.parquet" in message and "'segment'" in message
+
+
+def test_states_with_two_columns_of_one_name(run: Path) -> None:
+    """Two extra state-field columns named "" matched the schema and crashed the column reads
+    with KeyError (found by make fuzz)."""
+    path = surface_path(run, "states")
+    table = pq.read_table(path)
+    extra = pa.array([""] * table.num_rows)
+    w = table.schema.get_field_index("weight")
+    table = table.add_column(w, "", extra).add_column(w, "", extra)
+    pq.write_table(table, path)
+    message = outcome(lambda: read_run(run))
+    assert message is not None and "states.parquet" in message and "appears twice" in message

@@ -280,6 +280,8 @@ def read_table(path: Path, kind: str) -> dict[str, np.ndarray]:
             f"{[str(t) for t in table.schema.types]} do not match the {kind} schema "
             f"{expected.names}"
         )
+    if len(set(expected.names)) < len(expected.names):  # e.g. two extra state fields named ""
+        raise SnapshotError(f"{path}: a column name appears twice in {shown(expected.names, 200)}")
     return _numpy_columns(path, table, expected)
 
 

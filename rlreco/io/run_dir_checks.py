@@ -72,10 +72,7 @@ def check_space(folder: Path, space: Mapping[str, Mapping[str, np.ndarray]]) -> 
             raise bad(kind, row, f"{name} {ids[row]}, expected {row} (ids are 0..n-1 in order)")
     fields = fields_of_columns("states", list(states))
     if "segment" not in fields:  # catalogues are per segment: the field is required
-        raise SnapshotError(
-            f"{folder / 'states'}.parquet: no 'segment' column (state fields {list(fields)}; "
-            "segment is required)"
-        )
+        raise SnapshotError(f"{folder / 'states'}.parquet: no 'segment' column (it is required)")
     if "half" in fields:
         wrong = np.flatnonzero(~np.isin(states["half"], (0, 1)))
         if wrong.size:
