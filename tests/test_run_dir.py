@@ -244,3 +244,25 @@ def test_a_commit_killed_around_its_manifest_reads_as_old_or_new(
     assert not list(run.path.glob(".metrics-*"))
     kept = RunDir.open(run.path).read_metrics()
     assert kept is not None and np.array_equal(kept["visits"], metrics["visits"])
+
+
+def test_a_missing_value_in_a_column_named_by_a_control_character_is_one_line(
+    tmp_path: Path,
+) -> None:
+    # found by the long fuzz: the column name comes from the file and is shown escaped
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rlreco.io.parquet_tables import schema_of
+
+    schema = schema_of("states", ["segment", "\r"]).with_metadata(
+        {b"rlreco": json.dumps({"kind": "states", "schema_version": 1}).encode()}
+    )
+    columns = {"state_id": [0], "state": ["Q1_x"], "segment": ["Q1"], "\r": [None], "weight": [1.0]}
+    path = tmp_path / "states.parquet"
+    pq.write_table(pa.table(columns, schema=schema), path)
+    with pytest.raises(SnapshotError) as caught:
+        read_table(path, "states")
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1, message
+    assert "column '\\r' has 1 missing values" in message

@@ -292,8 +292,9 @@ def _numpy_columns(
     for field in expected:
         col = table.column(field.name)
         if col.null_count:
+            # the name comes from the file: shown escaped (a '\r' would break the line)
             raise SnapshotError(
-                f"{path}: column '{field.name}' has {col.null_count} missing values"
+                f"{path}: column {shown(field.name)} has {col.null_count} missing values"
             )
         if pa.types.is_string(field.type):
             # string columns repeat a few values (state ids, codes): convert each value once
@@ -379,7 +380,7 @@ def read_policy_state(path: Path, policy: str) -> dict[str, np.ndarray]:
         if column.null_count or not (
             pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
         ):
-            raise SnapshotError(f"{path}: column '{name}' is not a complete numeric column")
+            raise SnapshotError(f"{path}: column {shown(name)} is not a complete numeric column")
         out[name] = np.array(column.to_numpy())  # writable: a policy updates its state
     return out
 
