@@ -427,3 +427,15 @@ def test_states_with_two_columns_of_one_name(run: Path) -> None:
     pq.write_table(table, path)
     message = outcome(lambda: read_run(run))
     assert message is not None and "states.parquet" in message and "appears twice" in message
+
+
+def test_states_with_a_field_named_by_a_record_separator(run: Path) -> None:
+    """A state field named "\\x1e" (a line boundary to ``str.splitlines``) broke the one-line
+    rule of the state-id check (found by make fuzz)."""
+    path = surface_path(run, "states")
+    table = pq.read_table(path)
+    w = table.schema.get_field_index("weight")
+    table = table.add_column(w, "\x1e", pa.array(["x"] * table.num_rows))
+    pq.write_table(table, path)
+    message = outcome(lambda: read_run(run))
+    assert message is not None and "states.parquet" in message and "\\x1e" in message

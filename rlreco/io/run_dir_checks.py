@@ -87,9 +87,8 @@ def check_space(folder: Path, space: Mapping[str, Mapping[str, np.ndarray]]) -> 
         if labelled:
             break
         if state != format_state_id(list(parts)):
-            raise bad(
-                "states", row, f"state {shown(state)} is not its fields {'_'.join(fields)} joined"
-            )
+            joined = shown("_".join(fields), 80)  # field names come from the file
+            raise bad("states", row, f"state {shown(state)} is not its fields {joined} joined")
     weight = states["weight"]
     wrong = np.flatnonzero(~(np.isfinite(weight) & (weight >= 0)))
     if wrong.size:
