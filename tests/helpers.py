@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from naive import NaiveWorld
 
 from rlreco.app.sweep_grid import SweepSpec
@@ -208,3 +209,29 @@ def policy_params(
 ) -> PolicyParams:
     """A :class:`PolicyParams` bundle (``step_size`` None: the sample average)."""
     return PolicyParams(code, float(param), slate_size, search, step_size or 0.0)
+
+
+#: Product codes that need escaping as MongoDB field names, at the front of the small CSV.
+AWKWARD_CODES = ("A.B", "$X", "50%OFF")
+
+
+def write_transactions(path: Path, seed: int = 0, n_rows: int = 500) -> None:
+    """A small transactions CSV in the UCI layout: 40 customers, 24 products, 3 months."""
+    rng = np.random.default_rng(seed)
+    codes = np.asarray([*AWKWARD_CODES, *(str(21000 + i) for i in range(21))])
+    customer = rng.integers(0, 40, n_rows)
+    day = rng.integers(0, 90, n_rows)
+    product = codes[rng.integers(0, codes.size, n_rows)]
+    dates = pd.Timestamp("2011-01-01 09:00") + pd.to_timedelta(day, unit="D")
+    pd.DataFrame(
+        {
+            "InvoiceNo": [f"5{c:03d}{d:03d}" for c, d in zip(customer, day, strict=True)],
+            "StockCode": product,
+            "Description": [f"ITEM {c}" for c in product],
+            "Quantity": rng.integers(1, 25, n_rows),
+            "InvoiceDate": dates.strftime("%m/%d/%Y %H:%M"),
+            "UnitPrice": rng.integers(50, 1000, n_rows) / 100,
+            "CustomerID": (12000 + customer).astype(float),
+            "Country": "United Kingdom",
+        }
+    ).to_csv(path, index=False)

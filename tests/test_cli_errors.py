@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from fuzz_support import tree_digest
-from test_cli_mongo import write_transactions
+from helpers import write_transactions
 from typer.testing import CliRunner
 
 import rlreco.io.run_dir

@@ -19,6 +19,7 @@ import mongomock
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import AWKWARD_CODES, write_transactions
 from mongo_suite import patch_mongomock
 from typer.testing import CliRunner
 
@@ -35,32 +36,8 @@ from rlreco.io.run_dir import MANIFEST, RunDir
 
 runner = CliRunner()
 LAYOUTS = ("seed", "tidy")
-#: Product codes that are not valid MongoDB field names as they are.
-AWKWARD_CODES = ("A.B", "$X", "50%OFF")
 URI = "mongodb://alice:s3cr3t-pw@db.example:27017/?authSource=admin"
 PASSWORD = "s3cr3t-pw"
-
-
-def write_transactions(path: Path, seed: int = 0, n_rows: int = 500) -> None:
-    """A small transactions CSV in the UCI layout: 40 customers, 24 products, 3 months."""
-    rng = np.random.default_rng(seed)
-    codes = np.asarray([*AWKWARD_CODES, *(str(21000 + i) for i in range(21))])
-    customer = rng.integers(0, 40, n_rows)
-    day = rng.integers(0, 90, n_rows)
-    product = codes[rng.integers(0, codes.size, n_rows)]
-    dates = pd.Timestamp("2011-01-01 09:00") + pd.to_timedelta(day, unit="D")
-    pd.DataFrame(
-        {
-            "InvoiceNo": [f"5{c:03d}{d:03d}" for c, d in zip(customer, day, strict=True)],
-            "StockCode": product,
-            "Description": [f"ITEM {c}" for c in product],
-            "Quantity": rng.integers(1, 25, n_rows),
-            "InvoiceDate": dates.strftime("%m/%d/%Y %H:%M"),
-            "UnitPrice": rng.integers(50, 1000, n_rows) / 100,
-            "CustomerID": (12000 + customer).astype(float),
-            "Country": "United Kingdom",
-        }
-    ).to_csv(path, index=False)
 
 
 @pytest.fixture(scope="module")

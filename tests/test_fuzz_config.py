@@ -15,8 +15,8 @@ from typing import Any
 
 import hypothesis.strategies as st
 from fuzz_support import cli_outcome, drive, examples, mutated, outcome, tally, unchanged
+from helpers import write_transactions
 from hypothesis import example, given
-from test_cli_mongo import write_transactions
 from typer.testing import CliRunner
 
 from rlreco.cli import app

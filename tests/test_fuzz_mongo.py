@@ -23,10 +23,10 @@ import hypothesis.strategies as st
 import mongomock
 import pytest
 from fuzz_support import cli_outcome, drive, examples, outcome, tally, tree_digest
+from helpers import write_transactions
 from hypothesis import example, given
 from mongo_suite import patch_mongomock
 from pymongo.errors import DuplicateKeyError
-from test_cli_mongo import write_transactions
 from typer.testing import CliRunner
 
 import rlreco.io.mongo_connection

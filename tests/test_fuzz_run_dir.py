@@ -34,8 +34,8 @@ from fuzz_support import (
     tree_digest,
     unchanged,
 )
+from helpers import write_transactions
 from hypothesis import given
-from test_cli_mongo import write_transactions
 from typer.testing import CliRunner
 
 from rlreco.app.prepare import prepare

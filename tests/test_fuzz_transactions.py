@@ -31,8 +31,8 @@ from fuzz_support import (
     tree_digest,
     unchanged,
 )
+from helpers import write_transactions
 from hypothesis import example, given
-from test_cli_mongo import write_transactions
 from typer.testing import CliRunner
 
 from rlreco.cli import app
