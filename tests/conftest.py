@@ -20,6 +20,25 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small prepared run with 500 simulated visits (two snapshots and metrics), one per
+    test module (the fuzz tests copy it before changing anything)."""
+    from helpers import write_transactions  # imported here: most tests never need a run
+    from typer.testing import CliRunner
+
+    from rlreco.app.prepare import prepare
+    from rlreco.cli import app
+    from rlreco.config import RunConfig
+
+    root = tmp_path_factory.mktemp("fuzz-run")
+    write_transactions(root / "tx.csv")
+    prepare(RunConfig(), out=root / "run", data=root / "tx.csv")
+    result = CliRunner().invoke(app, ["simulate", str(root / "run"), "-n", "500", "--json"])
+    assert result.exit_code == 0, result.output
+    return root / "run"
+
+
 @pytest.fixture(scope="session")
 def embedded_parquet() -> Path:
     """The embedded default data set shipped in data/."""

@@ -20,16 +20,20 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import io
 import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
 import hypothesis.strategies as st
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from hypothesis import HealthCheck, settings
 
 from rlreco.errors import RlrecoError
@@ -244,3 +248,154 @@ def invalid_utf8(n: int) -> pa.Array:
     """``n`` strings that are not UTF-8 (b"\\x80"), built without Arrow's validation."""
     offsets = pa.py_buffer(np.arange(n + 1, dtype=np.int32).tobytes())
     return pa.Array.from_buffers(pa.string(), n, [None, offsets, pa.py_buffer(b"\x80" * n)])
+
+
+# -------------------------------------------------- Arrow tables: value-level mutations
+
+#: Replacement values by Arrow type family.
+ints = st.one_of(
+    st.sampled_from([0, -1, 1, 2, 7, 2**31 - 1, -(2**31), 2**62]), st.integers(-5, 600)
+)
+floats = st.one_of(st.floats(), st.sampled_from([0.0, -0.0, 1e308, -1.0]))
+texts = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["", "Q1", "Q9", "January", "Funday", "Q1_January_0_Monday", "85123A"]),
+)
+
+
+@cache
+def replacement(kind: pa.DataType) -> st.SearchStrategy[Any]:
+    """Values for a cell of type ``kind`` (one strategy per type: built once)."""
+    if pa.types.is_integer(kind):
+        bits = kind.bit_width
+        return ints.filter(lambda v: -(2 ** (bits - 1)) <= v < 2 ** (bits - 1))
+    if pa.types.is_floating(kind):
+        return floats
+    if pa.types.is_timestamp(kind):
+        return st.one_of(st.integers(-(2**62), 2**62), st.sampled_from([0, -1, 2**63 - 1]))
+    if pa.types.is_boolean(kind):
+        return st.booleans()
+    return texts
+
+
+TABLE_OPS = st.sampled_from(
+    ["set"] * 6 + ["null", "drop_row", "dup_row", "swap", "empty", "column", "meta"]
+)
+COLUMN_OPS = st.sampled_from(["drop", "rename", "float", "string", "add"])
+TAGS = st.sampled_from(
+    [
+        b"{}",
+        b"not json",
+        b'{"kind": "states", "schema_version": 1}',
+        b'{"kind": "snapshot", "schema_version": 2}',
+        b'{"kind": "metrics", "schema_version": "1"}',
+        b'["kind"]',
+    ]
+)
+
+
+@st.composite
+def mutated_table(draw: st.DrawFn, table: pa.Table) -> pa.Table:
+    """``table`` (metadata kept) with a few edits: cells set (to extreme, foreign or null
+    values), rows dropped, duplicated or swapped, columns dropped, added, renamed or retyped,
+    or the rlreco metadata changed."""
+    for _ in range(draw(st.integers(1, 3))):
+        n = table.num_rows
+        op = draw(TABLE_OPS)
+        meta = table.schema.metadata
+        if op in ("set", "null") and n and table.num_columns:
+            c = draw(st.integers(0, table.num_columns - 1))
+            field = table.schema.field(c)
+            row = draw(st.integers(0, n - 1))
+            new = pa.scalar(None if op == "null" else draw(replacement(field.type)), field.type)
+            mask = pa.array(np.arange(n) == row)
+            table = table.set_column(c, field, pc.if_else(mask, new, table.column(c)))
+        elif op == "drop_row" and n:
+            row = draw(st.integers(0, n - 1))
+            table = pa.concat_tables([table.slice(0, row), table.slice(row + 1)])
+        elif op == "dup_row" and n:
+            row = draw(st.integers(0, n - 1))
+            table = pa.concat_tables([table, table.slice(row, 1)])
+        elif op == "swap" and n > 1:
+            i, j = draw(st.integers(0, n - 1)), draw(st.integers(0, n - 1))
+            order = list(range(n))
+            order[i], order[j] = order[j], order[i]
+            table = table.take(order)
+        elif op == "empty":
+            table = table.slice(0, 0)
+        elif op == "column" and table.num_columns:
+            c = draw(st.integers(0, table.num_columns - 1))
+            how = draw(COLUMN_OPS)
+            field = table.schema.field(c)
+            if how == "drop":
+                table = table.remove_column(c)
+            elif how == "rename":
+                table = table.rename_columns(
+                    [draw(texts) if i == c else f.name for i, f in enumerate(table.schema)]
+                )
+            elif how == "add":
+                table = table.append_column("extra", pa.array([1] * n, pa.int64()))
+            else:
+                kind = pa.float64() if how == "float" else pa.string()
+                with contextlib.suppress(pa.ArrowException):  # not castable: unchanged
+                    table = table.set_column(c, field.name, table.column(c).cast(kind))
+        elif op == "meta":
+            info = draw(TAGS)
+            meta = {**(meta or {}), b"rlreco": info}
+        table = table.replace_schema_metadata(meta)
+    return table
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+#: Arrow columns of any of the types a Parquet writer may hand us.
+arrow_column = st.one_of(
+    st.lists(st.one_of(st.none(), st.text(max_size=12)), max_size=6).map(
+        lambda v: pa.array(v, pa.string())
+    ),
+    st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)), max_size=6).map(
+        lambda v: pa.array(v, pa.int64())
+    ),
+    st.lists(st.one_of(st.none(), st.floats()), max_size=6).map(
+        lambda v: pa.array(v, pa.float64())
+    ),
+    st.lists(st.one_of(st.none(), st.booleans()), max_size=6).map(
+        lambda v: pa.array(v, pa.bool_())
+    ),
+    st.lists(st.one_of(st.none(), st.binary(max_size=8)), max_size=6).map(
+        lambda v: pa.array(v, pa.binary())
+    ),
+    st.lists(st.one_of(st.none(), st.integers(-(2**62), 2**62)), max_size=6).map(
+        lambda v: pa.array(v, pa.timestamp("ns"))
+    ),
+    st.lists(st.one_of(st.none(), st.integers(-(2**31), 2**31 - 1)), max_size=6).map(
+        lambda v: pa.array(v, pa.date32())
+    ),
+    st.lists(st.one_of(st.none(), st.integers(-5, 5)), max_size=6).map(
+        lambda v: pa.array(v, pa.int8()).dictionary_encode()
+    ),
+    st.lists(st.lists(st.integers(0, 9), max_size=2), max_size=6).map(
+        lambda v: pa.array(v, pa.list_(pa.int64()))
+    ),
+)
+
+
+def mixed_table(draw: st.DrawFn, names: list[str], base: Callable[[int], pa.Table]) -> pa.Table:
+    """A table with columns ``names`` (duplicates allowed) of random types and values; on a
+    coin flip, some of them taken instead from ``base(n)``, the first ``n`` rows of a valid
+    table, so that the other columns are what breaks it."""
+    columns = [draw(arrow_column) for _ in names]
+    n = min((len(c) for c in columns), default=0)
+    if draw(st.booleans()):
+        valid = base(n)
+        columns = [
+            valid.column(name).combine_chunks()
+            if name in valid.column_names and draw(st.booleans())
+            else col
+            for name, col in zip(names, columns, strict=True)
+        ]
+    return pa.table([c.slice(0, n) for c in columns], names=names)

@@ -8,39 +8,36 @@ succeeds or is one line (exit code 2) with the run directory unchanged.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from fuzz_support import (
     cli_outcome,
     drive,
     examples,
+    ints,
     invalid_utf8,
     mutated,
+    mutated_table,
     outcome,
+    parquet_bytes,
     tally,
+    texts,
     tree_digest,
     unchanged,
 )
-from helpers import write_transactions
 from hypothesis import given
 from typer.testing import CliRunner
 
-from rlreco.app.prepare import prepare
 from rlreco.cli import app
-from rlreco.config import RunConfig, config_from_dict
+from rlreco.config import config_from_dict
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.io.run_dir import MANIFEST, RunDir
@@ -53,17 +50,6 @@ FILES = {
     "catalogues": "state_space/catalogues.parquet",
     "metrics": "metrics.parquet",
 }
-
-
-@pytest.fixture(scope="module")
-def base_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small prepared run with 500 simulated visits (two snapshots and metrics)."""
-    root = tmp_path_factory.mktemp("fuzz-run")
-    write_transactions(root / "tx.csv")
-    prepare(RunConfig(), out=root / "run", data=root / "tx.csv")
-    result = runner.invoke(app, ["simulate", str(root / "run"), "-n", "500", "--json"])
-    assert result.exit_code == 0, result.output
-    return root / "run"
 
 
 def surface_path(run: Path, surface: str) -> Path:
@@ -105,108 +91,6 @@ def reader(path: Path, surface: str) -> Callable[[], None]:
         return lambda: RunDir.open(path).read_metrics() and None
     which = "latest" if surface == "snapshot" else "initial"
     return lambda: Tables.from_columns(RunDir.open(path).read_snapshot(which), space) and None
-
-
-# ------------------------------------------------------------------ value-level mutations
-
-#: Replacement values by Arrow type family.
-ints = st.one_of(
-    st.sampled_from([0, -1, 1, 2, 7, 2**31 - 1, -(2**31), 2**62]), st.integers(-5, 600)
-)
-floats = st.one_of(st.floats(), st.sampled_from([0.0, -0.0, 1e308, -1.0]))
-texts = st.one_of(
-    st.text(max_size=30),
-    st.sampled_from(["", "Q1", "Q9", "January", "Funday", "Q1_January_0_Monday", "85123A"]),
-)
-
-
-@cache
-def replacement(kind: pa.DataType) -> st.SearchStrategy[Any]:
-    """Values for a cell of type ``kind`` (one strategy per type: built once)."""
-    if pa.types.is_integer(kind):
-        bits = kind.bit_width
-        return ints.filter(lambda v: -(2 ** (bits - 1)) <= v < 2 ** (bits - 1))
-    if pa.types.is_floating(kind):
-        return floats
-    if pa.types.is_timestamp(kind):
-        return st.one_of(st.integers(-(2**62), 2**62), st.sampled_from([0, -1, 2**63 - 1]))
-    if pa.types.is_boolean(kind):
-        return st.booleans()
-    return texts
-
-
-TABLE_OPS = st.sampled_from(
-    ["set"] * 6 + ["null", "drop_row", "dup_row", "swap", "empty", "column", "meta"]
-)
-COLUMN_OPS = st.sampled_from(["drop", "rename", "float", "string", "add"])
-TAGS = st.sampled_from(
-    [
-        b"{}",
-        b"not json",
-        b'{"kind": "states", "schema_version": 1}',
-        b'{"kind": "snapshot", "schema_version": 2}',
-        b'{"kind": "metrics", "schema_version": "1"}',
-        b'["kind"]',
-    ]
-)
-
-
-@st.composite
-def mutated_table(draw: st.DrawFn, table: pa.Table) -> pa.Table:
-    """``table`` (metadata kept) with a few edits: cells set (to extreme, foreign or null
-    values), rows dropped, duplicated or swapped, columns dropped, added, renamed or retyped,
-    or the rlreco metadata changed."""
-    for _ in range(draw(st.integers(1, 3))):
-        n = table.num_rows
-        op = draw(TABLE_OPS)
-        meta = table.schema.metadata
-        if op in ("set", "null") and n and table.num_columns:
-            c = draw(st.integers(0, table.num_columns - 1))
-            field = table.schema.field(c)
-            row = draw(st.integers(0, n - 1))
-            new = pa.scalar(None if op == "null" else draw(replacement(field.type)), field.type)
-            mask = pa.array(np.arange(n) == row)
-            table = table.set_column(c, field, pc.if_else(mask, new, table.column(c)))
-        elif op == "drop_row" and n:
-            row = draw(st.integers(0, n - 1))
-            table = pa.concat_tables([table.slice(0, row), table.slice(row + 1)])
-        elif op == "dup_row" and n:
-            row = draw(st.integers(0, n - 1))
-            table = pa.concat_tables([table, table.slice(row, 1)])
-        elif op == "swap" and n > 1:
-            i, j = draw(st.integers(0, n - 1)), draw(st.integers(0, n - 1))
-            order = list(range(n))
-            order[i], order[j] = order[j], order[i]
-            table = table.take(order)
-        elif op == "empty":
-            table = table.slice(0, 0)
-        elif op == "column" and table.num_columns:
-            c = draw(st.integers(0, table.num_columns - 1))
-            how = draw(COLUMN_OPS)
-            field = table.schema.field(c)
-            if how == "drop":
-                table = table.remove_column(c)
-            elif how == "rename":
-                table = table.rename_columns(
-                    [draw(texts) if i == c else f.name for i, f in enumerate(table.schema)]
-                )
-            elif how == "add":
-                table = table.append_column("extra", pa.array([1] * n, pa.int64()))
-            else:
-                kind = pa.float64() if how == "float" else pa.string()
-                with contextlib.suppress(pa.ArrowException):  # not castable: unchanged
-                    table = table.set_column(c, field.name, table.column(c).cast(kind))
-        elif op == "meta":
-            info = draw(TAGS)
-            meta = {**(meta or {}), b"rlreco": info}
-        table = table.replace_schema_metadata(meta)
-    return table
-
-
-def parquet_bytes(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    return sink.getvalue()
 
 
 #: JSON values of every kind (built once: building strategies per draw is slow).

@@ -25,8 +25,10 @@ from fuzz_support import (
     examples,
     gzip_bytes,
     invalid_utf8,
+    mixed_table,
     mutated,
     outcome,
+    parquet_bytes,
     tally,
     tree_digest,
     unchanged,
@@ -293,38 +295,6 @@ def test_fuzz_parquet_bytes(tmp_path: Path) -> None:
     drive("parquet", case, share=0.4)
 
 
-#: Arrow columns of any of the types a Parquet writer may hand us.
-arrow_column = st.one_of(
-    st.lists(st.one_of(st.none(), st.text(max_size=12)), max_size=6).map(
-        lambda v: pa.array(v, pa.string())
-    ),
-    st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)), max_size=6).map(
-        lambda v: pa.array(v, pa.int64())
-    ),
-    st.lists(st.one_of(st.none(), st.floats()), max_size=6).map(
-        lambda v: pa.array(v, pa.float64())
-    ),
-    st.lists(st.one_of(st.none(), st.booleans()), max_size=6).map(
-        lambda v: pa.array(v, pa.bool_())
-    ),
-    st.lists(st.one_of(st.none(), st.binary(max_size=8)), max_size=6).map(
-        lambda v: pa.array(v, pa.binary())
-    ),
-    st.lists(st.one_of(st.none(), st.integers(-(2**62), 2**62)), max_size=6).map(
-        lambda v: pa.array(v, pa.timestamp("ns"))
-    ),
-    st.lists(st.one_of(st.none(), st.integers(-(2**31), 2**31 - 1)), max_size=6).map(
-        lambda v: pa.array(v, pa.date32())
-    ),
-    st.lists(st.one_of(st.none(), st.integers(-5, 5)), max_size=6).map(
-        lambda v: pa.array(v, pa.int8()).dictionary_encode()
-    ),
-    st.lists(st.lists(st.integers(0, 9), max_size=2), max_size=6).map(
-        lambda v: pa.array(v, pa.list_(pa.int64()))
-    ),
-)
-
-
 @st.composite
 def parquet_table(draw: st.DrawFn) -> bytes:
     """A valid Parquet file: the mapped columns (some missing or duplicated in name) of any
@@ -332,20 +302,10 @@ def parquet_table(draw: st.DrawFn) -> bytes:
     names = draw(st.lists(st.sampled_from([*COLUMNS, "Country", ""]), max_size=9))
     if draw(st.booleans()):
         names = list(dict.fromkeys([*COLUMNS, *names]))
-    columns = [draw(arrow_column) for _ in names]
-    n = min((len(c) for c in columns), default=0)
-    if draw(st.booleans()):
-        base = pa.Table.from_pandas(base_frame().head(n), preserve_index=False)
-        columns = [
-            base.column(name).combine_chunks()
-            if name in base.column_names and draw(st.booleans())
-            else col
-            for name, col in zip(names, columns, strict=True)
-        ]
-    table = pa.table([c.slice(0, n) for c in columns], names=names)
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    return sink.getvalue()
+    table = mixed_table(
+        draw, names, lambda n: pa.Table.from_pandas(base_frame().head(n), preserve_index=False)
+    )
+    return parquet_bytes(table)
 
 
 def test_fuzz_parquet_values(tmp_path: Path) -> None:

@@ -24,13 +24,14 @@ from fuzz_support import (
     examples,
     invalid_utf8,
     mutated,
+    mutated_table,
     outcome,
+    parquet_bytes,
     tally,
     tree_digest,
     unchanged,
 )
 from hypothesis import given
-from test_fuzz_run_dir import base_run, mutated_table, parquet_bytes  # noqa: F401 (fixture)
 from typer.testing import CliRunner
 
 from rlreco.cli import app
@@ -44,7 +45,7 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def space(base_run: Path) -> StateSpace:  # noqa: F811
+def space(base_run: Path) -> StateSpace:
     return StateSpace.from_columns(RunDir.open(base_run).read_space())
 
 
@@ -113,7 +114,7 @@ def test_truth_probability_error_with_a_control_character_in_the_ids(
     assert "p_click = 2.0 is not a probability" in message
 
 
-def test_fuzz_truth_simulate(base_run: Path, space: StateSpace, tmp_path: Path) -> None:  # noqa: F811
+def test_fuzz_truth_simulate(base_run: Path, space: StateSpace, tmp_path: Path) -> None:
     table = truth_table(space)
     truth = tmp_path / "truth.parquet"
 
@@ -143,7 +144,7 @@ SWEEP_ARGS = ["--epsilons", "0,0.2", "--replicates", "1", "--episodes", "50", "-
 
 
 @pytest.fixture(scope="module")
-def base_sweep(base_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+def base_sweep(base_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished two-cell sweep of the base run."""
     out = tmp_path_factory.mktemp("fuzz-sweep") / "sweep"
     result = runner.invoke(
@@ -212,7 +213,7 @@ def test_fuzz_sweep_dir_cells(base_sweep: Path, tmp_path: Path) -> None:
     drive("sweep_dir", case)
 
 
-def test_fuzz_sweep_dir_resume(base_run: Path, base_sweep: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_fuzz_sweep_dir_resume(base_run: Path, base_sweep: Path, tmp_path: Path) -> None:
     """``rlreco sweep`` resuming a fuzzed sweep directory: exit 0, or 2 and nothing changed."""
     originals = {p: p.read_bytes() for p in sweep_files(base_sweep)}
 
@@ -244,7 +245,7 @@ def test_fuzz_sweep_dir_resume(base_run: Path, base_sweep: Path, tmp_path: Path)
 
 
 def test_sweep_with_corrupt_cell_changes_nothing(
-    base_run: Path,  # noqa: F811
+    base_run: Path,
     base_sweep: Path,
     tmp_path: Path,
 ) -> None:

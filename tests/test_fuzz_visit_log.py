@@ -29,16 +29,17 @@ from fuzz_support import (
     examples,
     gzip_bytes,
     invalid_utf8,
+    mixed_table,
     mutated,
+    mutated_table,
     outcome,
+    parquet_bytes,
     tally,
     tree_digest,
     unchanged,
 )
 from hypothesis import example, given
 from naive_ope import log_visits, validation_world
-from test_fuzz_run_dir import mutated_table, parquet_bytes
-from test_fuzz_transactions import arrow_column
 from typer.testing import CliRunner
 
 from rlreco.app.evaluate import EvaluationSpec, evaluate_run
@@ -248,16 +249,8 @@ def foreign_parquet(draw: st.DrawFn) -> bytes:
     names = draw(st.lists(st.sampled_from([*HEADER, "other"]), max_size=9))
     if draw(st.booleans()):
         names = list(dict.fromkeys([*HEADER, *names]))
-    columns = [draw(arrow_column) for _ in names]
-    n = min((len(c) for c in columns), default=0)
-    if draw(st.booleans()):
-        base = pq.read_table(io.BytesIO(base_parquet())).slice(0, n)
-        columns = [
-            base.column(name).combine_chunks() if name in base.column_names and draw(st.booleans())
-            else col
-            for name, col in zip(names, columns, strict=True)
-        ]  # fmt: skip
-    return parquet_bytes(pa.table([c.slice(0, n) for c in columns], names=names))
+    base = pq.read_table(io.BytesIO(base_parquet()))
+    return parquet_bytes(mixed_table(draw, names, lambda n: base.slice(0, n)))
 
 
 #: (suffix, bytes) of a foreign log file.
