@@ -73,7 +73,6 @@ from rlreco.engine.kernels.feedback import respond_update_record_nb
 from rlreco.engine.kernels.jit import jit
 from rlreco.engine.kernels.ranking import insert_ranked_nb
 from rlreco.engine.kernels.records import (
-    METRICS_DTYPE,
     Learner,
     Policy,
     PolicyParams,
@@ -83,6 +82,7 @@ from rlreco.engine.kernels.records import (
 from rlreco.engine.kernels.visit import new_workspace_nb
 from rlreco.engine.simulation import SimulationParams, Simulator
 from rlreco.engine.tables import Tables
+from rlreco.schema import METRICS_DTYPE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_simulate import load_space, response_of

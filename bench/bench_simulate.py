@@ -82,7 +82,7 @@ from rlreco.engine.kernels import visit
 from rlreco.engine.kernels.candidate_cache import CACHE_CAPACITY
 from rlreco.engine.kernels.jit import jit
 from rlreco.engine.kernels.ranking import scan_top_nb
-from rlreco.engine.kernels.records import METRICS_DTYPE, Policy, ResponseModel
+from rlreco.engine.kernels.records import Policy, ResponseModel
 from rlreco.engine.kernels.topn import depth_of_width_nb, find_top_nb, new_index
 from rlreco.engine.kernels.visit_loop import visit_loop as loop_of_policy
 from rlreco.engine.response import (
@@ -95,7 +95,7 @@ from rlreco.engine.response import (
 from rlreco.engine.simulation import SimulationParams, Simulator
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables, round_cents
-from rlreco.schema import DEFAULT_STATE_FIELDS, MONTH_NAMES, WEEKDAY_NAMES
+from rlreco.schema import DEFAULT_STATE_FIELDS, METRICS_DTYPE, MONTH_NAMES, WEEKDAY_NAMES
 
 VISITS = 10_000_000
 TRUTH = ResponseModel.truth

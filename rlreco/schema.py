@@ -1,8 +1,9 @@
 """Names and record layouts shared by the engine and the readers and writers (numpy only).
 
 The one place for what both :mod:`rlreco.engine` and :mod:`rlreco.io` must agree on: the
-calendar names in state ids and the record dtypes of the tables and metrics, from which the
-run directory's Arrow schemas are derived (:data:`rlreco.io.parquet_tables.SCHEMAS`).
+calendar names in state ids and the record dtypes of the tables, truth and metrics. The kernels'
+arrays are allocated with these dtypes, and the run directory's Arrow schemas are derived from
+them (:data:`rlreco.io.parquet_tables.SCHEMAS`).
 """
 
 from __future__ import annotations

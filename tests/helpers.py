@@ -14,7 +14,6 @@ from rlreco.config import RunConfig
 from rlreco.engine.kernels.candidate_cache import CACHE_CAPACITY
 from rlreco.engine.kernels.policy import new_policy_state
 from rlreco.engine.kernels.records import (
-    TRUTH_DTYPE,
     Learner,
     PolicyParams,
     ResponseArrays,
@@ -27,7 +26,7 @@ from rlreco.engine.response import count_cdf
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.io.run_dir import RunDir
-from rlreco.schema import DEFAULT_STATE_FIELDS, LOG_DTYPE
+from rlreco.schema import DEFAULT_STATE_FIELDS, LOG_DTYPE, TRUTH_DTYPE
 
 #: visits per cell and blocks per cell of :func:`small_spec`
 EPISODES = 3_000

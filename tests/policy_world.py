@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlreco.engine.kernels.records import CELL_DTYPE
+from rlreco.schema import CELL_DTYPE
 
 WIDTH = 70  # padded beyond the 67 products: the padding stays unknown
 

@@ -33,9 +33,7 @@ from rlreco.engine.kernels.jit import jit
 from rlreco.engine.kernels.prefetch import prefetch_nb
 from rlreco.engine.kernels.ranking import count_ahead_nb, scan_top_nb
 from rlreco.engine.kernels.records import (
-    CELL_DTYPE,
     LANES,
-    METRICS_DTYPE,
     Policy,
     TopNSearch,
     padded_width,
@@ -55,6 +53,7 @@ from rlreco.engine.kernels.topn import (
 from rlreco.engine.kernels.visit_loop import simulate_visits_nb
 from rlreco.engine.response import truth_arrays
 from rlreco.engine.tables import Tables, padded_values
+from rlreco.schema import CELL_DTYPE, METRICS_DTYPE
 
 #: the kernels run as plain Python: fewer and smaller cases
 QUICK = os.environ.get("NUMBA_DISABLE_JIT", "0") == "1"

@@ -105,13 +105,3 @@ def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
     source = tmp_path / "probe.py"
     source.write_text("def f():\n    from rlreco.io import run_dir\n    import numba.core\n")
     assert imports(source) == {"rlreco.io", "numba.core"}
-
-
-def test_kernel_records_and_shared_schema_agree() -> None:
-    # the kernels keep their own copy of the record dtypes (they import only numpy and numba);
-    # the run directory's Arrow schemas derive from rlreco.schema's: both must be one layout
-    from rlreco import schema
-    from rlreco.engine.kernels import records
-
-    for name in ("CELL_DTYPE", "TRUTH_DTYPE", "METRICS_DTYPE"):
-        assert getattr(records, name) == getattr(schema, name), name

@@ -23,9 +23,10 @@ from helpers import (
 from naive import synthetic_world
 
 from rlreco.app.sweep import run_sweep
-from rlreco.engine.kernels.records import METRICS_DTYPE, Policy
+from rlreco.engine.kernels.records import Policy
 from rlreco.engine.kernels.visit_loop import simulate_visits_nb
 from rlreco.engine.response import truth_arrays
+from rlreco.schema import METRICS_DTYPE
 
 PARAMS = {
     Policy.eps_greedy: 0.2,

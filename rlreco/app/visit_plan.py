@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 
 from rlreco.engine.kernels.draw import draw_state_nb
-from rlreco.engine.kernels.records import CELL_DTYPE, PolicyParams, TopNSearch
+from rlreco.engine.kernels.records import PolicyParams, TopNSearch
 from rlreco.engine.online import play_online_visit
 from rlreco.engine.simulation import POLICIES
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.errors import SimulationError
 from rlreco.io.parquet_tables import SCHEMAS
-from rlreco.schema import LOG_DTYPE, OUTCOME_NAMES
+from rlreco.schema import CELL_DTYPE, LOG_DTYPE, OUTCOME_NAMES
 
 
 @dataclass(frozen=True)

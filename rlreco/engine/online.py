@@ -21,8 +21,6 @@ from rlreco.engine.kernels.feedback import play_slate_nb
 from rlreco.engine.kernels.policy import choose_slate_nb, new_policy_state
 from rlreco.engine.kernels.propensity import slate_propensities_nb
 from rlreco.engine.kernels.records import (
-    METRICS_DTYPE,
-    TRUTH_DTYPE,
     Learner,
     Outcome,
     PolicyParams,
@@ -36,6 +34,7 @@ from rlreco.engine.kernels.visit import new_workspace_nb
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import padded_values
 from rlreco.errors import SimulationError
+from rlreco.schema import METRICS_DTYPE, TRUTH_DTYPE
 
 #: ``respond`` values of :func:`play_online_visit`
 RESPONDS = ("simulate", "given", "none")

@@ -57,9 +57,10 @@ import numpy as np
 import pandas as pd
 
 from rlreco.config import is_schedule, parse_schedule
-from rlreco.engine.kernels.records import TRUTH_DTYPE, ResponseModel
+from rlreco.engine.kernels.records import ResponseModel
 from rlreco.engine.state_space import StateSpace
 from rlreco.errors import DataError, SimulationError
+from rlreco.schema import TRUTH_DTYPE
 
 #: Weights of the state, segment and uniform terms of the popularity formula.
 STATE_SHARE, SEGMENT_SHARE, UNIFORM_SHARE = 0.45, 0.45, 0.10

@@ -29,7 +29,6 @@ from rlreco.engine import streams
 from rlreco.engine.kernels.candidate_cache import CACHE_CAPACITY
 from rlreco.engine.kernels.policy import new_policy_state
 from rlreco.engine.kernels.records import (
-    METRICS_DTYPE,
     Learner,
     PolicyParams,
     ResponseArrays,
@@ -59,7 +58,7 @@ from rlreco.engine.simulation_params import (
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.errors import SimulationError, SnapshotError
-from rlreco.schema import LOG_DTYPE
+from rlreco.schema import LOG_DTYPE, METRICS_DTYPE
 
 #: Most visits per kernel call while logging (:meth:`Simulator.run`): their records, ~11 MB at
 #: slate 10, are written into one buffer reused by every call.

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 
 from rlreco.config import StepSize
-from rlreco.engine.kernels.records import CELL_DTYPE, METRICS_DTYPE
 from rlreco.engine.simulation_params import (
     METRIC_SUMS,
     POLICIES,
@@ -23,7 +22,7 @@ from rlreco.engine.simulation_params import (
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.errors import SimulationError, SnapshotError
-from rlreco.schema import POLICY_PARAMS, policy_param_problem
+from rlreco.schema import CELL_DTYPE, METRICS_DTYPE, POLICY_PARAMS, policy_param_problem
 
 
 def state_visits_of(

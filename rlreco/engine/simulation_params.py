@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from rlreco.config import SEED_BUY_PROBS, SEED_CLICK_PROBS, RunConfig, StepSize
-from rlreco.engine.kernels.records import METRICS_DTYPE, Policy, TopNSearch
+from rlreco.engine.kernels.records import Policy, TopNSearch
 from rlreco.errors import SimulationError
-from rlreco.schema import DEFAULT_POLICY_PARAM
+from rlreco.schema import DEFAULT_POLICY_PARAM, METRICS_DTYPE
 
-#: Raw per-block sums, as stored (see :data:`~rlreco.engine.kernels.records.METRICS_DTYPE`).
+#: Raw per-block sums, as stored (see :data:`~rlreco.schema.METRICS_DTYPE`).
 METRIC_SUMS: tuple[str, ...] = tuple(METRICS_DTYPE.names or ())
 #: Columns of :meth:`Simulator.metrics_frame`.
 METRIC_COLUMNS = (

@@ -5,7 +5,7 @@
 of :attr:`Tables.padded`, the layout the kernels work on: rows of whole 64-byte cache lines,
 64-byte aligned, with ``-inf`` beyond the last product, so a group of 8 products is one line
 and the kernels need no tail loops. ``cells`` is a record array
-(:data:`~rlreco.engine.kernels.records.CELL_DTYPE`) holding the reward sum, count and
+(:data:`~rlreco.schema.CELL_DTYPE`) holding the reward sum, count and
 recommendation count of each cell together, so updating one slate product touches one line.
 """
 
@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from rlreco.engine.kernels.records import CELL_DTYPE, aligned_empty, padded_width
+from rlreco.engine.kernels.records import aligned_empty, padded_width
 from rlreco.engine.state_space import StateSpace
 from rlreco.errors import SnapshotError
+from rlreco.schema import CELL_DTYPE
 
 #: Most cells per group of :meth:`Tables.iter_columns` (a snapshot's Parquet row group).
 GROUP_CELLS = 1 << 15

@@ -7,6 +7,10 @@ are drawn from), :class:`Learner` (the tables and their derived search structure
 Their array shapes use ``S`` states, ``P`` products, ``W`` the padded value width
 (:func:`padded_width`), ``n`` the slate size, ``K`` the largest segment catalogue and ``F`` the
 phases of the response (truths that take over at given visits; 1 for a fixed response).
+
+The record dtypes of the arrays (``CELL_DTYPE``, ``TRUTH_DTYPE``, ``METRICS_DTYPE``) are defined
+once, in :mod:`rlreco.schema`, which the run directory's Arrow schemas derive from too: the
+kernels only index their fields, so they never need the dtype objects.
 """
 
 from __future__ import annotations
@@ -19,11 +23,6 @@ import numpy as np
 LINE = 64
 #: float64 per cache line: the group size of every branch-free group loop.
 LANES = 8
-
-#: One cell of the (state x product) tables apart from its value. Value lives in its own
-#: contiguous array because the top-n search index reads it in runs of 8 neighbours; the
-#: remaining fields are touched together when a slate product is updated, so they share a line.
-CELL_DTYPE = np.dtype([("reward", np.float64), ("count", np.int64), ("reco_count", np.int64)])
 
 
 class _ResponseModel(NamedTuple):
@@ -50,30 +49,6 @@ ResponseModel = _ResponseModel()
 StateSampling = _StateSampling()
 #: Outcome of one slate product.
 Outcome = _Outcome()
-
-
-#: True response of one (state, product) cell under a known truth (``popularity`` model or a
-#: user truth table): click and buy probability, read together by a slate product's response.
-#: 16 bytes, so a cell never straddles two cache lines (the expected reward is recomputed from
-#: them rather than stored: a third field would make a third of the cells straddle).
-TRUTH_DTYPE = np.dtype([("p_click", np.float64), ("p_buy", np.float64)])
-
-#: Sums of one block of consecutive visits (block ``b`` holds global visits
-#: ``b * metrics_block .. (b + 1) * metrics_block - 1``). ``clicks`` counts click events,
-#: including products that were also bought; ``regret_visits`` counts the visits whose expected
-#: regret is known (those simulated under a known truth), ``regret_sum`` their regret.
-METRICS_DTYPE = np.dtype(
-    [
-        ("visits", np.int64),
-        ("slots", np.int64),
-        ("reward_sum", np.float64),
-        ("clicks", np.int64),
-        ("buys", np.int64),
-        ("explored", np.int64),
-        ("regret_visits", np.int64),
-        ("regret_sum", np.float64),
-    ]
-)
 
 
 class _TopNSearch(NamedTuple):
