@@ -14,7 +14,7 @@ document and filter it is sent (what the driver does before the socket) and keep
 JSON line with documents, bytes, CPU seconds and peak RSS:
 
     .venv/bin/python bench/bench_mongo.py synthetic OUT_DIR [STATES PER_STATE PRODUCTS]
-    .venv/bin/python bench/bench_mongo.py export RUN_DIR [--layout tidy]
+    .venv/bin/python bench/bench_mongo.py export RUN_DIR [--layout tidy] [--check]
 
 ``synthetic`` writes a run directory of ``segment x month x half x weekday x country`` states
 (default 6,000 states x 300 known cells of 4,000 products: 1.8M cells, seconds to export);
@@ -25,6 +25,7 @@ JSON line with documents, bytes, CPU seconds and peak RSS:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import resource
 import sys
@@ -166,7 +167,11 @@ def bench_tidy_export_reduced_mongomock(benchmark: Any) -> None:
 
 
 class EncodingCollection:
-    """A collection that BSON-encodes what it is sent and keeps nothing (never finds)."""
+    """A collection that BSON-encodes what it is sent and keeps nothing (never finds).
+
+    With ``check`` in the tally, it also adds up a digest of every operation (filter and
+    document without ``updated_at``, in BSON), the same whatever the order of the writes.
+    """
 
     def __init__(self, tally: dict[str, int]) -> None:
         self.tally = tally
@@ -183,6 +188,11 @@ class EncodingCollection:
                 size += encoded
                 upserts += 1
             self.tally["bytes"] += size
+            if "check" in self.tally:
+                kept = {k: v for k, v in (doc or {}).items() if k != "updated_at"}
+                raw = bson.encode({"f": op._filter, "d": kept, "op": type(op).__name__})
+                digest = int(hashlib.blake2b(raw, digest_size=16).hexdigest(), 16)
+                self.tally["check"] = (self.tally["check"] + digest) % 2**128
         self.tally["bulk_writes"] += 1
         return SimpleNamespace(upserted_count=upserts, matched_count=0, deleted_count=0)
 
@@ -224,12 +234,14 @@ class EncodingClient:
         pass
 
 
-def export_counted(run_dir: Path, layout: str) -> dict[str, Any]:
+def export_counted(run_dir: Path, layout: str, check: bool = False) -> dict[str, Any]:
     """``export_run`` of a run directory against :class:`EncodingClient`: documents, bytes,
-    CPU seconds and this process's peak RSS."""
+    CPU seconds and this process's peak RSS; with ``check``, a digest of what was sent."""
     import rlreco.app.mongo_sync as sync
 
     client = EncodingClient()
+    if check:
+        client.tally["check"] = 0
     sync.connect = lambda *args, **kwargs: client  # type: ignore[assignment]
     cpu = time.process_time()
     report = sync.export_run(run_dir, uri="mongodb://bench", layout=layout)
@@ -333,11 +345,15 @@ def cli() -> None:
     run = sub.add_parser("export")
     run.add_argument("run_dir", type=Path)
     run.add_argument("--layout", default="seed")
+    run.add_argument("--check", action="store_true", help="digest of what was sent (slower)")
     args = parser.parse_args()
     if args.command == "synthetic":
         synthetic_run(args.out, *args.shape)
     elif args.command == "export":
-        print(json.dumps(export_counted(args.run_dir, args.layout)))
+        result = export_counted(args.run_dir, args.layout, args.check)
+        if "check" in result:
+            result["check"] = f"{result['check']:032x}"
+        print(json.dumps(result))
     else:
         main()
 

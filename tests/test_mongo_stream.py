@@ -164,6 +164,20 @@ def test_bad_cells_in_a_file_are_the_frame_errors_and_write_nothing(tmp_path: Pa
         assert db.list_collection_names() == []
 
 
+def test_a_file_without_the_runs_state_fields_is_one_line(tmp_path: Path) -> None:
+    frame = varied_snapshot()
+    fields = [*DEFAULT_STATE_FIELDS, "country"]
+    run = {**manifest(), "state_fields": fields}
+    with pytest.raises(SnapshotError) as expected:
+        export_snapshot(new_mongomock_db(), frame, run, policy=FAST)
+    db = new_mongomock_db()
+    with pytest.raises(SnapshotError) as info:
+        export_snapshot(db, write_file(tmp_path / "s.parquet", frame, 5), run, policy=FAST)
+    assert str(info.value) == str(expected.value)
+    assert str(info.value).startswith("snapshot lacks column(s) country; required: state_id")
+    assert db.list_collection_names() == []
+
+
 def test_an_over_size_seed_state_is_refused_before_anything_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -63,10 +63,11 @@ class StateBatch:
     bounds : ndarray of int64, shape (n_states + 1,)
         State ``i`` holds cells ``bounds[i]:bounds[i + 1]``.
     field_values : list of tuple
-        Each state's field values (``half`` and ``hour`` int, others str).
+        Each state's field values (``half`` and ``hour`` int, others str); empty if the
+        fields were not read.
     columns : dict of str to ndarray
-        Per cell: ``state_id``, ``product_id`` (int32), ``value``, ``reward`` (float64),
-        ``count``, ``reco_count`` (int64).
+        Per cell: ``state_id``, ``product_id`` (int32, if read), ``value``, ``reward``
+        (float64), ``count``, ``reco_count`` (int64).
     codes, escaped : ndarray of object
         Per cell: the product code and its escaped field name (:func:`escape_field`).
     code_bytes : bytes
@@ -174,7 +175,9 @@ def state_batches(
     Parameters
     ----------
     tables : iterable of pyarrow.Table
-        Snapshot rows (the snapshot columns of ``fields``), each state's rows consecutive.
+        Snapshot rows, each state's rows consecutive: the snapshot columns of ``fields``
+        (strings plain or dictionary-encoded), or at least ``state``, ``product_code`` and
+        the four numbers (the fields are then neither checked nor returned).
     fields : tuple of str
         The run's state fields.
     what : str
@@ -200,23 +203,40 @@ def state_batches(
         rows += table.num_rows
         if rows < max_cells:
             continue
-        combined = pa.concat_tables(pending)
-        state = combined.column("state")
-        other = np.flatnonzero(pc.not_equal(state, state[-1]).to_numpy(zero_copy_only=False))
-        if not other.size:  # one state so far: read on
+        cut = _last_state_start(pending)  # the last state may continue in the next table
+        if not cut:  # one state so far: read on
             continue
-        cut = int(other[-1]) + 1  # the last state may continue in the next table
+        combined = pa.concat_tables(pending).unify_dictionaries()
         yield _batch(combined.slice(0, cut), fields, first, seen, what)
         pending, rows, first = [combined.slice(cut)], rows - cut, first + cut
     if rows:
-        yield _batch(pa.concat_tables(pending), fields, first, seen, what)
+        yield _batch(pa.concat_tables(pending).unify_dictionaries(), fields, first, seen, what)
+
+
+def _last_state_start(tables: list[pa.Table]) -> int:
+    """Row (over ``tables``) where the last row's state's last run of rows starts."""
+    last = tables[-1].column("state")[-1].as_py()
+    end = sum(t.num_rows for t in tables)
+    for table in reversed(tables):
+        end -= table.num_rows
+        other = pc.not_equal(table.column("state"), pa.scalar(last))
+        rows = np.flatnonzero(other.to_numpy(zero_copy_only=False))
+        if rows.size:
+            return end + int(rows[-1]) + 1
+    return 0
 
 
 def _encoded(column: pa.ChunkedArray) -> tuple[np.ndarray, list[Any]]:
-    """Dictionary indices (int64) and distinct values of a string column."""
-    coded = pc.dictionary_encode(column.combine_chunks())
-    indices = coded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    return indices, coded.dictionary.to_pylist()
+    """Dictionary indices (int64) and distinct values of a string column (plain, or
+    dictionary-encoded with one dictionary for all chunks)."""
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column.combine_chunks())
+        column = pa.chunked_array([column])
+    chunks = column.chunks
+    if not chunks:
+        return np.zeros(0, dtype=np.int64), []
+    indices = [c.indices.to_numpy(zero_copy_only=False) for c in chunks]
+    return np.concatenate(indices).astype(np.int64), chunks[0].dictionary.to_pylist()
 
 
 def _batch(table: pa.Table, fields: Fields, first: int, seen: set[str], what: str) -> StateBatch:
@@ -231,7 +251,13 @@ def _batch(table: pa.Table, fields: Fields, first: int, seen: set[str], what: st
             raise StatesNotGrouped(state)
         seen.add(state)
     run = np.repeat(np.arange(starts.size), lengths)
-    field_values = _field_values(table, fields, starts, run, states, first, what)
+    names = set(table.column_names)
+    # the fields are checked when they are read (not by a seed export's second pass)
+    field_values = (
+        _field_values(table, fields, starts, run, states, first, what)
+        if names.issuperset(fields)
+        else []
+    )
     code_idx, code_names = _encoded(table.column("product_code"))
     rank = np.empty(len(code_names), dtype=np.int64)
     rank[sorted(range(len(code_names)), key=code_names.__getitem__)] = np.arange(len(code_names))
@@ -245,7 +271,7 @@ def _batch(table: pa.Table, fields: Fields, first: int, seen: set[str], what: st
             f"{code_names[code_idx[row]]!r}) appears more than once"
         )
     cell_code = code_idx[order]
-    names = np.array(code_names, dtype=object)
+    codes = np.array(code_names, dtype=object)
     encoded = [name.encode() for name in code_names]
     escaped = np.array([escape_field(name) for name in code_names], dtype=object)
     code_len = np.array([len(b) for b in encoded], dtype=np.int64)
@@ -253,13 +279,14 @@ def _batch(table: pa.Table, fields: Fields, first: int, seen: set[str], what: st
     columns = {
         name: table.column(name).to_numpy()[order]
         for name in ("state_id", "product_id", *CELL_NUMBERS)
+        if name in names
     }
     return StateBatch(
         states=states,
         bounds=np.append(starts, n).astype(np.int64),
         field_values=field_values,
         columns=columns,
-        codes=names[cell_code],
+        codes=codes[cell_code],
         escaped=escaped[cell_code],
         code_bytes=b"\x00".join(np.array(encoded, dtype=object)[cell_code].tolist()),
         code_ends=np.concatenate(([0], np.cumsum(code_len[cell_code] + 1))),
@@ -281,12 +308,12 @@ def _field_values(
     suspects: list[int] = []  # rows whose components differ from their state's first row's
     for name in fields:
         column = table.column(name)
-        if pa.types.is_string(column.type):
-            idx, names = _encoded(column)
-            per_field.append([names[k] for k in idx[starts].tolist()])
-        else:
+        if pa.types.is_integer(column.type):
             idx = column.to_numpy().astype(np.int64)
             per_field.append(idx[starts].tolist())
+        else:
+            idx, names = _encoded(column)
+            per_field.append([names[k] for k in idx[starts].tolist()])
         differ = np.flatnonzero(idx != idx[starts][run])
         if differ.size:
             suspects.append(int(differ[0]))

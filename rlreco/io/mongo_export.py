@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pymongo import DeleteMany, ReplaceOne
 from pymongo.operations import DeleteOne, InsertOne, UpdateMany, UpdateOne
 
@@ -34,6 +35,7 @@ from rlreco.errors import SnapshotError, SyncError
 from rlreco.io.mongo_cells import StateBatch, StatesNotGrouped, frame_tables, state_batches
 from rlreco.io.mongo_connection import Document, MongoLink, RetryPolicy, database_of
 from rlreco.io.mongo_layout import (
+    CELL_NUMBERS,
     CELLS,
     CELLS_INDEX,
     DEFAULT_DB,
@@ -131,17 +133,18 @@ class ExportReport:
 
 
 class _Cells:
-    """The snapshot being exported, read in batches of whole states as often as needed."""
+    """The snapshot being exported, read in batches of whole states as often as needed: a
+    conformed frame, or a snapshot file kept open until :meth:`close`."""
 
     def __init__(self, snapshot: pd.DataFrame | SnapshotFile, fields: Fields) -> None:
         self.fields = fields
         self.frame: pd.DataFrame | None = None
-        self.path: Path | None = None
+        self.file: tuple[pq.ParquetFile, Path] | None = None
         if not isinstance(snapshot, SnapshotFile):
             self.frame = conform_snapshot(snapshot, fields=fields)
             return
-        self.path = snapshot.path
-        self.parquet, schema = open_snapshot(self.path)
+        parquet, schema = open_snapshot(snapshot.path, dictionaries=True)
+        self.file = (parquet, snapshot.path)
         missing = [c for c in snapshot_dtypes(fields) if c not in schema.names]
         if missing:
             self.close()
@@ -150,32 +153,33 @@ class _Cells:
                 f"{', '.join(snapshot_dtypes(fields))}"
             )
 
-    def batches(self) -> Iterator[StateBatch]:
-        return state_batches(self._tables(), self.fields)
+    def batches(self, columns: Sequence[str] = ()) -> Iterator[StateBatch]:
+        """Batches of every column, or (a file) of ``columns`` only."""
+        return state_batches(self._tables(columns), self.fields)
 
-    def _tables(self) -> Iterator[pa.Table]:
-        if self.frame is not None:
+    def _tables(self, columns: Sequence[str]) -> Iterator[pa.Table]:
+        if self.file is None:
+            assert self.frame is not None
             yield from frame_tables(self.frame, self.fields)
             return
-        assert self.path is not None
+        parquet, path = self.file
         wanted = schema_of("snapshot", self.fields)
-        for group in range(self.parquet.num_row_groups):
-            yield read_snapshot_group(self.parquet, self.path, group, wanted)
+        if columns:
+            wanted = pa.schema([wanted.field(name) for name in columns])
+        for group in range(parquet.num_row_groups):
+            yield read_snapshot_group(parquet, path, group, wanted)
 
     def read_whole(self) -> None:
         """Hold the file as one sorted frame (a file whose states are not grouped)."""
-        assert self.path is not None
         wanted = schema_of("snapshot", self.fields)
-        table = pa.concat_tables(
-            read_snapshot_group(self.parquet, self.path, g, wanted)
-            for g in range(self.parquet.num_row_groups)
-        )
-        self.frame = conform_snapshot(table.to_pandas(), fields=self.fields)
+        table = pa.concat_tables(t.cast(wanted) for t in self._tables(()))
         self.close()
+        self.frame = conform_snapshot(table.to_pandas(), fields=self.fields)
 
     def close(self) -> None:
-        if self.path is not None and self.frame is None:
-            self.parquet.close()
+        if self.file is not None:
+            self.file[0].close()
+            self.file = None
 
 
 @dataclass(frozen=True)
@@ -520,7 +524,9 @@ def _write(
         writer = _TidyWriter(exporter, cells.fields, episodes, fresh)
     if changed:
         wanted = set(changed)
-        for batch in cells.batches():
+        # the second pass of a seed export reads only what seed documents hold
+        read = ("state", "product_code", *CELL_NUMBERS) if kind == "seed" else ()
+        for batch in cells.batches(read):
             for i, state in enumerate(batch.states):
                 if state in wanted:
                     writer.add(batch, i)

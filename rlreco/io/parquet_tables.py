@@ -331,9 +331,12 @@ def iter_snapshot(
             yield _numpy_columns(path, read_snapshot_group(parquet, path, group, wanted), wanted)
 
 
-def open_snapshot(path: Path) -> tuple[pq.ParquetFile, pa.Schema]:
+def open_snapshot(path: Path, dictionaries: bool = False) -> tuple[pq.ParquetFile, pa.Schema]:
     """A snapshot file opened to be read one row group at a time, with its tag and schema
     checked; and its schema (that of its state fields, without metadata). Close the file.
+
+    With ``dictionaries``, string columns are read as Arrow dictionary arrays (as the file
+    stores them: each distinct value decoded once per row group).
 
     Raises
     ------
@@ -345,6 +348,10 @@ def open_snapshot(path: Path) -> tuple[pq.ParquetFile, pa.Schema]:
     try:
         parquet = pq.ParquetFile(path)
         schema = parquet.schema_arrow
+        if dictionaries:  # reopened: the columns to read as dictionaries are set at opening
+            strings = [f.name for f in schema if pa.types.is_string(f.type)]
+            parquet.close()
+            parquet = pq.ParquetFile(path, read_dictionary=strings, metadata=parquet.metadata)
     except (pa.ArrowException, OSError, UnicodeError) as exc:
         raise _corrupt(path, exc) from None
     try:
@@ -364,8 +371,8 @@ def open_snapshot(path: Path) -> tuple[pq.ParquetFile, pa.Schema]:
 def read_snapshot_group(
     parquet: pq.ParquetFile, path: Path, group: int, wanted: pa.Schema
 ) -> pa.Table:
-    """Row group ``group`` of a file from :func:`open_snapshot`: the columns of ``wanted``,
-    validated (text is UTF-8) and complete.
+    """Row group ``group`` of a file from :func:`open_snapshot`: the columns named by
+    ``wanted``, validated (text is UTF-8) and complete.
 
     Raises
     ------
