@@ -133,6 +133,7 @@ class StateBatch:
         n = stop - start
         cols = self.columns
         values: dict[str, list[Any]] = {
+            "run_id": [run_id] * n,
             "state_id": cols["state_id"][start:stop].tolist(),
             "state": [self.states[i]] * n,
         }
@@ -142,15 +143,10 @@ class StateBatch:
         values["product_code"] = self.codes[start:stop].tolist()
         for name in CELL_NUMBERS:
             values[name] = cols[name][start:stop].tolist()
-        names = list(values)
-        docs = []
-        for row in zip(*values.values(), strict=True):
-            doc: dict[str, Any] = {"run_id": run_id}
-            doc.update(zip(names, row, strict=True))
-            doc["episodes"] = episodes
-            doc["updated_at"] = now
-            docs.append(doc)
-        return docs
+        values["episodes"] = [episodes] * n
+        values["updated_at"] = [now] * n
+        names = tuple(values)
+        return [dict(zip(names, row, strict=True)) for row in zip(*values.values(), strict=True)]
 
 
 def frame_tables(frame: pd.DataFrame, fields: Fields) -> Iterator[pa.Table]:
