@@ -15,6 +15,7 @@ from typing import Any
 import mongomock
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from mongo_suite import (
@@ -118,6 +119,19 @@ def test_batches_hold_whole_sorted_states_and_stay_bounded(tmp_path: Path, row_g
             assert batch.columns["value"][a:b].tolist() == cells["value"].tolist()
             assert batch.columns["product_id"][a:b].tolist() == cells["product_id"].tolist()
             assert batch.field_values[i] == tuple(cells[list(DEFAULT_STATE_FIELDS)].iloc[0])
+
+
+def test_a_dictionary_holding_a_value_twice_is_read_by_value() -> None:
+    frame = varied_snapshot().iloc[:18]  # states 0-2
+    table = next(frame_tables(conform_snapshot(frame), DEFAULT_STATE_FIELDS))
+    states = table.column("state").to_pylist()
+    names = sorted(set(states))
+    # every other row of a state points at a second copy of its id
+    indices = [names.index(s) + len(names) * (k % 2) for k, s in enumerate(states)]
+    doubled = pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32()), pa.array(names * 2))
+    table = table.set_column(table.schema.get_field_index("state"), "state", doubled)
+    (batch,) = state_batches([table], DEFAULT_STATE_FIELDS)
+    assert batch.states == names and batch.bounds.tolist() == [0, 1, 7, 18]
 
 
 def reference_digest(cells: pd.DataFrame, layout: str) -> str:

@@ -231,8 +231,11 @@ def _encoded(column: pa.ChunkedArray) -> tuple[np.ndarray, list[Any]]:
     chunks = column.chunks
     if not chunks:
         return np.zeros(0, dtype=np.int64), []
+    names = chunks[0].dictionary.to_pylist()
+    if len(set(names)) < len(names):  # a value twice in the dictionary: encode the values
+        return _encoded(column.cast(column.type.value_type))
     indices = [c.indices.to_numpy(zero_copy_only=False) for c in chunks]
-    return np.concatenate(indices).astype(np.int64), chunks[0].dictionary.to_pylist()
+    return np.concatenate(indices).astype(np.int64), names
 
 
 def _batch(table: pa.Table, fields: Fields, first: int, seen: set[str], what: str) -> StateBatch:
