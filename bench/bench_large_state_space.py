@@ -3,8 +3,8 @@
 21,312 states x 4,053 products (86.4M cells). Targets: prepare <= 15 s and peak memory
 <= 6 GB; simulate 10M visits (``seed`` and ``popularity``) at >= 500,000 visits/s on one core,
 measured next to the default state space in the same run (the ratio is what to compare across
-machines); and the seed-layout MongoDB documents of the simulated snapshot, built by the
-export's layout code and BSON-encoded (no database), each within the 16 MB limit. Each case
+machines); and the seed-layout MongoDB export of the simulated snapshot, streamed from the
+snapshot file and BSON-encoded (no database), each document within the 16 MB limit. Each case
 runs in a fresh process (``/usr/bin/time``-style peak RSS from ``getrusage`` of the child):
 
     taskset -c 0 .venv/bin/python -m pytest bench/bench_large_state_space.py \
@@ -38,34 +38,16 @@ _WRAPPER = (
 )
 
 
-#: The seed-layout export of a run directory's latest snapshot up to the wire: every document of
-#: every state and collection built by the layout code (:mod:`rlreco.io.mongo_layout`, as the
-#: export builds them, in bulk-write groups) and BSON-encoded to measure it; prints a JSON line.
-#: No database: mongomock has no index, so its upserts by ``_id`` are quadratic in the states.
+#: The seed-layout export of a run directory's latest snapshot up to the wire: ``export-mongo``'s
+#: code against a stand-in server that BSON-encodes every document it is sent and keeps nothing
+#: (``bench/bench_mongo.py``); prints a JSON line. mongomock has no index, so its upserts by
+#: ``_id`` would be quadratic in the states.
 _EXPORT = (
-    "import json, resource, sys, time\n"
-    "import bson\n"
-    "from rlreco.app.mongo_sync import snapshot_frame\n"
-    "from rlreco.io.mongo import _seed_groups\n"
-    "from rlreco.io.mongo_layout import (SEED_COLLECTIONS, check_seed_documents,\n"
-    "    seed_documents, state_slices)\n"
-    "from rlreco.io.run_dir import RunDir\n"
-    "start = time.perf_counter()\n"
-    "run = RunDir.open(sys.argv[1])\n"
-    "frame = snapshot_frame(run.read_snapshot(), run.fields)\n"
-    "read = time.perf_counter() - start\n"
-    "ordered, slices = state_slices(frame)\n"
-    "check_seed_documents(ordered, slices)\n"
-    "documents, largest, total = 0, 0, 0\n"
-    "for group in _seed_groups(slices, 1000):\n"
-    "    for column in SEED_COLLECTIONS:\n"
-    "        for doc in seed_documents(ordered, group, column):\n"
-    "            size = len(bson.encode(doc))\n"
-    "            documents, largest, total = documents + 1, max(largest, size), total + size\n"
-    "print(json.dumps({'cells': len(frame), 'states': len(slices), 'read_seconds': read,\n"
-    "    'seconds': time.perf_counter() - start, 'documents': documents, 'bytes': total,\n"
-    "    'largest_document': largest,\n"
-    "    'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+    "import json, sys\n"
+    "from pathlib import Path\n"
+    f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+    "from bench_mongo import export_counted\n"
+    "print(json.dumps(export_counted(Path(sys.argv[1]), 'seed')))\n"
 )
 
 
@@ -126,9 +108,9 @@ def bench_prepare_and_simulate(benchmark, shared_data: Path, tmp_path: Path, nam
     export = export_seed(run)
     benchmark.extra_info["export"] = export
     print(
-        f"{name}: seed-layout documents of {export['cells']:,} cells, {export['states']:,} "
-        f"states: {export['documents']:,} documents, {export['seconds']:.1f} s, largest "
-        f"{export['largest_document']:,} bytes, "
+        f"{name}: seed-layout export of {export['states_written']:,} states: "
+        f"{export['documents']:,} documents, {export['bytes']:,} bytes of BSON, "
+        f"{export['cpu_seconds']:.1f} s CPU, largest {export['largest_document']:,} bytes, "
         f"peak {export['peak_mb']:,.0f} MB"
     )
     assert int(str(export["largest_document"])) <= 16 * 1024 * 1024

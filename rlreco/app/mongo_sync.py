@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,13 +31,13 @@ from rlreco.io.mongo import (
     DEFAULT_DB,
     ExportReport,
     RetryPolicy,
+    SnapshotFile,
     connect,
     export_snapshot,
     import_snapshot,
 )
 from rlreco.io.mongo_layout import check_layout, conform_snapshot
 from rlreco.io.run_dir import RunDir
-from rlreco.schema import DEFAULT_STATE_FIELDS
 
 __all__ = ["DEFAULT_DB", "ImportSummary", "export_run", "import_run"]
 
@@ -83,13 +82,6 @@ class ImportSummary:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (for ``--json``)."""
         return asdict(self)
-
-
-def snapshot_frame(
-    columns: Mapping[str, np.ndarray], fields: tuple[str, ...] = DEFAULT_STATE_FIELDS
-) -> pd.DataFrame:
-    """Long-form snapshot columns (as :meth:`RunDir.read_snapshot` gives them) as a frame."""
-    return conform_snapshot(pd.DataFrame(dict(columns)), fields=fields)
 
 
 def frame_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -149,10 +141,9 @@ def export_run(
     # connect first: an unreachable server fails within the timeout, before any heavy reading
     client = connect(uri, timeout_ms, socket_timeout_ms=SOCKET_TIMEOUT_MS, policy=policy)
     try:
-        frame = snapshot_frame(run.read_snapshot(), run.fields)
         return export_snapshot(
             client,
-            frame,
+            SnapshotFile(run.path / run.manifest["snapshot"]),
             run.manifest,
             db=db,
             layout=layout,

@@ -28,12 +28,10 @@ can be ``%int``, so :func:`decode_manifest` inverts :func:`encode_manifest` exac
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -332,113 +330,57 @@ def state_slices(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, int
     return ordered, [(str(states[a]), int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
 
 
-def state_digests(
-    ordered: pd.DataFrame, slices: list[tuple[str, int, int]], layout: Layout
-) -> dict[str, str]:
-    """Content digest of each state's stored cells (what the layout writes, nothing else).
-
-    Parameters
-    ----------
-    ordered, slices
-        Output of :func:`state_slices`.
-    layout : {"seed", "tidy"}
-        The seed layout stores codes and the four numbers; tidy also stores both ids.
-
-    Returns
-    -------
-    dict
-        State id -> 32-hex-digit BLAKE2b digest of its codes and the raw bytes of its numbers.
-    """
-    codes = ordered["product_code"].tolist()
-    arrays = [ordered[c].to_numpy() for c in CELL_NUMBERS]
-    if layout == "tidy":
-        arrays += [ordered["product_id"].to_numpy(), ordered["state_id"].to_numpy()]
-    digests: dict[str, str] = {}
-    for state, a, b in slices:
-        h = hashlib.blake2b(layout.encode(), digest_size=16)
-        h.update("\x00".join(codes[a:b]).encode())
-        for arr in arrays:
-            h.update(np.ascontiguousarray(arr[a:b]).tobytes())
-        digests[state] = h.hexdigest()
-    return digests
-
-
 #: MongoDB's largest BSON document.
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 
 
-def seed_document_bytes(ordered: pd.DataFrame, slices: list[tuple[str, int, int]]) -> np.ndarray:
+def seed_key_bytes(codes: Iterable[str]) -> np.ndarray:
+    """UTF-8 bytes of each code as a seed-document field name (escaped), int64."""
+    return np.array([len(escape_field(c).encode()) for c in codes], dtype=np.int64)
+
+
+def seed_state_bytes(states: list[str], key_bytes: np.ndarray, cells: np.ndarray) -> np.ndarray:
     """Upper bound of the BSON size of each state's seed document (one per collection).
 
-    Per cell: a type byte, the escaped code and its NUL, and 8 bytes (a double or an int64);
-    per document the ``_id`` and state fields and framing. Escaping at most triples a code.
+    Per cell: a type byte, the escaped code (``key_bytes``, summed per state) and its NUL, and
+    8 bytes (a double or an int64); per document the ``_id`` and state fields and framing
+    (escaping at most triples the state id).
     """
-    lengths = ordered["product_code"].str.len().to_numpy(dtype=np.int64)
-    escapes = ordered["product_code"].str.count(r"[%.$\x00]").to_numpy(dtype=np.int64)
-    cell = 1 + lengths + 2 * escapes + 1 + 8
-    total = np.concatenate(([0], np.cumsum(cell)))
-    return np.array(
-        [int(total[b] - total[a]) + 3 * (len(state) * 3 + 32) for state, a, b in slices],
-        dtype=np.int64,
-    )
+    framing = np.array([3 * (len(s.encode()) * 3 + 32) for s in states], dtype=np.int64)
+    return np.asarray(key_bytes, dtype=np.int64) + 10 * np.asarray(cells, np.int64) + framing
 
 
-def check_seed_documents(ordered: pd.DataFrame, slices: list[tuple[str, int, int]]) -> None:
-    """Refuse a snapshot with a state whose seed document would exceed the 16 MB limit.
+def check_seed_sizes(states: list[str], cells: np.ndarray, sizes: np.ndarray) -> None:
+    """Refuse states whose seed documents would exceed the 16 MB limit.
 
     Raises
     ------
     SyncError
         Naming the first such state, its cells and estimated bytes.
     """
-    sizes = seed_document_bytes(ordered, slices)
-    over = np.flatnonzero(sizes > MAX_DOCUMENT_BYTES)
+    over = np.flatnonzero(np.asarray(sizes) > MAX_DOCUMENT_BYTES)
     if over.size:
-        state, a, b = slices[int(over[0])]
+        k = int(over[0])
         raise SyncError(
-            f"state {state!r} has {b - a:,} known cells: its seed documents would be about "
-            f"{int(sizes[over[0]]):,} bytes, over MongoDB's {MAX_DOCUMENT_BYTES:,}-byte document "
+            f"state {states[k]!r} has {int(cells[k]):,} known cells: its seed documents would be "
+            f"about {int(sizes[k]):,} bytes, over MongoDB's {MAX_DOCUMENT_BYTES:,}-byte document "
             f"limit ({over.size} such states); export with --layout tidy (one document per cell)"
         )
 
 
-def seed_documents(
-    ordered: pd.DataFrame, slices: list[tuple[str, int, int]], column: str
-) -> list[dict[str, Any]]:
-    """One seed document per state for one snapshot column.
+def check_seed_documents(ordered: pd.DataFrame, slices: list[tuple[str, int, int]]) -> None:
+    """:func:`check_seed_sizes` of a frame sorted by :func:`state_slices`.
 
-    Returns
-    -------
-    list of dict
-        ``{"_id": state, escape_field(state): {escape_field(code): number}}`` in state order.
+    Raises
+    ------
+    SyncError
+        Naming the first state over the limit.
     """
-    codes = ordered["product_code"]
-    numbers = ordered[column]
-    docs = []
-    # only the rows of these states: a bulk write's group must not cost the whole snapshot
-    for state, a, b in slices:
-        keys = [escape_field(c) for c in codes.iloc[a:b].tolist()]
-        values = numbers.iloc[a:b].tolist()  # Python int/float, as BSON wants
-        docs.append({"_id": state, escape_field(state): dict(zip(keys, values, strict=True))})
-    return docs
-
-
-def tidy_documents(
-    ordered: pd.DataFrame, start: int, stop: int, *, run_id: str, episodes: int, now: datetime
-) -> list[dict[str, Any]]:
-    """Tidy cell documents for rows ``start:stop`` of a (conformed) snapshot frame: its
-    columns, which include the run's state fields."""
-    part = ordered.iloc[start:stop]
-    columns = {c: part[c].tolist() for c in ordered.columns}
-    rows = zip(*columns.values(), strict=True)
-    docs = []
-    for row in rows:
-        doc: dict[str, Any] = {"run_id": run_id}
-        doc.update(zip(columns, row, strict=True))
-        doc["episodes"] = episodes
-        doc["updated_at"] = now
-        docs.append(doc)
-    return docs
+    keys = np.concatenate(([0], np.cumsum(seed_key_bytes(ordered["product_code"].tolist()))))
+    states = [state for state, _, _ in slices]
+    cells = np.array([b - a for _, a, b in slices], dtype=np.int64)
+    key_bytes = np.array([keys[b] - keys[a] for _, a, b in slices], dtype=np.int64)
+    check_seed_sizes(states, cells, seed_state_bytes(states, key_bytes, cells))
 
 
 def tidy_key(run_id: str, state: str, product_code: str) -> dict[str, str]:

@@ -324,28 +324,72 @@ def iter_snapshot(
     SnapshotError
         Missing, corrupt or foreign file, schema mismatch, or missing values.
     """
+    parquet, expected = open_snapshot(path)
+    with parquet:
+        wanted = pa.schema([expected.field(c) for c in columns]) if columns else expected
+        for group in range(parquet.num_row_groups):
+            yield _numpy_columns(path, read_snapshot_group(parquet, path, group, wanted), wanted)
+
+
+def open_snapshot(path: Path, dictionaries: bool = False) -> tuple[pq.ParquetFile, pa.Schema]:
+    """A snapshot file opened to be read one row group at a time, with its tag and schema
+    checked; and its schema (that of its state fields, without metadata). Close the file.
+
+    With ``dictionaries``, string columns are read as Arrow dictionary arrays (as the file
+    stores them: each distinct value decoded once per row group).
+
+    Raises
+    ------
+    SnapshotError
+        Missing, corrupt or foreign file, or schema mismatch.
+    """
     if not path.is_file():
         raise SnapshotError(f"{path}: file not found")
     try:
         parquet = pq.ParquetFile(path)
         schema = parquet.schema_arrow
+        if dictionaries:  # reopened: the columns to read as dictionaries are set at opening
+            strings = [f.name for f in schema if pa.types.is_string(f.type)]
+            parquet.close()
+            parquet = pq.ParquetFile(path, read_dictionary=strings, metadata=parquet.metadata)
     except (pa.ArrowException, OSError, UnicodeError) as exc:
         raise _corrupt(path, exc) from None
-    _check_tag(path, schema, "snapshot", SCHEMA_VERSION)
-    expected = schema_of("snapshot", fields_of_columns("snapshot", schema.names))
-    if not schema.remove_metadata().equals(expected):
-        raise SnapshotError(
-            f"{path}: columns {schema.names} with types {[str(t) for t in schema.types]} do "
-            f"not match the snapshot schema {expected.names}"
-        )
-    wanted = pa.schema([expected.field(c) for c in columns]) if columns else expected
     try:
-        for group in range(parquet.num_row_groups):
-            table = parquet.read_row_group(group, columns=wanted.names, use_threads=False)
-            table.validate(full=True)
-            yield _numpy_columns(path, table, wanted)
+        _check_tag(path, schema, "snapshot", SCHEMA_VERSION)
+        expected = schema_of("snapshot", fields_of_columns("snapshot", schema.names))
+        if not schema.remove_metadata().equals(expected):
+            raise SnapshotError(
+                f"{path}: columns {schema.names} with types {[str(t) for t in schema.types]} "
+                f"do not match the snapshot schema {expected.names}"
+            )
+    except BaseException:
+        parquet.close()
+        raise
+    return parquet, expected
+
+
+def read_snapshot_group(
+    parquet: pq.ParquetFile, path: Path, group: int, wanted: pa.Schema
+) -> pa.Table:
+    """Row group ``group`` of a file from :func:`open_snapshot`: the columns named by
+    ``wanted``, validated (text is UTF-8) and complete.
+
+    Raises
+    ------
+    SnapshotError
+        Corrupt row group or missing values (one line naming the file and column).
+    """
+    try:
+        table = parquet.read_row_group(group, columns=wanted.names, use_threads=False)
+        table.validate(full=True)
     except (pa.ArrowException, OSError, UnicodeError) as exc:
         raise _corrupt(path, exc) from None
+    for field in wanted:
+        nulls = table.column(field.name).null_count
+        if nulls:
+            # the name comes from the file: shown escaped (a '\r' would break the line)
+            raise SnapshotError(f"{path}: column {shown(field.name)} has {nulls} missing values")
+    return table
 
 
 def write_policy_state(path: Path, policy: str, arrays: Columns) -> None:
