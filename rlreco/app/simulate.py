@@ -50,7 +50,7 @@ from rlreco.errors import ConfigError, SimulationError, SnapshotError
 from rlreco.io.parquet_tables import SCHEMAS, CellStream, use_system_allocator
 from rlreco.io.run_dir import RunDir
 from rlreco.io.visit_log import LogWriter, remove_log_parts_from
-from rlreco.schema import LOG_DTYPE, POLICY_PARAMS
+from rlreco.schema import POLICY_PARAMS
 
 #: Snapshot columns the dense tables are rebuilt from.
 SNAPSHOT_CELL_COLUMNS = (
@@ -353,33 +353,23 @@ def simulate_run(
 
 
 class LogFlusher:
-    """The simulator's ``log`` callback: each call's records become a log part, built, encoded
-    and written on one background thread while the (GIL-free) kernel simulates the next visits.
+    """The simulator's ``log`` callback: each call's records become a log part, encoded and
+    written on one background thread while the (GIL-free) kernel simulates the next visits.
 
-    A call copies its records in one block (the kernel reuses their buffer) into one of two
-    buffers, waits for the previous part, then hands this one over: at most one part is in
-    flight. :meth:`wait` returns once every part handed over is on disk and raises the error of
-    one that failed.
+    At most one part is in flight: a call copies its records (the kernel reuses their buffer),
+    waits for the previous part, then hands this one over. :meth:`wait` returns once every part
+    handed over is on disk and raises the error of one that failed.
     """
 
     def __init__(self, writer: LogWriter) -> None:
         self._writer = writer
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlreco-log")
         self._pending: Future[Path] | None = None
-        self._copies = [np.empty(0, dtype=LOG_DTYPE), np.empty(0, dtype=LOG_DTYPE)]
 
     def __call__(self, records: np.ndarray) -> None:
-        if records.size > self._copies[0].size:
-            self.wait()  # the buffers are about to be replaced
-            self._copies = [np.empty_like(records), np.empty_like(records)]
-        self._copies.reverse()  # the other one: the part in flight may still read it
-        copy = self._copies[0][: records.size]
-        np.copyto(copy, records)
+        table = self._writer.table(records)
         self.wait()
-        self._pending = self._thread.submit(self._write, copy)
-
-    def _write(self, records: np.ndarray) -> Path:
-        return self._writer.write(self._writer.table(records))
+        self._pending = self._thread.submit(self._writer.write, table)
 
     def wait(self) -> None:
         """Block until the part in flight is written (re-raising its error)."""
