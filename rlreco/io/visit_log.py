@@ -316,7 +316,7 @@ def _encoding_pool() -> pa.MemoryPool:
     bounded working set), else the current pool."""
     try:
         return pa.mimalloc_memory_pool()
-    except NotImplementedError:
+    except pa.ArrowNotImplementedError:  # a build without mimalloc
         return pa.default_memory_pool()
 
 
