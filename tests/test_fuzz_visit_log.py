@@ -162,7 +162,10 @@ def part_edit(draw: st.DrawFn, run: Path) -> tuple[int, bytes]:
     if how <= 2:
         return i, draw(mutated(data))
     table = pq.read_table(io.BytesIO(data))
-    return i, draw(mutated_table(table).map(parquet_bytes))
+    # every column nullable, as another tool might rewrite it (rlreco's parts declare most of
+    # them required, and Arrow would refuse a null in such a column)
+    nullable = pa.schema([f.with_nullable(True) for f in table.schema], table.schema.metadata)
+    return i, draw(mutated_table(table.cast(nullable)).map(parquet_bytes))
 
 
 def fuzz_parts(rlreco_run: Path, tmp_path: Path, n: int, share: float, folder: bool) -> None:

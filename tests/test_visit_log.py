@@ -10,6 +10,8 @@ from typing import Any
 import mongomock
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from helpers import synthetic_run
 from mongo_suite import patch_mongomock
@@ -23,8 +25,9 @@ from rlreco.engine.evaluation import Catalogues, on_policy_value
 from rlreco.engine.response import expected_reward
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
+from rlreco.errors import DataError
 from rlreco.io.run_dir import RunDir
-from rlreco.io.visit_log import LOG_FOLDER, read_visit_log
+from rlreco.io.visit_log import LOG_FOLDER, LOG_SCHEMA, read_visit_log
 
 runner = CliRunner()
 REWARDS = (-2.0, 1.0, 5.0)
@@ -204,3 +207,49 @@ def test_propensities_of_the_other_policies(policy: str) -> None:
                 expected.append(np.nan)
         np.testing.assert_allclose(visit.propensity, expected, rtol=1e-12)
         assert np.array_equal(value, tables.value[row])  # a dry run changes nothing
+
+
+def test_log_parts_of_schema_version_1_are_still_read(tmp_path: Path) -> None:
+    """A part as the first writer wrote it (every column nullable, schema version 1) reads as
+    the same log as its version 2 rewrite, alone and in one folder with version 2 parts."""
+    config = RunConfig().replace(**{"policy.slate_size": 3, "policy.epsilon": 0.5})
+    run = synthetic_run(tmp_path / "run", config=config).path
+    simulate_run(run, 600, log=True, chunk=200, response="popularity")
+    parts = sorted((run / LOG_FOLDER).glob("part-*.parquet"))
+    assert len(parts) == 3
+    written = pq.read_table(parts[0])
+    assert [(f.name, f.type) for f in written.schema] == [(f.name, f.type) for f in LOG_SCHEMA]
+    assert json.loads(written.schema.metadata[b"rlreco"])["schema_version"] == 2
+    assert [f.name for f in written.schema if f.nullable] == ["propensity", "timestamp"]
+    codes = pd.read_parquet(parts[0])["product_code"]  # strings, not categories
+    assert pd.api.types.is_string_dtype(codes) and not isinstance(codes.dtype, pd.CategoricalDtype)
+    before = read_visit_log(run)
+    old = pa.schema([f.with_nullable(True) for f in LOG_SCHEMA]).with_metadata(
+        {b"rlreco": json.dumps({"kind": "visit_log", "schema_version": 1}).encode()}
+    )
+    pq.write_table(pa.Table.from_arrays(written.columns, schema=old), parts[0])
+    assert pq.read_schema(parts[0]).field("visit").nullable
+    after = read_visit_log(run)
+    for name in ("visit", "position", "outcome", "reward", "propensity", "row"):
+        assert np.array_equal(getattr(before, name), getattr(after, name), equal_nan=True)
+    assert np.array_equal(
+        before.product_codes[before.product_index], after.product_codes[after.product_index]
+    )
+    assert read_visit_log(parts[0]).n_slots == 200 * 3 and after.policy == "eps-greedy 0.5"
+    future = old.with_metadata({b"rlreco": b'{"kind": "visit_log", "schema_version": 3}'})
+    pq.write_table(pa.Table.from_arrays(written.columns, schema=future), parts[0])
+    with pytest.raises(DataError, match="schema version 3, expected 2"):
+        read_visit_log(run)
+
+
+def test_a_part_that_cannot_be_written_stops_the_call_before_its_commit(tmp_path: Path) -> None:
+    """Parts are written on a background thread; its error reaches the caller, and the
+    visits of the part are not committed."""
+    run = synthetic_run(tmp_path / "run").path
+    (run / LOG_FOLDER).write_text("not a folder")
+    with pytest.raises(OSError):
+        simulate_run(run, 500, log=True, chunk=100)
+    assert RunDir.open(run).visits == 0
+    (run / LOG_FOLDER).unlink()
+    simulate_run(run, 500, log=True, chunk=100)
+    assert RunDir.open(run).visits == 500 and len(log_frame(run)) == 500 * 10

@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -48,7 +49,7 @@ from rlreco.engine.warmup import Warmup, warm_up_simulation
 from rlreco.errors import ConfigError, SimulationError, SnapshotError
 from rlreco.io.parquet_tables import SCHEMAS, CellStream, use_system_allocator
 from rlreco.io.run_dir import RunDir
-from rlreco.io.visit_log import remove_log_parts_from, write_log_part
+from rlreco.io.visit_log import LogWriter, remove_log_parts_from
 from rlreco.schema import POLICY_PARAMS
 
 #: Snapshot columns the dense tables are rebuilt from.
@@ -274,8 +275,23 @@ def simulate_run(
     )
     calls = list(manifest.get("simulations", []))
     committed = [done]
+    params = simulator.params
+    parts = None
+    if log:
+        parts = LogFlusher(
+            LogWriter(
+                run.run_dir.path,
+                run_id=str(manifest["run_id"]),
+                state_names=run.space.state_ids,
+                product_codes=run.space.product_codes,
+                policy=params.policy,
+                param=params.param,
+            )
+        )
 
     def commit(summary: SimulationSummary | None = None) -> None:
+        if parts is not None:
+            parts.wait()  # every part up to this boundary is on disk before the commit
         total = simulator.episodes_total
         if total == committed[0]:
             return
@@ -317,32 +333,55 @@ def simulate_run(
         if progress is not None:
             progress(n)
 
-    params = simulator.params
     warmup = warm_up_simulation((params.policy,), logging=log)
     if on_warmup is not None:
         on_warmup(warmup)
-
-    def write_part(records: np.ndarray) -> None:
-        write_log_part(
-            run.run_dir.path,
-            records,
-            run_id=str(manifest["run_id"]),
-            state_names=run.space.state_ids,
-            product_codes=run.space.product_codes,
-            policy=params.policy,
-            param=params.param,
-        )
-
-    with sigint_flag() as interrupted:
-        summary = simulator.run(
-            episodes,
-            chunk=chunk,
-            progress=on_chunk,
-            should_stop=lambda: interrupted() or bool(should_stop and should_stop()),
-            log=write_part if log else None,
-        )
-    commit(summary)
+    try:
+        with sigint_flag() as interrupted:
+            summary = simulator.run(
+                episodes,
+                chunk=chunk,
+                progress=on_chunk,
+                should_stop=lambda: interrupted() or bool(should_stop and should_stop()),
+                log=parts,
+            )
+        commit(summary)
+    finally:
+        if parts is not None:
+            parts.close()
     return summary
+
+
+class LogFlusher:
+    """The simulator's ``log`` callback: each call's records become a log part, encoded and
+    written on one background thread while the (GIL-free) kernel simulates the next visits.
+
+    At most one part is in flight: a call copies its records (the kernel reuses their buffer),
+    waits for the previous part, then hands this one over. :meth:`wait` returns once every part
+    handed over is on disk and raises the error of one that failed.
+    """
+
+    def __init__(self, writer: LogWriter) -> None:
+        self._writer = writer
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlreco-log")
+        self._pending: Future[Path] | None = None
+
+    def __call__(self, records: np.ndarray) -> None:
+        table = self._writer.table(records)
+        self.wait()
+        self._pending = self._thread.submit(self._writer.write, table)
+
+    def wait(self) -> None:
+        """Block until the part in flight is written (re-raising its error)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Stop the thread once the part in flight is written or failed (after an error
+        elsewhere: its own error, if any, is the lesser news; :meth:`wait` reports it)."""
+        self._pending = None
+        self._thread.shutdown(wait=True)
 
 
 def policy_changes(
