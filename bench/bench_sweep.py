@@ -3,10 +3,10 @@
 Run with ``pytest bench/bench_sweep.py --benchmark-only -s`` (about 80 s). The sweep is the
 one the Sweeps issue asks for: 6 epsilons x 8 replicates x 1,000,000 visits under the
 ``popularity`` model, 48 cells. ``workers=1`` runs the cells in the calling process, as a user
-with one core would; with 2 workers each spawned process first pays about 2 s of start-up
-(interpreter and imports, reading the run directory, numba cache, the response model), so the
-speed-up approaches 2 only when the cells outweigh that. The speed-up is printed and stored in
-the benchmark's ``extra_info``.
+with one core would; with 2 workers the calling process loads the run, the visit loops and the
+response model once, as with 1, and forks the workers, which start with all of it: the start-up
+is paid once either way, and the speed-up approaches 2 as the cells outweigh it. The speed-up
+is printed and stored in the benchmark's ``extra_info``.
 """
 
 from __future__ import annotations

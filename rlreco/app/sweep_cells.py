@@ -1,12 +1,15 @@
 """One cell of a sweep: a setting's replicate simulated from a copy of the run's tables.
 
-Every worker process builds the run's tables and each response model once
-(:func:`load_payload`) and copies the tables per cell. The simulator and its kernels (numba) are
-imported where cells run: a sweep process whose cells run in worker processes never loads them.
+A local sweep loads the run once (:func:`load_run`), loads the visit loops and builds the grid's
+response models once (:meth:`LoadedRun.prepare`), and copies the tables per cell; its forked
+workers inherit all of it. Spawned and Dask workers build the same once per process
+(:func:`load_run`, :func:`load_payload`). The simulator and its kernels (numba) are imported
+where a run is loaded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from dataclasses import dataclass
@@ -193,6 +196,32 @@ class LoadedRun:
 
             warm_up_simulation(new)
             self._warm.update(new)
+
+    def prepare(self, tasks: list[CellTask]) -> None:
+        """Load the visit loops of the tasks' policies and build their response models, once,
+        before any cell runs (and before worker processes are forked from this one, which then
+        share them).
+
+        The models are built in a thread while this one loads the loops: numpy releases the
+        GIL in the models' array work, so the two overlap. A failure is left for the cells to
+        meet again and report, one cell at a time (as if nothing had been prepared).
+        """
+        wanted: dict[tuple[str, int], SimulationParams] = {}
+        for task in tasks:
+            params = self.params(task)
+            wanted.setdefault((params.response, params.slate_size), params)
+        builder = threading.Thread(target=self._build_responses, args=(list(wanted.values()),))
+        builder.start()
+        try:
+            with contextlib.suppress(Exception):
+                self.warm_up(tuple(dict.fromkeys(t.setting.policy for t in tasks)))
+        finally:
+            builder.join()
+
+    def _build_responses(self, wanted: list[SimulationParams]) -> None:
+        for params in wanted:
+            with contextlib.suppress(Exception):
+                self.response(params)
 
     def params(self, task: CellTask) -> SimulationParams:
         """Simulation parameters of a cell: the run's configuration with the cell's setting."""
