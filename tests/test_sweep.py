@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from rlreco.engine import statistics, sweep_statistics
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.errors import ConfigError, DataError, SimulationError
+from rlreco.io.parquet_tables import use_system_allocator
 from rlreco.io.run_dir import RunDir
 
 
@@ -303,6 +305,24 @@ def test_progress_reports_every_cell(run_dir: Path, tmp_path: Path) -> None:
     assert events[0].last_cell is None and events[-1].visits_done == 6 * EPISODES
     assert all(e.visits_total == 6 * EPISODES and e.cells_total == 6 for e in events)
     assert events[-1].visits_per_second > 0
+
+
+def page_faults_of_reallocating(megabytes: int = 1, times: int = 40) -> int:
+    """Minor page faults of allocating, touching and freeing the same array ``times`` times."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(times):
+        np.ones(megabytes * 2**20 // 8).sum()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_response_models_are_built_on_a_reused_heap_and_the_setting_is_restored() -> None:
+    use_system_allocator()  # what loading a run sets: every 1 MiB array is a fresh mapping
+    fresh = page_faults_of_reallocating()
+    with sweep_cells.reused_heap():
+        reused = page_faults_of_reallocating()
+    assert reused < fresh / 5
+    assert page_faults_of_reallocating() > 5 * reused  # loading's setting is back
 
 
 @pytest.mark.parametrize("workers", [1, 2])
