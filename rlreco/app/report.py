@@ -125,7 +125,8 @@ def sweep_progress(*, enabled: bool) -> Iterator[Callable[[Any], None]]:
     """A rich progress bar across sweep cells with visits/s.
 
     The bar (and the thread that redraws it) starts at the first update, which the sweep sends
-    once its worker processes exist: they can then be forked from a process without threads.
+    once its worker processes exist, and stops once every cell is done: before and after the
+    cells, the sweep can fork processes (workers, plots) from a process without threads.
     """
     if not enabled:
         yield lambda progress: None
@@ -145,6 +146,12 @@ def sweep_progress(*, enabled: bool) -> Iterator[Callable[[Any], None]]:
                 rate=f"{progress.visits_per_second:,.0f} visits/s"
                 + (f", {progress.cells_failed} failed" if progress.cells_failed else ""),
             )
+            if progress.cells_done >= progress.cells_total:
+                # rich's stop() only signals its redraw thread: wait for it to end
+                redraw = getattr(bar.live, "_refresh_thread", None)
+                bar.stop()
+                if redraw is not None:
+                    redraw.join()
 
         yield update
 

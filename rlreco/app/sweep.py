@@ -49,6 +49,7 @@ from rlreco.app.sweep_cells import (
 from rlreco.app.sweep_execution import (
     ProgressCallback,
     SweepProgress,
+    call_forked,
     can_fork,
     default_workers,
     fork_pool,
@@ -300,9 +301,10 @@ def run_sweep(
             # spawned workers import and load the run themselves while this process goes on
             policies = tuple(dict.fromkeys(t.setting.policy for t in todo))
             pool = start_pool(run.path, run_token(run.manifest), n_workers, policies)
+    plotting = threading.Thread(target=import_plotting, daemon=True)
     if plots and todo:
         # matplotlib's import, in the background while the cells run (nogil kernels)
-        threading.Thread(target=import_plotting, daemon=True).start()
+        plotting.start()
     failures: list[dict[str, Any]] = []
     state = {"done": skipped, "visits": 0}
     cells_start = time.perf_counter()
@@ -376,13 +378,19 @@ def run_sweep(
     verdict = verdicts(summary, replicates)
     written: list[Path] = []
     if plots and len(results):
+        if plotting.is_alive():
+            plotting.join()  # no thread left: figures can be drawn in forked processes
         # matplotlib loads lazily: worker processes import this module and never plot
-        from rlreco.io.plots import write_sweep_plots
+        from rlreco.io.plots import sweep_figures
 
         switches = {s.response: schedule_starts(s.response)[1:] for s in settings}
-        written = write_sweep_plots(
-            learning_curves(results), summary, sweep.plots_dir, switches=switches
+        figures = sweep_figures(learning_curves(results), summary, sweep.plots_dir, switches)
+        # as many figures at once as local workers were asked for
+        call_forked(
+            [draw for _, draw in figures],
+            (workers or default_workers()) if scheduler is None else 1,
         )
+        written = [path for path, _ in figures]
     result = SweepResult(
         out=sweep.path,
         summary=summary,

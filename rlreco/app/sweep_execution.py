@@ -14,7 +14,8 @@ grid. ``scheduler="tcp://HOST:PORT"`` runs the cells on an existing Dask distrib
 (extra ``rlreco[dask]``): the driver scatters the run's columns to the workers, so they need
 no shared file system (truth-table responses are read by path, though). All paths run the same
 function on the same data, so the results are identical whatever the execution; only
-wall-clock times differ.
+wall-clock times differ. The plots, drawn after the cells, are shared the same way between the
+sweep process and processes forked for them (:func:`call_forked`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 import traceback
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -206,6 +207,44 @@ def fork_pool(loaded: LoadedRun, workers: int) -> ProcessPoolExecutor:
             pool.submit(int)
     _WORKER_RUN.clear()  # the children have their copy
     return pool
+
+
+def call_forked(calls: Sequence[Callable[[], object]], processes: int) -> None:
+    """Make independent calls whose results are files (the plots) in up to ``processes``
+    processes at once: this one and processes forked for the others, calls shared round-robin.
+
+    A forked process's failure is not reported from there: its calls are made again here, so
+    that their error is raised here. Where fork is unsafe (:func:`can_fork`) every call is made
+    here, one after the other.
+    """
+    groups = [calls[i::processes] for i in range(max(1, min(processes, len(calls))))]
+    if len(groups) > 1 and not can_fork():
+        groups = [list(calls)]
+    children: dict[int, Sequence[Callable[[], object]]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # as in fork_pool
+        for group in groups[1:]:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the forked process (coverage does not follow)
+                code = 1
+                try:
+                    for call in group:
+                        call()
+                    code = 0
+                finally:
+                    os._exit(code)
+            children[pid] = group
+    failed: list[Callable[[], object]] = []
+    try:
+        for call in groups[0]:
+            call()
+    finally:
+        for pid, group in children.items():
+            _, status = os.waitpid(pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                failed.extend(group)
+    for call in failed:
+        call()
 
 
 def start_pool(

@@ -19,8 +19,9 @@ nothing here does statistics.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -240,25 +241,40 @@ def plot_metrics_vs_epsilon(summary: pd.DataFrame, response: str, path: Path) ->
     return _save(fig, path)
 
 
+def sweep_figures(
+    curves: pd.DataFrame,
+    summary: pd.DataFrame,
+    out_dir: Path,
+    switches: Mapping[str, Sequence[int]] | None = None,
+) -> list[tuple[Path, Callable[[], Path]]]:
+    """The figures of a sweep, each as its PNG path and a call that draws and writes it:
+    both figures for every response model (independent calls: any order, any process).
+
+    ``switches`` gives, per response, the visits at which its truth switches (schedules).
+    """
+    figures: list[tuple[Path, Callable[[], Path]]] = []
+    for response in sorted(summary["response"].unique().tolist()):
+        stem = file_stem(response)
+        marks = (switches or {}).get(response, ())
+        learning = out_dir / f"learning_{stem}.png"
+        epsilon = out_dir / f"epsilon_{stem}.png"
+        figures.append(
+            (learning, functools.partial(plot_learning_curves, curves, response, learning, marks))
+        )
+        figures.append(
+            (epsilon, functools.partial(plot_metrics_vs_epsilon, summary, response, epsilon))
+        )
+    return figures
+
+
 def write_sweep_plots(
     curves: pd.DataFrame,
     summary: pd.DataFrame,
     out_dir: Path,
     switches: Mapping[str, Sequence[int]] | None = None,
 ) -> list[Path]:
-    """Write both figures for every response model of a sweep; return the PNG paths.
-
-    ``switches`` gives, per response, the visits at which its truth switches (schedules).
-    """
-    paths: list[Path] = []
-    for response in sorted(summary["response"].unique().tolist()):
-        stem = file_stem(response)
-        marks = (switches or {}).get(response, ())
-        paths.append(
-            plot_learning_curves(curves, response, out_dir / f"learning_{stem}.png", marks)
-        )
-        paths.append(plot_metrics_vs_epsilon(summary, response, out_dir / f"epsilon_{stem}.png"))
-    return paths
+    """Write the :func:`sweep_figures`, one after the other; return the PNG paths."""
+    return [draw() for _, draw in sweep_figures(curves, summary, out_dir, switches)]
 
 
 #: metric of an off-policy estimate -> (panel title, y-axis label)
