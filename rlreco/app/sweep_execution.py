@@ -23,6 +23,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -182,9 +183,10 @@ def _pool_cell(task: CellTask) -> Completed:
 
 
 def can_fork() -> bool:
-    """Whether pool workers can be forked from this process: the platform forks, and no other
-    Python thread runs here (one holding a lock at the fork would leave it held in the child)."""
-    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+    """Whether pool workers can be forked from this process: Linux (macOS system libraries are
+    not fork-safe; Windows has no fork), and no other Python thread runs here (one holding a
+    lock at the fork would leave it held in the child)."""
+    return sys.platform.startswith("linux") and threading.active_count() == 1
 
 
 def fork_pool(loaded: LoadedRun, workers: int) -> ProcessPoolExecutor:
