@@ -267,16 +267,6 @@ def sweep_figures(
     return figures
 
 
-def write_sweep_plots(
-    curves: pd.DataFrame,
-    summary: pd.DataFrame,
-    out_dir: Path,
-    switches: Mapping[str, Sequence[int]] | None = None,
-) -> list[Path]:
-    """Write the :func:`sweep_figures`, one after the other; return the PNG paths."""
-    return [draw() for _, draw in sweep_figures(curves, summary, out_dir, switches)]
-
-
 #: metric of an off-policy estimate -> (panel title, y-axis label)
 ESTIMATE_LABELS: dict[str, tuple[str, str]] = {
     "reward_per_visit": ("Reward per visit", "mean reward per visit (reward units)"),
