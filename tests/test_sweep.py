@@ -6,13 +6,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import resource
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,7 @@ import pandas as pd
 import pytest
 from helpers import BLOCKS, EPISODES, small_spec, synthetic_run
 
-from rlreco.app import report, sweep, sweep_cells, sweep_execution
+from rlreco.app import sweep, sweep_cells, sweep_execution
 from rlreco.app.sweep import run_cell, run_sweep
 from rlreco.app.sweep_grid import Setting, SweepSpec
 from rlreco.config import RunConfig
@@ -28,7 +25,6 @@ from rlreco.engine import statistics, sweep_statistics
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.errors import ConfigError, DataError, SimulationError
-from rlreco.io.parquet_tables import use_system_allocator
 from rlreco.io.run_dir import RunDir
 
 
@@ -307,68 +303,6 @@ def test_progress_reports_every_cell(run_dir: Path, tmp_path: Path) -> None:
     assert events[0].last_cell is None and events[-1].visits_done == 6 * EPISODES
     assert all(e.visits_total == 6 * EPISODES and e.cells_total == 6 for e in events)
     assert events[-1].visits_per_second > 0
-
-
-def test_call_forked_makes_every_call_and_raises_what_fails_here(tmp_path: Path) -> None:
-    if not sweep_execution.can_fork():
-        pytest.skip("this process cannot fork (no fork, or other threads)")
-    here = os.getpid()
-
-    def write(name: str) -> Callable[[], None]:
-        return lambda: (tmp_path / name).write_text(str(os.getpid()))
-
-    def fails_away_from_here() -> None:
-        if os.getpid() != here:
-            raise RuntimeError("not here")
-        (tmp_path / "retried").write_text(str(os.getpid()))
-
-    def pid(name: str) -> int:
-        return int((tmp_path / name).read_text())
-
-    sweep_execution.call_forked([write("a"), write("b"), write("c")], 2)
-    assert pid("a") == pid("c") == here and pid("b") != here  # round-robin over 2 processes
-    # the forked process's calls (1 and 3) fail at 1: both are made again here
-    sweep_execution.call_forked([write("a"), fails_away_from_here, write("c"), write("d")], 2)
-    assert pid("retried") == pid("d") == here
-
-    def broken() -> None:
-        raise RuntimeError("plot broke")
-
-    with pytest.raises(RuntimeError, match="plot broke"):
-        sweep_execution.call_forked([write("e"), broken], 2)
-    assert (tmp_path / "e").is_file()
-
-
-def test_sweep_progress_bar_runs_no_thread_before_the_first_or_after_the_last_cell() -> None:
-    def progress(done: int) -> sweep_execution.SweepProgress:
-        return sweep_execution.SweepProgress(2, done, 0, 0, done * 10, 20, 1.0, None)
-
-    threads = threading.active_count()
-    with report.sweep_progress(enabled=True) as update:
-        assert threading.active_count() == threads  # workers may be forked here
-        update(progress(0))
-        update(progress(1))
-        assert threading.active_count() == threads + 1  # rich's redraw thread
-        update(progress(2))
-        assert threading.active_count() == threads  # plots may be drawn in forks here
-
-
-def page_faults_of_reallocating(megabytes: int = 1, times: int = 40) -> int:
-    """Minor page faults of allocating, touching and freeing the same array ``times`` times."""
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(times):
-        np.ones(megabytes * 2**20 // 8).sum()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
-def test_response_models_are_built_on_a_reused_heap_and_the_setting_is_restored() -> None:
-    use_system_allocator()  # what loading a run sets: every 1 MiB array is a fresh mapping
-    fresh = page_faults_of_reallocating()
-    with sweep_cells.reused_heap():
-        reused = page_faults_of_reallocating()
-    assert reused < fresh / 5
-    assert page_faults_of_reallocating() > 5 * reused  # loading's setting is back
 
 
 @pytest.mark.parametrize("workers", [1, 2])
