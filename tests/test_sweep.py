@@ -24,7 +24,7 @@ from rlreco.config import RunConfig
 from rlreco.engine import statistics, sweep_statistics
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
-from rlreco.errors import ConfigError, DataError
+from rlreco.errors import ConfigError, DataError, SimulationError
 from rlreco.io.run_dir import RunDir
 
 
@@ -305,11 +305,43 @@ def test_progress_reports_every_cell(run_dir: Path, tmp_path: Path) -> None:
     assert events[-1].visits_per_second > 0
 
 
-def test_process_pool_gives_identical_results(
-    run_dir: Path, reference: sweep.SweepResult, tmp_path: Path
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_response_model_that_cannot_be_built_fails_each_cell_not_the_sweep(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
 ) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise SimulationError("model broke")
+
+    # a fresh load (no model cached from other tests), whose models all fail to build
+    monkeypatch.setattr(sweep_cells, "_LOADED", {})
+    monkeypatch.setattr(sweep_cells, "build_response", broken)
+    result = run_sweep(run_dir, small_spec(), tmp_path / "out", workers=workers, plots=False)
+    assert result.cells_run == 9 and len(result.failures) == 9
+    assert {f["error"] for f in result.failures} == {"model broke"}
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_process_pool_gives_identical_results(
+    run_dir: Path,
+    reference: sweep.SweepResult,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    start: str,
+) -> None:
+    def refuse(*args: object) -> None:
+        raise AssertionError(f"the sweep started a {start} pool")
+
+    if start == "fork":
+        if not sweep_execution.can_fork():
+            pytest.skip("this process cannot fork its workers (no fork, or other threads)")
+        # forked workers get the run this process loaded: none loads it again
+        monkeypatch.setattr(sweep, "start_pool", refuse)
+    else:
+        monkeypatch.setattr(sweep, "can_fork", lambda: False)
+        monkeypatch.setattr(sweep, "fork_pool", refuse)
     pooled = run_sweep(run_dir, small_spec(), tmp_path / "out", workers=2, plots=False)
     pd.testing.assert_frame_equal(metrics_only(pooled.results), metrics_only(reference.results))
+    assert not pooled.failures
 
 
 @pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
@@ -522,7 +554,8 @@ def is_worker(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return False
-    return b"spawn_main" in cmdline and b"resource_tracker" not in cmdline
+    # forked workers share the sweep's command line; spawned ones run spawn_main
+    return b"resource_tracker" not in cmdline
 
 
 def wait_for_cells(process: subprocess.Popen[str], out: Path, n: int) -> None:

@@ -21,6 +21,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -121,14 +122,23 @@ def visit_progress(
 
 @contextlib.contextmanager
 def sweep_progress(*, enabled: bool) -> Iterator[Callable[[Any], None]]:
-    """A rich progress bar across sweep cells with visits/s."""
+    """A rich progress bar across sweep cells with visits/s.
+
+    The bar (and the thread that redraws it) starts at the first update, which the sweep sends
+    once its worker processes exist, and stops once every cell is done: before and after the
+    cells, the sweep can fork processes (workers, plots) from a process without threads.
+    """
     if not enabled:
         yield lambda progress: None
         return
-    with progress_bar() as bar:
-        task = bar.add_task("cells", total=None, rate="")
+    with contextlib.ExitStack() as stack:
+        shown: list[tuple[Progress, TaskID]] = []
 
         def update(progress: Any) -> None:
+            if not shown:
+                bar = stack.enter_context(progress_bar())
+                shown.append((bar, bar.add_task("cells", total=None, rate="")))
+            bar, task = shown[0]
             bar.update(
                 task,
                 total=progress.cells_total,
@@ -136,6 +146,12 @@ def sweep_progress(*, enabled: bool) -> Iterator[Callable[[Any], None]]:
                 rate=f"{progress.visits_per_second:,.0f} visits/s"
                 + (f", {progress.cells_failed} failed" if progress.cells_failed else ""),
             )
+            if progress.cells_done >= progress.cells_total:
+                # rich's stop() only signals its redraw thread: wait for it to end
+                redraw = getattr(bar.live, "_refresh_thread", None)
+                bar.stop()
+                if redraw is not None:
+                    redraw.join()
 
         yield update
 

@@ -29,6 +29,7 @@ import math
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rlreco.app.sweep_cells import CellOutcome, CellTask, RunPayload, execute_cell, run_token
+from rlreco.app.sweep_cells import (
+    CellOutcome,
+    CellTask,
+    LoadedRun,
+    RunPayload,
+    execute_cell,
+    load_run,
+    run_token,
+)
 from rlreco.app.sweep_execution import (
     ProgressCallback,
     SweepProgress,
+    call_forked,
+    can_fork,
     default_workers,
+    fork_pool,
     run_dask,
     run_inline,
     run_pool,
@@ -276,20 +288,23 @@ def run_sweep(
     todo = [t for t in tasks if not sweep.finished(t.key)]
     skipped = len(tasks) - len(todo)
     n_workers = min(workers or default_workers(), len(todo))
-    # pool workers start first: they import and load the run while this process goes on
-    pool = (
-        start_pool(
-            run.path,
-            run_token(run.manifest),
-            n_workers,
-            tuple(dict.fromkeys(t.setting.policy for t in todo)),
-        )
-        if todo and scheduler is None and n_workers > 1
-        else None
-    )
+    pool: ProcessPoolExecutor | None = None
+    loaded: LoadedRun | None = None
+    if todo and scheduler is None:
+        if n_workers == 1 or can_fork():
+            # the run, its visit loops and response models once, here; forked workers share them
+            loaded = load_run(run.path, run_token(run.manifest))
+            loaded.prepare(todo)
+            if n_workers > 1:
+                pool = fork_pool(loaded, n_workers)
+        else:
+            # spawned workers import and load the run themselves while this process goes on
+            policies = tuple(dict.fromkeys(t.setting.policy for t in todo))
+            pool = start_pool(run.path, run_token(run.manifest), n_workers, policies)
+    plotting = threading.Thread(target=import_plotting, daemon=True)
     if plots and todo:
         # matplotlib's import, in the background while the cells run (nogil kernels)
-        threading.Thread(target=import_plotting, daemon=True).start()
+        plotting.start()
     failures: list[dict[str, Any]] = []
     state = {"done": skipped, "visits": 0}
     cells_start = time.perf_counter()
@@ -314,10 +329,10 @@ def run_sweep(
         if todo:
             if pool is not None:
                 completed = run_pool(pool, todo, sweep.path)
-            elif scheduler is not None:
-                completed = run_dask(RunPayload.read(run), todo, scheduler)
+            elif loaded is not None:
+                completed = run_inline(loaded, todo)
             else:
-                completed = run_inline(run.path, run_token(run.manifest), todo)
+                completed = run_dask(RunPayload.read(run), todo, str(scheduler))
             for task, outcome, error in completed:
                 if outcome is not None:
                     frame = pd.DataFrame({"block": np.arange(len(outcome.metrics["visits"]))})
@@ -363,13 +378,19 @@ def run_sweep(
     verdict = verdicts(summary, replicates)
     written: list[Path] = []
     if plots and len(results):
+        if plotting.is_alive():
+            plotting.join()  # no thread left: figures can be drawn in forked processes
         # matplotlib loads lazily: worker processes import this module and never plot
-        from rlreco.io.plots import write_sweep_plots
+        from rlreco.io.plots import sweep_figures
 
         switches = {s.response: schedule_starts(s.response)[1:] for s in settings}
-        written = write_sweep_plots(
-            learning_curves(results), summary, sweep.plots_dir, switches=switches
+        figures = sweep_figures(learning_curves(results), summary, sweep.plots_dir, switches)
+        # as many figures at once as local workers were asked for
+        call_forked(
+            [draw for _, draw in figures],
+            (workers or default_workers()) if scheduler is None else 1,
         )
+        written = [path for path, _ in figures]
     result = SweepResult(
         out=sweep.path,
         summary=summary,

@@ -1,16 +1,21 @@
 """Running the cells of a sweep: in this process, in a local process pool, or on Dask.
 
-``workers=1`` runs the cells in the calling process; more workers use a process pool with the
-``spawn`` start method (forking a process that holds threads, such as a progress bar's, can
-deadlock), started before the driver reads anything, whose workers each load the run directory
-once, themselves, in parallel, and reuse it for all their cells; Ctrl-C terminates the pool at
-once. A worker that dies (``kill -9``) ends the sweep with one line; workers end themselves
-when the driver dies. Cells are saved by the driver as they finish, so either way running the
-sweep again finishes the grid. ``scheduler="tcp://HOST:PORT"`` runs the cells on an existing Dask
-distributed cluster (extra ``rlreco[dask]``): the driver scatters the run's columns to the
-workers, so they need no shared file system (truth-table responses are read by path, though).
-All paths run the same function on the same data, so the results are identical whatever the
-execution; only wall-clock times differ.
+``workers=1`` runs the cells in the calling process. With more workers, the calling process
+loads the run, the visit loops and the response models once (:meth:`LoadedRun.prepare`) and
+then forks the pool's workers (:func:`fork_pool`), which start at once with all of it, shared
+copy-on-write: no interpreter start, import, file read, kernel load or model build per worker.
+Where fork is unsafe (a platform without it, or a process already running other threads, such
+as a progress bar's) the pool falls back to ``spawn`` (:func:`start_pool`): workers started
+before the driver reads anything, each loading the run itself, in parallel. Either way a worker
+reuses the run for all its cells; Ctrl-C terminates the pool at once. A worker that dies
+(``kill -9``) ends the sweep with one line; workers end themselves when the driver dies. Cells
+are saved by the driver as they finish, so either way running the sweep again finishes the
+grid. ``scheduler="tcp://HOST:PORT"`` runs the cells on an existing Dask distributed cluster
+(extra ``rlreco[dask]``): the driver scatters the run's columns to the workers, so they need
+no shared file system (truth-table responses are read by path, though). All paths run the same
+function on the same data, so the results are identical whatever the execution; only
+wall-clock times differ. The plots, drawn after the cells, are shared the same way between the
+sweep process and processes forked for them (:func:`call_forked`).
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -35,7 +42,6 @@ from rlreco.app.sweep_cells import (
     LoadedRun,
     RunPayload,
     execute_cell,
-    load_run,
     simulate_cell,
 )
 from rlreco.errors import ConfigError, RlrecoError, SimulationError, SnapshotError
@@ -122,9 +128,9 @@ def _attempt(loaded: LoadedRun, task: CellTask) -> Completed:
         return task, None, CellError.from_exception(exc)
 
 
-def run_inline(run_path: Path, token: str, tasks: list[CellTask]) -> Iterator[Completed]:
-    """Run cells in this process, on the run loaded once (and kept for the next sweep)."""
-    loaded = load_run(run_path, token)
+def run_inline(loaded: LoadedRun, tasks: list[CellTask]) -> Iterator[Completed]:
+    """Run cells in this process, on a run loaded once (:func:`load_run` keeps it for the next
+    sweep)."""
     for task in tasks:
         yield _attempt(loaded, task)
 
@@ -143,17 +149,22 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
+def _guard_worker(parent: int) -> None:
+    """Leave Ctrl-C to the driver (it ends the workers) and end with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
 def _init_worker(run_path: str, token: str, parent: int, policies: tuple[str, ...]) -> None:
-    """Load the run in a pool worker, once, from the run directory itself.
+    """Load the run in a spawned pool worker, once, from the run directory itself.
 
     Reading the files costs each worker a fraction of a second, in parallel with the other
     workers and with the driver; receiving the driver's payload through the spawn pipe instead
-    would start the workers one after another. Ctrl-C is the driver's to handle (it ends the
-    workers). A failure is kept and reported by every cell: a raising initializer would break
-    the pool.
+    would start the workers one after another. A failure is kept and reported by every cell:
+    a raising initializer would break the pool.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    _guard_worker(parent)
+    _WORKER_RUN.clear()
     try:
         found, loaded = LoadedRun.read(run_path)
         if found != token:
@@ -171,11 +182,78 @@ def _pool_cell(task: CellTask) -> Completed:
     return _attempt(loaded, task)
 
 
+def can_fork() -> bool:
+    """Whether pool workers can be forked from this process: Linux (macOS system libraries are
+    not fork-safe; Windows has no fork), and no other Python thread runs here (one holding a
+    lock at the fork would leave it held in the child)."""
+    return sys.platform.startswith("linux") and threading.active_count() == 1
+
+
+def fork_pool(loaded: LoadedRun, workers: int) -> ProcessPoolExecutor:
+    """Fork ``workers`` processes from this one, each with ``loaded`` (prepared: see
+    :meth:`LoadedRun.prepare`) as the run its cells use."""
+    _WORKER_RUN[:] = [loaded]
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_guard_worker,
+        initargs=(os.getpid(),),
+    )
+    with warnings.catch_warnings():
+        # Python >= 3.12 warns about fork in a process with native threads: numpy's BLAS and
+        # Arrow's thread pools here, which re-initialise themselves in a forked child (at-fork
+        # handlers), and nothing else runs (can_fork)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        # the first submission forks every worker, before the pool's own manager thread starts
+        for _ in range(workers):
+            pool.submit(int)
+    _WORKER_RUN.clear()  # the children have their copy
+    return pool
+
+
+def call_forked(calls: Sequence[Callable[[], object]], processes: int) -> None:
+    """Make independent calls whose results are files (the plots) in up to ``processes``
+    processes at once: this one and processes forked for the others, calls shared round-robin.
+
+    A forked process's failure is not reported from there: its calls are made again here, so
+    that their error is raised here. Where fork is unsafe (:func:`can_fork`) every call is made
+    here, one after the other.
+    """
+    groups = [calls[i::processes] for i in range(max(1, min(processes, len(calls))))]
+    if len(groups) > 1 and not can_fork():
+        groups = [list(calls)]
+    children: dict[int, Sequence[Callable[[], object]]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # as in fork_pool
+        for group in groups[1:]:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the forked process (coverage does not follow)
+                code = 1
+                try:
+                    for call in group:
+                        call()
+                    code = 0
+                finally:
+                    os._exit(code)
+            children[pid] = group
+    failed: list[Callable[[], object]] = []
+    try:
+        for call in groups[0]:
+            call()
+    finally:
+        for pid, group in children.items():
+            _, status = os.waitpid(pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                failed.extend(group)
+    for call in failed:
+        call()
+
+
 def start_pool(
     run_path: Path, token: str, workers: int, policies: tuple[str, ...]
 ) -> ProcessPoolExecutor:
     """Start ``workers`` spawned processes that each load the run and the visit loops of
-    ``policies`` (in the background)."""
+    ``policies`` (in the background): the pool where :func:`can_fork` says no."""
     pool = ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),

@@ -19,8 +19,9 @@ nothing here does statistics.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -240,25 +241,30 @@ def plot_metrics_vs_epsilon(summary: pd.DataFrame, response: str, path: Path) ->
     return _save(fig, path)
 
 
-def write_sweep_plots(
+def sweep_figures(
     curves: pd.DataFrame,
     summary: pd.DataFrame,
     out_dir: Path,
     switches: Mapping[str, Sequence[int]] | None = None,
-) -> list[Path]:
-    """Write both figures for every response model of a sweep; return the PNG paths.
+) -> list[tuple[Path, Callable[[], Path]]]:
+    """The figures of a sweep, each as its PNG path and a call that draws and writes it:
+    both figures for every response model (independent calls: any order, any process).
 
     ``switches`` gives, per response, the visits at which its truth switches (schedules).
     """
-    paths: list[Path] = []
+    figures: list[tuple[Path, Callable[[], Path]]] = []
     for response in sorted(summary["response"].unique().tolist()):
         stem = file_stem(response)
         marks = (switches or {}).get(response, ())
-        paths.append(
-            plot_learning_curves(curves, response, out_dir / f"learning_{stem}.png", marks)
+        learning = out_dir / f"learning_{stem}.png"
+        epsilon = out_dir / f"epsilon_{stem}.png"
+        figures.append(
+            (learning, functools.partial(plot_learning_curves, curves, response, learning, marks))
         )
-        paths.append(plot_metrics_vs_epsilon(summary, response, out_dir / f"epsilon_{stem}.png"))
-    return paths
+        figures.append(
+            (epsilon, functools.partial(plot_metrics_vs_epsilon, summary, response, epsilon))
+        )
+    return figures
 
 
 #: metric of an off-policy estimate -> (panel title, y-axis label)
