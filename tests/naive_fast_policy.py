@@ -103,17 +103,14 @@ class SoftmaxTree:
     def descend(self, u: float) -> int:
         j = 0
         for level in range(1, self.depth + 1):
-            first = self.start(level) + FANOUT * j
-            chosen, last = -1, 0
-            for c in range(FANOUT):
-                w = self.node[first + c]
-                if w > 0.0:
-                    last = c
-                    if u < w:
-                        chosen = c
-                        break
-                    u -= w
-            j = FANOUT * j + (last if chosen < 0 else chosen)
+            children = self.node[self.start(level) + FANOUT * j :][:FANOUT]
+            # running sums left to right; the first child whose running sum exceeds u
+            running = [sum_left_to_right(children[: c + 1]) for c in range(FANOUT)]
+            chosen = next((c for c in range(FANOUT) if u < running[c]), None)
+            if chosen is None:
+                chosen = max((c for c in range(FANOUT) if children[c] > 0.0), default=0)
+            u -= running[chosen - 1] if chosen > 0 else 0.0
+            j = FANOUT * j + chosen
         return j
 
     def draw_remaining(self, row: np.ndarray, slate: list[int], rng: np.random.Generator) -> int:

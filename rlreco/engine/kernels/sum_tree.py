@@ -20,9 +20,11 @@ Structure (:class:`SumTree`, one row per state, a pure function of the tables)
     node share one cache line: a descent or a path repair touches one line per level.
 
 ``softmax`` (temperature ``tau``): sampling without replacement
-    A *descent* of ``u`` goes from the root: at each node, the first child (left to right)
-    whose weight exceeds what is left of ``u`` is taken, ``u`` minus the weights passed;
-    should rounding carry ``u`` past every child, the last child of nonzero weight is taken.
+    A *descent* of ``u`` goes from the root: at each node, the children's weights are added
+    left to right into running sums, the first child whose running sum exceeds ``u`` is taken
+    and ``u`` less the running sum before it goes on (the sums do not depend on ``u``, so a
+    step is a branch-free count); should rounding carry ``u`` past every running sum, the last
+    child of nonzero weight is taken.
     With ``d = min(n, known)`` slots to draw, ``total`` the root and ``A`` the summed leaves
     of the products accepted so far: while slots remain and ``A <= total / 2``, a *round*
     draws ``u_b = rng.random() * total`` for each remaining slot, descends the full tree with
@@ -297,24 +299,36 @@ def build_softmax_nb(
 @jit(inline=True)
 def descend_nb(tree: SumTree, state: int, u: float, depth: int) -> int:
     """The leaf (product) that ``u`` in ``[0, total)`` selects (module docstring)."""
-    node = tree.node
+    row = tree.node[state]
     j = 0
     for level in range(1, depth + 1):
-        child_start = level_start_nb(level) + (j << FANOUT_BITS)
-        chosen = -1
-        last = 0
-        for c in range(FANOUT):
-            w = node[state, child_start + c]
-            if w > 0.0:
-                last = c
-                if u < w:
-                    chosen = c
-                    break
-                u -= w
-        if chosen < 0:
-            chosen = last
+        chosen, u = pick_child_nb(row, level_start_nb(level) + (j << FANOUT_BITS), u)
         j = (j << FANOUT_BITS) + chosen
     return j
+
+
+@jit(inline=True)
+def pick_child_nb(row: np.ndarray, first: int, u: float) -> tuple[int, float]:
+    """One descent step from the 8 children at ``first``: the child and what is left of ``u``
+    (module docstring). The running sums do not depend on ``u`` and the count has no branch,
+    so the independent descents of a round overlap."""
+    running = 0.0
+    chosen = 0
+    passed = 0.0
+    for c in range(FANOUT):
+        running += row[first + c]
+        below = running <= u
+        chosen += below
+        passed = running if below else passed
+    if chosen == FANOUT:
+        # rounding carried u past every child: the last child of nonzero weight
+        chosen = FANOUT - 1
+        while chosen > 0 and row[first + chosen] <= 0.0:
+            chosen -= 1
+        passed = 0.0
+        for c in range(chosen):
+            passed += row[first + c]
+    return chosen, u - passed
 
 
 @jit(inline=True)
@@ -323,27 +337,13 @@ def descend_batch_nb(
 ) -> None:
     """:func:`descend_nb` for ``u[:count]`` into ``leaf[:count]``, level by level, so the
     independent descents' cache misses overlap."""
-    node = tree.node
+    row = tree.node[state]
     for b in range(count):
         leaf[b] = 0
     for level in range(1, depth + 1):
         first = level_start_nb(level)
         for b in range(count):
-            child_start = first + (leaf[b] << FANOUT_BITS)
-            left = u[b]
-            chosen = -1
-            last = 0
-            for c in range(FANOUT):
-                w = node[state, child_start + c]
-                if w > 0.0:
-                    last = c
-                    if left < w:
-                        chosen = c
-                        break
-                    left -= w
-            if chosen < 0:
-                chosen = last
-            u[b] = left
+            chosen, u[b] = pick_child_nb(row, first + (leaf[b] << FANOUT_BITS), u[b])
             leaf[b] = (leaf[b] << FANOUT_BITS) + chosen
 
 
