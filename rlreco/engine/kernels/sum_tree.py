@@ -3,7 +3,7 @@
 Structure (:class:`SumTree`, one row per state, a pure function of the tables)
     An 8-ary tree whose leaves are product ids ``0 .. 8**depth - 1``: leaf ``p`` holds
     ``w_p = exp((value - offset_s) / tau)`` for a known product of the state's catalogue and
-    0 otherwise; every internal node is the sum of its 8 children, added left to right. A node
+    0 otherwise; every internal node is the sum of its 8 children, added pairwise. A node
     is always recomputed from its children (never adjusted by a difference), so the row is a
     function of the leaves alone. The offset is a function of the values too:
     ``offset_s = G * (cell(max_s) + 1/2)``, ``cell(v) = ceil(v / G - 1/2)``, with ``max_s``
