@@ -103,17 +103,14 @@ class SoftmaxTree:
     def descend(self, u: float) -> int:
         j = 0
         for level in range(1, self.depth + 1):
-            first = self.start(level) + FANOUT * j
-            chosen, last = -1, 0
-            for c in range(FANOUT):
-                w = self.node[first + c]
-                if w > 0.0:
-                    last = c
-                    if u < w:
-                        chosen = c
-                        break
-                    u -= w
-            j = FANOUT * j + (last if chosen < 0 else chosen)
+            children = self.node[self.start(level) + FANOUT * j :][:FANOUT]
+            # running sums left to right; the first child whose running sum exceeds u
+            running = [sum_left_to_right(children[: c + 1]) for c in range(FANOUT)]
+            chosen = next((c for c in range(FANOUT) if u < running[c]), None)
+            if chosen is None:
+                chosen = max((c for c in range(FANOUT) if children[c] > 0.0), default=0)
+            u -= running[chosen - 1] if chosen > 0 else 0.0
+            j = FANOUT * j + chosen
         return j
 
     def draw_remaining(self, row: np.ndarray, slate: list[int], rng: np.random.Generator) -> int:
@@ -133,32 +130,32 @@ class SoftmaxTree:
         return chosen
 
     def slate(self, row: np.ndarray, n: int, rng: np.random.Generator) -> list[int]:
-        """Rejection rounds while the slate holds at most half the weight, then removal."""
+        """Rounds of rejection; the slate's leaves taken out whenever those left in the tree
+        weigh more than half of it."""
         slate: list[int] = []
         draws = min(n, self.known)
         total = self.node[0]
         leaf0 = self.start(self.depth)
+        taken: list[tuple[int, float]] = []
         accepted = 0.0
-        while len(slate) < draws and accepted <= 0.5 * total:
+        while len(slate) < draws:
+            if accepted > 0.5 * total:
+                for product in slate[len(taken) :]:
+                    taken.append((product, self.node[leaf0 + product]))
+                    self.set_leaf(product, 0.0)
+                accepted = 0.0
+                total = self.node[0]
+                if total < FALLBACK_BELOW:
+                    while len(slate) < draws:
+                        slate.append(self.draw_remaining(row, slate, rng))
+                    break
             us = [rng.random() * total for _ in range(draws - len(slate))]
             for product in [self.descend(u) for u in us]:
                 if product not in slate:
                     slate.append(product)
                     accepted += self.node[leaf0 + product]
-        if len(slate) < draws:
-            taken = [(p, self.node[leaf0 + p]) for p in slate]
-            for product, _ in taken:
-                self.set_leaf(product, 0.0)
-            while len(slate) < draws:
-                if self.node[0] < FALLBACK_BELOW:
-                    product = self.draw_remaining(row, slate, rng)
-                else:
-                    product = self.descend(rng.random() * self.node[0])
-                slate.append(product)
-                taken.append((product, self.node[leaf0 + product]))
-                self.set_leaf(product, 0.0)
-            for product, weight in taken:
-                self.set_leaf(product, weight)
+        for product, weight in taken:
+            self.set_leaf(product, weight)
         pad(slate, self.catalogue, n, rng)
         return slate
 

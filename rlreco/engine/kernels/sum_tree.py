@@ -3,7 +3,7 @@
 Structure (:class:`SumTree`, one row per state, a pure function of the tables)
     An 8-ary tree whose leaves are product ids ``0 .. 8**depth - 1``: leaf ``p`` holds
     ``w_p = exp((value - offset_s) / tau)`` for a known product of the state's catalogue and
-    0 otherwise; every internal node is the sum of its 8 children, added left to right. A node
+    0 otherwise; every internal node is the sum of its 8 children, added pairwise. A node
     is always recomputed from its children (never adjusted by a difference), so the row is a
     function of the leaves alone. The offset is a function of the values too:
     ``offset_s = G * (cell(max_s) + 1/2)``, ``cell(v) = ceil(v / G - 1/2)``, with ``max_s``
@@ -20,24 +20,25 @@ Structure (:class:`SumTree`, one row per state, a pure function of the tables)
     node share one cache line: a descent or a path repair touches one line per level.
 
 ``softmax`` (temperature ``tau``): sampling without replacement
-    A *descent* of ``u`` goes from the root: at each node, the first child (left to right)
-    whose weight exceeds what is left of ``u`` is taken, ``u`` minus the weights passed;
-    should rounding carry ``u`` past every child, the last child of nonzero weight is taken.
-    With ``d = min(n, known)`` slots to draw, ``total`` the root and ``A`` the summed leaves
-    of the products accepted so far: while slots remain and ``A <= total / 2``, a *round*
-    draws ``u_b = rng.random() * total`` for each remaining slot, descends the full tree with
-    each (level by level, all at once, so their cache misses overlap), and accepts in order
-    each leaf not yet in the slate (rejection: a draw from the full softmax, given that it is
-    new, is a draw from the softmax over the products not yet in the slate). Should slots
-    remain (the slate holds most of the weight, small ``tau``), the accepted leaves are set
-    to 0 (paths recomputed), each remaining slot descends ``rng.random() * root`` and sets
-    its leaf to 0, and all taken leaves' paths are then written back in reverse order as saved
-    before they were taken (bit-exact, no arithmetic). Either way each slot is a softmax draw
-    over the products not yet in the slate, the Plackett-Luce distribution of the Gumbel
-    top-n definition. Should the remaining total
-    fall below ``FALLBACK_BELOW`` (tiny ``tau``: the drawn products held all the weight), the
-    slot is drawn by the same inverse-CDF rule over the remaining known catalogue products in
-    catalogue order, with weights ``exp((value - max) / tau)`` relative to their own maximum.
+    A *descent* of ``u`` goes from the root: at each node, the children's weights are added
+    left to right into running sums, the first child whose running sum exceeds ``u`` is taken
+    and ``u`` less the running sum before it goes on (the sums do not depend on ``u``, so a
+    step is a branch-free count); should rounding carry ``u`` past every running sum, the last
+    child of nonzero weight is taken.
+    With ``d = min(n, known)`` slots to draw, ``total`` the root: while slots remain, a *round*
+    draws ``u_b = rng.random() * total`` for each remaining slot, descends the tree with each
+    (level by level, all at once, so their cache misses overlap), and accepts in order each
+    leaf not yet in the slate (rejection: a draw, given that it is new, is a draw from the
+    softmax over the products not yet in the slate). Before a round, should the accepted
+    leaves still in the tree weigh more than ``total / 2`` (the slate holds most of the weight,
+    small ``tau``), they are set to 0 (paths recomputed, old paths saved) and ``total``
+    becomes the new root; after the last round the taken leaves' paths are written back in
+    reverse order (bit-exact, no arithmetic). Each slot is thus a softmax draw over the
+    products not yet in the slate, the Plackett-Luce distribution of the Gumbel top-n
+    definition. Should the root fall below ``FALLBACK_BELOW`` after leaves are taken out
+    (tiny ``tau``: the drawn products held all the weight), each remaining slot is drawn by
+    the same inverse-CDF rule over the remaining known catalogue products in catalogue
+    order, with weights ``exp((value - max) / tau)`` relative to their own maximum.
     Fewer than ``n`` known products: the slate is padded with catalogue products drawn
     ``below(K)`` until new, as in epsilon-greedy exploration.
 
@@ -176,15 +177,35 @@ def sibling_sum_nb(node: np.ndarray, state: int, first: int) -> float:
 def set_leaf_nb(tree: SumTree, state: int, product: int, weight: float, depth: int) -> None:
     """Set one leaf and recompute its path (each node = :func:`sibling_sum_nb` of its
     children)."""
-    node = tree.node
+    row = tree.node[state]
     j = product
-    node[state, level_start_nb(depth) + j] = weight
-    for level in range(depth - 1, -1, -1):
-        child_start = level_start_nb(level + 1)
+    x = weight
+    for level in range(depth, 0, -1):
+        # the group's sum with the new child substituted, read before the child is
+        # written: no load waits on a store
+        position = level_start_nb(level) + j
+        slot = j & (FANOUT - 1)
+        first = position - slot
+        s = substituted_sum_nb(row, first, slot, x)
+        row[position] = x
+        x = s
         j >>= FANOUT_BITS
-        node[state, level_start_nb(level) + j] = sibling_sum_nb(
-            node, state, child_start + (j << FANOUT_BITS)
-        )
+    row[0] = x
+
+
+@jit(inline=True)
+def substituted_sum_nb(row: np.ndarray, first: int, slot: int, x: float) -> float:
+    """:func:`sibling_sum_nb` of the 8 nodes from ``first`` with node ``first + slot``
+    replaced by ``x``."""
+    a = x if slot == 0 else row[first]
+    b = x if slot == 1 else row[first + 1]
+    c = x if slot == 2 else row[first + 2]
+    d = x if slot == 3 else row[first + 3]
+    e = x if slot == 4 else row[first + 4]
+    f = x if slot == 5 else row[first + 5]
+    g = x if slot == 6 else row[first + 6]
+    h = x if slot == 7 else row[first + 7]
+    return ((a + b) + (c + d)) + ((e + f) + (g + h))
 
 
 @jit(inline=True)
@@ -295,55 +316,42 @@ def build_softmax_nb(
 
 
 @jit(inline=True)
-def descend_nb(tree: SumTree, state: int, u: float, depth: int) -> int:
-    """The leaf (product) that ``u`` in ``[0, total)`` selects (module docstring)."""
-    node = tree.node
-    j = 0
-    for level in range(1, depth + 1):
-        child_start = level_start_nb(level) + (j << FANOUT_BITS)
-        chosen = -1
-        last = 0
-        for c in range(FANOUT):
-            w = node[state, child_start + c]
-            if w > 0.0:
-                last = c
-                if u < w:
-                    chosen = c
-                    break
-                u -= w
-        if chosen < 0:
-            chosen = last
-        j = (j << FANOUT_BITS) + chosen
-    return j
+def pick_child_nb(row: np.ndarray, first: int, u: float) -> tuple[int, float]:
+    """One descent step from the 8 children at ``first``: the child and what is left of ``u``
+    (module docstring). The running sums do not depend on ``u`` and the count has no branch,
+    so the independent descents of a round overlap."""
+    running = 0.0
+    chosen = 0
+    passed = 0.0
+    for c in range(FANOUT):
+        running += row[first + c]
+        below = running <= u
+        chosen += below
+        passed = running if below else passed
+    if chosen == FANOUT:
+        # rounding carried u past every child: the last child of nonzero weight
+        chosen = FANOUT - 1
+        while chosen > 0 and row[first + chosen] <= 0.0:
+            chosen -= 1
+        passed = 0.0
+        for c in range(chosen):
+            passed += row[first + c]
+    return chosen, u - passed
 
 
 @jit(inline=True)
 def descend_batch_nb(
     tree: SumTree, state: int, u: np.ndarray, count: int, depth: int, leaf: np.ndarray
 ) -> None:
-    """:func:`descend_nb` for ``u[:count]`` into ``leaf[:count]``, level by level, so the
-    independent descents' cache misses overlap."""
-    node = tree.node
+    """Descents (module docstring) of ``u[:count]`` into ``leaf[:count]``, level by level, so
+    the independent descents' cache misses overlap."""
+    row = tree.node[state]
     for b in range(count):
         leaf[b] = 0
     for level in range(1, depth + 1):
         first = level_start_nb(level)
         for b in range(count):
-            child_start = first + (leaf[b] << FANOUT_BITS)
-            left = u[b]
-            chosen = -1
-            last = 0
-            for c in range(FANOUT):
-                w = node[state, child_start + c]
-                if w > 0.0:
-                    last = c
-                    if left < w:
-                        chosen = c
-                        break
-                    left -= w
-            if chosen < 0:
-                chosen = last
-            u[b] = left
+            chosen, u[b] = pick_child_nb(row, first + (leaf[b] << FANOUT_BITS), u[b])
             leaf[b] = (leaf[b] << FANOUT_BITS) + chosen
 
 
@@ -436,9 +444,22 @@ def choose_softmax_slate_nb(
     total = tree.node[state, 0]
     leaf0 = level_start_nb(depth)
     filled = 0
-    accepted = 0.0
-    # rejection rounds: independent descents of the full tree, overlapped in memory
-    while filled < draws and accepted <= 0.5 * total:
+    taken = 0  # slate[:taken] are out of the tree
+    accepted = 0.0  # weight of slate[taken:filled]
+    while filled < draws:
+        if accepted > 0.5 * total:
+            # the slate's leaves left in the tree hold most of its weight: take them out
+            for i in range(taken, filled):
+                take_leaf_nb(tree, state, slate[i], depth, saved_path, i)
+            taken = filled
+            accepted = 0.0
+            total = tree.node[state, 0]
+            if total < FALLBACK_BELOW:
+                for i in range(filled, draws):
+                    slate[i] = draw_remaining_nb(rng, value, state, catalogue, tau, slate, i)
+                filled = draws
+                break
+        # a round: independent descents, overlapped in memory; rejection of repeats
         need = draws - filled
         for b in range(need):
             batch_u[b] = rng.random() * total
@@ -449,20 +470,11 @@ def choose_softmax_slate_nb(
                 slate[filled] = product
                 accepted += tree.node[state, leaf0 + product]
                 filled += 1
-    if filled < draws:
-        # the slate holds most of the weight: draw the rest with its leaves taken out
-        for i in range(filled):
-            take_leaf_nb(tree, state, slate[i], depth, saved_path, i)
-        for i in range(filled, draws):
-            rest = tree.node[state, 0]
-            if rest < FALLBACK_BELOW:
-                product = draw_remaining_nb(rng, value, state, catalogue, tau, slate, i)
-            else:
-                product = descend_nb(tree, state, rng.random() * rest, depth)
-            slate[i] = product
-            take_leaf_nb(tree, state, product, depth, saved_path, i)
-        for i in range(draws - 1, -1, -1):
-            restore_leaf_nb(tree, state, slate[i], depth, saved_path, i)
+                # the explored count and the visit's update read these lines
+                prefetch_nb(cells, state, product)
+                prefetch_nb(value, state, product)
+    for i in range(taken - 1, -1, -1):
+        restore_leaf_nb(tree, state, slate[i], depth, saved_path, i)
     size = catalogue.shape[0]
     for i in range(draws, n):
         product = catalogue[draw_below_nb(rng, size)]
