@@ -152,7 +152,7 @@ def new_policy_state(
         )
     return PolicyState(
         untried,
-        new_ucb1_cache(rows[Policy.ucb1]),
+        new_ucb1_cache(rows[Policy.ucb1], largest),
         new_ucb1_work(slate_size, largest),
         tree,
         new_sum_tree_work(slate_size, width),
