@@ -22,7 +22,7 @@ value of that first entry (the *head*). A visit
 An entry it never computes has a key below the final ``need``-th best, so the slate is the
 definition's, with ties by product id (an entry whose key equals the cut is always ranked:
 rounding can give two values of a group the same key, in either product order). Cost: one key
-per group (about 50-70 on the real state space) plus the few entries near the cut.
+per group (about 45-65 on the real state space) plus the few entries near the cut.
 
 After a visit (``update_ucb1_nb``) only the slate products changed: each product the merge
 placed moves from its group (count ``k``) to the group of ``k + 1``, which comes just before
@@ -31,6 +31,11 @@ the old places, so no move shifts an entry still to be moved); an untried produc
 group of count 1, the last one. A group that empties leaves the table, a new count enters it.
 The row is a function of the tables alone (built on first use from the catalogue, sorted;
 nothing is persisted).
+
+The per-visit kernels take the bundles, so they are called, not inlined into the visit loop
+(inlined, their writes through the bundles were lost in the loop compiled without reference
+counting), and compiled without reference counting themselves (a call would otherwise update
+the count of every array in the bundles).
 
 Memory per state: ``K`` entries x 12 bytes and ``K`` groups x 20 bytes (``K`` the largest
 catalogue: 110 KiB at 3,423; 63 MB for 576 states), of which a visit reads the group table
@@ -49,7 +54,7 @@ from rlreco.engine.kernels.ranking import insert_ranked_nb
 from rlreco.engine.kernels.untried_set import Untried, draw_untried_nb, remove_untried_nb
 
 #: Bits of an entry index in a ranked item ``(product << ENTRY_BITS) | entry``.
-ENTRY_BITS = 20
+ENTRY_BITS = 32
 ENTRY_MASK = (1 << ENTRY_BITS) - 1
 #: Group table entries hinted at the start of a visit (a visit reads the whole table).
 PREFETCH_GROUPS = 128
