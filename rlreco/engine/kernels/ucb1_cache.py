@@ -453,19 +453,34 @@ def move_entry_nb(cache: Ucb1Cache, state: int, entry: int, count: int, v: float
 
 
 @jit(inline=True)
-def insert_entry_nb(cache: Ucb1Cache, state: int, v: float, product: int) -> None:
-    """A product tried for the first time enters the group of count 1 (the last)."""
+def insert_entries_nb(cache: Ucb1Cache, state: int, fresh: int, work: Ucb1Work) -> None:
+    """Products tried for the first time (``work.value/product[:fresh]``, in row order) enter
+    the group of count 1, the last: one merge from the back, so each entry after the first
+    place moves once however many enter."""
     groups = cache.groups[state]
     size = cache.size[state]
     if groups == 0 or cache.tries[state, groups - 1] != 1.0:
         open_group_nb(cache, state, groups, 1, size)
         groups += 1
     first = cache.start[state, groups - 1]
-    place = place_in_nb(cache, state, first, size, v, product)
-    shift_right_nb(cache, state, place, size)
-    cache.value[state, place] = v
-    cache.product[state, place] = product
-    cache.size[state] = size + 1
+    j = size - 1
+    t = fresh - 1
+    for out in range(size + fresh - 1, -1, -1):
+        if t < 0:
+            break
+        v = work.value[t]
+        if j >= first and (
+            v > cache.value[state, j]
+            or (v == cache.value[state, j] and work.product[t] < cache.product[state, j])
+        ):
+            cache.value[state, out] = cache.value[state, j]
+            cache.product[state, out] = cache.product[state, j]
+            j -= 1
+        else:
+            cache.value[state, out] = v
+            cache.product[state, out] = work.product[t]
+            t -= 1
+    cache.size[state] = size + fresh
     cache.head[state, groups - 1] = cache.value[state, first]
 
 
@@ -533,7 +548,21 @@ def update_row_nb(
         move_entry_nb(
             cache, state, work.member[i], cells[state, product].reco_count, value[state, product]
         )
+    # the untried products, sorted into row order (value descending, then product id)
+    fresh = 0
     for i in range(n):
         if work.member[i] < 0:
             product = slate[i]
-            insert_entry_nb(cache, state, value[state, product], product)
+            v = value[state, product]
+            j = fresh
+            while j > 0 and (
+                work.value[j - 1] < v or (work.value[j - 1] == v and work.product[j - 1] > product)
+            ):
+                work.value[j] = work.value[j - 1]
+                work.product[j] = work.product[j - 1]
+                j -= 1
+            work.value[j] = v
+            work.product[j] = product
+            fresh += 1
+    if fresh > 0:
+        insert_entries_nb(cache, state, fresh, work)
