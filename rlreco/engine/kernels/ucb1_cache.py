@@ -387,9 +387,12 @@ def place_in_nb(cache: Ucb1Cache, state: int, lo: int, hi: int, v: float, produc
 @jit(inline=True)
 def shift_right_nb(cache: Ucb1Cache, state: int, lo: int, hi: int) -> None:
     """Move entries ``lo .. hi - 1`` to ``lo + 1 .. hi`` (overwriting entry ``hi``)."""
+    value = cache.value[state]
+    product = cache.product[state]
     for j in range(hi, lo, -1):
-        cache.value[state, j] = cache.value[state, j - 1]
-        cache.product[state, j] = cache.product[state, j - 1]
+        value[j] = value[j - 1]
+    for j in range(hi, lo, -1):
+        product[j] = product[j - 1]
 
 
 @jit(inline=True)
