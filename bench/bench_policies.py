@@ -44,8 +44,16 @@ Where the time goes (kernels timed alone on
 tables after 1M visits, per visit): softmax choose 3.2 us (1.4-1.6 us when one state's tree
 stays in cache: half is memory), update 0.5 us; 71% of visits draw their last slots with the
 slate's leaves taken out (the slate holds over half the weight at tau 0.5), 11.6 descents per
-visit. UCB1 choose 2.0 us (1.0 us on one cached state), update 0.2 us; the walk reads ~134
-entries and computes ~46 keys per visit, a reorder on 7% of visits, rebuilds on ~0.4%.
+visit. UCB1 with the horizon cache of the time: choose 2.0 us (1.0 us on one cached state),
+update 0.2 us; the walk read ~134 entries and computed ~46 keys per visit, a reorder on 7% of
+visits, rebuilds on ~0.4%. UCB1 with the rows grouped by count (``ucb1_cache`` now): choose
+0.43-0.52 us (0.27 us on one cached state), ~45 groups per state after 1M visits (at most 62),
+no rebuild after a row's first build; the 10M-visit run of ``python bench/bench_simulate.py
+real popularity ucb1`` timed in process CPU time, alternating with the horizon cache in one
+sitting: 642k and 620k visits/s against 277k and 300k (2.1-2.3x); on a quieter machine 700k
+and 759k against 337k and 380k (2.0x). On the synthetic space (``seed`` response, 3M visits,
+same timing) it is slower: 127k against 224k visits/s (0.57x): its groups are large and of
+close values, so an update shifts ~1,400 entries per visit (~150 on the real space).
 Maintaining the epsilon-greedy top-n index cost these policies ~8% (no longer done). Thompson
 fell back to a full evaluation on 6.7% of visits (its threshold, estimated from 64 sampled
 products, was off on skewed catalogues); the threshold is now the ``3 n``-th largest

@@ -42,36 +42,25 @@ from rlreco.engine.kernels.untried_set import Untried, build_untried_nb, new_unt
 N = 5
 
 
-def check_ucb1_cache(cache: Ucb1Cache, world: World, c: float) -> None:
-    """A built row holds exactly the tried products with key(H) >= F (one live entry each,
-    exact values, counts and upper bounds) and buckets ordered by their largest ``upper``."""
+def check_ucb1_cache(cache: Ucb1Cache, world: World) -> None:
+    """A built row holds exactly the tried catalogue products, sorted by (count descending,
+    value descending, product ascending), with exact values, and one group per distinct count
+    (its count, first entry and head value)."""
     for state in range(4):
         size = int(cache.size[state])
         if size < 0:
             continue
         tries = world.cells["reco_count"][state]
-        log_h, floor = cache.log_horizon[state], cache.floor[state]
-        expected = sorted(
-            p
-            for p in world.catalogue(state)
-            if tries[p] > 0 and world.value[state, p] + c * math.sqrt(log_h / tries[p]) >= floor
-        )
-        live = np.flatnonzero(cache.product[state, :size] >= 0)
-        members = cache.product[state, live]
-        assert sorted(members.tolist()) == expected
-        np.testing.assert_array_equal(cache.value[state, live], world.value[state, members])
-        np.testing.assert_array_equal(cache.tries[state, live], tries[members])
-        uppers = world.value[state, members] + c * np.sqrt(log_h / tries[members])
-        np.testing.assert_array_equal(cache.upper[state, live], uppers)
-        start = 0
-        previous_low = np.inf
-        for b in range(cache.bucket_end.shape[1]):
-            stop = int(cache.bucket_end[state, b])
-            block = cache.upper[state, start:stop]
-            if block.size:
-                assert block.max() == cache.bucket_top[state, b] <= previous_low
-                previous_low = block.min()
-            start = stop
+        tried = [p for p in world.catalogue(state) if tries[p] > 0]
+        expected = sorted(tried, key=lambda p: (-tries[p], -world.value[state, p], p))
+        assert cache.product[state, :size].tolist() == expected
+        np.testing.assert_array_equal(cache.value[state, :size], world.value[state, expected])
+        counts = sorted({int(tries[p]) for p in tried}, reverse=True)
+        groups = int(cache.groups[state])
+        assert cache.tries[state, :groups].tolist() == counts
+        firsts = [[int(tries[p]) for p in expected].index(k) for k in counts]
+        assert cache.start[state, :groups].tolist() == firsts
+        np.testing.assert_array_equal(cache.head[state, :groups], cache.value[state, firsts])
 
 
 def check_untried(untried: Untried, world: World) -> None:
@@ -83,13 +72,13 @@ def check_untried(untried: Untried, world: World) -> None:
 
 
 def run_ucb1(
-    world: World, c: float, capacity: int, visits: int, seed: int
+    world: World, c: float, visits: int, seed: int
 ) -> tuple[Untried, Ucb1Cache, np.random.Generator]:
     """Visits of the fast kernel, each slate checked against the reference."""
     untried = new_untried(4, WIDTH)
     build_untried_nb(world.cells, world.ptr, world.items, world.segment, untried)
-    cache = new_ucb1_cache(4, capacity)
-    work = new_ucb1_work(N, 40, capacity)
+    cache = new_ucb1_cache(4, 40)
+    work = new_ucb1_work(N, 40)
     shown = world.cells["reco_count"].sum(axis=1)
     slate = np.empty(N, dtype=np.int64)
     kernel_rng, naive_rng = np.random.default_rng(seed), np.random.default_rng(seed)
@@ -107,19 +96,48 @@ def run_ucb1(
         assert explored == int(np.sum(tries[slate] == 0))
         world.visit(state, slate)
         shown[state] += N
-        update_ucb1_nb(untried, cache, world.value, world.cells, state, c, slate, work)
+        update_ucb1_nb(untried, cache, world.value, world.cells, state, slate, work)
+        check_ucb1_cache(cache, world)
     assert kernel_rng.bit_generator.state == naive_rng.bit_generator.state
     return untried, cache, kernel_rng
 
 
-@pytest.mark.parametrize(("c", "capacity"), [(0.0, 16), (0.3, 16), (1.5, 16), (1.5, 256)])
-def test_ucb1_matches_definition_draw_for_draw(c: float, capacity: int) -> None:
-    # capacity 16 (reserve 6): rebuilds on every trigger (floor, horizon, overflow)
+@pytest.mark.parametrize("c", [0.0, 0.3, 1.5, 40.0])
+def test_ucb1_matches_definition_draw_for_draw(c: float) -> None:
+    # values on a coarse grid: ties within and across groups; c 40: the bonus dominates
     world = World(seed=2, known=30, tried=20)
-    untried, cache, _ = run_ucb1(world, c, capacity, 1500, seed=7)
-    assert cache.rebuilds.sum() > (40 if capacity == 16 else 0)
-    check_ucb1_cache(cache, world, c)
+    untried, cache, _ = run_ucb1(world, c, 1500, seed=7)
+    assert np.all(cache.size >= 0)  # every row built and kept up to date
     check_untried(untried, world)
+
+
+def test_ucb1_ranks_keys_that_round_equal_by_product_id() -> None:
+    """Two values of one count whose keys round to the same float rank by product id, the
+    larger value's product last, so the cut between them is decided by the id (the merge
+    must not stop at the larger value's entry)."""
+    world = World(seed=4, known=0, tried=0)
+    catalogue = world.catalogue(0)
+    low, high = catalogue[3], catalogue[7]  # the larger value goes to the larger id
+    world.cells["reco_count"][0, catalogue] = 50
+    world.value[0, catalogue] = -1.0
+    world.cells["reco_count"][0, [low, high]] = 1
+    world.value[0, low] = 0.1
+    world.value[0, high] = np.nextafter(0.1, 1.0)
+    c, shown = 1e3, 10**6
+    bonus = c * math.sqrt(math.log(shown) / 1)
+    assert world.value[0, low] + bonus == world.value[0, high] + bonus
+    untried = new_untried(4, WIDTH)
+    build_untried_nb(world.cells, world.ptr, world.items, world.segment, untried)
+    cache, work = new_ucb1_cache(4, 40), new_ucb1_work(1, 40)
+    assert cache.size[0] < 0
+    slate = np.empty(1, dtype=np.int64)
+    choose_ucb1_slate_nb(
+        np.random.default_rng(0), untried, cache, world.value, world.cells, 0,
+        world.catalogue_of(0), c, shown, slate, work,
+    )  # fmt: skip
+    size = int(cache.size[0])
+    assert cache.product[0, size - 2 : size].tolist() == [high, low]  # the row: by value
+    assert slate.tolist() == [low]  # the definition: equal keys, lower id
 
 
 def run_softmax(
@@ -332,7 +350,7 @@ def fresh_structures(world: World, policy: str) -> tuple[object, ...]:
     if policy == "ucb1":
         untried = new_untried(4, WIDTH)
         build_untried_nb(world.cells, world.ptr, world.items, world.segment, untried)
-        return untried, new_ucb1_cache(4, 16), new_ucb1_work(N, 40, 16)
+        return untried, new_ucb1_cache(4, 40), new_ucb1_work(N, 40)
     if policy == "softmax":
         tree = new_sum_tree(4, WIDTH)
         build_softmax_nb(world.value, world.ptr, world.items, world.segment, 0.05, tree)
@@ -358,7 +376,7 @@ def step(
             work,
         )  # fmt: skip
         world.visit(state, slate)
-        update_ucb1_nb(untried, cache, world.value, world.cells, state, 1.0, slate, work)
+        update_ucb1_nb(untried, cache, world.value, world.cells, state, slate, work)
     elif policy == "softmax":
         tree, work = structures
         choose_softmax_slate_nb(

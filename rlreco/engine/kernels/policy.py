@@ -27,7 +27,7 @@ the response (:mod:`rlreco.engine.kernels.visit`). :func:`choose_slate_nb` dispa
     partial Fisher-Yates shuffle of the untried products in catalogue order, step ``i`` picking
     ``i + below(m - i)``); the remaining slots take the largest
     ``value + c * sqrt(ln N_s / reco_count)``, ``N_s`` the recommendations made in the state
-    (``Learner.state_shown``). Found from a candidate cache
+    (``Learner.state_shown``). Found from rows of the tried products grouped by count
     (:mod:`rlreco.engine.kernels.ucb1_cache`); the draws are those of the definition.
 ``thompson`` (parameter ``sigma``)
     Gaussian Thompson sampling: each catalogue product's key is
@@ -99,7 +99,7 @@ class PolicyState(NamedTuple):
     untried : Untried
         ``ucb1``'s untried products (:mod:`rlreco.engine.kernels.untried_set`).
     ucb1, ucb1_work : Ucb1Cache, Ucb1Work
-        ``ucb1``'s candidate caches (:mod:`rlreco.engine.kernels.ucb1_cache`).
+        ``ucb1``'s rows grouped by count (:mod:`rlreco.engine.kernels.ucb1_cache`).
     sum_tree, sum_tree_work : SumTree, SumTreeWork
         ``softmax``'s sum trees (:mod:`rlreco.engine.kernels.sum_tree`).
     thompson, thompson_work : ThompsonCache, ThompsonWork
@@ -152,7 +152,7 @@ def new_policy_state(
         )
     return PolicyState(
         untried,
-        new_ucb1_cache(rows[Policy.ucb1]),
+        new_ucb1_cache(rows[Policy.ucb1], largest),
         new_ucb1_work(slate_size, largest),
         tree,
         new_sum_tree_work(slate_size, width),

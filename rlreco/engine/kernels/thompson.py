@@ -53,7 +53,7 @@ import numpy as np
 from rlreco.engine.kernels.jit import jit
 from rlreco.engine.kernels.normals import TWO_53, mix_nb, normal_quantile_nb, unit_nb
 from rlreco.engine.kernels.ranking import insert_ranked_nb
-from rlreco.engine.kernels.ucb1_cache import kth_smallest_nb
+from rlreco.engine.kernels.selection import kth_smallest_nb
 
 #: Expected landings per slate slot (``q = min(1/2, LANDINGS_PER_SLOT * n / K)``).
 LANDINGS_PER_SLOT = 8.0

@@ -1,55 +1,47 @@
-"""Exact UCB1 slates from a per-state candidate cache with a horizon.
+"""Exact UCB1 slates from the tried products grouped by count (a k-way merge of the groups).
 
 Definition (the full scan of ``kernels/policy.py``): untried products first (see
 :mod:`~rlreco.engine.kernels.untried_set`), then the ``need = n - first`` largest keys
-``key_p(N) = value_p + c * sqrt(ln N / k_p)`` over the tried products (``k_p = reco_count >=
-1``, ``N`` the recommendations made in the state, ``ln N`` computed as ``log(max(N, 1))``),
-ties by lower product id. Same draws, same slates: the cache only decides which keys are
-computed, and is rebuilt from the tables alone (nothing is persisted).
+``key_p = value_p + c * sqrt(ln N / k_p)`` over the tried products (``k_p = reco_count >= 1``,
+``N`` the recommendations made in the state, ``ln N`` computed as ``log(max(N, 1))``), ties by
+lower product id.
 
-Cache (:class:`Ucb1Cache`, one row per state)
-    A floor ``F``, a horizon ``H`` (stored as ``log_H``) and *entries*: every tried product
-    with ``key_p(H) >= F``, with its value, count and ``upper = key_p(H)`` (kept in the row so
-    a visit reads one contiguous row, not the tables). ``key_p(N)`` is computed with the
-    definition's expression and is non-decreasing in ``ln N`` (division by ``k``, ``sqrt``,
-    product by ``c >= 0`` and the sum are monotone under rounding), so for any visit with
-    ``ln N <= log_H`` (compared as stored floats, so no assumption on ``log``) a product has
-    ``key(N) <= upper``, and a product that is not an entry has ``key(N) < F``. Hence if at
-    least ``need`` entries have ``key(N) >= F``, the top ``need`` keys are all among the
-    entries.
+The bonus depends on the count alone, so the products of one count (a *group*) rank by value
+in every visit: with ``b = c * sqrt(ln N / k)`` computed once per group (the definition's
+expression, so the same float), ``v + b`` is non-decreasing in ``v`` under rounding. Each
+state's row (:class:`Ucb1Cache`) holds its tried products sorted by (count descending, value
+descending, product id ascending), and a table of its groups: count, first entry and the
+value of that first entry (the *head*). A visit
 
-    The entries are ordered in ``BUCKETS`` buckets of decreasing ``upper`` (a counting sort on
-    equal-width bands), each with the largest ``upper`` it holds; a visit walks the buckets in
-    order, skips an entry whose ``upper`` is below the current ``need``-th best key and stops
-    at the first bucket whose largest ``upper`` is (no entry further on can enter), so it
-    computes about ``need`` keys plus those near the cut, whatever the number of entries.
-    Entries added since the last ordering (*fresh*, unordered) are walked the same way after
-    the buckets; past ``capacity / 8`` of them, the live entries are bucketed again (no table
-    read). Keys take their bonus from a per-visit table of ``c * sqrt(ln N / k)`` for ``k <
-    BONUS_TABLE`` (the definition's expression, so the same floats).
+1. computes each group's ``b`` and head key (one flat loop over the group table);
+2. ranks the heads into the top ``need`` (keys and items ``(product << ENTRY_BITS) |
+   entry``);
+3. walks down every group whose head key is at least the ``need``-th best key, inserting
+   entries until one falls below it (a group's later entries have no larger key).
 
-After a visit (``update_ucb1_nb``) only the slate products changed (value and count), so no
-other product's ``key(H)`` moved: each slate product's old entry becomes a tombstone (skipped,
-its ``upper`` still a valid bound for the walk) and, if ``key(H) >= F`` now, it is appended as
-a fresh entry. The choose call records each slot's entry in ``Ucb1Work.member`` for this.
+An entry it never computes has a key below the final ``need``-th best, so the slate is the
+definition's, with ties by product id (an entry whose key equals the cut is always ranked:
+rounding can give two values of a group the same key, in either product order). Cost: one key
+per group (about 45-65 on the real state space) plus the few entries near the cut.
 
-Rebuild (``O(K)``: one pass over the catalogue's values and counts, a sampled selection, one
-membership pass and a counting sort): when the row is not built, ``ln N > log_H``, fewer than
-``need`` entries reach ``F``, or the row would overflow its capacity. ``F`` is about the
-``RESERVE``-th largest key at the current ``N`` (``RESERVE = 3 capacity / 8``),
-estimated from ``FLOOR_SAMPLE`` evenly spaced keys (``-inf`` when at most ``RESERVE`` products
-are tried); ``log_H = ln N + MAX_LOG_AHEAD`` (unbounded when ``c == 0`` or ``F = -inf``).
-Membership is decided by the exact float test ``key_p(H) >= F``; more than ``7 capacity / 8``
-entries retry at ``log_H = ln N``, then with the exact ``RESERVE``-th key as ``F``. Should ties
-still overflow, the visit ranks the whole catalogue (the definition) and the row stays
-unbuilt.
+After a visit (``update_ucb1_nb``) only the slate products changed: each product the merge
+placed moves from its group (count ``k``) to the group of ``k + 1``, which comes just before
+it in the row: the entries between its old and new place shift by one (in increasing order of
+the old places, so no move shifts an entry still to be moved); an untried product enters the
+group of count 1, the last one. A group that empties leaves the table, a new count enters it.
+The shifts are the update's cost: about 150 entries per visit on the real state space, 1,400
+on ``bench_simulate.py``'s synthetic one (large groups of close values).
+The row is a function of the tables alone (built on first use from the catalogue, sorted;
+nothing is persisted).
 
-Memory per state: ``capacity`` entries x 32 bytes + ``BUCKETS`` x 16 bytes + 6 scalars (33 KiB
-at the default 1,024; 19 MB for 576 states, of which a visit reads the walked buckets). UCB1
-picks its top keys, which then drop (their count grows): the entries above ``F`` are used up
-at up to ``n`` per visit and replenished as ``N`` grows, so a rebuild comes about every
-``RESERVE / n`` visits of a state in the worst case, and at the latest when ``N`` has grown by
-the factor ``exp(MAX_LOG_AHEAD)``.
+The per-visit kernels take the bundles, so they are called, not inlined into the visit loop
+(inlined, their writes through the bundles were lost in the loop compiled without reference
+counting), and compiled without reference counting themselves (a call would otherwise update
+the count of every array in the bundles).
+
+Memory per state: ``K`` entries x 12 bytes and ``K`` groups x 20 bytes (``K`` the largest
+catalogue: 110 KiB at 3,423; 63 MB for 576 states), of which a visit reads the group table
+and the entries near the cut.
 """
 
 from __future__ import annotations
@@ -63,80 +55,62 @@ from rlreco.engine.kernels.prefetch import prefetch_nb
 from rlreco.engine.kernels.ranking import insert_ranked_nb
 from rlreco.engine.kernels.untried_set import Untried, draw_untried_nb, remove_untried_nb
 
-#: Entry slots per state (the default of :func:`new_ucb1_cache`).
-CAPACITY = 1024
-#: Entries of a row hinted at the start of a visit (the walk reads about this many).
-PREFETCH_ENTRIES = 128
-#: Buckets of the entries' order.
-BUCKETS = 32
-#: Largest ``log_H - ln N`` at a rebuild: a near horizon keeps the bounds tight (the walk
-#: stops early) at the price of a rebuild every ``~0.1 N / n`` visits of a state.
-MAX_LOG_AHEAD = 0.1
-#: Keys sampled to estimate the floor at a rebuild.
-FLOOR_SAMPLE = 256
 #: Bits of an entry index in a ranked item ``(product << ENTRY_BITS) | entry``.
-ENTRY_BITS = 20
-NO_ENTRY = (1 << ENTRY_BITS) - 1
-#: Counts below this take their bonus from a per-visit table.
-BONUS_TABLE = 64
-#: ``log_H`` of a cache whose members do not depend on ``N`` (``c == 0`` or all tried).
-UNBOUNDED_LOG = 1e300
+ENTRY_BITS = 32
+ENTRY_MASK = (1 << ENTRY_BITS) - 1
+#: Group table entries hinted at the start of a visit (a visit reads the whole table).
+PREFETCH_GROUPS = 128
 
 
 class Ucb1Cache(NamedTuple):
-    """Per-state UCB1 candidate caches (module docstring).
+    """Per-state rows of tried products grouped by count (module docstring).
 
     Attributes
     ----------
-    product : ndarray of int64, shape (n_states, capacity)
-        Entry product ids (first ``size`` entries; -1: a tombstone).
-    value : ndarray of float64, shape (n_states, capacity)
-        Entry values (as in the value table).
-    tries : ndarray of int64, shape (n_states, capacity)
-        Entry ``reco_count``.
-    upper : ndarray of float64, shape (n_states, capacity)
-        Entry ``key(H)``.
-    bucket_end : ndarray of int64, shape (n_states, BUCKETS)
-        Bucket ``b`` holds entries ``bucket_end[b-1] .. bucket_end[b] - 1`` (from 0); the
-        last end is the first fresh entry.
-    bucket_top : ndarray of float64, shape (n_states, BUCKETS)
-        Largest ``upper`` of each bucket (``+inf`` if empty: never a stop).
+    value : ndarray of float64, shape (n_states, K)
+        Entry values (as in the value table), first ``size`` entries, sorted by (count
+        descending, value descending, product ascending).
+    product : ndarray of int32, shape (n_states, K)
+        Entry product ids.
+    tries : ndarray of float64, shape (n_states, K)
+        Count ``k`` of each group (descending; a float for the vectorised bonus loop: exact).
+    start : ndarray of int32, shape (n_states, K)
+        First entry of each group (a group ends where the next starts, the last at ``size``).
+    head : ndarray of float64, shape (n_states, K)
+        Value of each group's first entry.
     size : ndarray of int64, shape (n_states,)
-        Entries; -1 while the row is not built.
-    floor : ndarray of float64, shape (n_states,)
-        ``F``.
-    log_horizon : ndarray of float64, shape (n_states,)
-        ``log_H``.
-    rebuilds : ndarray of int64, shape (n_states,)
-        Rebuilds so far (a diagnostic for benchmarks; never read by the policy).
+        Entries (tried catalogue products); -1 while the row is not built.
+    groups : ndarray of int64, shape (n_states,)
+        Groups (distinct counts).
     """
 
-    product: np.ndarray
     value: np.ndarray
+    product: np.ndarray
     tries: np.ndarray
-    upper: np.ndarray
-    bucket_end: np.ndarray
-    bucket_top: np.ndarray
+    start: np.ndarray
+    head: np.ndarray
     size: np.ndarray
-    floor: np.ndarray
-    log_horizon: np.ndarray
-    rebuilds: np.ndarray
+    groups: np.ndarray
 
 
 class Ucb1Work(NamedTuple):
-    """Per-call workspace of :func:`choose_ucb1_slate_nb` (``K`` the largest catalogue).
+    """Per-call workspace of the UCB1 kernels (``K`` the largest catalogue).
 
     Attributes
     ----------
     top_key, top_product : ndarray of float64 / int64, shape (n + 1,)
         The ranked keys and items ``(product << ENTRY_BITS) | entry``.
     member : ndarray of int64, shape (n,)
-        Entry of each slate slot (-1: none), from the choose call for the update.
+        Entry of each slate slot (-1: an untried product), from the choose call for the update.
     swap_position, swap_product : ndarray of int64, shape (n,)
-    key, value, crossing : ndarray of float64, shape (max(K, capacity),)
-    tries, product, entry, bucket : ndarray of int64, shape (max(K, capacity),)
-    bonus : ndarray of float64, shape (BONUS_TABLE,)
-        ``bonus[k] = c * sqrt(ln N / k)`` for the visit's ``N``.
+    key, bonus : ndarray of float64, shape (K,)
+        Each group's head key and bonus in this visit.
+    order, merged : ndarray of int64, shape (K,)
+        Sort scratch of a build (``order[:n]``: the moves of an update).
+    tries : ndarray of int64, shape (K,)
+    value : ndarray of float64, shape (K,)
+    product : ndarray of int64, shape (K,)
+        The tried products of a build.
     """
 
     top_key: np.ndarray
@@ -145,34 +119,32 @@ class Ucb1Work(NamedTuple):
     swap_position: np.ndarray
     swap_product: np.ndarray
     key: np.ndarray
-    value: np.ndarray
-    tries: np.ndarray
-    crossing: np.ndarray
-    product: np.ndarray
-    entry: np.ndarray
-    bucket: np.ndarray
     bonus: np.ndarray
+    order: np.ndarray
+    merged: np.ndarray
+    tries: np.ndarray
+    value: np.ndarray
+    product: np.ndarray
 
 
-def new_ucb1_cache(n_states: int, capacity: int = CAPACITY) -> Ucb1Cache:
-    """Caches of ``capacity`` members with every row unbuilt (built on first use)."""
+def new_ucb1_cache(n_states: int, max_catalogue: int) -> Ucb1Cache:
+    """Rows for catalogues of up to ``max_catalogue`` products, every row unbuilt (built on
+    first use)."""
+    width = max(max_catalogue, 1)
     return Ucb1Cache(
-        product=np.zeros((n_states, capacity), dtype=np.int64),
-        value=np.zeros((n_states, capacity), dtype=np.float64),
-        tries=np.ones((n_states, capacity), dtype=np.int64),
-        upper=np.zeros((n_states, capacity), dtype=np.float64),
-        bucket_end=np.zeros((n_states, BUCKETS), dtype=np.int64),
-        bucket_top=np.zeros((n_states, BUCKETS), dtype=np.float64),
+        value=np.zeros((n_states, width), dtype=np.float64),
+        product=np.zeros((n_states, width), dtype=np.int32),
+        tries=np.ones((n_states, width), dtype=np.float64),
+        start=np.zeros((n_states, width), dtype=np.int32),
+        head=np.zeros((n_states, width), dtype=np.float64),
         size=np.full(n_states, -1, dtype=np.int64),
-        floor=np.zeros(n_states, dtype=np.float64),
-        log_horizon=np.zeros(n_states, dtype=np.float64),
-        rebuilds=np.zeros(n_states, dtype=np.int64),
+        groups=np.zeros(n_states, dtype=np.int64),
     )
 
 
-def new_ucb1_work(slate_size: int, max_catalogue: int, capacity: int = CAPACITY) -> Ucb1Work:
+def new_ucb1_work(slate_size: int, max_catalogue: int) -> Ucb1Work:
     """Workspace for slates of ``slate_size`` and catalogues of up to ``max_catalogue``."""
-    width = max(max_catalogue, capacity)
+    width = max(max_catalogue, slate_size, 1)
     return Ucb1Work(
         top_key=np.empty(slate_size + 1, dtype=np.float64),
         top_product=np.empty(slate_size + 1, dtype=np.int64),
@@ -180,81 +152,38 @@ def new_ucb1_work(slate_size: int, max_catalogue: int, capacity: int = CAPACITY)
         swap_position=np.empty(slate_size, dtype=np.int64),
         swap_product=np.empty(slate_size, dtype=np.int64),
         key=np.empty(width, dtype=np.float64),
-        value=np.empty(width, dtype=np.float64),
+        bonus=np.empty(width, dtype=np.float64),
+        order=np.empty(width, dtype=np.int64),
+        merged=np.empty(width, dtype=np.int64),
         tries=np.empty(width, dtype=np.int64),
-        crossing=np.empty(width, dtype=np.float64),
+        value=np.empty(width, dtype=np.float64),
         product=np.empty(width, dtype=np.int64),
-        entry=np.empty(width, dtype=np.int64),
-        bucket=np.empty(width, dtype=np.int64),
-        bonus=np.zeros(BONUS_TABLE, dtype=np.float64),
     )
 
 
-@jit()
-def kth_smallest_nb(keys: np.ndarray, size: int, k: int) -> float:
-    """The ``k``-th smallest (1-based) of ``keys[:size]``, which it reorders (quickselect)."""
-    lo = 0
-    hi = size - 1
-    target = k - 1
-    while lo < hi:
-        # median of three as the pivot; Hoare partition
-        mid = (lo + hi) >> 1
-        a, b, c = keys[lo], keys[mid], keys[hi]
-        pivot = max(min(a, b), min(max(a, b), c))
-        i = lo
-        j = hi
-        while i <= j:
-            while keys[i] < pivot:
-                i += 1
-            while keys[j] > pivot:
-                j -= 1
-            if i <= j:
-                keys[i], keys[j] = keys[j], keys[i]
-                i += 1
-                j -= 1
-        if target <= j:
-            hi = j
-        elif target >= i:
-            lo = i
-        else:
-            return keys[target]
-    return keys[target]
-
-
 @jit(inline=True)
-def estimate_floor_nb(work: Ucb1Work, tried: int, reserve: int) -> float:
-    """A floor with about ``reserve`` of ``work.key[:tried]`` at or above it, from an evenly
-    spaced sample of at most ``FLOOR_SAMPLE`` keys; the exact ``reserve``-th largest if that
-    leaves fewer than ``reserve / 2`` keys at or above it (the floor only sets the cache size:
-    any value is exact)."""
-    stride = max(1, tried // FLOOR_SAMPLE)
-    taken = 0
-    for i in range(0, tried, stride):
-        work.crossing[taken] = work.key[i]
-        taken += 1
-    rank = max(1, (reserve * taken) // tried)
-    floor = kth_smallest_nb(work.crossing, taken, taken - rank + 1)
-    above = 0
-    for i in range(tried):
-        above += work.key[i] >= floor
-    if above < reserve // 2:
-        work.crossing[:tried] = work.key[:tried]
-        floor = kth_smallest_nb(work.crossing, tried, tried - reserve + 1)
-    return floor
+def comes_before_nb(
+    count_a: int, value_a: float, product_a: int, count_b: int, value_b: float, product_b: int
+) -> bool:
+    """Whether entry ``a`` precedes ``b`` in a row: larger count, then larger value, then lower
+    product id."""
+    if count_a != count_b:
+        return count_a > count_b
+    if value_a != value_b:
+        return value_a > value_b
+    return product_a < product_b
 
 
 @jit()
-def rebuild_ucb1_row_nb(
+def build_ucb1_row_nb(
     value: np.ndarray,
     cells: np.ndarray,
     state: int,
     catalogue: np.ndarray,
-    c: float,
-    log_shown: float,
     cache: Ucb1Cache,
     work: Ucb1Work,
 ) -> None:
-    """Rebuild one state's cache at the current ``ln N`` (module docstring).
+    """Build one state's row from the tables (a bottom-up merge sort of its tried products).
 
     Parameters
     ----------
@@ -263,208 +192,109 @@ def rebuild_ucb1_row_nb(
     state : int
     catalogue : ndarray of int32, shape (K,)
         The state's segment catalogue.
-    c : float
-        Exploration weight (>= 0).
-    log_shown : float
-        ``log(max(N, 1))``.
     cache : Ucb1Cache
-        Row ``state`` overwritten (``size`` -1 on overflow).
+        Row ``state`` overwritten.
     work : Ucb1Work
     """
-    cache.rebuilds[state] += 1
-    capacity = cache.product.shape[1]
-    reserve = capacity * 3 // 8
-    bonus = work.bonus
-    table = bonus.shape[0]
-    for k in range(1, table):
-        bonus[k] = c * np.sqrt(log_shown / k)
     tried = 0
     for k in range(catalogue.shape[0]):
         product = catalogue[k]
         count = cells[state, product].reco_count
         if count > 0:
-            v = value[state, product]
-            if count < table:
-                work.key[tried] = v + bonus[count]
-            else:
-                work.key[tried] = v + c * np.sqrt(log_shown / count)
-            work.value[tried] = v
             work.tries[tried] = count
+            work.value[tried] = value[state, product]
             work.product[tried] = product
+            work.order[tried] = tried
             tried += 1
-    floor = -np.inf
-    # every tried product is an entry (or keys do not grow): no horizon needed
-    log_h = UNBOUNDED_LOG if c == 0.0 or tried <= reserve else log_shown + MAX_LOG_AHEAD
-    if tried > reserve:
-        floor = estimate_floor_nb(work, tried, reserve)
-    budget = capacity - capacity // 8
-    size = -1
-    for attempt in range(3):
-        if attempt == 2:
-            # still too many (ties at the floor): the exact floor at the narrowest horizon
-            work.crossing[:tried] = work.key[:tried]
-            floor = kth_smallest_nb(work.crossing, tried, tried - reserve + 1)
-        for k in range(1, table):
-            bonus[k] = c * np.sqrt(log_h / k)
-        size = 0
-        for i in range(tried):
-            count = work.tries[i]
-            if count < table:
-                key = work.value[i] + bonus[count]
-            else:
-                key = work.value[i] + c * np.sqrt(log_h / count)
-            work.crossing[i] = key
-            if key >= floor:
-                if size < budget:
-                    work.entry[size] = i
-                size += 1
-        if size <= budget:
-            break
-        size = -1
-        log_h = log_shown  # overflow: the narrowest horizon
-    cache.size[state] = size
-    cache.floor[state] = floor
-    cache.log_horizon[state] = log_h
-    if size > 0:
-        order_entries_nb(cache, state, size, work)
-
-
-@jit()
-def reorder_entries_nb(cache: Ucb1Cache, state: int, work: Ucb1Work) -> None:
-    """Drop the tombstones and bucket every live entry again (the fresh ones included):
-    the same entries, floor and horizon, without reading the tables."""
-    live = 0
-    for i in range(cache.size[state]):
-        if cache.product[state, i] >= 0:
-            work.product[live] = cache.product[state, i]
-            work.value[live] = cache.value[state, i]
-            work.tries[live] = cache.tries[state, i]
-            work.crossing[live] = cache.upper[state, i]
-            work.entry[live] = live
-            live += 1
-    cache.size[state] = live
-    order_entries_nb(cache, state, live, work)
-
-
-@jit()
-def order_entries_nb(cache: Ucb1Cache, state: int, size: int, work: Ucb1Work) -> None:
-    """Place the ``size`` candidates ``work.entry[:size]`` (``upper`` in ``work.crossing``)
-    into the row, bucketed by decreasing ``upper`` (equal-width bands)."""
-    upper = work.crossing
-    top = -np.inf
-    bottom = np.inf
-    for e in range(size):
-        top = max(top, upper[work.entry[e]])
-        bottom = min(bottom, upper[work.entry[e]])
-    width = (top - bottom) / BUCKETS
-    ends = cache.bucket_end[state]
-    tops = cache.bucket_top[state]
-    for b in range(BUCKETS):
-        ends[b] = 0
-        tops[b] = -np.inf
-    for e in range(size):
-        key = upper[work.entry[e]]
-        b = 0
-        if width > 0.0 and width < np.inf:
-            b = min(BUCKETS - 1, int((top - key) / width))
-        work.bucket[e] = b
-        ends[b] += 1
-        tops[b] = max(tops[b], key)
-    start = 0
-    for b in range(BUCKETS):
-        start += ends[b]
-        ends[b] = start
-        if tops[b] == -np.inf:
-            tops[b] = np.inf  # empty: never a stop
-    for e in range(size - 1, -1, -1):
-        b = work.bucket[e]
-        ends[b] -= 1
-        j = ends[b]
-        i = work.entry[e]
-        cache.product[state, j] = work.product[i]
-        cache.value[state, j] = work.value[i]
-        cache.tries[state, j] = work.tries[i]
-        cache.upper[state, j] = upper[i]
-    for b in range(BUCKETS - 1):
-        ends[b] = ends[b + 1]
-    ends[BUCKETS - 1] = size
+    source, target = work.order, work.merged
+    run = 1
+    while run < tried:
+        for lo in range(0, tried, 2 * run):
+            mid = min(lo + run, tried)
+            hi = min(lo + 2 * run, tried)
+            i, j = lo, mid
+            for out in range(lo, hi):
+                take_left = i < mid
+                if take_left and j < hi:
+                    a, b = source[i], source[j]
+                    take_left = not comes_before_nb(
+                        work.tries[b], work.value[b], work.product[b],
+                        work.tries[a], work.value[a], work.product[a],
+                    )  # fmt: skip
+                if take_left:
+                    target[out] = source[i]
+                    i += 1
+                else:
+                    target[out] = source[j]
+                    j += 1
+        source, target = target, source
+        run *= 2
+    groups = 0
+    previous = -1
+    for e in range(tried):
+        i = source[e]
+        cache.value[state, e] = work.value[i]
+        cache.product[state, e] = work.product[i]
+        if work.tries[i] != previous:
+            previous = work.tries[i]
+            cache.tries[state, groups] = previous
+            cache.start[state, groups] = e
+            cache.head[state, groups] = work.value[i]
+            groups += 1
+    cache.size[state] = tried
+    cache.groups[state] = groups
 
 
 @jit(inline=True)
-def rank_members_nb(
+def group_end_nb(cache: Ucb1Cache, state: int, g: int, groups: int) -> int:
+    """One past the last entry of group ``g``."""
+    return cache.start[state, g + 1] if g + 1 < groups else cache.size[state]
+
+
+@jit(inline=True)
+def rank_groups_nb(
     cache: Ucb1Cache, state: int, c: float, log_shown: float, need: int, work: Ucb1Work
 ) -> int:
-    """Rank the entries' keys at ``N`` into ``work.top_key/top_product`` (bucket walk, then
-    the fresh entries); returns how many."""
-    bonus = work.bonus
-    table = bonus.shape[0]
-    for k in range(1, table):
-        bonus[k] = c * np.sqrt(log_shown / k)
-    product = cache.product[state]
-    value = cache.value[state]
+    """Rank the ``need`` largest keys of the row into ``work.top_key/top_product`` (the
+    merge of the module docstring); returns how many (``need`` unless fewer are tried)."""
+    groups = cache.groups[state]
     tries = cache.tries[state]
-    upper = cache.upper[state]
-    ends = cache.bucket_end[state]
-    tops = cache.bucket_top[state]
+    head = cache.head[state]
+    start = cache.start[state]
+    value = cache.value[state]
+    product = cache.product[state]
+    key = work.key
+    bonus = work.bonus
     top_key = work.top_key
+    top_product = work.top_product
+    for g in range(groups):
+        b = c * np.sqrt(log_shown / tries[g])
+        bonus[g] = b
+        key[g] = head[g] + b
     found = 0
-    start = 0
-    # buckets 0 .. BUCKETS - 1 (stop at the first whose largest upper is below the need-th
-    # best: no later entry can enter), then one pass over the fresh entries
-    for b in range(BUCKETS + 1):
-        if b < BUCKETS:
-            stop = ends[b]
-            if found == need and tops[b] < top_key[need - 1]:
-                start = ends[BUCKETS - 1]
-                stop = cache.size[state]
-        else:
-            stop = cache.size[state]
-        for i in range(start, stop):
-            p = product[i]
-            # a tombstone, or an entry whose bound is below the need-th best: skip
-            if p < 0 or (found == need and upper[i] < top_key[need - 1]):
-                continue
-            count = tries[i]
-            if count < table:
-                key = value[i] + bonus[count]
-            else:
-                key = value[i] + c * np.sqrt(log_shown / count)
-            if found < need or key >= top_key[need - 1]:
-                found = insert_ranked_nb(
-                    key, (p << ENTRY_BITS) | i, top_key, work.top_product, found, need
-                )
-        start = stop
-        if stop == cache.size[state]:
-            break
-    return found
-
-
-@jit(inline=True)
-def rank_catalogue_nb(
-    value: np.ndarray,
-    cells: np.ndarray,
-    state: int,
-    catalogue: np.ndarray,
-    c: float,
-    log_shown: float,
-    need: int,
-    work: Ucb1Work,
-) -> int:
-    """Rank every tried catalogue product (the definition's scan)."""
-    found = 0
-    for k in range(catalogue.shape[0]):
-        product = catalogue[k]
-        count = cells[state, product].reco_count
-        if count > 0:
-            key = value[state, product] + c * np.sqrt(log_shown / count)
+    for g in range(groups):
+        if found < need or key[g] >= top_key[need - 1]:
+            s = start[g]
             found = insert_ranked_nb(
-                key, (product << ENTRY_BITS) | NO_ENTRY, work.top_key, work.top_product, found,
+                key[g], (int(product[s]) << ENTRY_BITS) | s, top_key, top_product, found,
                 need,
             )  # fmt: skip
+    # a group whose head key is below the cut has no entry above it
+    for g in range(groups):
+        if found == need and key[g] < top_key[need - 1]:
+            continue
+        b = bonus[g]
+        for i in range(start[g] + 1, group_end_nb(cache, state, g, groups)):
+            k = value[i] + b
+            if found == need and k < top_key[need - 1]:
+                break
+            found = insert_ranked_nb(
+                k, (int(product[i]) << ENTRY_BITS) | i, top_key, top_product, found, need
+            )
     return found
 
 
-@jit()
+@jit(refcount=False)
 def choose_ucb1_slate_nb(
     rng: np.random.Generator,
     untried: Untried,
@@ -486,7 +316,7 @@ def choose_ucb1_slate_nb(
     untried : Untried
         Read only.
     cache : Ucb1Cache
-        The state's row is rebuilt when the module docstring says so.
+        The state's row is built on first use.
     value : ndarray of float64, shape (n_states, width)
     cells : ndarray of CELL_DTYPE, shape (n_states, width)
     state : int
@@ -506,95 +336,238 @@ def choose_ucb1_slate_nb(
         Explored slots: the untried products placed (``min(m, n)``).
     """
     n = slate.shape[0]
-    # the walk reads the row's first entries of each array: their misses overlap
-    for i in range(0, min(PREFETCH_ENTRIES, cache.product.shape[1]), 8):
-        prefetch_nb(cache.upper, state, i)
-        prefetch_nb(cache.product, state, i)
-        prefetch_nb(cache.value, state, i)
-        prefetch_nb(cache.tries, state, i)
-    prefetch_nb(cache.bucket_end, state, 0)
-    prefetch_nb(cache.bucket_top, state, 0)
+    # the merge reads the whole group table: its misses overlap the untried draws
+    for g in range(0, min(PREFETCH_GROUPS, cache.tries.shape[1]), 8):
+        prefetch_nb(cache.tries, state, g)
+        prefetch_nb(cache.head, state, g)
+    for g in range(0, min(PREFETCH_GROUPS, cache.start.shape[1]), 16):
+        prefetch_nb(cache.start, state, g)
     first = draw_untried_nb(rng, untried, state, slate, work.swap_position, work.swap_product)
     for i in range(n):
         work.member[i] = -1
     need = n - first
     if need == 0:
         return first
-    log_shown = np.log(max(shown, 1))
-    size = cache.size[state]
-    if size < 0 or log_shown > cache.log_horizon[state]:
-        rebuild_ucb1_row_nb(value, cells, state, catalogue, c, log_shown, cache, work)
-    elif size - cache.bucket_end[state, BUCKETS - 1] > cache.product.shape[1] // 8:
-        reorder_entries_nb(cache, state, work)
-    found = 0
-    if cache.size[state] >= 0:
-        found = rank_members_nb(cache, state, c, log_shown, need, work)
-        if found < need or work.top_key[need - 1] < cache.floor[state]:
-            rebuild_ucb1_row_nb(value, cells, state, catalogue, c, log_shown, cache, work)
-            if cache.size[state] >= 0:
-                found = rank_members_nb(cache, state, c, log_shown, need, work)
     if cache.size[state] < 0:
-        found = rank_catalogue_nb(value, cells, state, catalogue, c, log_shown, need, work)
+        build_ucb1_row_nb(value, cells, state, catalogue, cache, work)
+    rank_groups_nb(cache, state, c, np.log(max(shown, 1)), need, work)
     for i in range(need):
         item = work.top_product[i]
         slate[first + i] = item >> ENTRY_BITS
-        entry = item & NO_ENTRY
-        work.member[first + i] = -1 if entry == NO_ENTRY else entry
+        work.member[first + i] = item & ENTRY_MASK
     return first
 
 
-@jit()
+@jit(inline=True)
+def find_group_nb(cache: Ucb1Cache, state: int, count: int) -> int:
+    """Index of the group of ``count`` (present), by bisection of the descending counts."""
+    lo = 0
+    hi = cache.groups[state] - 1
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if cache.tries[state, mid] > count:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@jit(inline=True)
+def place_in_nb(cache: Ucb1Cache, state: int, lo: int, hi: int, v: float, product: int) -> int:
+    """First entry of ``lo .. hi - 1`` (one group) that ``(v, product)`` comes before (``hi``
+    if none), by bisection."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        other = cache.value[state, mid]
+        if other > v or (other == v and cache.product[state, mid] < product):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@jit(inline=True)
+def shift_right_nb(cache: Ucb1Cache, state: int, lo: int, hi: int) -> None:
+    """Move entries ``lo .. hi - 1`` to ``lo + 1 .. hi`` (overwriting entry ``hi``)."""
+    value = cache.value[state]
+    product = cache.product[state]
+    for j in range(hi, lo, -1):
+        value[j] = value[j - 1]
+    for j in range(hi, lo, -1):
+        product[j] = product[j - 1]
+
+
+@jit(inline=True)
+def open_group_nb(cache: Ucb1Cache, state: int, g: int, count: int, first: int) -> None:
+    """Insert a group of ``count`` starting at entry ``first`` at table index ``g``."""
+    groups = cache.groups[state]
+    for j in range(groups, g, -1):
+        cache.tries[state, j] = cache.tries[state, j - 1]
+        cache.start[state, j] = cache.start[state, j - 1]
+        cache.head[state, j] = cache.head[state, j - 1]
+    cache.tries[state, g] = count
+    cache.start[state, g] = first
+    cache.groups[state] = groups + 1
+
+
+@jit(inline=True)
+def close_group_nb(cache: Ucb1Cache, state: int, g: int) -> None:
+    """Remove group ``g`` (empty) from the table."""
+    groups = cache.groups[state] - 1
+    for j in range(g, groups):
+        cache.tries[state, j] = cache.tries[state, j + 1]
+        cache.start[state, j] = cache.start[state, j + 1]
+        cache.head[state, j] = cache.head[state, j + 1]
+    cache.groups[state] = groups
+
+
+@jit(inline=True)
+def move_entry_nb(cache: Ucb1Cache, state: int, entry: int, count: int, v: float) -> None:
+    """Entry ``entry`` of the group of ``count - 1`` now has ``count`` and value ``v``: move it
+    into the group of ``count`` (just before its own), shifting the entries in between."""
+    g = find_group_nb(cache, state, count - 1)
+    first = cache.start[state, g]
+    product = cache.product[state, entry]
+    end = group_end_nb(cache, state, g, cache.groups[state])
+    target = g
+    if g > 0 and cache.tries[state, g - 1] == count:
+        target = g - 1
+        place = place_in_nb(cache, state, cache.start[state, target], first, v, product)
+        shift_right_nb(cache, state, place, entry)
+    elif end > first + 1:
+        # no group of count yet: a new one, of this entry, where the old group started
+        place = first
+        open_group_nb(cache, state, g, count, first)
+        g += 1
+        shift_right_nb(cache, state, place, entry)
+    else:
+        # the old group's only entry: the group takes the new count
+        place = first
+        g = -1
+        cache.tries[state, target] = count
+    cache.value[state, place] = v
+    cache.product[state, place] = product
+    if g >= 0:
+        # the old group now starts one entry later (or is empty)
+        cache.start[state, g] = first + 1
+        if first + 1 == end:
+            close_group_nb(cache, state, g)
+        else:
+            cache.head[state, g] = cache.value[state, first + 1]
+    cache.head[state, target] = cache.value[state, cache.start[state, target]]
+
+
+@jit(inline=True)
+def insert_entries_nb(cache: Ucb1Cache, state: int, fresh: int, work: Ucb1Work) -> None:
+    """Products tried for the first time (``work.value/product[:fresh]``, in row order) enter
+    the group of count 1, the last: one merge from the back, so each entry after the first
+    place moves once however many enter."""
+    groups = cache.groups[state]
+    size = cache.size[state]
+    if groups == 0 or cache.tries[state, groups - 1] != 1.0:
+        open_group_nb(cache, state, groups, 1, size)
+        groups += 1
+    first = cache.start[state, groups - 1]
+    j = size - 1
+    t = fresh - 1
+    for out in range(size + fresh - 1, -1, -1):
+        if t < 0:
+            break
+        v = work.value[t]
+        if j >= first and (
+            v > cache.value[state, j]
+            or (v == cache.value[state, j] and work.product[t] < cache.product[state, j])
+        ):
+            cache.value[state, out] = cache.value[state, j]
+            cache.product[state, out] = cache.product[state, j]
+            j -= 1
+        else:
+            cache.value[state, out] = v
+            cache.product[state, out] = work.product[t]
+            t -= 1
+    cache.size[state] = size + fresh
+    cache.head[state, groups - 1] = cache.value[state, first]
+
+
+@jit(refcount=False)
 def update_ucb1_nb(
     untried: Untried,
     cache: Ucb1Cache,
     value: np.ndarray,
     cells: np.ndarray,
     state: int,
-    c: float,
     slate: np.ndarray,
     work: Ucb1Work,
 ) -> None:
-    """Bring the state's untried set and cache up to date after a visit updated the slate.
+    """Bring the state's untried set and row up to date after a visit updated the slate.
 
     Parameters
     ----------
     untried : Untried
         Updated in place.
     cache : Ucb1Cache
-        Row ``state`` updated in place (unbuilt on overflow).
+        Row ``state`` updated in place (if built).
     value : ndarray of float64, shape (n_states, width)
         Values after the visit.
     cells : ndarray of CELL_DTYPE, shape (n_states, width)
         Cells after the visit (each slate product's ``reco_count`` grew by one).
     state : int
-    c : float
-        Exploration weight the cache was built with.
     slate : ndarray of int64, shape (n,)
         Distinct catalogue products.
     work : Ucb1Work
         As the visit's :func:`choose_ucb1_slate_nb` left it (``member``).
     """
-    size = cache.size[state]
-    log_h = cache.log_horizon[state]
-    floor = cache.floor[state]
-    for i in range(slate.shape[0]):
+    n = slate.shape[0]
+    for i in range(n):
+        if work.member[i] < 0:
+            remove_untried_nb(untried, state, slate[i])
+    if cache.size[state] >= 0:
+        update_row_nb(cache, value, cells, state, slate, work)
+
+
+@jit(inline=True)
+def update_row_nb(
+    cache: Ucb1Cache,
+    value: np.ndarray,
+    cells: np.ndarray,
+    state: int,
+    slate: np.ndarray,
+    work: Ucb1Work,
+) -> None:
+    """The row part of :func:`update_ucb1_nb` (a built row)."""
+    n = slate.shape[0]
+    # the moves in increasing order of their entries: a move shifts only entries before its own
+    moves = 0
+    for i in range(n):
+        entry = work.member[i]
+        if entry >= 0:
+            j = moves
+            while j > 0 and work.member[work.order[j - 1]] > entry:
+                work.order[j] = work.order[j - 1]
+                j -= 1
+            work.order[j] = i
+            moves += 1
+    for j in range(moves):
+        i = work.order[j]
         product = slate[i]
-        count = cells[state, product].reco_count
-        if count == 1:
-            remove_untried_nb(untried, state, product)
-        if size < 0:
-            continue
-        if work.member[i] >= 0:
-            cache.product[state, work.member[i]] = -1
-        v = value[state, product]
-        upper = v + c * np.sqrt(log_h / count)
-        if upper >= floor:
-            if size == cache.product.shape[1]:
-                size = -1
-                continue
-            cache.product[state, size] = product
-            cache.value[state, size] = v
-            cache.tries[state, size] = count
-            cache.upper[state, size] = upper
-            size += 1
-    cache.size[state] = size
+        move_entry_nb(
+            cache, state, work.member[i], cells[state, product].reco_count, value[state, product]
+        )
+    # the untried products, sorted into row order (value descending, then product id)
+    fresh = 0
+    for i in range(n):
+        if work.member[i] < 0:
+            product = slate[i]
+            v = value[state, product]
+            j = fresh
+            while j > 0 and (
+                work.value[j - 1] < v or (work.value[j - 1] == v and work.product[j - 1] > product)
+            ):
+                work.value[j] = work.value[j - 1]
+                work.product[j] = work.product[j - 1]
+                j -= 1
+            work.value[j] = v
+            work.product[j] = product
+            fresh += 1
+    if fresh > 0:
+        insert_entries_nb(cache, state, fresh, work)

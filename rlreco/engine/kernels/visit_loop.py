@@ -245,7 +245,7 @@ def make_visit_loop(family: int, logging: bool) -> Any:
             if family == SOFTMAX_LOOP:
                 update_softmax_nb(sum_tree, value, state, catalogue, param, slate, previous)
             elif family == UCB1_LOOP:
-                update_ucb1_nb(untried, ucb1, value, cells, state, param, slate, ucb1_work)
+                update_ucb1_nb(untried, ucb1, value, cells, state, slate, ucb1_work)
             elif family == THOMPSON_LOOP:
                 update_thompson_nb(thompson, value, cells, state, param, slate, size)
             if logging:
