@@ -515,6 +515,8 @@ def update_softmax_nb(
         Their values before the visit (``-inf``: the product became known).
     """
     depth = tree_depth_nb(tree)
+    row = tree.node[state]
+    leaf0 = level_start_nb(depth)
     offset = tree.offset[state]
     cell = np.rint(offset / (GRID_TAUS * tau) - 0.5) if offset != -np.inf else -np.inf
     rebuild = False
@@ -531,6 +533,31 @@ def update_softmax_nb(
         elif after == cell:
             tree.top[state] += 1
         if not rebuild:
-            set_leaf_nb(tree, state, slate[i], np.exp((v - offset) / tau), depth)
+            row[leaf0 + slate[i]] = np.exp((v - offset) / tau)
     if rebuild or tree.top[state] == 0:
         rebuild_softmax_row_nb(value, state, catalogue, tau, tree)
+    else:
+        repair_paths_nb(tree, state, slate, depth)
+
+
+@jit(inline=True)
+def repair_paths_nb(tree: SumTree, state: int, slate: np.ndarray, depth: int) -> None:
+    """Recompute the slate's leaf paths (leaves already written) level by level, bottom-up: a
+    level with no more nodes than the slate is recomputed whole, so the ancestors all leaves
+    share (the root, the first level) are summed once instead of once per leaf."""
+    n = slate.shape[0]
+    for level in range(depth - 1, -1, -1):
+        start = level_start_nb(level)
+        below = level_start_nb(level + 1)
+        if (1 << (FANOUT_BITS * level)) <= n:
+            for j in range(1 << (FANOUT_BITS * level)):
+                tree.node[state, start + j] = sibling_sum_nb(
+                    tree.node, state, below + (j << FANOUT_BITS)
+                )
+        else:
+            shift = FANOUT_BITS * (depth - level)
+            for i in range(n):
+                j = slate[i] >> shift
+                tree.node[state, start + j] = sibling_sum_nb(
+                    tree.node, state, below + (j << FANOUT_BITS)
+                )
