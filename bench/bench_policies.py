@@ -288,11 +288,18 @@ def scan_policy_visits_nb(
     ``metrics`` (METRICS_DTYPE, shape (1,)) receives every visit's sums.
     """
     ws = new_workspace_nb(policy.slate_size, learner.depth)
-    state_segment, catalogue_ptr, catalogue_items, state_cdf = world
-    value, index, depth, cells, cache_floor, cache_size, cache_items, _, state_shown = learner[:9]
-    code, param, _, search = policy
-    model, click_cdf, buy_cdf, truth, best_mu, outcome_reward = response
-    slate, outcome, order, previous, top_value, top_product, _ = ws
+    state_segment, catalogue_ptr, catalogue_items = world[:3]
+    state_cdf = world.state_cdf[0]
+    # by field name: the bundles have grown fields since this baseline was written
+    value, index, depth, cells = learner.value, learner.tree, learner.depth, learner.cells
+    cache_floor, cache_size = learner.cache_floor, learner.cache_size
+    cache_items, state_shown = learner.cache_items, learner.state_shown
+    code, param, search, step = policy.code, policy.param, policy.search, policy.step
+    model, click_cdf, buy_cdf = response.model, response.click_cdf, response.buy_cdf
+    truth, best_mu = response.truth[0], response.best_mu[0]  # the first phase: one truth here
+    outcome_reward = response.outcome_reward
+    slate, outcome, order, previous = ws.slate, ws.outcome, ws.order, ws.previous
+    top_value, top_product, drawn = ws.top_value, ws.top_product, ws.drawn
     untried = np.empty(catalogue_items.shape[0], dtype=np.int64)
     for _ in range(n_visits):
         state = draw_state_nb(rng, state_cdf, value.shape[0])
@@ -314,8 +321,8 @@ def scan_policy_visits_nb(
         explored = count_untried_nb(cells, state, slate)
         respond_update_record_nb(
             rng, state, explored, model, click_cdf, buy_cdf, truth, best_mu, outcome_reward,
-            value, index, depth, search, cells, cache_floor, cache_size, cache_items,
-            state_shown, slate, outcome, order, previous, metrics, 0,
+            value, index, depth, search, step, cells, cache_floor, cache_size, cache_items,
+            state_shown, slate, outcome, order, previous, drawn, metrics, 0,
         )  # fmt: skip
 
 
