@@ -186,7 +186,9 @@ def test_cached_query_stays_exact(n_products: int, moves: str) -> None:
             value[state, slate] = rng.choice([-3.0, 0.0, 0.5, 1.0, 9.0], slate.size)
         else:
             known = np.where(previous == -np.inf, 0.0, previous)
-            value[state, slate] = np.round(known + rng.choice([-0.2, -0.1, 0.0, 0.1], slate.size), 1)
+            value[state, slate] = np.round(
+                known + rng.choice([-0.2, -0.1, 0.0, 0.1], slate.size), 1
+            )
         repair_index_nb(value, index, state, depth, slate)
         refresh_cache_nb(value, state, slate, previous, cache_floor, cache_size, cache_items)
         # a valid cache is exactly the state's known products >= its floor, ranked, with values

@@ -10,15 +10,18 @@ no tree line and no value line.
 
 A rebuild (a query of a state whose cache ran dry) sets a deep floor, one reached by
 :data:`FLOOR_NODES` nodes of the tree's level 2 (:func:`find_deep_floor_nb`), collects the
-products at or above it from the tree (:func:`~rlreco.engine.kernels.topn.collect_candidates_nb`)
+products at or above it from the tree (:func:`~rlreco.engine.kernels.topn.collect_above_nb`)
 and ranks them into the row (:func:`rank_into_cache_nb`, keeping the best ``CACHE_SLOTS`` and
 raising the floor to the last one kept when more were found).
 
-After every visit :func:`refresh_cache_nb` keeps the cache exact without reading the tree: the
-slate products that were members leave, and those whose new value reaches the floor are
-inserted at their rank (their new values are known exactly). A greedy visit shows about ``n``
-of the top members; under the sample average they fall far below the floor, under a constant
-step often not, so a deep cache serves several visits of a state per rebuild under either.
+After every visit :func:`refresh_cache_nb` keeps the cache exact without reading the tree (the
+new values of the slate's products are known exactly): a member that fell below the floor
+leaves, one that still reaches it moves to its new rank, a product that rose to the floor joins.
+A greedy visit shows about ``n`` of the top members. Under the sample average they soon fall far
+below the floor or barely move; under a constant step (values that do not converge) they drop a
+few ranks and stay. Either way a deep cache serves several visits of a state per rebuild (on the
+benchmark's synthetic space: 99.9% of queries under ``1/n``, ~93% under step 0.1 once the
+initial values have decayed, against 98% and ~72% for the earlier unranked cache of ~15).
 """
 
 from __future__ import annotations
@@ -312,9 +315,7 @@ def move_member_nb(
         items[at] = items[at + 1]
         keys[at] = keys[at + 1]
         at += 1
-    while at > 0 and (
-        keys[at - 1] < key or (keys[at - 1] == key and items[at - 1] > product)
-    ):
+    while at > 0 and (keys[at - 1] < key or (keys[at - 1] == key and items[at - 1] > product)):
         items[at] = items[at - 1]
         keys[at] = keys[at - 1]
         at -= 1

@@ -55,8 +55,8 @@ Ranking and the candidate cache
 -------------------------------
 The order and the ranking kernels are :mod:`rlreco.engine.kernels.ranking`'s. The greedy
 slates query through each state's cache of its best candidates
-(:mod:`rlreco.engine.kernels.candidate_cache`), which is rebuilt from the candidates of
-:func:`collect_candidates_nb`.
+(:mod:`rlreco.engine.kernels.candidate_cache`), which is rebuilt from the products
+:func:`collect_above_nb` finds above a deeper floor.
 """
 
 from __future__ import annotations
