@@ -248,7 +248,12 @@ def refresh_cache_nb(
         key = value[state, product]
         # membership is "finite and >= floor", as in the query's filter
         if old >= floor and old != -np.inf:
-            at = find_member_nb(items, product)
+            at = find_member_nb(items, size, product)
+            if at == size:
+                # not listed: the row is not what the values say (cannot happen while the
+                # values change only through the kernels); the next query rebuilds it
+                cache_size[state] = -1
+                return
             if key < floor:
                 # a mark keeps its old key, so the row stays ranked around it
                 items[at] = -1
@@ -292,11 +297,11 @@ def refresh_cache_nb(
 
 
 @jit(inline=True)
-def find_member_nb(items: np.ndarray, product: int) -> int:
-    """Position of the member ``product`` in ``items``: a walk from the top, where the members
-    a greedy slate shows are (a flat vector search over the row cost more)."""
+def find_member_nb(items: np.ndarray, size: int, product: int) -> int:
+    """Position of ``product`` among ``items[:size]`` (``size`` if absent): a walk from the top,
+    where the members a greedy slate shows are (a flat vector search over the row cost more)."""
     at = 0
-    while items[at] != product:
+    while at < size and items[at] != product:
         at += 1
     return at
 
