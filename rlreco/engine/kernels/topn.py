@@ -55,8 +55,8 @@ Ranking and the candidate cache
 -------------------------------
 The order and the ranking kernels are :mod:`rlreco.engine.kernels.ranking`'s. The greedy
 slates query through each state's cache of its best candidates
-(:mod:`rlreco.engine.kernels.candidate_cache`), which is rebuilt from the candidates of
-:func:`collect_candidates_nb`.
+(:mod:`rlreco.engine.kernels.candidate_cache`), which is rebuilt from the products
+:func:`collect_above_nb` finds above a deeper floor.
 """
 
 from __future__ import annotations
@@ -406,6 +406,17 @@ def collect_candidates_nb(
     if index[state, 0] == -np.inf:
         return -np.inf, 0
     floor = find_floor_nb(value, index, state, depth, n, top_value, top_product)
+    return floor, collect_above_nb(value, index, state, depth, floor, frontier)
+
+
+@jit(inline=True)
+def collect_above_nb(
+    value: np.ndarray, index: np.ndarray, state: int, depth: int, floor: float, frontier: np.ndarray
+) -> int:
+    """Step 2 of the query: every known product at or above ``floor``, left in
+    ``frontier[depth & 1]`` (parameters as :func:`find_top_nb`); returns how many."""
+    if index[state, 0] == -np.inf:
+        return 0
     frontier[0, 0] = 0
     kept = 1
     for level in range(1, depth + 1):
@@ -414,7 +425,7 @@ def collect_candidates_nb(
         kept = descend_nb(
             value, index, state, depth, level, floor, frontier, row, kept, frontier, 1 - row
         )
-    return floor, kept
+    return kept
 
 
 @jit(inline=True)
