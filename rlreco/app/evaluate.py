@@ -42,7 +42,8 @@ from rlreco.engine.tables import Tables
 from rlreco.errors import ConfigError, DataError, shown
 from rlreco.io.atomic_files import atomic_path, write_json
 from rlreco.io.foreign_log import ColumnMap, read_foreign_log
-from rlreco.io.visit_log import LogSlots, is_rlreco_log, read_visit_log
+from rlreco.io.log_slots import LogSlots
+from rlreco.io.visit_log import is_rlreco_log, read_visit_log
 from rlreco.schema import LOG_DTYPE
 
 #: target policies that can be evaluated offline

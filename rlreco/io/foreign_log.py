@@ -21,15 +21,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from rlreco.errors import DataError, SnapshotError, shown
+from rlreco.io.log_slots import LogSlots, check_finite, check_propensity, encode_column, group_slots
 from rlreco.io.parquet_tables import check_no_nulls
-from rlreco.io.visit_log import (
-    CONTEXT_SEPARATOR,
-    LogSlots,
-    check_finite,
-    check_propensity,
-    encode_column,
-    group_slots,
-)
+from rlreco.io.visit_log import CONTEXT_SEPARATOR
 
 
 @dataclass(frozen=True)
