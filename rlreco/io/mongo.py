@@ -26,7 +26,7 @@ import pandas as pd
 
 from rlreco.errors import SyncError, shown
 from rlreco.io.mongo_connection import MongoLink, RetryPolicy, connect, database_of, redact_uri
-from rlreco.io.mongo_export import CollectionCounts, ExportReport, SnapshotFile, export_snapshot
+from rlreco.io.mongo_export import CollectionCounts, ExportReport, export_snapshot
 from rlreco.io.mongo_layout import (
     CELLS,
     DEFAULT_DB,
@@ -41,6 +41,7 @@ from rlreco.io.mongo_layout import (
     frame_from_tidy,
     unescape_field,
 )
+from rlreco.io.mongo_source import SnapshotFile
 from rlreco.io.mongo_visit import VisitResult, VisitStep, apply_visit, read_state, resolve_run_id
 from rlreco.schema import DEFAULT_STATE_FIELDS
 

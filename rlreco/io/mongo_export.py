@@ -18,21 +18,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pymongo import DeleteMany, ReplaceOne
 from pymongo.operations import DeleteOne, InsertOne, UpdateMany, UpdateOne
 
 from rlreco.errors import SnapshotError, SyncError
-from rlreco.io.mongo_cells import StateBatch, StatesNotGrouped, frame_tables, state_batches
+from rlreco.io.mongo_cells import StateBatch, StatesNotGrouped
 from rlreco.io.mongo_connection import Document, MongoLink, RetryPolicy, database_of
 from rlreco.io.mongo_layout import (
     CELL_NUMBERS,
@@ -47,16 +44,14 @@ from rlreco.io.mongo_layout import (
     Layout,
     check_layout,
     check_seed_sizes,
-    conform_snapshot,
     encode_manifest,
     escape_field,
     fields_of_manifest,
-    snapshot_dtypes,
     state_record_id,
     state_record_scope,
     tidy_key,
 )
-from rlreco.io.parquet_tables import open_snapshot, read_snapshot_group, schema_of
+from rlreco.io.mongo_source import SnapshotFile, SnapshotSource
 
 #: Tidy cell batches between writes of the states' digests.
 DIGEST_EVERY = 8
@@ -73,13 +68,6 @@ _KIND: dict[type, str] = {
     DeleteMany: "delete",
     InsertOne: "insert",
 }
-
-
-@dataclass(frozen=True)
-class SnapshotFile:
-    """A run directory's snapshot file, exported one row group at a time."""
-
-    path: Path
 
 
 @dataclass(frozen=True)
@@ -132,56 +120,6 @@ class ExportReport:
         return out
 
 
-class _Cells:
-    """The snapshot being exported, read in batches of whole states as often as needed: a
-    conformed frame, or a snapshot file kept open until :meth:`close`."""
-
-    def __init__(self, snapshot: pd.DataFrame | SnapshotFile, fields: Fields) -> None:
-        self.fields = fields
-        self.frame: pd.DataFrame | None = None
-        self.file: tuple[pq.ParquetFile, Path] | None = None
-        if not isinstance(snapshot, SnapshotFile):
-            self.frame = conform_snapshot(snapshot, fields=fields)
-            return
-        parquet, schema = open_snapshot(snapshot.path, dictionaries=True)
-        self.file = (parquet, snapshot.path)
-        missing = [c for c in snapshot_dtypes(fields) if c not in schema.names]
-        if missing:
-            self.close()
-            raise SnapshotError(
-                f"snapshot lacks column(s) {', '.join(missing)}; required: "
-                f"{', '.join(snapshot_dtypes(fields))}"
-            )
-
-    def batches(self, columns: Sequence[str] = ()) -> Iterator[StateBatch]:
-        """Batches of every column, or (a file) of ``columns`` only."""
-        return state_batches(self._tables(columns), self.fields)
-
-    def _tables(self, columns: Sequence[str]) -> Iterator[pa.Table]:
-        if self.file is None:
-            assert self.frame is not None
-            yield from frame_tables(self.frame, self.fields)
-            return
-        parquet, path = self.file
-        wanted = schema_of("snapshot", self.fields)
-        if columns:
-            wanted = pa.schema([wanted.field(name) for name in columns])
-        for group in range(parquet.num_row_groups):
-            yield read_snapshot_group(parquet, path, group, wanted)
-
-    def read_whole(self) -> None:
-        """Hold the file as one sorted frame (a file whose states are not grouped)."""
-        wanted = schema_of("snapshot", self.fields)
-        table = pa.concat_tables(t.cast(wanted) for t in self._tables(()))
-        self.close()
-        self.frame = conform_snapshot(table.to_pandas(), fields=self.fields)
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file[0].close()
-            self.file = None
-
-
 @dataclass(frozen=True)
 class _Survey:
     """Every state of the snapshot in export order, its cells and its digest."""
@@ -191,7 +129,7 @@ class _Survey:
     digests: dict[str, str]
 
 
-def _survey(cells: _Cells, layout: Layout) -> _Survey:
+def _survey(cells: SnapshotSource, layout: Layout) -> _Survey:
     """Pass 1 over the snapshot (see the module docstring); refuses over-size seed states."""
     states: list[str] = []
     counts: list[np.ndarray] = []
@@ -457,7 +395,7 @@ def export_snapshot(
     if batch_size < 1:
         raise SyncError(f"batch_size must be at least 1, got {batch_size}")
     fields = fields_of_manifest(manifest)
-    cells = _Cells(snapshot, fields)
+    cells = SnapshotSource(snapshot, fields)
     try:
         manifest_doc = _json_manifest(manifest)
         run_id = _manifest_run_id(manifest_doc) if kind == "tidy" else None
@@ -481,7 +419,7 @@ def export_snapshot(
 
 def _write(
     exporter: _Exporter,
-    cells: _Cells,
+    cells: SnapshotSource,
     survey: _Survey,
     manifest_doc: Document,
     episodes: int,
