@@ -19,8 +19,8 @@ from rlreco.engine.kernels.sum_tree import (
     choose_softmax_slate_nb,
     new_sum_tree,
     new_sum_tree_work,
-    update_softmax_nb,
 )
+from rlreco.engine.kernels.sum_tree_update import update_softmax_nb
 from rlreco.engine.kernels.thompson import (
     ThompsonCache,
     choose_thompson_scan_nb,
@@ -35,8 +35,8 @@ from rlreco.engine.kernels.ucb1_cache import (
     choose_ucb1_slate_nb,
     new_ucb1_cache,
     new_ucb1_work,
-    update_ucb1_nb,
 )
+from rlreco.engine.kernels.ucb1_update import update_ucb1_nb
 from rlreco.engine.kernels.untried_set import Untried, build_untried_nb, new_untried
 
 N = 5

@@ -13,7 +13,8 @@ Structure (:class:`SumTree`, one row per state, a pure function of the tables)
     an update rebuilds the row when a value rises above the top cell or ``top`` falls to 0,
     and otherwise only repairs the slate's leaf paths. After any sequence of updates the row
     therefore equals a rebuild from the tables, bit for bit: a run resumed from its tables
-    draws exactly as an uninterrupted one.
+    draws exactly as an uninterrupted one. The update is
+    :mod:`~rlreco.engine.kernels.sum_tree_update`'s ``update_softmax_nb``.
 
     Layout: level ``l`` starts at ``level_start(l)`` = 0, 8, 16, 80, 592, ... (every level
     padded to a multiple of 8 nodes) and rows are 64-byte aligned, so the 8 children of a
@@ -485,79 +486,3 @@ def choose_softmax_slate_nb(
     for i in range(n):
         explored += cells[state, slate[i]].reco_count == 0
     return explored
-
-
-@jit()
-def update_softmax_nb(
-    tree: SumTree,
-    value: np.ndarray,
-    state: int,
-    catalogue: np.ndarray,
-    tau: float,
-    slate: np.ndarray,
-    previous_value: np.ndarray,
-) -> None:
-    """Bring the state's sum tree up to date after a visit changed the slate's values.
-
-    Parameters
-    ----------
-    tree : SumTree
-        Updated in place (the row rebuilt when the module docstring's rule says so).
-    value : ndarray of float64, shape (n_states, width)
-        Values after the visit.
-    state : int
-    catalogue : ndarray of int32, shape (K,)
-        The state's segment catalogue.
-    tau : float
-    slate : ndarray of int64, shape (n,)
-        Distinct catalogue products.
-    previous_value : ndarray of float64, shape (n,)
-        Their values before the visit (``-inf``: the product became known).
-    """
-    depth = tree_depth_nb(tree)
-    row = tree.node[state]
-    leaf0 = level_start_nb(depth)
-    offset = tree.offset[state]
-    cell = np.rint(offset / (GRID_TAUS * tau) - 0.5) if offset != -np.inf else -np.inf
-    rebuild = False
-    for i in range(slate.shape[0]):
-        v = value[state, slate[i]]
-        before = previous_value[i]
-        if before == -np.inf:
-            tree.known[state] += 1
-        elif grid_cell_nb(before, tau) == cell:
-            tree.top[state] -= 1
-        after = grid_cell_nb(v, tau)
-        if after > cell:
-            rebuild = True
-        elif after == cell:
-            tree.top[state] += 1
-        if not rebuild:
-            row[leaf0 + slate[i]] = np.exp((v - offset) / tau)
-    if rebuild or tree.top[state] == 0:
-        rebuild_softmax_row_nb(value, state, catalogue, tau, tree)
-    else:
-        repair_paths_nb(tree, state, slate, depth)
-
-
-@jit(inline=True)
-def repair_paths_nb(tree: SumTree, state: int, slate: np.ndarray, depth: int) -> None:
-    """Recompute the slate's leaf paths (leaves already written) level by level, bottom-up: a
-    level with no more nodes than the slate is recomputed whole, so the ancestors all leaves
-    share (the root, the first level) are summed once instead of once per leaf."""
-    n = slate.shape[0]
-    for level in range(depth - 1, -1, -1):
-        start = level_start_nb(level)
-        below = level_start_nb(level + 1)
-        if (1 << (FANOUT_BITS * level)) <= n:
-            for j in range(1 << (FANOUT_BITS * level)):
-                tree.node[state, start + j] = sibling_sum_nb(
-                    tree.node, state, below + (j << FANOUT_BITS)
-                )
-        else:
-            shift = FANOUT_BITS * (depth - level)
-            for i in range(n):
-                j = slate[i] >> shift
-                tree.node[state, start + j] = sibling_sum_nb(
-                    tree.node, state, below + (j << FANOUT_BITS)
-                )

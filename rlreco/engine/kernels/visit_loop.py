@@ -39,9 +39,11 @@ from rlreco.engine.kernels.records import (
     Workspace,
     World,
 )
-from rlreco.engine.kernels.sum_tree import choose_softmax_slate_nb, update_softmax_nb
+from rlreco.engine.kernels.sum_tree import choose_softmax_slate_nb
+from rlreco.engine.kernels.sum_tree_update import update_softmax_nb
 from rlreco.engine.kernels.thompson import choose_thompson_slate_nb, update_thompson_nb
-from rlreco.engine.kernels.ucb1_cache import choose_ucb1_slate_nb, update_ucb1_nb
+from rlreco.engine.kernels.ucb1_cache import choose_ucb1_slate_nb
+from rlreco.engine.kernels.ucb1_update import update_ucb1_nb
 from rlreco.engine.kernels.visit import (
     new_workspace_nb,
     next_phase_start_nb,
