@@ -167,7 +167,8 @@ def test_cached_query_stays_exact(n_products: int, moves: str) -> None:
     top_product = np.empty(n + 1, dtype=np.int64)
     frontier = np.empty((3, max(8**depth, CACHE_CAPACITY)), dtype=np.int64)
     served = 0
-    for _ in range(100 if QUICK else 600):
+    rounds = 100 if QUICK else 600
+    for _ in range(rounds):
         state = int(rng.integers(n_states))
         before = int(cache_size[state])
         found = find_top_cached_nb(
@@ -199,7 +200,7 @@ def test_cached_query_stays_exact(n_products: int, moves: str) -> None:
             assert cache_items[state, :size].tolist() == ranked(row, members.size)
             keys = cache_items[state, CACHE_SLOTS : CACHE_SLOTS + size].view(np.float64)
             assert keys.tolist() == row[cache_items[state, :size]].tolist()
-    assert served > 200  # the cache did answer queries
+    assert served > rounds // 3  # the cache did answer queries
 
 
 def test_group_operations() -> None:
