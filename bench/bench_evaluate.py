@@ -26,7 +26,6 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from rlreco.engine.evaluation import (
-    Catalogues,
     LoggedVisits,
     estimate_dr,
     estimate_ips,
@@ -36,6 +35,7 @@ from rlreco.engine.evaluation import (
 from rlreco.engine.replay import estimate_replay
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables, round_cents
+from rlreco.engine.target_slate import Catalogues
 from rlreco.schema import DEFAULT_STATE_FIELDS, LOG_DTYPE, MONTH_NAMES, WEEKDAY_NAMES
 
 VISITS = 1_000_000

@@ -28,15 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from naive_ope import log_visits, truth_scores, validation_world
 
 from rlreco.engine.evaluation import (
-    Catalogues,
     LoggedVisits,
     estimate_dr,
     estimate_ips,
     estimate_snips,
     importance_weights,
-    on_policy_value,
 )
 from rlreco.engine.replay import estimate_replay, uniform_acceptance
+from rlreco.engine.target_slate import Catalogues, on_policy_value
 
 TARGETS = (0.0, 0.05, 0.1, 0.3)
 Z95 = 1.959963984540054

@@ -20,22 +20,24 @@ from naive_ope import (
 )
 
 from rlreco.engine.evaluation import (
-    DR_MAX_SLATE,
-    Catalogues,
     LoggedVisits,
     estimate_dr,
     estimate_ips,
     estimate_snips,
     importance_weights,
-    on_policy_value,
-    slot_expectations,
-    target_ranking,
 )
 from rlreco.engine.kernels.estimators import replay_log_nb
 from rlreco.engine.replay import estimate_replay, replay_stream, uniform_acceptance
 from rlreco.engine.response import count_cdf
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
+from rlreco.engine.target_slate import (
+    DR_MAX_SLATE,
+    Catalogues,
+    on_policy_value,
+    slot_expectations,
+    target_ranking,
+)
 from rlreco.errors import SimulationError
 from rlreco.schema import LOG_DTYPE
 

@@ -35,8 +35,8 @@ from hypothesis import given
 from typer.testing import CliRunner
 
 from rlreco.cli import app
-from rlreco.engine.response import truth_from_frame
 from rlreco.engine.state_space import StateSpace
+from rlreco.engine.truth_table import truth_from_frame
 from rlreco.io.run_dir import RunDir
 from rlreco.io.sweep_dir import SWEEP_FILE, SweepDir
 from rlreco.io.truth import read_truth_table

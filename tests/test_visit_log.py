@@ -21,10 +21,10 @@ import rlreco.app.recommend
 from rlreco.app.simulate import simulate_run
 from rlreco.cli import app
 from rlreco.config import RunConfig
-from rlreco.engine.evaluation import Catalogues, on_policy_value
 from rlreco.engine.response import expected_reward
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
+from rlreco.engine.target_slate import Catalogues, on_policy_value
 from rlreco.errors import DataError
 from rlreco.io.run_dir import RunDir
 from rlreco.io.visit_log import LOG_FOLDER, LOG_SCHEMA, read_visit_log

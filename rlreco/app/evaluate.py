@@ -24,11 +24,9 @@ import pyarrow.parquet as pq
 
 from rlreco.app.simulate import Run
 from rlreco.engine.evaluation import (
-    DR_MAX_SLATE,
     ESTIMATORS,
     METRICS,
     REWARD_MODELS,
-    Catalogues,
     Estimate,
     LoggedVisits,
     estimate_dr,
@@ -39,6 +37,7 @@ from rlreco.engine.evaluation import (
 from rlreco.engine.replay import estimate_replay, uniform_acceptance
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
+from rlreco.engine.target_slate import DR_MAX_SLATE, Catalogues
 from rlreco.errors import ConfigError, DataError, shown
 from rlreco.io.atomic_files import atomic_path, write_json
 from rlreco.io.foreign_log import ColumnMap, read_foreign_log

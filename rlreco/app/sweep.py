@@ -62,7 +62,6 @@ from rlreco.app.sweep_execution import (
 from rlreco.app.sweep_grid import RESPONSE_NAMES, Setting, SweepSpec, check_int
 from rlreco.app.truth import monthly_schedule, resolve_response, response_spec, schedule_starts
 from rlreco.config import RunConfig, config_from_dict, format_schedule, is_schedule, parse_schedule
-from rlreco.engine.response import truth_from_frame
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.sweep_statistics import (
     METRIC_COLUMNS,
@@ -74,6 +73,7 @@ from rlreco.engine.sweep_statistics import (
     summarise,
     verdicts,
 )
+from rlreco.engine.truth_table import truth_from_frame
 from rlreco.errors import ConfigError
 from rlreco.io.run_dir import RunDir
 from rlreco.io.sweep_dir import SweepDir

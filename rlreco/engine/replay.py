@@ -13,8 +13,9 @@ import math
 import numpy as np
 
 from rlreco.engine import streams
-from rlreco.engine.evaluation import Catalogues, Estimate, LoggedVisits, normal_interval
+from rlreco.engine.evaluation import Estimate, LoggedVisits, normal_interval
 from rlreco.engine.kernels.estimators import replay_log_nb
+from rlreco.engine.target_slate import Catalogues
 
 #: Spare room per state in the replay target's candidate list beyond the slate size.
 REPLAY_SPARE = 8

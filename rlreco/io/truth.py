@@ -3,7 +3,7 @@
 A truth table is a Parquet file with one row per (state, catalogue product) and the columns
 ``state_id`` (the state's string id, e.g. ``Q1_December_0_Thursday``), ``product_id`` (the
 product code, StockCode), ``p_click`` and ``p_buy`` (probabilities in [0, 1]). This module checks
-the file on its own; :func:`rlreco.engine.response.truth_from_frame` checks it against a run's
+the file on its own; :func:`rlreco.engine.truth_table.truth_from_frame` checks it against a run's
 state space.
 """
 
