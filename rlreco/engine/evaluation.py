@@ -74,7 +74,6 @@ ESTIMATORS = ("replay", "ips", "snips", "dr")
 REWARD_MODELS = ("fitted", "values")
 #: metrics of every estimate: reward per visit, and click and buy rate per shown product
 METRICS = ("reward_per_visit", "click_rate", "buy_rate")
-#: list capacity per state of the replay target beyond the slate size
 
 
 @dataclass(frozen=True)

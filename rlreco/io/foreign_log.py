@@ -2,7 +2,7 @@
 
 A state is a distinct tuple of the context columns, a product is the item column's value (read
 as a string), and slots group into visits by the visit column, or else by runs of rows of one
-context whose positions increase (see :mod:`rlreco.io.visit_log`, whose :class:`LogSlots` the
+context whose positions increase (see :mod:`rlreco.io.log_slots`, whose :class:`LogSlots` the
 reader returns). Every problem is one :class:`~rlreco.errors.DataError` line naming the file,
 the column and the first bad row.
 """

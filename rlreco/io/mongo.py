@@ -2,9 +2,11 @@
 
 Layouts, field-name escaping and the snapshot frame are described in
 :mod:`rlreco.io.mongo_layout`; retries and error messages in :mod:`rlreco.io.mongo_connection`;
-online visits (:func:`read_state`, :func:`apply_visit`) in :mod:`rlreco.io.mongo_visit`; the
-export itself (:func:`export_snapshot`, streamed in bounded batches of whole states) in
-:mod:`rlreco.io.mongo_export` and :mod:`rlreco.io.mongo_cells`.
+online visits (:func:`read_state`, :func:`apply_visit`) in :mod:`rlreco.io.mongo_visit`, with
+each layout's reads and version-guarded writes of one state in :mod:`rlreco.io.mongo_state_store`;
+the export itself (:func:`export_snapshot`, streamed in bounded batches of whole states) in
+:mod:`rlreco.io.mongo_export`, reading the snapshot through :mod:`rlreco.io.mongo_source` and
+:mod:`rlreco.io.mongo_cells`.
 
 Export is idempotent and incremental. Each state's content digest is kept in ``sync_state``
 (seed: keyed by state, since the seed database holds one snapshot; tidy: by run and state) and
