@@ -255,7 +255,7 @@ def _encoding_pool() -> pa.MemoryPool:
     bounded working set), else the current pool."""
     try:
         return pa.mimalloc_memory_pool()
-    except pa.ArrowNotImplementedError:  # a build without mimalloc
+    except pa.ArrowException:  # a build without mimalloc (Arrow says: not implemented)
         return pa.default_memory_pool()
 
 
