@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rlreco.app import report, sweep_cells, sweep_execution
-from rlreco.io.parquet_tables import use_system_allocator
+from rlreco.app import report, sweep_execution
+from rlreco.io.parquet_tables import reused_heap, use_system_allocator
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks on Linux only")
@@ -78,7 +78,7 @@ def page_faults_of_reallocating(megabytes: int = 1, times: int = 40) -> int:
 def test_response_models_are_built_on_a_reused_heap_and_the_setting_is_restored() -> None:
     use_system_allocator()  # what loading a run sets: every 1 MiB array is a fresh mapping
     fresh = page_faults_of_reallocating()
-    with sweep_cells.reused_heap():
+    with reused_heap():
         reused = page_faults_of_reallocating()
     assert reused < fresh / 5
     assert page_faults_of_reallocating() > 5 * reused  # loading's setting is back

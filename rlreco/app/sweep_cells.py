@@ -10,10 +10,8 @@ where a run is loaded.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from rlreco.engine.state_space import StateSpace
 from rlreco.engine.sweep_statistics import METRIC_COLUMNS
 from rlreco.engine.tables import Tables
 from rlreco.errors import SimulationError, SnapshotError
-from rlreco.io.parquet_tables import use_system_allocator
+from rlreco.io.parquet_tables import reused_heap
 from rlreco.io.run_dir import RunDir
 
 #: snapshot columns :meth:`Tables.from_columns` reads
@@ -287,39 +285,6 @@ class LoadedRun:
                     truth_tables=load_truth_tables(params.response),
                 )
         return self._responses[key]
-
-
-#: glibc's mallopt parameters
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-#: glibc's default trim threshold, and the largest mmap threshold it accepts (64-bit)
-_DEFAULT_TRIM_THRESHOLD = 128 * 1024
-_LARGEST_MMAP_THRESHOLD = 32 * 1024 * 1024
-
-
-@contextlib.contextmanager
-def reused_heap() -> Iterator[None]:
-    """Let freed blocks up to 32 MiB be reused from the heap while a response model is built.
-
-    The model's Newton iterations allocate and free the same temporaries hundreds of times.
-    Under the 64 KiB mmap threshold that loading a run sets (:func:`use_system_allocator`),
-    each is a fresh mapping whose pages fault in again: about 270,000 page faults and 0.6 s of
-    system time for the ``popularity`` model on the UCI data, against 14,000 here. Afterwards
-    the heap is trimmed and loading's setting restored. Nothing changes without glibc.
-    """
-    try:
-        libc: Any = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, _LARGEST_MMAP_THRESHOLD)
-        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
-    except (OSError, AttributeError):
-        libc = None
-    try:
-        yield
-    finally:
-        if libc is not None:
-            libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
-            libc.malloc_trim(0)
-            use_system_allocator()
 
 
 _LOADED: dict[str, LoadedRun] = {}

@@ -27,10 +27,25 @@ SCHEMA_VERSION = 1
 _META_KEY = b"rlreco"
 
 
-#: glibc ``mallopt`` parameter: allocations of at least this many bytes are mapped on their own
-#: and given back to the operating system when freed.
+#: glibc ``mallopt`` parameters: allocations of at least ``_M_MMAP_THRESHOLD`` bytes are mapped
+#: on their own and given back to the operating system when freed; free heap above
+#: ``_M_TRIM_THRESHOLD`` bytes is given back too.
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD = 1 << 16
+#: glibc's default trim threshold, and the largest mmap threshold it accepts (64-bit)
+_DEFAULT_TRIM_THRESHOLD = 128 * 1024
+_LARGEST_MMAP_THRESHOLD = 32 * 1024 * 1024
+
+
+def _glibc() -> Any | None:
+    """The C library when it is glibc (it has ``mallopt``), else None."""
+    try:
+        libc: Any = ctypes.CDLL("libc.so.6")
+        libc.mallopt  # noqa: B018 (an AttributeError here: not glibc)
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def use_system_allocator() -> None:
@@ -43,8 +58,33 @@ def use_system_allocator() -> None:
     64 KiB threshold.
     """
     pa.set_memory_pool(pa.system_memory_pool())
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+
+
+@contextlib.contextmanager
+def reused_heap() -> Iterator[None]:
+    """Let freed blocks up to 32 MiB be reused from the heap for the duration of the block.
+
+    For work that allocates and frees the same temporaries many times, such as a response
+    model's Newton iterations: under the 64 KiB mmap threshold of :func:`use_system_allocator`,
+    each would be a fresh mapping whose pages fault in again (about 270,000 page faults and 0.6 s
+    of system time for the ``popularity`` model on the UCI data, against 14,000 here).
+    Afterwards the heap is trimmed and :func:`use_system_allocator`'s setting restored. Nothing
+    changes without glibc.
+    """
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, _LARGEST_MMAP_THRESHOLD)
+        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    try:
+        yield
+    finally:
+        if libc is not None:
+            libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+            libc.malloc_trim(0)
+            use_system_allocator()
 
 
 def record_fields(dtype: np.dtype) -> list[tuple[str, pa.DataType]]:
