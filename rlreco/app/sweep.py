@@ -45,11 +45,11 @@ from rlreco.app.sweep_cells import (
     execute_cell,
     load_run,
     run_token,
+    start_warm_up,
 )
 from rlreco.app.sweep_execution import (
     ProgressCallback,
     SweepProgress,
-    call_forked,
     can_fork,
     default_workers,
     fork_pool,
@@ -60,6 +60,7 @@ from rlreco.app.sweep_execution import (
     stop_pool,
 )
 from rlreco.app.sweep_grid import RESPONSE_NAMES, Setting, SweepSpec, check_int
+from rlreco.app.sweep_plots import PlotProcess, draw_figures
 from rlreco.app.truth import monthly_schedule, resolve_response, response_spec, schedule_starts
 from rlreco.config import RunConfig, config_from_dict, format_schedule, is_schedule, parse_schedule
 from rlreco.engine.state_space import StateSpace
@@ -75,6 +76,7 @@ from rlreco.engine.sweep_statistics import (
 )
 from rlreco.engine.truth_table import truth_from_frame
 from rlreco.errors import ConfigError
+from rlreco.io.plots import load_matplotlib, sweep_figure_paths
 from rlreco.io.run_dir import RunDir
 from rlreco.io.sweep_dir import SweepDir
 from rlreco.io.truth import read_truth_table
@@ -212,7 +214,7 @@ def import_plotting() -> None:
     """Import the plotting module (matplotlib: about a second); a failure shows when the
     plots are written."""
     with contextlib.suppress(Exception):
-        import rlreco.io.plots  # noqa: F401
+        load_matplotlib()
 
 
 def grid_settings(run: RunDir, spec: SweepSpec, config: RunConfig) -> list[Setting]:
@@ -286,15 +288,53 @@ def run_sweep(
     sweep = SweepDir.prepare(out, base, {"run_dir": str(run.path), **spec.to_dict()}, force=force)
     tasks = sweep_tasks(spec, settings, base)
     todo = [t for t in tasks if not sweep.finished(t.key)]
-    skipped = len(tasks) - len(todo)
     n_workers = min(workers or default_workers(), len(todo))
+    # as many figures at once as local workers were asked for
+    plot_processes = (workers or default_workers()) if scheduler is None else 1
+    # forked first, while this process has no thread: it imports matplotlib meanwhile
+    plotter = PlotProcess.start(plot_processes) if plots else None
+    try:
+        return _run(
+            run, spec, settings, sweep, tasks, todo, start=start, n_workers=n_workers,
+            scheduler=scheduler, progress=progress, plots=plots, plotter=plotter,
+            plot_processes=plot_processes,
+        )  # fmt: skip
+    finally:
+        if plotter is not None:
+            plotter.close()
+
+
+def _run(
+    run: RunDir,
+    spec: SweepSpec,
+    settings: list[Setting],
+    sweep: SweepDir,
+    tasks: list[CellTask],
+    todo: list[CellTask],
+    *,
+    start: float,
+    n_workers: int,
+    scheduler: str | None,
+    progress: ProgressCallback | None,
+    plots: bool,
+    plotter: PlotProcess | None,
+    plot_processes: int,
+) -> SweepResult:
+    """:func:`run_sweep` once its directory is ready: run the cells, write the outputs."""
+    skipped = len(tasks) - len(todo)
     pool: ProcessPoolExecutor | None = None
     loaded: LoadedRun | None = None
     if todo and scheduler is None:
         if n_workers == 1 or can_fork():
-            # the run, its visit loops and response models once, here; forked workers share them
-            loaded = load_run(run.path, run_token(run.manifest))
-            loaded.prepare(todo)
+            # the run, its visit loops and response models once, here; forked workers share
+            # them. The loops load in a thread while this one reads the run and builds the
+            # models (I/O and numpy, mostly without the GIL)
+            loading = start_warm_up(todo)
+            try:
+                loaded = load_run(run.path, run_token(run.manifest))
+                loaded.build_responses(todo)
+            finally:
+                loading.join()
             if n_workers > 1:
                 pool = fork_pool(loaded, n_workers)
         else:
@@ -302,8 +342,8 @@ def run_sweep(
             policies = tuple(dict.fromkeys(t.setting.policy for t in todo))
             pool = start_pool(run.path, run_token(run.manifest), n_workers, policies)
     plotting = threading.Thread(target=import_plotting, daemon=True)
-    if plots and todo:
-        # matplotlib's import, in the background while the cells run (nogil kernels)
+    if plots and todo and plotter is None:
+        # no plot process: matplotlib's import, in the background while the cells run
         plotting.start()
     failures: list[dict[str, Any]] = []
     state = {"done": skipped, "visits": 0}
@@ -378,19 +418,14 @@ def run_sweep(
     verdict = verdicts(summary, replicates)
     written: list[Path] = []
     if plots and len(results):
-        if plotting.is_alive():
-            plotting.join()  # no thread left: figures can be drawn in forked processes
-        # matplotlib loads lazily: worker processes import this module and never plot
-        from rlreco.io.plots import sweep_figures
-
         switches = {s.response: schedule_starts(s.response)[1:] for s in settings}
-        figures = sweep_figures(learning_curves(results), summary, sweep.plots_dir, switches)
-        # as many figures at once as local workers were asked for
-        call_forked(
-            [draw for _, draw in figures],
-            (workers or default_workers()) if scheduler is None else 1,
-        )
-        written = [path for path, _ in figures]
+        figures = (learning_curves(results), summary, sweep.plots_dir, switches)
+        if plotter is None or not plotter.draw(figures):
+            if plotting.is_alive():
+                plotting.join()  # no thread left: figures can be drawn in forked processes
+            # drawn here (again, if the plot process failed: its error is raised here)
+            draw_figures(figures, plot_processes)
+        written = sweep_figure_paths(summary, sweep.plots_dir)
     result = SweepResult(
         out=sweep.path,
         summary=summary,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,43 +187,63 @@ class LoadedRun:
         self.history_count = history_count
         self._responses: dict[tuple[str, int], Response] = {}
         self._state_weights = state_weights
-        self._warm: set[str] = set()
+        # a buffer for the next cell's tables, when no cell of this process is using it
+        self._spare: Tables | None = None
+        self._spare_lock = threading.Lock()
 
     def warm_up(self, policies: tuple[str, ...]) -> None:
         """Load (or compile) the visit loops of ``policies`` not loaded yet in this process, so
-        that no cell's timing includes it."""
-        new = tuple(p for p in policies if p not in self._warm)
-        if new:
-            from rlreco.engine.warmup import warm_up_simulation
-
-            warm_up_simulation(new)
-            self._warm.update(new)
+        that no cell's timing includes it (see :func:`warm_up`)."""
+        warm_up(policies)
 
     def prepare(self, tasks: list[CellTask]) -> None:
         """Load the visit loops of the tasks' policies and build their response models, once,
         before any cell runs (and before worker processes are forked from this one, which then
         share them).
 
-        The models are built in a thread while this one loads the loops: numpy releases the
-        GIL in the models' array work, so the two overlap. A failure is left for the cells to
-        meet again and report, one cell at a time (as if nothing had been prepared).
+        The loops load in a thread (:func:`start_warm_up`) while this one builds the models:
+        numpy releases the GIL in the models' array work, so the two overlap. A failure is left
+        for the cells to meet again and report, one cell at a time (as if nothing had been
+        prepared).
         """
+        loading = start_warm_up(tasks)
+        try:
+            self.build_responses(tasks)
+        finally:
+            loading.join()
+
+    def build_responses(self, tasks: list[CellTask]) -> None:
+        """Build the response model of every task's parameters not built yet; a failure is left
+        for the cells to meet again."""
         wanted: dict[tuple[str, int], SimulationParams] = {}
         for task in tasks:
             params = self.params(task)
             wanted.setdefault((params.response, params.slate_size), params)
-        builder = threading.Thread(target=self._build_responses, args=(list(wanted.values()),))
-        builder.start()
-        try:
-            with contextlib.suppress(Exception):
-                self.warm_up(tuple(dict.fromkeys(t.setting.policy for t in tasks)))
-        finally:
-            builder.join()
-
-    def _build_responses(self, wanted: list[SimulationParams]) -> None:
-        for params in wanted:
+        for params in wanted.values():
             with contextlib.suppress(Exception):
                 self.response(params)
+
+    @contextlib.contextmanager
+    def cell_tables(self) -> Iterator[Tables]:
+        """A copy of the run's starting tables for one cell to change.
+
+        The copy goes into a buffer this process reuses from cell to cell: a new copy would
+        fault in its pages again at every cell (about 75 MB, a tenth of a second, on the UCI
+        data). Cells running at once in threads (a Dask worker) get their own copies.
+        """
+        with self._spare_lock:
+            tables, self._spare = self._spare, None
+        if tables is None:
+            tables = self.tables.copy()
+        else:
+            # the padding columns are copied too: they stay -inf, as the kernels need
+            np.copyto(tables.padded, self.tables.padded)
+            np.copyto(tables.cells, self.tables.cells)
+        try:
+            yield tables
+        finally:
+            with self._spare_lock:
+                self._spare = tables
 
     def params(self, task: CellTask) -> SimulationParams:
         """Simulation parameters of a cell: the run's configuration with the cell's setting."""
@@ -327,17 +348,51 @@ def simulate_cell(loaded: LoadedRun, task: CellTask) -> CellOutcome:
     from rlreco.engine.simulation import Simulator
 
     params = loaded.params(task)
-    loaded.warm_up((params.policy,))
-    simulator = Simulator(
-        loaded.sampling_space(task),
-        loaded.tables.copy(),
-        params,
-        seed=task.seed,
-        stream=task.stream,
-        response=loaded.response(params),
-        phase_weights=loaded.phase_weights(task),
-    )
-    summary = simulator.run(task.episodes)
-    frame = simulator.metrics_frame()
+    warm_up((params.policy,))
+    with loaded.cell_tables() as tables:
+        simulator = Simulator(
+            loaded.sampling_space(task),
+            tables,
+            params,
+            seed=task.seed,
+            stream=task.stream,
+            response=loaded.response(params),
+            phase_weights=loaded.phase_weights(task),
+        )
+        summary = simulator.run(task.episodes)
+        frame = simulator.metrics_frame()
     metrics = {name: frame[name].to_numpy() for name in METRIC_COLUMNS}
     return CellOutcome(task.key, metrics, summary.seconds)
+
+
+#: policies whose visit loops this process has loaded (kernels are per process, not per run)
+_WARM: set[str] = set()
+
+
+def warm_up(policies: tuple[str, ...]) -> None:
+    """Load (or compile) the visit loops of ``policies`` not loaded yet in this process."""
+    new = tuple(p for p in dict.fromkeys(policies) if p not in _WARM)
+    if new:
+        from rlreco.engine.warmup import warm_up_simulation
+
+        warm_up_simulation(new)
+        _WARM.update(new)
+
+
+def start_warm_up(tasks: list[CellTask]) -> threading.Thread:
+    """Load the visit loops of the tasks' policies in a thread (numba's loading holds the GIL
+    for much of it, reading the run and building response models do not); join it before
+    forking. A failure is left for the cells to meet again.
+    """
+    # imported by the calling thread, not both: the reader of the run imports the same modules
+    import rlreco.engine.warmup  # noqa: F401
+
+    policies = tuple(dict.fromkeys(t.setting.policy for t in tasks))
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            warm_up(policies)
+
+    thread = threading.Thread(target=load, name="rlreco-warm-up", daemon=True)
+    thread.start()
+    return thread

@@ -23,14 +23,16 @@ import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from rlreco.config import is_schedule
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 #: metric -> (panel title, y-axis label)
 METRIC_LABELS: dict[str, tuple[str, str]] = {
@@ -89,7 +91,23 @@ def setting_labels(frame: pd.DataFrame) -> pd.Series:
     return pd.Series(labels, index=frame.index, dtype=object)
 
 
+def load_matplotlib() -> None:
+    """Import what drawing a figure needs (about half a second; matplotlib is imported only
+    where figures are drawn): a process about to draw calls this ahead of the data."""
+    from matplotlib import colormaps  # noqa: F401
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    from matplotlib.figure import Figure  # noqa: F401
+
+
+def _figure(width: float, height: float) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
 def _save(fig: Figure, path: Path) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=_DPI)
@@ -135,7 +153,7 @@ def plot_learning_curves(
     settings = data[list(SETTING_COLUMNS)].drop_duplicates().reset_index(drop=True)
     labels = setting_labels(settings)
     colors = _colors(len(settings))
-    fig = Figure(figsize=(6.0 * len(metrics) + 2.5, 4.5), layout="constrained")
+    fig = _figure(6.0 * len(metrics) + 2.5, 4.5)
     axes = [fig.add_subplot(1, len(metrics), i + 1) for i in range(len(metrics))]
     for ax, metric in zip(axes, metrics, strict=True):
         rows = data[data["metric"] == metric]
@@ -198,7 +216,7 @@ def plot_metrics_vs_epsilon(summary: pd.DataFrame, response: str, path: Path) ->
     other_labels = setting_labels(others) if len(others) else pd.Series([], dtype=object)
     eps = greedy["param"].to_numpy(dtype=float)
     positive = eps[eps > 0]
-    fig = Figure(figsize=(5.0 * len(metrics) + 2.5, 4.5), layout="constrained")
+    fig = _figure(5.0 * len(metrics) + 2.5, 4.5)
     axes = [fig.add_subplot(1, len(metrics), i + 1) for i in range(len(metrics))]
     for ax, metric in zip(axes, metrics, strict=True):
         mean, low, high = (f"{metric}_{k}" for k in ("mean", "low", "high"))
@@ -253,11 +271,10 @@ def sweep_figures(
     ``switches`` gives, per response, the visits at which its truth switches (schedules).
     """
     figures: list[tuple[Path, Callable[[], Path]]] = []
-    for response in sorted(summary["response"].unique().tolist()):
-        stem = file_stem(response)
+    paths = iter(sweep_figure_paths(summary, out_dir))
+    for response in _responses(summary):
         marks = (switches or {}).get(response, ())
-        learning = out_dir / f"learning_{stem}.png"
-        epsilon = out_dir / f"epsilon_{stem}.png"
+        learning, epsilon = next(paths), next(paths)
         figures.append(
             (learning, functools.partial(plot_learning_curves, curves, response, learning, marks))
         )
@@ -265,6 +282,19 @@ def sweep_figures(
             (epsilon, functools.partial(plot_metrics_vs_epsilon, summary, response, epsilon))
         )
     return figures
+
+
+def sweep_figure_paths(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """The PNG files :func:`sweep_figures` writes, in its order (without matplotlib)."""
+    paths = []
+    for response in _responses(summary):
+        stem = file_stem(response)
+        paths += [out_dir / f"learning_{stem}.png", out_dir / f"epsilon_{stem}.png"]
+    return paths
+
+
+def _responses(summary: pd.DataFrame) -> list[str]:
+    return sorted(summary["response"].unique().tolist())
 
 
 #: metric of an off-policy estimate -> (panel title, y-axis label)
@@ -289,7 +319,7 @@ def plot_estimates(summary: pd.DataFrame, metrics: list[str], path: Path) -> Pat
     """
     estimators = list(dict.fromkeys(summary["estimator"].tolist()))
     colors = _colors(len(estimators))
-    fig = Figure(figsize=(5.0 * len(metrics) + 2.5, 4.5), layout="constrained")
+    fig = _figure(5.0 * len(metrics) + 2.5, 4.5)
     axes = [fig.add_subplot(1, len(metrics), i + 1) for i in range(len(metrics))]
     eps = np.unique(summary["epsilon"].to_numpy(dtype=float))
     for ax, metric in zip(axes, metrics, strict=True):

@@ -1,0 +1,115 @@
+"""The plots of a sweep, drawn by a process forked when the sweep starts.
+
+Importing matplotlib takes about half a second and drawing the figures as long again, all of
+it holding the GIL: in the sweep process it would add to every sweep's wall time. A
+:class:`PlotProcess` is forked before the sweep reads the run (a process without threads, see
+:func:`~rlreco.app.sweep_execution.can_fork`), imports the plotting module on the other core
+while the sweep loads the run and runs its cells, then waits for the learning curves and the
+summary on a pipe and draws the figures (one process per figure, up to the workers asked for,
+:func:`~rlreco.app.sweep_execution.call_forked`). A failure there is not reported from there:
+the sweep process draws the figures again itself, so that the error is raised where the user
+sees it. Where it cannot fork, the sweep draws the figures itself after the cells.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from rlreco.app.sweep_execution import call_forked, can_fork
+from rlreco.io.plots import load_matplotlib, sweep_figures
+
+#: what a plot process is sent: curves, summary, plots folder, truth switches per response
+Figures = tuple[pd.DataFrame, pd.DataFrame, Path, Mapping[str, Sequence[int]]]
+
+
+def draw_figures(figures: Figures, processes: int) -> list[Path]:
+    """Draw the sweep's figures here (and in processes forked from here), importing matplotlib
+    now; return the PNG files written."""
+    curves, summary, out_dir, switches = figures
+    drawn = sweep_figures(curves, summary, out_dir, switches)
+    call_forked([draw for _, draw in drawn], processes)
+    return [path for path, _ in drawn]
+
+
+class PlotProcess:
+    """A forked process that imports matplotlib now and draws a sweep's figures when sent them.
+
+    Parameters
+    ----------
+    pid : int
+        The forked process.
+    pipe : int
+        Write end of the pipe it reads the figures from.
+    """
+
+    def __init__(self, pid: int, pipe: int) -> None:
+        self.pid = pid
+        self._pipe: int | None = pipe
+
+    @classmethod
+    def start(cls, processes: int) -> PlotProcess | None:
+        """Fork the process (None where :func:`can_fork` says no)."""
+        if not can_fork():
+            return None
+        read, write = os.pipe()
+        with warnings.catch_warnings():
+            # as in fork_pool: no other thread runs here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - the forked process (coverage does not follow)
+            os.close(write)
+            _serve(read, processes)
+        os.close(read)
+        return cls(pid, write)
+
+    def draw(self, figures: Figures) -> bool:
+        """Send the figures and wait until they are written; False if the process failed (or
+        died), and then nothing is left running."""
+        pipe, self._pipe = self._pipe, None
+        if pipe is None:
+            return False
+        try:
+            with open(pipe, "wb") as stream:
+                pickle.dump(figures, stream, protocol=pickle.HIGHEST_PROTOCOL)
+        except OSError:  # the process is gone (BrokenPipeError)
+            pass
+        return self._wait() == 0
+
+    def close(self) -> None:
+        """End the process without figures (the sweep failed or was interrupted)."""
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            os.close(pipe)  # the process reads the end of the pipe and exits
+            self._wait()
+
+    def _wait(self) -> int:
+        _, status = os.waitpid(self.pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+
+def _serve(pipe: int, processes: int) -> None:  # pragma: no cover - runs in the forked process
+    """The plot process: import the plotting module, read the figures, draw them, exit (0 when
+    written, or when the sweep sent none)."""
+    # Ctrl-C is the sweep's to handle: it closes the pipe, which ends this process
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    code = 1
+    try:
+        with contextlib.suppress(Exception):  # a failure shows when the sweep redraws
+            load_matplotlib()
+        with open(pipe, "rb") as stream:
+            data = stream.read()
+        if not data:
+            code = 0
+        else:
+            draw_figures(pickle.loads(data), processes)
+            code = 0
+    finally:
+        os._exit(code)
