@@ -1,5 +1,6 @@
-"""How a sweep uses processes and memory: figures drawn in forked processes, the progress bar's
-thread, and the reused heap of response-model builds."""
+"""How a sweep uses processes and memory: figures drawn in forked processes and by the plot
+process, the progress bar's thread, the reused heap of response-model builds, and the response
+models stored in the run directory."""
 
 from __future__ import annotations
 
@@ -11,9 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from helpers import small_spec, synthetic_run
 
-from rlreco.app import report, sweep_execution
+from rlreco.app import report, sweep, sweep_cells, sweep_execution, sweep_plots
+from rlreco.app.sweep import run_sweep
+from rlreco.engine.response import build_response
+from rlreco.engine.simulation_params import SimulationParams
+from rlreco.io import array_cache
 from rlreco.io.parquet_tables import reused_heap, use_system_allocator
 
 
@@ -82,3 +89,111 @@ def test_response_models_are_built_on_a_reused_heap_and_the_setting_is_restored(
         reused = page_faults_of_reallocating()
     assert reused < fresh / 5
     assert page_faults_of_reallocating() > 5 * reused  # loading's setting is back
+
+
+# ---- the stored popularity model -------------------------------------------------------------
+
+
+def popularity_sweep(run: Path, out: Path, **changes: object) -> pd.DataFrame:
+    """A small popularity sweep, loading the run afresh (nothing kept from other sweeps)."""
+    sweep_cells._LOADED.clear()
+    spec = small_spec(epsilons=(0.0, 0.2), replicates=2, responses=("popularity",), **changes)
+    return run_sweep(run, spec, out, workers=1, plots=False).results.drop(columns="cell_seconds")
+
+
+def test_popularity_model_is_stored_in_the_run_and_read_back_bit_for_bit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = synthetic_run(tmp_path / "run", seed=4)
+    built = popularity_sweep(run.path, tmp_path / "built")
+    stored = sorted((run.path / array_cache.CACHE_DIR).glob("popularity-*.npz"))
+    assert len(stored) == 1
+
+    # the stored arrays are the model's, bit for bit
+    loaded = sweep_cells.load_run(run.path, sweep_cells.run_token(run.manifest))
+    params = SimulationParams.from_config(loaded.config, response="popularity")
+    fresh = build_response(
+        "popularity",
+        loaded.space,
+        rewards=params.rewards,
+        slate_size=params.slate_size,
+        click_probs=params.click_probs,
+        buy_probs=params.buy_probs,
+        history_count=loaded.history_count,
+    )
+    with np.load(stored[0]) as arrays:
+        assert arrays["truth"].tobytes() == fresh.truth[0].tobytes()
+        assert arrays["best_mu"].tobytes() == fresh.best_mu[0].tobytes()
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model is read, not built")
+
+    monkeypatch.setattr(sweep_cells, "build_response", broken)
+    pd.testing.assert_frame_equal(popularity_sweep(run.path, tmp_path / "read"), built)
+    monkeypatch.undo()
+
+    # another slate size is another model; a damaged file is built again and replaced
+    popularity_sweep(run.path, tmp_path / "slate", slate_sizes=(5,))
+    assert len(list((run.path / array_cache.CACHE_DIR).glob("popularity-*.npz"))) == 2
+    stored[0].write_bytes(stored[0].read_bytes()[:1000])
+    pd.testing.assert_frame_equal(popularity_sweep(run.path, tmp_path / "damaged"), built)
+    with np.load(stored[0]) as arrays:
+        assert arrays["truth"].tobytes() == fresh.truth[0].tobytes()
+
+
+def test_a_run_directory_that_cannot_store_the_model_still_sweeps(tmp_path: Path) -> None:
+    run = synthetic_run(tmp_path / "run", seed=5)
+    (run.path / array_cache.CACHE_DIR).write_text("not a folder")
+    first = popularity_sweep(run.path, tmp_path / "a")
+    pd.testing.assert_frame_equal(popularity_sweep(run.path, tmp_path / "b"), first)
+    assert (run.path / array_cache.CACHE_DIR).read_text() == "not a folder"
+
+
+# ---- the plot process ------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks on Linux only")
+def test_plots_are_drawn_by_the_plot_process_and_again_here_if_it_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # threads other tests left behind (Dask's) hold no lock the plot process needs
+    monkeypatch.setattr(sweep_execution, "can_fork", lambda: True)
+    monkeypatch.setattr(sweep_plots, "can_fork", lambda: True)
+    run = synthetic_run(tmp_path / "run", seed=6)
+    here = os.getpid()
+    drawn_here: list[int] = []
+    real = sweep_plots.draw_figures
+
+    def draw_here(figures: sweep_plots.Figures, processes: int) -> list[Path]:
+        drawn_here.append(os.getpid())
+        return real(figures, processes)
+
+    monkeypatch.setattr(sweep, "draw_figures", draw_here)
+    spec = small_spec(epsilons=(0.0, 1.0), replicates=2)
+    result = run_sweep(run.path, spec, tmp_path / "out", workers=1)
+    assert drawn_here == []  # the plot process drew them
+    assert [p.name for p in result.plots] == ["learning_seed.png", "epsilon_seed.png"]
+    for png in result.plots:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    def fails_away_from_here(figures: sweep_plots.Figures, processes: int) -> list[Path]:
+        if os.getpid() != here:
+            raise RuntimeError("plot process broke")
+        return real(figures, processes)
+
+    monkeypatch.setattr(sweep_plots, "draw_figures", fails_away_from_here)
+    for png in result.plots:
+        png.unlink()
+    again = run_sweep(run.path, spec, tmp_path / "out", workers=1)
+    assert drawn_here == [here] and again.plots == result.plots
+    assert all(png.is_file() for png in again.plots)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks on Linux only")
+def test_a_plot_process_ends_when_the_sweep_sends_nothing() -> None:
+    plotter = sweep_plots.PlotProcess.start(1)
+    assert plotter is not None
+    plotter.close()  # reaped: waitpid would fail on a second wait
+    with pytest.raises(ChildProcessError):
+        os.waitpid(plotter.pid, 0)
+    assert not plotter.draw((pd.DataFrame(), pd.DataFrame(), Path("."), {}))

@@ -333,6 +333,8 @@ def _run(
             try:
                 loaded = load_run(run.path, run_token(run.manifest))
                 loaded.build_responses(todo)
+                if n_workers == 1:
+                    loaded.reserve_tables()  # forked workers make their own
             finally:
                 loading.join()
             if n_workers > 1:

@@ -23,12 +23,19 @@ from rlreco.app.sweep_grid import Setting
 from rlreco.app.truth import load_truth_tables
 from rlreco.config import RunConfig, config_from_dict, is_schedule, parse_schedule
 from rlreco.engine import streams
-from rlreco.engine.response import Response, build_response
+from rlreco.engine.response import (
+    POPULARITY_VERSION,
+    Response,
+    build_response,
+    known_response,
+)
 from rlreco.engine.simulation_params import SimulationParams
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.sweep_statistics import METRIC_COLUMNS
 from rlreco.engine.tables import Tables
 from rlreco.errors import SimulationError, SnapshotError
+from rlreco.schema import TRUTH_DTYPE
+from rlreco.io.array_cache import read_arrays, write_arrays
 from rlreco.io.parquet_tables import reused_heap
 from rlreco.io.run_dir import RunDir
 
@@ -171,6 +178,12 @@ class LoadedRun:
         loaded = cls.__new__(cls)
         weights = _holdout_weights(run.run_dir)
         loaded._setup(run.space, run.tables, run.config, history_count, weights)
+        # what the popularity model is computed from besides the parameters: the run's space
+        # and initial counts, fixed for a run id
+        loaded._cache = (
+            run.run_dir.path,
+            {"run_id": manifest["run_id"], "initial_snapshot": manifest["initial_snapshot"]},
+        )
         return run_token(manifest), loaded
 
     def _setup(
@@ -187,6 +200,8 @@ class LoadedRun:
         self.history_count = history_count
         self._responses: dict[tuple[str, int], Response] = {}
         self._state_weights = state_weights
+        # run directory and run inputs of the stored popularity models (None: not stored)
+        self._cache: tuple[Path, dict[str, Any]] | None = None
         # a buffer for the next cell's tables, when no cell of this process is using it
         self._spare: Tables | None = None
         self._spare_lock = threading.Lock()
@@ -222,6 +237,12 @@ class LoadedRun:
         for params in wanted.values():
             with contextlib.suppress(Exception):
                 self.response(params)
+
+    def reserve_tables(self) -> None:
+        """Allocate the buffer of :meth:`cell_tables` now, in this process (its pages fault in
+        while the visit loops load, rather than in the first cell)."""
+        with self.cell_tables():
+            pass
 
     @contextlib.contextmanager
     def cell_tables(self) -> Iterator[Tables]:
@@ -294,6 +315,10 @@ class LoadedRun:
         """The response model of some parameters, built on first use."""
         key = (params.response, params.slate_size)
         if key not in self._responses:
+            stored = self._stored_popularity(params)
+            if stored is not None:
+                self._responses[key] = stored
+                return stored
             with reused_heap():
                 self._responses[key] = build_response(
                     params.response,
@@ -305,7 +330,50 @@ class LoadedRun:
                     history_count=self.history_count,
                     truth_tables=load_truth_tables(params.response),
                 )
+            self._store_popularity(params, self._responses[key])
         return self._responses[key]
+
+    def _popularity_inputs(self, params: SimulationParams) -> dict[str, Any] | None:
+        """Everything a ``popularity`` model's arrays are computed from (None: not stored)."""
+        if self._cache is None or params.response != "popularity":
+            return None
+        return {
+            **self._cache[1],
+            "version": POPULARITY_VERSION,
+            "shape": list(self.tables.shape),
+            "slate_size": int(params.slate_size),
+            "rewards": [float(r).hex() for r in params.rewards],
+            "click_probs": [float(p).hex() for p in params.click_probs],
+            "buy_probs": [float(p).hex() for p in params.buy_probs],
+        }
+
+    def _stored_popularity(self, params: SimulationParams) -> Response | None:
+        """The ``popularity`` model of some parameters as an earlier sweep stored it in the run
+        directory (:mod:`rlreco.io.array_cache`), or None."""
+        inputs = self._popularity_inputs(params)
+        if inputs is None or self._cache is None:
+            return None
+        expected = {
+            "truth": (self.tables.shape, np.dtype(TRUTH_DTYPE)),
+            "best_mu": ((self.space.n_states,), np.dtype(np.float64)),
+        }
+        arrays = read_arrays(self._cache[0], "popularity", inputs, expected)
+        if arrays is None:
+            return None
+        return known_response(
+            params.response,
+            arrays["truth"],
+            arrays["best_mu"],
+            rewards=params.rewards,
+            click_probs=params.click_probs,
+            buy_probs=params.buy_probs,
+        )
+
+    def _store_popularity(self, params: SimulationParams, response: Response) -> None:
+        inputs = self._popularity_inputs(params)
+        if inputs is not None and self._cache is not None:
+            arrays = {"truth": response.truth[0], "best_mu": response.best_mu[0]}
+            write_arrays(self._cache[0], "popularity", inputs, arrays)
 
 
 _LOADED: dict[str, LoadedRun] = {}

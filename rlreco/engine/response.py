@@ -66,6 +66,9 @@ from rlreco.schema import TRUTH_DTYPE
 
 #: Weights of the state, segment and uniform terms of the popularity formula.
 STATE_SHARE, SEGMENT_SHARE, UNIFORM_SHARE = 0.45, 0.45, 0.10
+#: Version of the popularity formula and its calibration: stored models (a sweep caches them
+#: in the run directory) are keyed by it, so it changes with any change to their numbers.
+POPULARITY_VERSION = 1
 #: States per chunk of the dense truth computations: bounds their temporaries (a few arrays of
 #: ROW_CHUNK x catalogue float64) whatever the size of the state space.
 ROW_CHUNK = 1024
@@ -427,12 +430,39 @@ def build_response(
         name, space, slate_size, click_probs, buy_probs, history_count, truth_tables
     )
     best_mu = best_slate_mu(space, truth, rewards, slate_size)
+    return known_response(
+        name, truth, best_mu, rewards=rewards, click_probs=click_probs, buy_probs=buy_probs
+    )
+
+
+def known_response(
+    name: str,
+    truth: np.ndarray,
+    best_mu: np.ndarray,
+    *,
+    rewards: tuple[float, float, float],
+    click_probs: Sequence[float],
+    buy_probs: Sequence[float],
+) -> Response:
+    """A fixed known truth as a response model, from arrays built earlier (e.g. stored).
+
+    Parameters
+    ----------
+    name : str
+        ``"popularity"`` or a truth table's path.
+    truth : ndarray of TRUTH_DTYPE, shape (n_states, n_products)
+    best_mu : ndarray of float64, shape (n_states,)
+        :func:`best_slate_mu` of ``truth`` under ``rewards`` and the slate size.
+    rewards : (float, float, float)
+    click_probs, buy_probs : sequence of float
+        Seed model count distributions (kept for the kernels' arguments).
+    """
     return Response(
         name,
         rewards,
         ResponseModel.truth,
-        click_cdf,
-        buy_cdf,
+        count_cdf(click_probs, "click_probs"),
+        count_cdf(buy_probs, "buy_probs"),
         truth[None],
         best_mu[None],
         np.zeros(1, dtype=np.int64),
