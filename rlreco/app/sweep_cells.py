@@ -34,10 +34,10 @@ from rlreco.engine.state_space import StateSpace
 from rlreco.engine.sweep_statistics import METRIC_COLUMNS
 from rlreco.engine.tables import Tables
 from rlreco.errors import SimulationError, SnapshotError
-from rlreco.schema import TRUTH_DTYPE
 from rlreco.io.array_cache import read_arrays, write_arrays
 from rlreco.io.parquet_tables import reused_heap
 from rlreco.io.run_dir import RunDir
+from rlreco.schema import TRUTH_DTYPE
 
 #: snapshot columns :meth:`Tables.from_columns` reads
 PAYLOAD_SNAPSHOT_COLUMNS = (

@@ -62,6 +62,5 @@ def write_arrays(
 ) -> None:
     """Store the arrays (nothing happens where the run directory cannot be written)."""
     path = cache_path(run_path, name, inputs)
-    with contextlib.suppress(OSError), atomic_path(path) as tmp:
-        with tmp.open("wb") as stream:
-            np.savez(stream, **arrays)
+    with contextlib.suppress(OSError), atomic_path(path) as tmp, tmp.open("wb") as stream:
+        np.savez(stream, allow_pickle=False, **arrays)
