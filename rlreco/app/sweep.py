@@ -4,7 +4,7 @@
 (:mod:`rlreco.app.sweep_grid`), runs the cells not yet finished in the sweep directory
 (:mod:`rlreco.app.sweep_cells`, :mod:`rlreco.app.sweep_execution`), then writes the per-block
 results, the summary with confidence intervals (:mod:`rlreco.engine.sweep_statistics`) and
-the plots.
+the plots (drawn by a process forked at the start, :mod:`rlreco.app.sweep_plots`).
 
 A *cell* is one replicate of a setting: ``episodes`` visits from the run directory's latest
 snapshot, with per-block metrics (``blocks`` blocks per cell).

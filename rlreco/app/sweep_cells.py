@@ -1,8 +1,10 @@
 """One cell of a sweep: a setting's replicate simulated from a copy of the run's tables.
 
-A local sweep loads the run once (:func:`load_run`), loads the visit loops and builds the grid's
-response models once (:meth:`LoadedRun.prepare`), and copies the tables per cell; its forked
-workers inherit all of it. Spawned and Dask workers build the same once per process
+A local sweep loads the run once (:func:`load_run`), loads the visit loops
+(:func:`start_warm_up`, in a thread meanwhile) and builds the grid's response models once
+(:meth:`LoadedRun.build_responses`; ``popularity`` is stored in the run directory for the next
+sweep), and copies the tables per cell into a reused buffer; its forked workers inherit all of
+it. Spawned and Dask workers build the same once per process
 (:func:`load_run`, :func:`load_payload`). The simulator and its kernels (numba) are imported
 where a run is loaded.
 """
@@ -211,25 +213,11 @@ class LoadedRun:
         that no cell's timing includes it (see :func:`warm_up`)."""
         warm_up(policies)
 
-    def prepare(self, tasks: list[CellTask]) -> None:
-        """Load the visit loops of the tasks' policies and build their response models, once,
-        before any cell runs (and before worker processes are forked from this one, which then
-        share them).
-
-        The loops load in a thread (:func:`start_warm_up`) while this one builds the models:
-        numpy releases the GIL in the models' array work, so the two overlap. A failure is left
-        for the cells to meet again and report, one cell at a time (as if nothing had been
-        prepared).
-        """
-        loading = start_warm_up(tasks)
-        try:
-            self.build_responses(tasks)
-        finally:
-            loading.join()
-
     def build_responses(self, tasks: list[CellTask]) -> None:
-        """Build the response model of every task's parameters not built yet; a failure is left
-        for the cells to meet again."""
+        """Build (or read, see :meth:`response`) the response model of every task's parameters,
+        once, before any cell runs (and before worker processes are forked from this one, which
+        then share them). A failure is left for the cells to meet again and report, one cell at
+        a time (as if nothing had been built)."""
         wanted: dict[tuple[str, int], SimulationParams] = {}
         for task in tasks:
             params = self.params(task)

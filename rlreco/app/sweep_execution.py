@@ -1,21 +1,22 @@
 """Running the cells of a sweep: in this process, in a local process pool, or on Dask.
 
 ``workers=1`` runs the cells in the calling process. With more workers, the calling process
-loads the run, the visit loops and the response models once (:meth:`LoadedRun.prepare`) and
-then forks the pool's workers (:func:`fork_pool`), which start at once with all of it, shared
-copy-on-write: no interpreter start, import, file read, kernel load or model build per worker.
-Where fork is unsafe (a platform without it, or a process already running other threads, such
-as a progress bar's) the pool falls back to ``spawn`` (:func:`start_pool`): workers started
-before the driver reads anything, each loading the run itself, in parallel. Either way a worker
-reuses the run for all its cells; Ctrl-C terminates the pool at once. A worker that dies
-(``kill -9``) ends the sweep with one line; workers end themselves when the driver dies. Cells
-are saved by the driver as they finish, so either way running the sweep again finishes the
-grid. ``scheduler="tcp://HOST:PORT"`` runs the cells on an existing Dask distributed cluster
-(extra ``rlreco[dask]``): the driver scatters the run's columns to the workers, so they need
-no shared file system (truth-table responses are read by path, though). All paths run the same
-function on the same data, so the results are identical whatever the execution; only
-wall-clock times differ. The plots, drawn after the cells, are shared the same way between the
-sweep process and processes forked for them (:func:`call_forked`).
+loads the run, the visit loops and the response models once (``start_warm_up`` and
+:meth:`LoadedRun.build_responses`) and then forks the pool's workers (:func:`fork_pool`), which
+start at once with all of it, shared copy-on-write: no interpreter start, import, file read,
+kernel load or model build per worker. Where fork is unsafe (a platform without it, or a process
+already running other threads, such as a progress bar's) the pool falls back to ``spawn``
+(:func:`start_pool`): workers started before the driver reads anything, each loading the run
+itself, in parallel. Either way a worker reuses the run for all its cells; Ctrl-C terminates the
+pool at once. A worker that dies (``kill -9``) ends the sweep with one line; workers end
+themselves when the driver dies. Cells are saved by the driver as they finish, so either way
+running the sweep again finishes the grid. ``scheduler="tcp://HOST:PORT"`` runs the cells on an
+existing Dask distributed cluster (extra ``rlreco[dask]``): the driver scatters the run's
+columns to the workers, so they need no shared file system (truth-table responses are read by
+path, though). All paths run the same function on the same data, so the results are identical
+whatever the execution; only wall-clock times differ. The plots, drawn after the cells by the
+plot process (:mod:`rlreco.app.sweep_plots`), are shared the same way between it and processes
+forked from it (:func:`call_forked`).
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ def can_fork() -> bool:
 
 def fork_pool(loaded: LoadedRun, workers: int) -> ProcessPoolExecutor:
     """Fork ``workers`` processes from this one, each with ``loaded`` (prepared: see
-    :meth:`LoadedRun.prepare`) as the run its cells use."""
+    :meth:`LoadedRun.build_responses`) as the run its cells use."""
     _WORKER_RUN[:] = [loaded]
     pool = ProcessPoolExecutor(
         workers,
