@@ -128,7 +128,8 @@ def _save(fig: Figure, path: Path) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=_DPI)
+    # zlib level 1: a fraction of the default level's encoding time, for files ~15% larger
+    fig.savefig(path, dpi=_DPI, pil_kwargs={"compress_level": 1})
     return path
 
 
