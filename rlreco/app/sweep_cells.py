@@ -172,8 +172,10 @@ class LoadedRun:
 
         run = Run.load(path)  # simulate's loader
         manifest = run.run_dir.manifest
+        # the loaded tables never change (cells run on copies): the initial snapshot's counts
+        # are read where they are, not copied
         history_count = (
-            run.tables.count.copy()
+            run.tables.count
             if manifest["snapshot"] == manifest["initial_snapshot"]
             else run.history_count()
         )
