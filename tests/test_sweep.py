@@ -608,19 +608,23 @@ def stat_state(pid: int) -> bytes:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc for child pids")
+@pytest.mark.parametrize("plots", [False, True], ids=["no-plots", "plots"])
 def test_sweep_resumes_after_kill_9_of_the_sweep(
-    run_dir: Path, uninterrupted: bytes, tmp_path: Path
+    run_dir: Path, uninterrupted: bytes, tmp_path: Path, plots: bool
 ) -> None:
     out = tmp_path / "out"
+    command = sweep_command(run_dir, out, 2)
+    if plots:  # a plot process waits for the figures too
+        command.remove("--no-plots")
     process = subprocess.Popen(
-        sweep_command(run_dir, out, 2), env=ENV, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     wait_for_cells(process, out, 1)
     workers = [pid for pid in children(process.pid) if is_worker(pid)]
+    assert len(workers) == 2 + plots
     os.kill(process.pid, signal.SIGKILL)
     process.communicate(timeout=60)
-    # orphaned workers notice and end themselves
+    # orphaned workers (and the plot process) notice and end themselves
     deadline = time.monotonic() + 30
     while any(stat_state(pid) not in (b"Z", b"X") for pid in workers):
         assert time.monotonic() < deadline, "a worker outlived the sweep"
