@@ -12,6 +12,7 @@ import pytest
 from naive import synthetic_world
 from typer.testing import CliRunner
 
+from rlreco.app import sweep_plots
 from rlreco.app.prepare import prepare
 from rlreco.app.truth import load_truth_tables
 from rlreco.cli import app
@@ -274,6 +275,8 @@ def test_sweep_over_a_drift_marks_the_switch(
         return original(self, x, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Axes, "axvline", record)
+    # the figures drawn in this process, where the lines are recorded (not by a plot process)
+    monkeypatch.setattr(sweep_plots, "can_fork", lambda: False)
     argv = ["sweep", str(drift_run), "--out", str(tmp_path / "sw"), "--epsilons", "0,0.5",
             "--step-sizes", "1/n,0.2", "--drift-every", "800", "--replicates", "2",
             "--episodes", "1600", "--blocks", "4", "--workers", "1", "--json"]  # fmt: skip
