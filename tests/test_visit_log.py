@@ -23,6 +23,7 @@ import rlreco.app.simulate
 from rlreco.app.simulate import simulate_run
 from rlreco.cli import app
 from rlreco.config import RunConfig
+from rlreco.engine.kernels.propensity import greedy_propensities_nb
 from rlreco.engine.response import expected_reward
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
@@ -284,3 +285,35 @@ def test_on_one_core_parts_are_written_in_the_call_and_the_same(
     for part in parts:
         threaded = (runs["threads"] / LOG_FOLDER / part).read_bytes()
         assert threaded == (runs["one"] / LOG_FOLDER / part).read_bytes()
+
+
+def test_greedy_propensities_match_their_definition() -> None:
+    """Slot i's propensity is (1 - eps) [slate[i] == g_i] + eps / (K - i), g_i the best of the
+    top list not in slots 0..i-1 (1 / (K - i) once none is left), on slates mixing greedy
+    picks with explored ones that take later entries of the top list."""
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        n = int(rng.integers(1, 9))
+        found = int(rng.integers(0, n + 1))
+        top = rng.permutation(30)[:n].astype(np.int64)
+        top[found:] = -1
+        slate = np.empty(n, dtype=np.int64)
+        for i in range(n):
+            free = [p for p in top[:found] if p not in slate[:i]]
+            if free and rng.random() < 0.6:
+                slate[i] = free[0]
+            else:  # explored: any product not shown yet, often one of the top list
+                pool = [p for p in (*top[:found], *range(30, 40)) if p not in slate[:i]]
+                slate[i] = pool[int(rng.integers(len(pool)))]
+        epsilon, size = float(rng.uniform(0.0, 1.0)), 50
+        out = np.empty(n)
+        greedy_propensities_nb(epsilon, size, slate, top, found, out)
+        expected = []
+        for i in range(n):
+            free = [p for p in top[:found] if p not in slate[:i]]
+            left = size - i
+            if free:
+                expected.append((1.0 - epsilon) * (slate[i] == free[0]) + epsilon / left)
+            else:
+                expected.append(1.0 / left)
+        assert out.tolist() == expected
