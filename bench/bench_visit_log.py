@@ -7,7 +7,8 @@ products, slate 10, epsilon-greedy 0.1; skipped when absent), each call in a fre
 a fresh copy of the prepared run, the two commands alternating. Both rates are reported: per CPU
 second of the process (user + system, all threads: what the machine pays, and the figure that
 stays meaningful on a shared machine) and per wall-clock second (what a user waits for; the log
-parts are encoded on a second thread while the kernel simulates, so it needs a second core).
+parts are encoded on a second thread while the kernel simulates, so it needs a second core; a
+process limited to one CPU, e.g. under ``taskset -c 0``, writes them between kernel calls).
 The same-run baseline is the call without ``--log``.
 
 ``bench_log_part_writer`` isolates the part writer (:class:`rlreco.io.visit_log.LogWriter`) on

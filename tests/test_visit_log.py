@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +19,18 @@ from mongo_suite import patch_mongomock
 from typer.testing import CliRunner
 
 import rlreco.app.recommend
+import rlreco.app.simulate
 from rlreco.app.simulate import simulate_run
 from rlreco.cli import app
 from rlreco.config import RunConfig
+from rlreco.engine.kernels.propensity import greedy_propensities_nb
 from rlreco.engine.response import expected_reward
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.engine.target_slate import Catalogues, on_policy_value
 from rlreco.errors import DataError
 from rlreco.io.run_dir import RunDir
-from rlreco.io.visit_log import LOG_FOLDER, LOG_SCHEMA, read_visit_log
+from rlreco.io.visit_log import LOG_FOLDER, LOG_SCHEMA, LogWriter, read_visit_log
 
 runner = CliRunner()
 REWARDS = (-2.0, 1.0, 5.0)
@@ -253,3 +256,64 @@ def test_a_part_that_cannot_be_written_stops_the_call_before_its_commit(tmp_path
     (run / LOG_FOLDER).unlink()
     simulate_run(run, 500, log=True, chunk=100)
     assert RunDir.open(run).visits == 500 and len(log_frame(run)) == 500 * 10
+
+
+def test_on_one_core_parts_are_written_in_the_call_and_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that may use one CPU writes each part on the simulating thread (no log thread
+    to preempt the kernel), byte for byte the parts of the threaded writer."""
+    base = synthetic_run(tmp_path / "base").path
+    runs = {name: Path(shutil.copytree(base, tmp_path / name)) for name in ("threads", "one")}
+    writers: dict[str, set[str]] = {"threads": set(), "one": set()}
+    write = LogWriter.write
+    for name, cores in (("threads", 2), ("one", 1)):
+
+        def spy(self: LogWriter, table: pa.Table, seen: set[str] = writers[name]) -> Path:
+            seen.add(threading.current_thread().name)
+            return write(self, table)
+
+        monkeypatch.setattr(LogWriter, "write", spy)
+        monkeypatch.setattr(rlreco.app.simulate, "usable_cores", lambda cores=cores: cores)
+        simulate_run(runs[name], 1_500, log=True, chunk=600)
+    assert writers["one"] == {threading.current_thread().name}
+    assert writers["threads"] and all(n.startswith("rlreco-log") for n in writers["threads"])
+    parts = sorted(p.name for p in (runs["threads"] / LOG_FOLDER).glob("*.parquet"))
+    assert len(parts) == 3 and parts == sorted(
+        p.name for p in (runs["one"] / LOG_FOLDER).glob("*.parquet")
+    )
+    for part in parts:
+        threaded = (runs["threads"] / LOG_FOLDER / part).read_bytes()
+        assert threaded == (runs["one"] / LOG_FOLDER / part).read_bytes()
+
+
+def test_greedy_propensities_match_their_definition() -> None:
+    """Slot i's propensity is (1 - eps) [slate[i] == g_i] + eps / (K - i), g_i the best of the
+    top list not in slots 0..i-1 (1 / (K - i) once none is left), on slates mixing greedy
+    picks with explored ones that take later entries of the top list."""
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        n = int(rng.integers(1, 9))
+        found = int(rng.integers(0, n + 1))
+        top = rng.permutation(30)[:n].astype(np.int64)
+        top[found:] = -1
+        slate = np.empty(n, dtype=np.int64)
+        for i in range(n):
+            free = [p for p in top[:found] if p not in slate[:i]]
+            if free and rng.random() < 0.6:
+                slate[i] = free[0]
+            else:  # explored: any product not shown yet, often one of the top list
+                pool = [p for p in (*top[:found], *range(30, 40)) if p not in slate[:i]]
+                slate[i] = pool[int(rng.integers(len(pool)))]
+        epsilon, size = float(rng.uniform(0.0, 1.0)), 50
+        out = np.empty(n)
+        greedy_propensities_nb(epsilon, size, slate, top, found, out)
+        expected = []
+        for i in range(n):
+            free = [p for p in top[:found] if p not in slate[:i]]
+            left = size - i
+            if free:
+                expected.append((1.0 - epsilon) * (slate[i] == free[0]) + epsilon / left)
+            else:
+                expected.append(1.0 / left)
+        assert out.tolist() == expected

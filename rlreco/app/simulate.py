@@ -13,6 +13,7 @@ resumed.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import time
@@ -359,15 +360,26 @@ class LogFlusher:
     At most one part is in flight: a call copies its records (the kernel reuses their buffer),
     waits for the previous part, then hands this one over. :meth:`wait` returns once every part
     handed over is on disk and raises the error of one that failed.
+
+    A process that may run on one core only (its CPU affinity, e.g. ``taskset -c 0``) writes
+    each part in the call instead: a second thread there buys no overlap, only preempts the
+    kernel mid-chunk (each switch costs the kernel its cached table lines).
     """
 
-    def __init__(self, writer: LogWriter) -> None:
+    def __init__(self, writer: LogWriter, *, threaded: bool | None = None) -> None:
         self._writer = writer
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlreco-log")
+        if threaded is None:
+            threaded = usable_cores() > 1
+        self._thread = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlreco-log") if threaded else None
+        )
         self._pending: Future[Path] | None = None
 
     def __call__(self, records: np.ndarray) -> None:
         table = self._writer.table(records)
+        if self._thread is None:
+            self._writer.write(table)
+            return
         self.wait()
         self._pending = self._thread.submit(self._writer.write, table)
 
@@ -381,7 +393,15 @@ class LogFlusher:
         """Stop the thread once the part in flight is written or failed (after an error
         elsewhere: its own error, if any, is the lesser news; :meth:`wait` reports it)."""
         self._pending = None
-        self._thread.shutdown(wait=True)
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def policy_changes(

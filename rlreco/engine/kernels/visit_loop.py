@@ -28,6 +28,7 @@ from rlreco.engine.kernels.propensity import (
     count_found_nb,
     greedy_propensities_nb,
     lookup_top_nb,
+    prefetch_records_nb,
     slate_propensities_nb,
 )
 from rlreco.engine.kernels.records import (
@@ -187,6 +188,8 @@ def make_visit_loop(family: int, logging: bool) -> Any:
         truth = phase_truth[phase]
         best_mu = phase_best[phase]
         state_cdf = phase_cdf[phase]
+        if logging:
+            log_rows = log.reshape((1, log.shape[0]))  # a view, for prefetch_records_nb
         for visit in range(first_visit, first_visit + n_visits):
             if visit >= switch:
                 phase = phase_of_visit_nb(phase_start, visit)
@@ -194,6 +197,8 @@ def make_visit_loop(family: int, logging: bool) -> Any:
                 truth = phase_truth[phase]
                 best_mu = phase_best[phase]
                 state_cdf = phase_cdf[phase]
+            if logging:
+                prefetch_records_nb(log_rows, (visit - first_visit) * n, n)
             state = draw_state_nb(rng, state_cdf, n_states)
             segment = state_segment[state]
             first = catalogue_ptr[segment]
@@ -224,8 +229,10 @@ def make_visit_loop(family: int, logging: bool) -> Any:
                 explored = choose_thompson_slate_nb(
                     rng, thompson, value, cells, state, catalogue, param, slate, thompson_work
                 )
+            prefetch_slate_nb(value, index, depth, cells, truth, state, slate)
             if logging:
-                # the slate's propensities read the tables before the update and draw nothing
+                # the slate's propensities read the tables before the update and draw nothing;
+                # computed while the prefetched table lines of the slate are on their way
                 if family == GREEDY_LOOP:
                     if explored < n:  # a greedy or padded slot: the policy looked the top n up
                         found = count_found_nb(top_product, n)
@@ -237,7 +244,6 @@ def make_visit_loop(family: int, logging: bool) -> Any:
                     greedy_propensities_nb(epsilon, size, slate, top_product, found, propensity)
                 else:
                     slate_propensities_nb(state, world, learner, policy, ws)
-            prefetch_slate_nb(value, index, depth, cells, truth, state, slate)
             respond_update_record_nb(
                 rng, state, explored, model, click_cdf, buy_cdf, truth, best_mu, outcome_reward,
                 value, index, depth, search, step, cells, cache_floor, cache_size, cache_items,
