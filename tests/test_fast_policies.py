@@ -54,16 +54,18 @@ def check_ucb1_cache(cache: Ucb1Cache, world: World) -> None:
             continue
         tries = world.cells["reco_count"][state]
         tried = [p for p in world.catalogue(state) if tries[p] > 0]
-        row = cache.product[state, :size].tolist()
+        row = cache.entry["product"][state, :size].tolist()
         assert sorted(row) == tried
-        np.testing.assert_array_equal(cache.value[state, :size], world.value[state, row])
+        np.testing.assert_array_equal(cache.entry["value"][state, :size], world.value[state, row])
         assert [int(tries[p]) for p in row] == sorted((int(tries[p]) for p in tried), reverse=True)
         counts = sorted({int(tries[p]) for p in tried}, reverse=True)
         groups = int(cache.groups[state])
         assert cache.tries[state, :groups].tolist() == counts
         firsts = [[int(tries[p]) for p in row].index(k) for k in counts]
         assert cache.start[state, :groups].tolist() == firsts
-        np.testing.assert_array_equal(cache.head[state, :groups], cache.value[state, firsts])
+        np.testing.assert_array_equal(
+            cache.head[state, :groups], cache.entry["value"][state, firsts]
+        )
         for g, (first, end) in enumerate(zip(firsts, [*firsts[1:], size], strict=True)):
             group = row[first:end]
             ranked = sorted(group, key=lambda p: (-world.value[state, p], p))
@@ -148,7 +150,7 @@ def test_ucb1_ranks_keys_that_round_equal_by_product_id(block_max: int) -> None:
         world.catalogue_of(0), c, shown, slate, work,
     )  # fmt: skip
     size = int(cache.size[0])
-    assert cache.product[0, size - 2 : size].tolist() == [high, low]  # the row: by value
+    assert cache.entry["product"][0, size - 2 : size].tolist() == [high, low]  # the row: by value
     assert slate.tolist() == [low]  # the definition: equal keys, lower id
 
 

@@ -23,7 +23,7 @@ last in row order. A visit
    inserting entries until one falls below it (a group's later entries have no larger key);
    a walk that reaches the end of a block with its last key still at or above the cut (or
    fewer than ``need`` keys ranked) first extends the block by the best ``block_max`` of the
-   rest (:func:`extend_block_nb`: one pass over the rest), then goes on.
+   rest (:func:`extend_block_nb`: a quickselect over the rest), then goes on.
 
 An entry it never computes has a key below the final ``need``-th best, so the slate is the
 definition's, with ties by product id (an entry whose key equals the cut is always ranked:
@@ -69,6 +69,8 @@ ENTRY_BITS = 32
 ENTRY_MASK = (1 << ENTRY_BITS) - 1
 #: Group table entries hinted at the start of a visit (a visit reads the whole table).
 PREFETCH_GROUPS = 128
+#: A row entry: 12 bytes, so an entry's value and product share a cache line (mostly).
+ENTRY_DTYPE = np.dtype([("value", np.float64), ("product", np.int32)])
 #: Default longest block (:attr:`Ucb1Cache.block_max`).
 BLOCK_MAX = 64
 
@@ -78,11 +80,10 @@ class Ucb1Cache(NamedTuple):
 
     Attributes
     ----------
-    value : ndarray of float64, shape (n_states, K)
-        Entry values (as in the value table), first ``size`` entries, by group (count
-        descending); each group its block in row order, then its rest.
-    product : ndarray of int32, shape (n_states, K)
-        Entry product ids.
+    entry : ndarray of ENTRY_DTYPE, shape (n_states, K)
+        Entries: value (as in the value table) and product id, side by side (a visit reads
+        both of the few it touches), first ``size`` used, by group (count descending); each
+        group its block in row order, then its rest.
     tries : ndarray of float64, shape (n_states, K)
         Count ``k`` of each group (descending; a float for the vectorised bonus loop: exact).
     start : ndarray of int32, shape (n_states, K)
@@ -101,8 +102,7 @@ class Ucb1Cache(NamedTuple):
         and the entries an extension adds (one pass over a rest serves this many moves).
     """
 
-    value: np.ndarray
-    product: np.ndarray
+    entry: np.ndarray
     tries: np.ndarray
     start: np.ndarray
     block: np.ndarray
@@ -125,13 +125,11 @@ class Ucb1Work(NamedTuple):
     key, bonus : ndarray of float64, shape (K,)
         Each group's head key and bonus in this visit.
     order, merged : ndarray of int64, shape (K,)
-        Sort scratch of a build (``order[:n]``: the moves of an update; both: the entries of
-        an extension and the places it frees).
+        Sort scratch of a build (``order[:n]``: the moves of an update).
     tries : ndarray of int64, shape (K,)
-        The counts of a build; an extension's marks.
     value : ndarray of float64, shape (K,)
     product : ndarray of int64, shape (K,)
-        The tried products of a build; an extension's new block entries.
+        The tried products of a build.
     """
 
     top_key: np.ndarray
@@ -153,8 +151,7 @@ def new_ucb1_cache(n_states: int, max_catalogue: int, block_max: int = BLOCK_MAX
     first use); blocks of up to ``block_max >= 1`` entries (tests use short ones)."""
     width = max(max_catalogue, 1)
     return Ucb1Cache(
-        value=np.zeros((n_states, width), dtype=np.float64),
-        product=np.zeros((n_states, width), dtype=np.int32),
+        entry=np.zeros((n_states, width), dtype=ENTRY_DTYPE),
         tries=np.ones((n_states, width), dtype=np.float64),
         start=np.zeros((n_states, width), dtype=np.int32),
         block=np.zeros((n_states, width), dtype=np.int32),
@@ -178,7 +175,7 @@ def new_ucb1_work(slate_size: int, max_catalogue: int) -> Ucb1Work:
         bonus=np.empty(width, dtype=np.float64),
         order=np.empty(width, dtype=np.int64),
         merged=np.empty(width, dtype=np.int64),
-        tries=np.zeros(width, dtype=np.int64),
+        tries=np.empty(width, dtype=np.int64),
         value=np.empty(width, dtype=np.float64),
         product=np.empty(width, dtype=np.int64),
     )
@@ -256,8 +253,8 @@ def build_ucb1_row_nb(
     previous = -1
     for e in range(tried):
         i = source[e]
-        cache.value[state, e] = work.value[i]
-        cache.product[state, e] = work.product[i]
+        cache.entry[state, e].value = work.value[i]
+        cache.entry[state, e].product = work.product[i]
         if work.tries[i] != previous:
             previous = work.tries[i]
             cache.tries[state, groups] = previous
@@ -269,7 +266,6 @@ def build_ucb1_row_nb(
         cache.block[state, g] = min(end - cache.start[state, g], cache.block_max)
     cache.size[state] = tried
     cache.groups[state] = groups
-    work.tries[:tried] = 0  # the extension's marks start clear
 
 
 @jit(inline=True)
@@ -279,63 +275,69 @@ def group_end_nb(cache: Ucb1Cache, state: int, g: int, groups: int) -> int:
 
 
 @jit(inline=True)
-def extend_block_nb(cache: Ucb1Cache, state: int, g: int, end: int, work: Ucb1Work) -> None:
-    """Append the best ``block_max`` entries of group ``g``'s rest (``end`` one past the
-    group) to its block, in row order: one pass over the rest with a short ranked list, then
-    the chosen entries trade places with the others at the head of the rest.
+def swap_entries_nb(row: np.ndarray, i: int, j: int) -> None:
+    """Swap entries ``i`` and ``j`` of a row (ENTRY_DTYPE, shape (K,))."""
+    v = row[i].value
+    p = row[i].product
+    row[i] = row[j]  # a record copy
+    row[j].value = v
+    row[j].product = p
 
-    ``work.tries`` must be zero over the rest's length (left so); ``work.value``,
-    ``product``, ``order`` and ``merged`` are overwritten.
-    """
+
+@jit(inline=True)
+def extend_block_nb(cache: Ucb1Cache, state: int, g: int, end: int) -> None:
+    """Append the best ``block_max`` entries of group ``g``'s rest (``end`` one past the
+    group) to its block, in row order: a quickselect moves them to the head of the rest
+    (about two passes over it), an insertion sort orders them."""
     first = cache.start[state, g] + cache.block[state, g]
     m = min(cache.block_max, end - first)
     if m <= 0:
         return
-    row_value = cache.value[state]
-    row_product = cache.product[state]
-    best_value, best_product, place = work.value, work.product, work.order
-    filled = 0
-    for i in range(first, end):
-        v = row_value[i]
-        p = row_product[i]
-        if filled == m:
-            if not comes_before_nb(v, p, best_value[m - 1], best_product[m - 1]):
-                continue
-            j = m - 1
-        else:
-            j = filled
-            filled += 1
-        while j > 0 and comes_before_nb(v, p, best_value[j - 1], best_product[j - 1]):
-            best_value[j] = best_value[j - 1]
-            best_product[j] = best_product[j - 1]
-            place[j] = place[j - 1]
-            j -= 1
-        best_value[j] = v
-        best_product[j] = p
-        place[j] = i
-    # the chosen entries beyond the block's new end free their places for the others
+    row = cache.entry[state]
     stop = first + m
-    mark = work.tries
-    freed = 0
-    for j in range(m):
-        if place[j] < stop:
-            mark[place[j] - first] = 1
+    lo = first
+    hi = end - 1
+    while lo < hi and stop <= hi:
+        # median of three in row order as the pivot; Hoare partition (products are distinct,
+        # so the order is strict and the pivot stops both scans)
+        mid = (lo + hi) >> 1
+        if comes_before_nb(row[mid].value, row[mid].product, row[lo].value, row[lo].product):
+            swap_entries_nb(row, lo, mid)
+        if comes_before_nb(row[hi].value, row[hi].product, row[lo].value, row[lo].product):
+            swap_entries_nb(row, lo, hi)
+        if comes_before_nb(row[hi].value, row[hi].product, row[mid].value, row[mid].product):
+            swap_entries_nb(row, mid, hi)
+        pivot_value = row[mid].value
+        pivot_product = row[mid].product
+        i = lo
+        j = hi
+        while i <= j:
+            while comes_before_nb(row[i].value, row[i].product, pivot_value, pivot_product):
+                i += 1
+            while comes_before_nb(pivot_value, pivot_product, row[j].value, row[j].product):
+                j -= 1
+            if i <= j:
+                swap_entries_nb(row, i, j)
+                i += 1
+                j -= 1
+        # entries lo..j come before i..hi: keep the side holding the cut at stop
+        if stop - 1 <= j:
+            hi = j
+        elif stop > i:
+            lo = i
         else:
-            work.merged[freed] = place[j]
-            freed += 1
-    freed = 0
-    for i in range(first, stop):
-        if mark[i - first] == 0:
-            target = work.merged[freed]
-            freed += 1
-            row_value[target] = row_value[i]
-            row_product[target] = row_product[i]
-        mark[i - first] = 0
-    for j in range(m):
-        row_value[first + j] = best_value[j]
-        row_product[first + j] = best_product[j]
+            break
+    for i in range(first + 1, stop):
+        v = row[i].value
+        p = row[i].product
+        j = i
+        while j > first and comes_before_nb(v, p, row[j - 1].value, row[j - 1].product):
+            row[j] = row[j - 1]
+            j -= 1
+        row[j].value = v
+        row[j].product = p
     cache.block[state, g] += m
-    cache.head[state, g] = row_value[cache.start[state, g]]
+    cache.head[state, g] = row[cache.start[state, g]].value
 
 
 @jit(inline=True)
@@ -349,8 +351,7 @@ def rank_groups_nb(
     head = cache.head[state]
     start = cache.start[state]
     block = cache.block[state]
-    value = cache.value[state]
-    product = cache.product[state]
+    row = cache.entry[state]
     key = work.key
     bonus = work.bonus
     top_key = work.top_key
@@ -364,7 +365,7 @@ def rank_groups_nb(
         if found < need or key[g] >= top_key[need - 1]:
             s = start[g]
             found = insert_ranked_nb(
-                key[g], (int(product[s]) << ENTRY_BITS) | s, top_key, top_product, found,
+                key[g], (int(row[s].product) << ENTRY_BITS) | s, top_key, top_product, found,
                 need,
             )  # fmt: skip
     # a group whose head key is below the cut has no entry above it
@@ -377,19 +378,19 @@ def rank_groups_nb(
         while i < end:
             if i == start[g] + block[g]:
                 # past the block: the rest has no key above its last one
-                if found == need and value[i - 1] + b < top_key[need - 1]:
+                if found == need and row[i - 1].value + b < top_key[need - 1]:
                     break
-                extend_block_nb(cache, state, g, end, work)
-            k = value[i] + b
-            item = (int(product[i]) << ENTRY_BITS) | i
+                extend_block_nb(cache, state, g, end)
+            k = row[i].value + b
+            item = (int(row[i].product) << ENTRY_BITS) | i
             if found == need and (
                 k < top_key[need - 1] or (k == top_key[need - 1] and item > top_product[need - 1])
             ):
                 if k < top_key[need - 1]:
                     break
                 # a rejected tie: the rest of its run of equal values has larger ids
-                v = value[i]
-                while i + 1 < start[g] + block[g] and value[i + 1] == v:
+                v = row[i].value
+                while i + 1 < start[g] + block[g] and row[i + 1].value == v:
                     i += 1
             else:
                 found = insert_ranked_nb(k, item, top_key, top_product, found, need)
@@ -454,6 +455,9 @@ def choose_ucb1_slate_nb(
         return first
     if cache.size[state] < 0:
         build_ucb1_row_nb(value, cells, state, catalogue, cache, work)
+    # the walks read the head of many groups: their misses overlap instead of one by one
+    for g in range(cache.groups[state]):
+        prefetch_nb(cache.entry, state, cache.start[state, g])
     rank_groups_nb(cache, state, c, np.log(max(shown, 1)), need, work)
     for i in range(need):
         item = work.top_product[i]

@@ -47,19 +47,15 @@ def find_group_nb(cache: Ucb1Cache, state: int, count: int) -> int:
 @jit(inline=True)
 def shift_right_nb(cache: Ucb1Cache, state: int, lo: int, hi: int) -> None:
     """Move entries ``lo .. hi - 1`` to ``lo + 1 .. hi`` (overwriting entry ``hi``)."""
-    value = cache.value[state]
-    product = cache.product[state]
+    row = cache.entry[state]
     for j in range(hi, lo, -1):
-        value[j] = value[j - 1]
-    for j in range(hi, lo, -1):
-        product[j] = product[j - 1]
+        row[j] = row[j - 1]
 
 
 @jit(inline=True)
 def copy_entry_nb(cache: Ucb1Cache, state: int, source: int, target: int) -> None:
     """Entry ``source`` copied to ``target``."""
-    cache.value[state, target] = cache.value[state, source]
-    cache.product[state, target] = cache.product[state, source]
+    cache.entry[state, target] = cache.entry[state, source]
 
 
 @jit(inline=True)
@@ -75,7 +71,7 @@ def open_group_nb(cache: Ucb1Cache, state: int, g: int, count: int, first: int) 
     cache.tries[state, g] = count
     cache.start[state, g] = first
     cache.block[state, g] = 1
-    cache.head[state, g] = cache.value[state, first]
+    cache.head[state, g] = cache.entry[state, first].value
     cache.groups[state] = groups + 1
 
 
@@ -101,7 +97,7 @@ def take_out_nb(cache: Ucb1Cache, state: int, g: int, entry: int, end: int) -> N
     cache.block[state, g] -= 1
     cache.start[state, g] = first + 1
     if first + 1 < end:
-        cache.head[state, g] = cache.value[state, first + 1]
+        cache.head[state, g] = cache.entry[state, first + 1].value
 
 
 @jit(inline=True)
@@ -112,10 +108,10 @@ def put_in_nb(cache: Ucb1Cache, state: int, g: int, slot: int, v: float, product
     h = cache.block[state, g]
     last = first + h - 1
     if h == 0 or not comes_before_nb(
-        v, product, cache.value[state, last], cache.product[state, last]
+        v, product, cache.entry[state, last].value, cache.entry[state, last].product
     ):
-        cache.value[state, slot] = v
-        cache.product[state, slot] = product
+        cache.entry[state, slot].value = v
+        cache.entry[state, slot].product = product
         return
     # the block grows by one: the first of the rest (if any) moves to the free slot
     if first + h < slot:
@@ -124,16 +120,18 @@ def put_in_nb(cache: Ucb1Cache, state: int, g: int, slot: int, v: float, product
     hi = last + 1
     while lo < hi:
         mid = (lo + hi) >> 1
-        if comes_before_nb(cache.value[state, mid], cache.product[state, mid], v, product):
+        if comes_before_nb(
+            cache.entry[state, mid].value, cache.entry[state, mid].product, v, product
+        ):
             lo = mid + 1
         else:
             hi = mid
     shift_right_nb(cache, state, lo, first + h)
-    cache.value[state, lo] = v
-    cache.product[state, lo] = product
+    cache.entry[state, lo].value = v
+    cache.entry[state, lo].product = product
     # a longer block would make every entry entering it dearer: its last drops to the rest
     cache.block[state, g] = min(h + 1, cache.block_max)
-    cache.head[state, g] = cache.value[state, first]
+    cache.head[state, g] = cache.entry[state, first].value
 
 
 @jit(inline=True)
@@ -142,7 +140,7 @@ def move_entry_nb(cache: Ucb1Cache, state: int, entry: int, count: int, v: float
     into the group of ``count``, just before its own (made if missing)."""
     g = find_group_nb(cache, state, count - 1)
     first = cache.start[state, g]
-    product = cache.product[state, entry]
+    product = cache.entry[state, entry].product
     end = group_end_nb(cache, state, g, cache.groups[state])
     if g > 0 and cache.tries[state, g - 1] == count:
         take_out_nb(cache, state, g, entry, end)
@@ -152,13 +150,13 @@ def move_entry_nb(cache: Ucb1Cache, state: int, entry: int, count: int, v: float
     elif end > first + 1:
         # no group of count yet: a new one, of this entry, where the old group started
         take_out_nb(cache, state, g, entry, end)
-        cache.value[state, first] = v
-        cache.product[state, first] = product
+        cache.entry[state, first].value = v
+        cache.entry[state, first].product = product
         open_group_nb(cache, state, g, count, first)
     else:
         # the old group's only entry: the group takes the new count
         cache.tries[state, g] = count
-        cache.value[state, first] = v
+        cache.entry[state, first].value = v
         cache.head[state, g] = v
 
 
@@ -234,8 +232,8 @@ def update_row_nb(
             size = cache.size[state]
             cache.size[state] = size + 1
             if groups == 0 or cache.tries[state, groups - 1] != 1.0:
-                cache.value[state, size] = value[state, product]
-                cache.product[state, size] = product
+                cache.entry[state, size].value = value[state, product]
+                cache.entry[state, size].product = product
                 open_group_nb(cache, state, groups, 1, size)
             else:
                 put_in_nb(cache, state, groups - 1, size, value[state, product], product)
@@ -243,4 +241,4 @@ def update_row_nb(
     groups = cache.groups[state]
     for g in range(groups):
         if cache.block[state, g] == 0:
-            extend_block_nb(cache, state, g, group_end_nb(cache, state, g, groups), work)
+            extend_block_nb(cache, state, g, group_end_nb(cache, state, g, groups))
