@@ -374,6 +374,9 @@ def rank_groups_nb(
             continue
         b = bonus[g]
         end = group_end_nb(cache, state, g, groups)
+        if g > 0:
+            # an entry placed from this group enters the one before at its block's end
+            prefetch_nb(cache.entry, state, start[g - 1] + max(block[g - 1] - 1, 0))
         i = start[g] + 1
         while i < end:
             if i == start[g] + block[g]:

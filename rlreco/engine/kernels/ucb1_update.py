@@ -88,16 +88,18 @@ def close_group_nb(cache: Ucb1Cache, state: int, g: int) -> None:
 
 
 @jit(inline=True)
-def take_out_nb(cache: Ucb1Cache, state: int, g: int, entry: int, end: int) -> None:
+def take_out_nb(cache: Ucb1Cache, state: int, g: int, entry: int, end: int) -> bool:
     """Remove block entry ``entry`` (the merge places block entries only) from group ``g``
     (``end`` one past it): the block entries before it move down one, freeing the group's
-    first slot (``start`` one later; the group may be left empty, or with an empty block)."""
+    first slot (``start`` one later; the group may be left empty, or with an empty block).
+    Returns whether the group is left with entries but an empty block."""
     first = cache.start[state, g]
     shift_right_nb(cache, state, first, entry)
     cache.block[state, g] -= 1
     cache.start[state, g] = first + 1
     if first + 1 < end:
         cache.head[state, g] = cache.entry[state, first + 1].value
+    return first + 1 < end and cache.block[state, g] == 0
 
 
 @jit(inline=True)
@@ -116,40 +118,38 @@ def put_in_nb(cache: Ucb1Cache, state: int, g: int, slot: int, v: float, product
     # the block grows by one: the first of the rest (if any) moves to the free slot
     if first + h < slot:
         copy_entry_nb(cache, state, first + h, slot)
-    lo = first
-    hi = last + 1
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if comes_before_nb(
-            cache.entry[state, mid].value, cache.entry[state, mid].product, v, product
-        ):
-            lo = mid + 1
-        else:
-            hi = mid
-    shift_right_nb(cache, state, lo, first + h)
-    cache.entry[state, lo].value = v
-    cache.entry[state, lo].product = product
+    # its place by a scan from the block's end, shifting as it goes: the lines the shift
+    # touches anyway (a bisection would read lines of the block it need not move)
+    row = cache.entry[state]
+    j = first + h
+    while j > first and comes_before_nb(v, product, row[j - 1].value, row[j - 1].product):
+        row[j] = row[j - 1]
+        j -= 1
+    row[j].value = v
+    row[j].product = product
     # a longer block would make every entry entering it dearer: its last drops to the rest
     cache.block[state, g] = min(h + 1, cache.block_max)
     cache.head[state, g] = cache.entry[state, first].value
 
 
 @jit(inline=True)
-def move_entry_nb(cache: Ucb1Cache, state: int, entry: int, count: int, v: float) -> None:
+def move_entry_nb(cache: Ucb1Cache, state: int, entry: int, count: int, v: float) -> bool:
     """Entry ``entry`` of the group of ``count - 1`` now has ``count`` and value ``v``: move it
-    into the group of ``count``, just before its own (made if missing)."""
+    into the group of ``count``, just before its own (made if missing). Returns whether it
+    left its old group with entries but an empty block."""
     g = find_group_nb(cache, state, count - 1)
     first = cache.start[state, g]
     product = cache.entry[state, entry].product
     end = group_end_nb(cache, state, g, cache.groups[state])
+    emptied = False
     if g > 0 and cache.tries[state, g - 1] == count:
-        take_out_nb(cache, state, g, entry, end)
+        emptied = take_out_nb(cache, state, g, entry, end)
         put_in_nb(cache, state, g - 1, first, v, product)
         if first + 1 == end:
             close_group_nb(cache, state, g)
     elif end > first + 1:
         # no group of count yet: a new one, of this entry, where the old group started
-        take_out_nb(cache, state, g, entry, end)
+        emptied = take_out_nb(cache, state, g, entry, end)
         cache.entry[state, first].value = v
         cache.entry[state, first].product = product
         open_group_nb(cache, state, g, count, first)
@@ -158,6 +158,7 @@ def move_entry_nb(cache: Ucb1Cache, state: int, entry: int, count: int, v: float
         cache.tries[state, g] = count
         cache.entry[state, first].value = v
         cache.head[state, g] = v
+    return emptied
 
 
 @jit(refcount=False)
@@ -218,10 +219,11 @@ def update_row_nb(
                 j -= 1
             work.order[j] = i
             moves += 1
+    emptied = False
     for j in range(moves):
         i = work.order[j]
         product = slate[i]
-        move_entry_nb(
+        emptied |= move_entry_nb(
             cache, state, work.member[i], cells[state, product].reco_count, value[state, product]
         )
     # the untried products join the group of count 1, the last, each in its last slot
@@ -237,8 +239,9 @@ def update_row_nb(
                 open_group_nb(cache, state, groups, 1, size)
             else:
                 put_in_nb(cache, state, groups - 1, size, value[state, product], product)
-    # an emptied block: refilled from its rest, so the group's head is its best entry again
-    groups = cache.groups[state]
-    for g in range(groups):
-        if cache.block[state, g] == 0:
-            extend_block_nb(cache, state, g, group_end_nb(cache, state, g, groups))
+    if emptied:
+        # an emptied block: refilled from its rest, so the group's head is its best entry again
+        groups = cache.groups[state]
+        for g in range(groups):
+            if cache.block[state, g] == 0:
+                extend_block_nb(cache, state, g, group_end_nb(cache, state, g, groups))
