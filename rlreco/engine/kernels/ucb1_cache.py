@@ -49,7 +49,7 @@ counting), and compiled without reference counting themselves (a call would othe
 the count of every array in the bundles).
 
 Memory per state: ``K`` entries x 12 bytes and ``K`` groups x 24 bytes (``K`` the largest
-catalogue: 120 KiB at 3,423; 69 MB for 576 states), of which a visit reads the group table
+catalogue: 120 KiB at 3,423; 71 MB for 576 states), of which a visit reads the group table
 and the entries near the cut.
 """
 
