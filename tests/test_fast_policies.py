@@ -31,6 +31,7 @@ from rlreco.engine.kernels.thompson import (
     update_thompson_nb,
 )
 from rlreco.engine.kernels.ucb1_cache import (
+    BLOCK_MAX,
     Ucb1Cache,
     choose_ucb1_slate_nb,
     new_ucb1_cache,
@@ -43,24 +44,34 @@ N = 5
 
 
 def check_ucb1_cache(cache: Ucb1Cache, world: World) -> None:
-    """A built row holds exactly the tried catalogue products, sorted by (count descending,
-    value descending, product ascending), with exact values, and one group per distinct count
-    (its count, first entry and head value)."""
+    """A built row holds exactly the tried catalogue products, with exact values, by count
+    descending, one group per distinct count (its count, first entry and head value); each
+    group's block is its best entries in row order (value descending, product ascending), at
+    least one, and the rest of the group comes after the block's last."""
     for state in range(4):
         size = int(cache.size[state])
         if size < 0:
             continue
         tries = world.cells["reco_count"][state]
         tried = [p for p in world.catalogue(state) if tries[p] > 0]
-        expected = sorted(tried, key=lambda p: (-tries[p], -world.value[state, p], p))
-        assert cache.product[state, :size].tolist() == expected
-        np.testing.assert_array_equal(cache.value[state, :size], world.value[state, expected])
+        row = cache.entry["product"][state, :size].tolist()
+        assert sorted(row) == tried
+        np.testing.assert_array_equal(cache.entry["value"][state, :size], world.value[state, row])
+        assert [int(tries[p]) for p in row] == sorted((int(tries[p]) for p in tried), reverse=True)
         counts = sorted({int(tries[p]) for p in tried}, reverse=True)
         groups = int(cache.groups[state])
         assert cache.tries[state, :groups].tolist() == counts
-        firsts = [[int(tries[p]) for p in expected].index(k) for k in counts]
+        firsts = [[int(tries[p]) for p in row].index(k) for k in counts]
         assert cache.start[state, :groups].tolist() == firsts
-        np.testing.assert_array_equal(cache.head[state, :groups], cache.value[state, firsts])
+        np.testing.assert_array_equal(
+            cache.head[state, :groups], cache.entry["value"][state, firsts]
+        )
+        for g, (first, end) in enumerate(zip(firsts, [*firsts[1:], size], strict=True)):
+            group = row[first:end]
+            ranked = sorted(group, key=lambda p: (-world.value[state, p], p))
+            block = int(cache.block[state, g])
+            assert 1 <= block <= len(group)
+            assert group[:block] == ranked[:block]
 
 
 def check_untried(untried: Untried, world: World) -> None:
@@ -72,12 +83,12 @@ def check_untried(untried: Untried, world: World) -> None:
 
 
 def run_ucb1(
-    world: World, c: float, visits: int, seed: int
+    world: World, c: float, visits: int, seed: int, block_max: int = BLOCK_MAX
 ) -> tuple[Untried, Ucb1Cache, np.random.Generator]:
     """Visits of the fast kernel, each slate checked against the reference."""
     untried = new_untried(4, WIDTH)
     build_untried_nb(world.cells, world.ptr, world.items, world.segment, untried)
-    cache = new_ucb1_cache(4, 40)
+    cache = new_ucb1_cache(4, 40, block_max)
     work = new_ucb1_work(N, 40)
     shown = world.cells["reco_count"].sum(axis=1)
     slate = np.empty(N, dtype=np.int64)
@@ -102,19 +113,22 @@ def run_ucb1(
     return untried, cache, kernel_rng
 
 
+@pytest.mark.parametrize("block_max", [1, 3, BLOCK_MAX])
 @pytest.mark.parametrize("c", [0.0, 0.3, 1.5, 40.0])
-def test_ucb1_matches_definition_draw_for_draw(c: float) -> None:
-    # values on a coarse grid: ties within and across groups; c 40: the bonus dominates
+def test_ucb1_matches_definition_draw_for_draw(c: float, block_max: int) -> None:
+    # values on a coarse grid: ties within and across groups; c 40: the bonus dominates;
+    # short blocks: groups with a rest, blocks that empty, walks that extend a block
     world = World(seed=2, known=30, tried=20)
-    untried, cache, _ = run_ucb1(world, c, 1500, seed=7)
+    untried, cache, _ = run_ucb1(world, c, 1500, seed=7, block_max=block_max)
     assert np.all(cache.size >= 0)  # every row built and kept up to date
     check_untried(untried, world)
 
 
-def test_ucb1_ranks_keys_that_round_equal_by_product_id() -> None:
+@pytest.mark.parametrize("block_max", [1, BLOCK_MAX])
+def test_ucb1_ranks_keys_that_round_equal_by_product_id(block_max: int) -> None:
     """Two values of one count whose keys round to the same float rank by product id, the
     larger value's product last, so the cut between them is decided by the id (the merge
-    must not stop at the larger value's entry)."""
+    must not stop at the larger value's entry, nor at the end of a block holding it alone)."""
     world = World(seed=4, known=0, tried=0)
     catalogue = world.catalogue(0)
     low, high = catalogue[3], catalogue[7]  # the larger value goes to the larger id
@@ -128,7 +142,7 @@ def test_ucb1_ranks_keys_that_round_equal_by_product_id() -> None:
     assert world.value[0, low] + bonus == world.value[0, high] + bonus
     untried = new_untried(4, WIDTH)
     build_untried_nb(world.cells, world.ptr, world.items, world.segment, untried)
-    cache, work = new_ucb1_cache(4, 40), new_ucb1_work(1, 40)
+    cache, work = new_ucb1_cache(4, 40, block_max), new_ucb1_work(1, 40)
     assert cache.size[0] < 0
     slate = np.empty(1, dtype=np.int64)
     choose_ucb1_slate_nb(
@@ -136,7 +150,7 @@ def test_ucb1_ranks_keys_that_round_equal_by_product_id() -> None:
         world.catalogue_of(0), c, shown, slate, work,
     )  # fmt: skip
     size = int(cache.size[0])
-    assert cache.product[0, size - 2 : size].tolist() == [high, low]  # the row: by value
+    assert cache.entry["product"][0, size - 2 : size].tolist() == [high, low]  # the row: by value
     assert slate.tolist() == [low]  # the definition: equal keys, lower id
 
 
