@@ -326,19 +326,38 @@ def build_softmax_nb(
 
 
 @jit(inline=True)
-def pick_child_nb(row: np.ndarray, first: np.uint64, u: float) -> tuple[np.uint64, float]:
-    """One descent step from the 8 children at ``first``: the child and what is left of ``u``
-    (module docstring). The running sums do not depend on ``u`` and the count has no branch,
-    so the independent descents of a round overlap."""
-    running = row[first]  # 0.0 + w == w for w >= 0: the reference's first addition
+def running_sums_nb(
+    row: np.ndarray, first: np.uint64
+) -> tuple[float, float, float, float, float, float, float, float]:
+    """The running sums of the 8 children at ``first``, added left to right (the first is the
+    child itself: ``0.0 + w == w`` for ``w >= 0``, the reference's first addition)."""
+    one = np.uint64(1)
+    a = row[first]
+    b = a + row[first + one]
+    c = b + row[first + 2 * one]
+    d = c + row[first + 3 * one]
+    e = d + row[first + 4 * one]
+    f = e + row[first + 5 * one]
+    g = f + row[first + 6 * one]
+    return a, b, c, d, e, f, g, g + row[first + 7 * one]
+
+
+@jit(inline=True)
+def pick_child_nb(
+    row: np.ndarray,
+    first: np.uint64,
+    sums: tuple[float, float, float, float, float, float, float, float],
+    u: float,
+) -> tuple[np.uint64, float]:
+    """One descent step from the 8 children at ``first``, their :func:`running_sums_nb`
+    given: the child and what is left of ``u`` (module docstring). The sums do not depend on
+    ``u`` and the count has no branch, so the independent descents of a round overlap."""
     passed = 0.0
     chosen = np.uint64(0)
-    for c in range(1, FANOUT + 1):
-        below = running <= u
+    for c in range(FANOUT):
+        below = sums[c] <= u
         chosen += np.uint64(below)
-        passed = running if below else passed
-        if c < FANOUT:
-            running += row[first + np.uint64(c)]
+        passed = sums[c] if below else passed
     if chosen == np.uint64(FANOUT):
         # rounding carried u past every child: the last child of nonzero weight
         chosen = np.uint64(FANOUT - 1)
@@ -356,14 +375,18 @@ def descend_batch_nb(
 ) -> None:
     """Descents (module docstring) of ``u[:count]`` into ``leaf[:count]``, level by level, so
     the independent descents' cache misses overlap; a descent carries one unsigned position
-    (the next group's first node, ``8 * p - UP`` of the node ``p`` taken)."""
+    (the next group's first node, ``8 * p - UP`` of the node ``p`` taken). Every descent
+    starts from the root's children: their running sums are added once per round."""
     row = tree.node[state]
+    first = np.uint64(FANOUT)
+    root_sums = running_sums_nb(row, first)
     for b in range(count):
-        leaf[b] = FANOUT  # the root's children
-    for _ in range(depth):
+        chosen, u[b] = pick_child_nb(row, first, root_sums, u[b])
+        leaf[b] = (first + chosen) * np.uint64(FANOUT) - np.uint64(UP)
+    for _ in range(1, depth):
         for b in range(count):
             first = np.uint64(leaf[b])
-            chosen, u[b] = pick_child_nb(row, first, u[b])
+            chosen, u[b] = pick_child_nb(row, first, running_sums_nb(row, first), u[b])
             leaf[b] = (first + chosen) * np.uint64(FANOUT) - np.uint64(UP)
     # the last step went one level too far: back to the node, then to its leaf number
     leaf0 = level_start_nb(depth)
@@ -424,6 +447,9 @@ def choose_softmax_slate_nb(
     batch_leaf: np.ndarray,
 ) -> int:
     """Softmax slate without replacement from the state's sum tree (module docstring).
+
+    Compiled without reference counting: the fused loop calls it (it is not inlined), and its
+    inlined helpers would otherwise count their array arguments on every descent step.
 
     Parameters
     ----------

@@ -5,7 +5,8 @@ module docstring gives the rule applied here: the row is rebuilt when a value ri
 top grid cell or ``top`` falls to 0, and otherwise only the slate's leaf paths are repaired,
 so the row always equals a rebuild from the tables, bit for bit. The update (the path repair
 and the rebuild decision) writes the tree after a visit, the draws only read it, so it has its
-own module; the kernels are moved verbatim, with the same inlining settings.
+own module. :func:`update_softmax_nb` is compiled without reference counting (the fused loop
+calls it; its inlined helpers would otherwise count their array arguments on every call).
 """
 
 from __future__ import annotations
