@@ -66,6 +66,19 @@ products, was off on skewed catalogues); the threshold is now the ``3 n``-th lar
 ``m - s`` (a selection over the catalogue at each rebuild): 0.28% of visits; its update found
 members by a linear search (1.2 us per visit), now a per-state slot map.
 
+Softmax, later: a visit (``real popularity``) made ~2.8 rounds, ~14 descents and took ~5 leaves
+out; in choose, the descents took about half the time and the leaf take-outs an eighth. Three
+changes, draws unchanged: the choose and update kernels compiled without reference counting
+(the fused loop calls them, and each inlined helper counted its array arguments on every
+descent step), unsigned one-position walks (no negative-index checks), and the root's running
+sums added once per round. Stored running sums beside every group (no addition in a descent)
+were slower: 0.85x, as the extra lines cost more than the additions saved. Real space,
+``popularity``, from the initial tables, process CPU time, alternating in one process, medians
+of 4 (machine loaded 5-6 deep): 3M visits, core 0: 481k against 388k visits/s (1.24x) and core
+1: 457k against 371k (1.23x) before the root sums; 2M visits, core 0: 497k against 408k
+(1.22x) with them. ``rlreco simulate --policy softmax --visits 3000000 --response popularity``
+(CPU time less ~3.4 s of start-up, two alternating pairs): ~445k against ~372k (1.20x).
+
 Run pinned to one core::
 
     taskset -c 0 .venv/bin/python -m pytest bench/bench_policies.py \\

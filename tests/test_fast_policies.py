@@ -39,6 +39,7 @@ from rlreco.engine.kernels.ucb1_cache import (
 )
 from rlreco.engine.kernels.ucb1_update import update_ucb1_nb
 from rlreco.engine.kernels.untried_set import Untried, build_untried_nb, new_untried
+from rlreco.schema import CELL_DTYPE
 
 N = 5
 
@@ -193,6 +194,37 @@ def test_softmax_matches_reference_draw_for_draw(tau: float) -> None:
     assert tree.node.ctypes.data % 64 == 0 and tree.node.strides[0] % 64 == 0
     build_softmax_nb(world.value, world.ptr, world.items, world.segment, tau, tree)
     run_softmax(world, tau, tree, 400, np.random.default_rng(8))
+
+
+def test_softmax_four_levels_match_reference_draw_for_draw() -> None:
+    # four levels below the root, as on the real catalogue (the other tests have three): the
+    # unsigned child and parent positions at every level, rounds with leaves taken out
+    width, tau = 600, 0.3
+    rng = np.random.default_rng(21)
+    catalogue = np.sort(rng.choice(width, 450, replace=False)).astype(np.int32)
+    value = np.full((1, width), -np.inf)
+    value[0, catalogue[::3]] = np.round(rng.normal(0.0, 1.0, catalogue[::3].size), 1)
+    cells = np.zeros((1, width), dtype=CELL_DTYPE)
+    tree = new_sum_tree(1, width)
+    ptr, segment = np.array([0, catalogue.size]), np.zeros(1, dtype=np.int16)
+    build_softmax_nb(value, ptr, catalogue, segment, tau, tree)
+    reference = naive.SoftmaxTree(width, catalogue.tolist(), tau)
+    assert reference.depth == 4
+    slate = np.empty(N, dtype=np.int64)
+    work = new_sum_tree_work(N, width)
+    naive_rng = np.random.default_rng(22)
+    kernel_rng = np.random.default_rng(22)
+    for _ in range(300):
+        reference.rebuild(value[0])
+        choose_softmax_slate_nb(kernel_rng, tree, value, cells, 0, catalogue, tau, slate, *work)
+        assert slate.tolist() == reference.slate(value[0], N, naive_rng)
+        assert tree.node[0].tolist() == reference.node  # taken leaves restored
+        previous = value[0, slate].copy()
+        value[0, slate] = np.round(rng.normal(0.0, 1.0, N), 1)
+        update_softmax_nb(tree, value, 0, catalogue, tau, slate, previous)
+    reference.rebuild(value[0])
+    assert tree.node[0].tolist() == reference.node
+    assert kernel_rng.bit_generator.state == naive_rng.bit_generator.state
 
 
 def test_softmax_slot_frequencies_follow_boltzmann() -> None:

@@ -18,7 +18,10 @@ Structure (:class:`SumTree`, one row per state, a pure function of the tables)
 
     Layout: level ``l`` starts at ``level_start(l)`` = 0, 8, 16, 80, 592, ... (every level
     padded to a multiple of 8 nodes) and rows are 64-byte aligned, so the 8 children of a
-    node share one cache line: a descent or a path repair touches one line per level.
+    node share one cache line: a descent or a path repair touches one line per level. Node
+    ``p >= 8`` has its children from ``8 * p - 48`` and node ``p >= 16`` its parent at
+    ``(p + 48) >> 3``, so a walk carries one position, unsigned (no load pays for Python's
+    negative-index check).
 
 ``softmax`` (temperature ``tau``): sampling without replacement
     A *descent* of ``u`` goes from the root: at each node, the children's weights are added
@@ -56,10 +59,14 @@ import numpy as np
 from rlreco.engine.kernels.draw import draw_below_nb, is_in_nb
 from rlreco.engine.kernels.jit import jit
 from rlreco.engine.kernels.prefetch import prefetch_nb
+from rlreco.engine.kernels.records import aligned_empty
 
 #: Children per node.
 FANOUT = 8
 FANOUT_BITS = 3
+#: Node ``p >= 8`` has its children from ``8 * p - UP``; node ``p >= 16`` its parent at
+#: ``(p + UP) >> 3`` (:func:`level_start`: ``level_start(l + 1) = 8 * level_start(l) - UP``).
+UP = 6 * FANOUT
 
 #: Offset grid in temperatures: the largest leaf lies in ``(exp(-GRID_TAUS), 1]``. Wide, so
 #: that the largest value rarely crosses a grid line (each crossing is a rebuild), with the
@@ -136,10 +143,8 @@ def new_sum_tree(n_states: int, width: int) -> SumTree:
     depth = sum_tree_depth(width)
     nodes = level_start(depth) + FANOUT**depth
     # rows of a multiple of 8 float64 from a 64-byte aligned base: one line per sibling group
-    raw = np.empty(n_states * nodes + FANOUT, dtype=np.float64)
-    skip = (-raw.ctypes.data % 64) // 8
     return SumTree(
-        node=raw[skip : skip + n_states * nodes].reshape(n_states, nodes),
+        node=aligned_empty((n_states, nodes), np.float64),
         offset=np.empty(n_states, dtype=np.float64),
         known=np.empty(n_states, dtype=np.int64),
         top=np.empty(n_states, dtype=np.int64),
@@ -165,12 +170,13 @@ def tree_depth_nb(tree: SumTree) -> int:
 
 
 @jit(inline=True)
-def sibling_sum_nb(node: np.ndarray, state: int, first: int) -> float:
-    """Sum of the 8 nodes from ``first``, pairwise: ``((a+b)+(c+d))+((e+f)+(g+h))`` (three
-    dependent additions instead of seven)."""
-    row = node[state]
-    return ((row[first] + row[first + 1]) + (row[first + 2] + row[first + 3])) + (
-        (row[first + 4] + row[first + 5]) + (row[first + 6] + row[first + 7])
+def sibling_sum_nb(row: np.ndarray, first: np.uint64) -> float:
+    """Sum of the 8 nodes of ``row`` from ``first``, pairwise: ``((a+b)+(c+d))+((e+f)+(g+h))``
+    (three dependent additions instead of seven)."""
+    one = np.uint64(1)
+    return ((row[first] + row[first + one]) + (row[first + 2 * one] + row[first + 3 * one])) + (
+        (row[first + 4 * one] + row[first + 5 * one])
+        + (row[first + 6 * one] + row[first + 7 * one])
     )
 
 
@@ -179,33 +185,31 @@ def set_leaf_nb(tree: SumTree, state: int, product: int, weight: float, depth: i
     """Set one leaf and recompute its path (each node = :func:`sibling_sum_nb` of its
     children)."""
     row = tree.node[state]
-    j = product
+    position = np.uint64(level_start_nb(depth) + product)
     x = weight
-    for level in range(depth, 0, -1):
+    for _ in range(depth):
         # the group's sum with the new child substituted, read before the child is
         # written: no load waits on a store
-        position = level_start_nb(level) + j
-        slot = j & (FANOUT - 1)
-        first = position - slot
-        s = substituted_sum_nb(row, first, slot, x)
+        slot = position & np.uint64(FANOUT - 1)
+        s = substituted_sum_nb(row, position - slot, slot, x)
         row[position] = x
         x = s
-        j >>= FANOUT_BITS
+        position = (position + np.uint64(UP)) >> np.uint64(FANOUT_BITS)
     row[0] = x
 
 
 @jit(inline=True)
-def substituted_sum_nb(row: np.ndarray, first: int, slot: int, x: float) -> float:
+def substituted_sum_nb(row: np.ndarray, first: np.uint64, slot: np.uint64, x: float) -> float:
     """:func:`sibling_sum_nb` of the 8 nodes from ``first`` with node ``first + slot``
     replaced by ``x``."""
     a = x if slot == 0 else row[first]
-    b = x if slot == 1 else row[first + 1]
-    c = x if slot == 2 else row[first + 2]
-    d = x if slot == 3 else row[first + 3]
-    e = x if slot == 4 else row[first + 4]
-    f = x if slot == 5 else row[first + 5]
-    g = x if slot == 6 else row[first + 6]
-    h = x if slot == 7 else row[first + 7]
+    b = x if slot == 1 else row[first + np.uint64(1)]
+    c = x if slot == 2 else row[first + np.uint64(2)]
+    d = x if slot == 3 else row[first + np.uint64(3)]
+    e = x if slot == 4 else row[first + np.uint64(4)]
+    f = x if slot == 5 else row[first + np.uint64(5)]
+    g = x if slot == 6 else row[first + np.uint64(6)]
+    h = x if slot == 7 else row[first + np.uint64(7)]
     return ((a + b) + (c + d)) + ((e + f) + (g + h))
 
 
@@ -215,11 +219,13 @@ def take_leaf_nb(
 ) -> None:
     """Set a leaf to 0 (its path recomputed), saving the path's old nodes (leaf first) in
     ``saved[slot]``: :func:`restore_leaf_nb`, applied in reverse order, undoes it exactly."""
-    node = tree.node
-    j = product
-    for level in range(depth, -1, -1):
-        saved[slot, depth - level] = node[state, level_start_nb(level) + j]
-        j >>= FANOUT_BITS
+    row = tree.node[state]
+    path = saved[slot]
+    position = np.uint64(level_start_nb(depth) + product)
+    for level in range(depth):
+        path[np.uint64(level)] = row[position]
+        position = (position + np.uint64(UP)) >> np.uint64(FANOUT_BITS)
+    path[np.uint64(depth)] = row[0]
     set_leaf_nb(tree, state, product, 0.0, depth)
 
 
@@ -228,11 +234,13 @@ def restore_leaf_nb(
     tree: SumTree, state: int, product: int, depth: int, saved: np.ndarray, slot: int
 ) -> None:
     """Write back the path :func:`take_leaf_nb` saved (no arithmetic: bit-exact)."""
-    node = tree.node
-    j = product
-    for level in range(depth, -1, -1):
-        node[state, level_start_nb(level) + j] = saved[slot, depth - level]
-        j >>= FANOUT_BITS
+    row = tree.node[state]
+    path = saved[slot]
+    position = np.uint64(level_start_nb(depth) + product)
+    for level in range(depth):
+        row[position] = path[np.uint64(level)]
+        position = (position + np.uint64(UP)) >> np.uint64(FANOUT_BITS)
+    row[0] = path[np.uint64(depth)]
 
 
 @jit(inline=True)
@@ -279,7 +287,8 @@ def rebuild_softmax_row_nb(
         start = level_start_nb(level)
         child_start = level_start_nb(level + 1)
         for j in range(1 << (FANOUT_BITS * level)):
-            node[state, start + j] = sibling_sum_nb(node, state, child_start + (j << FANOUT_BITS))
+            first = np.uint64(child_start + (j << FANOUT_BITS))
+            node[state, start + j] = sibling_sum_nb(node[state], first)
     for j in range(1, FANOUT):
         node[state, j] = 0.0  # padding of the root level
     tree.offset[state] = offset
@@ -317,26 +326,46 @@ def build_softmax_nb(
 
 
 @jit(inline=True)
-def pick_child_nb(row: np.ndarray, first: int, u: float) -> tuple[int, float]:
-    """One descent step from the 8 children at ``first``: the child and what is left of ``u``
-    (module docstring). The running sums do not depend on ``u`` and the count has no branch,
-    so the independent descents of a round overlap."""
-    running = 0.0
-    chosen = 0
+def running_sums_nb(
+    row: np.ndarray, first: np.uint64
+) -> tuple[float, float, float, float, float, float, float, float]:
+    """The running sums of the 8 children at ``first``, added left to right (the first is the
+    child itself: ``0.0 + w == w`` for ``w >= 0``, the reference's first addition)."""
+    one = np.uint64(1)
+    a = row[first]
+    b = a + row[first + one]
+    c = b + row[first + 2 * one]
+    d = c + row[first + 3 * one]
+    e = d + row[first + 4 * one]
+    f = e + row[first + 5 * one]
+    g = f + row[first + 6 * one]
+    return a, b, c, d, e, f, g, g + row[first + 7 * one]
+
+
+@jit(inline=True)
+def pick_child_nb(
+    row: np.ndarray,
+    first: np.uint64,
+    sums: tuple[float, float, float, float, float, float, float, float],
+    u: float,
+) -> tuple[np.uint64, float]:
+    """One descent step from the 8 children at ``first``, their :func:`running_sums_nb`
+    given: the child and what is left of ``u`` (module docstring). The sums do not depend on
+    ``u`` and the count has no branch, so the independent descents of a round overlap."""
     passed = 0.0
+    chosen = np.uint64(0)
     for c in range(FANOUT):
-        running += row[first + c]
-        below = running <= u
-        chosen += below
-        passed = running if below else passed
-    if chosen == FANOUT:
+        below = sums[c] <= u
+        chosen += np.uint64(below)
+        passed = sums[c] if below else passed
+    if chosen == np.uint64(FANOUT):
         # rounding carried u past every child: the last child of nonzero weight
-        chosen = FANOUT - 1
-        while chosen > 0 and row[first + chosen] <= 0.0:
-            chosen -= 1
+        chosen = np.uint64(FANOUT - 1)
+        while chosen > np.uint64(0) and row[first + chosen] <= 0.0:
+            chosen -= np.uint64(1)
         passed = 0.0
         for c in range(chosen):
-            passed += row[first + c]
+            passed += row[first + np.uint64(c)]
     return chosen, u - passed
 
 
@@ -345,15 +374,24 @@ def descend_batch_nb(
     tree: SumTree, state: int, u: np.ndarray, count: int, depth: int, leaf: np.ndarray
 ) -> None:
     """Descents (module docstring) of ``u[:count]`` into ``leaf[:count]``, level by level, so
-    the independent descents' cache misses overlap."""
+    the independent descents' cache misses overlap; a descent carries one unsigned position
+    (the next group's first node, ``8 * p - UP`` of the node ``p`` taken). Every descent
+    starts from the root's children: their running sums are added once per round."""
     row = tree.node[state]
+    first = np.uint64(FANOUT)
+    root_sums = running_sums_nb(row, first)
     for b in range(count):
-        leaf[b] = 0
-    for level in range(1, depth + 1):
-        first = level_start_nb(level)
+        chosen, u[b] = pick_child_nb(row, first, root_sums, u[b])
+        leaf[b] = (first + chosen) * np.uint64(FANOUT) - np.uint64(UP)
+    for _ in range(1, depth):
         for b in range(count):
-            chosen, u[b] = pick_child_nb(row, first + (leaf[b] << FANOUT_BITS), u[b])
-            leaf[b] = (leaf[b] << FANOUT_BITS) + chosen
+            first = np.uint64(leaf[b])
+            chosen, u[b] = pick_child_nb(row, first, running_sums_nb(row, first), u[b])
+            leaf[b] = (first + chosen) * np.uint64(FANOUT) - np.uint64(UP)
+    # the last step went one level too far: back to the node, then to its leaf number
+    leaf0 = level_start_nb(depth)
+    for b in range(count):
+        leaf[b] = (leaf[b] + UP) // FANOUT - leaf0
 
 
 @jit()
@@ -394,7 +432,7 @@ def draw_remaining_nb(
     return chosen
 
 
-@jit()
+@jit(refcount=False)
 def choose_softmax_slate_nb(
     rng: np.random.Generator,
     tree: SumTree,
@@ -409,6 +447,9 @@ def choose_softmax_slate_nb(
     batch_leaf: np.ndarray,
 ) -> int:
     """Softmax slate without replacement from the state's sum tree (module docstring).
+
+    Compiled without reference counting: the fused loop calls it (it is not inlined), and its
+    inlined helpers would otherwise count their array arguments on every descent step.
 
     Parameters
     ----------

@@ -5,7 +5,8 @@ module docstring gives the rule applied here: the row is rebuilt when a value ri
 top grid cell or ``top`` falls to 0, and otherwise only the slate's leaf paths are repaired,
 so the row always equals a rebuild from the tables, bit for bit. The update (the path repair
 and the rebuild decision) writes the tree after a visit, the draws only read it, so it has its
-own module; the kernels are moved verbatim, with the same inlining settings.
+own module. :func:`update_softmax_nb` is compiled without reference counting (the fused loop
+calls it; its inlined helpers would otherwise count their array arguments on every call).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from rlreco.engine.kernels.sum_tree import (
 )
 
 
-@jit()
+@jit(refcount=False)
 def update_softmax_nb(
     tree: SumTree,
     value: np.ndarray,
@@ -71,7 +72,7 @@ def update_softmax_nb(
         elif after == cell:
             tree.top[state] += 1
         if not rebuild:
-            row[leaf0 + slate[i]] = np.exp((v - offset) / tau)
+            row[np.uint64(leaf0 + slate[i])] = np.exp((v - offset) / tau)
     if rebuild or tree.top[state] == 0:
         rebuild_softmax_row_nb(value, state, catalogue, tau, tree)
     else:
@@ -82,20 +83,19 @@ def update_softmax_nb(
 def repair_paths_nb(tree: SumTree, state: int, slate: np.ndarray, depth: int) -> None:
     """Recompute the slate's leaf paths (leaves already written) level by level, bottom-up: a
     level with no more nodes than the slate is recomputed whole, so the ancestors all leaves
-    share (the root, the first level) are summed once instead of once per leaf."""
+    share (the root, the first level) are summed once instead of once per leaf. Positions are
+    unsigned: no load pays for Python's negative-index check."""
     n = slate.shape[0]
+    row = tree.node[state]
     for level in range(depth - 1, -1, -1):
-        start = level_start_nb(level)
-        below = level_start_nb(level + 1)
+        start = np.uint64(level_start_nb(level))
+        below = np.uint64(level_start_nb(level + 1))
         if (1 << (FANOUT_BITS * level)) <= n:
             for j in range(1 << (FANOUT_BITS * level)):
-                tree.node[state, start + j] = sibling_sum_nb(
-                    tree.node, state, below + (j << FANOUT_BITS)
-                )
+                node = np.uint64(j)
+                row[start + node] = sibling_sum_nb(row, below + (node << np.uint64(FANOUT_BITS)))
         else:
-            shift = FANOUT_BITS * (depth - level)
+            shift = np.uint64(FANOUT_BITS * (depth - level))
             for i in range(n):
-                j = slate[i] >> shift
-                tree.node[state, start + j] = sibling_sum_nb(
-                    tree.node, state, below + (j << FANOUT_BITS)
-                )
+                node = np.uint64(slate[i]) >> shift
+                row[start + node] = sibling_sum_nb(row, below + (node << np.uint64(FANOUT_BITS)))
