@@ -1,7 +1,7 @@
 """The plots of a sweep, drawn by a process forked when the sweep starts.
 
-Importing matplotlib takes about half a second and drawing the figures as long again, all of
-it holding the GIL: in the sweep process it would add to every sweep's wall time. A
+Importing matplotlib and drawing the figures both take a noticeable share of a small sweep, all
+of it holding the GIL: in the sweep process it would add to every sweep's wall time. A
 :class:`PlotProcess` is forked before the sweep reads the run (a process without threads, see
 :func:`~rlreco.app.sweep_execution.can_fork`), imports the plotting module on the other core
 while the sweep loads the run and runs its cells, then waits for the learning curves and the

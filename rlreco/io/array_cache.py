@@ -5,8 +5,8 @@ Layout::
     RUN_DIR/cache/<name>-<key>.npz   the arrays, uncompressed; <key>: the first 16 hex digits
                                      of the SHA-256 of everything they were computed from
 
-A sweep's ``popularity`` response model takes about a second of CPU to build on the UCI data
-and a few hundredths of a second to read back. The key covers every input (the caller lists
+A sweep's ``popularity`` response model costs a sweep far more to build than to read back
+(figures in README, Performance). The key covers every input (the caller lists
 them, the run id among them: a run directory rebuilt by ``prepare`` has a new one), so an
 entry is never stale; entries are written to a temporary name and renamed into place. The cache
 is an optimisation only: a missing, unreadable or unwritable entry (a read-only run directory)
