@@ -210,11 +210,6 @@ class LoadedRun:
         self._spare: Tables | None = None
         self._spare_lock = threading.Lock()
 
-    def warm_up(self, policies: tuple[str, ...]) -> None:
-        """Load (or compile) the visit loops of ``policies`` not loaded yet in this process, so
-        that no cell's timing includes it (see :func:`warm_up`)."""
-        warm_up(policies)
-
     def build_responses(self, tasks: list[CellTask]) -> None:
         """Build (or read, see :meth:`response`) the response model of every task's parameters,
         once, before any cell runs (and before worker processes are forked from this one, which
@@ -323,11 +318,12 @@ class LoadedRun:
             self._store_popularity(params, self._responses[key])
         return self._responses[key]
 
-    def _popularity_inputs(self, params: SimulationParams) -> dict[str, Any] | None:
-        """Everything a ``popularity`` model's arrays are computed from (None: not stored)."""
+    def _popularity_inputs(self, params: SimulationParams) -> tuple[Path, dict[str, Any]] | None:
+        """The run directory of a stored ``popularity`` model and everything its arrays are
+        computed from (None: not stored)."""
         if self._cache is None or params.response != "popularity":
             return None
-        return {
+        return self._cache[0], {
             **self._cache[1],
             "version": POPULARITY_VERSION,
             "shape": list(self.tables.shape),
@@ -340,14 +336,15 @@ class LoadedRun:
     def _stored_popularity(self, params: SimulationParams) -> Response | None:
         """The ``popularity`` model of some parameters as an earlier sweep stored it in the run
         directory (:mod:`rlreco.io.array_cache`), or None."""
-        inputs = self._popularity_inputs(params)
-        if inputs is None or self._cache is None:
+        stored = self._popularity_inputs(params)
+        if stored is None:
             return None
+        run_path, inputs = stored
         expected = {
             "truth": (self.tables.shape, np.dtype(TRUTH_DTYPE)),
             "best_mu": ((self.space.n_states,), np.dtype(np.float64)),
         }
-        arrays = read_arrays(self._cache[0], "popularity", inputs, expected)
+        arrays = read_arrays(run_path, "popularity", inputs, expected)
         if arrays is None:
             return None
         return known_response(
@@ -360,10 +357,11 @@ class LoadedRun:
         )
 
     def _store_popularity(self, params: SimulationParams, response: Response) -> None:
-        inputs = self._popularity_inputs(params)
-        if inputs is not None and self._cache is not None:
+        stored = self._popularity_inputs(params)
+        if stored is not None:
+            run_path, inputs = stored
             arrays = {"truth": response.truth[0], "best_mu": response.best_mu[0]}
-            write_arrays(self._cache[0], "popularity", inputs, arrays)
+            write_arrays(run_path, "popularity", inputs, arrays)
 
 
 _LOADED: dict[str, LoadedRun] = {}

@@ -44,6 +44,7 @@ from rlreco.app.sweep_cells import (
     RunPayload,
     execute_cell,
     simulate_cell,
+    warm_up,
 )
 from rlreco.errors import ConfigError, RlrecoError, SimulationError, SnapshotError
 
@@ -170,7 +171,7 @@ def _init_worker(run_path: str, token: str, parent: int, policies: tuple[str, ..
         found, loaded = LoadedRun.read(run_path)
         if found != token:
             raise SnapshotError(f"{run_path}: the run directory changed while the sweep started")
-        loaded.warm_up(policies)  # the compiled loops now: no cell's timing includes them
+        warm_up(policies)  # the compiled loops now: no cell's timing includes them
         _WORKER_RUN.append(loaded)
     except Exception as exc:
         _WORKER_RUN.append(CellError.from_exception(exc))
