@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from rlreco.config import is_schedule
+from rlreco.io.atomic_files import atomic_path
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -126,10 +127,11 @@ def _figure(panels: int, panel_width: float, height: float = 4.5) -> Figure:
 def _save(fig: Figure, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
+    # written under a temporary name and renamed: an interrupted sweep leaves no partial PNG.
     # zlib level 1: a fraction of the default level's encoding time, for files ~15% larger
-    fig.savefig(path, dpi=_DPI, pil_kwargs={"compress_level": 1})
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=_DPI, pil_kwargs={"compress_level": 1})
     return path
 
 
