@@ -17,7 +17,7 @@ from rlreco.engine.history import History
 from rlreco.engine.state_space import StateSpace, build_state_space, history_states
 from rlreco.engine.tables import Tables, build_initial_tables
 from rlreco.errors import SnapshotError
-from rlreco.io.atomic_files import atomic_path
+from rlreco.io.atomic_files import atomic_path, staged_directory
 from rlreco.io.parquet_tables import SCHEMAS, read_table, write_table
 from rlreco.io.run_dir import RunDir
 
@@ -266,3 +266,18 @@ def test_a_missing_value_in_a_column_named_by_a_control_character_is_one_line(
     message = str(caught.value)
     assert len(message.splitlines()) == 1, message
     assert "column '\\r' has 1 missing values" in message
+
+
+def test_atomic_outputs_get_the_modes_of_plain_files(tmp_path: Path) -> None:
+    # tempfile makes its files and folders private to the owner; what is renamed into place
+    # gets the modes a plain open() or mkdir() would under the process's umask
+    with atomic_path(tmp_path / "a.json") as tmp:
+        tmp.write_text("{}")
+    with staged_directory(tmp_path / "d") as folder:
+        (folder / "x").write_text("x")
+    plain = tmp_path / "plain"
+    plain.write_text("p")
+    plain_dir = tmp_path / "plain_dir"
+    plain_dir.mkdir()
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+    assert (tmp_path / "d").stat().st_mode & 0o777 == plain_dir.stat().st_mode & 0o777

@@ -14,6 +14,20 @@ from typing import Any
 from rlreco.errors import SnapshotError
 
 
+def _process_umask() -> int:
+    # os.umask can only be read by setting it: done once, at import, before any thread writes
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: modes of what is renamed into place: those of a plain open() or mkdir() under the umask
+#: (tempfile creates its files and folders private to the owner)
+_UMASK = _process_umask()
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
+
+
 @contextlib.contextmanager
 def staged_directory(path: Path, *, force: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder next to ``path``; rename it onto ``path`` on success.
@@ -31,6 +45,7 @@ def staged_directory(path: Path, *, force: bool = False) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
+        tmp.chmod(DIR_MODE)
         yield tmp
         if path.exists():
             old = path.with_name(f".{path.name}.old")
@@ -56,6 +71,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        tmp_path.chmod(FILE_MODE)
         yield tmp_path
         os.replace(tmp_path, target)
     except BaseException:
