@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from rlreco.app.mongo_sync import SOCKET_TIMEOUT_MS, cell_ids
-from rlreco.app.simulate import SNAPSHOT_CELL_COLUMNS, policy_state_of, snapshot_stream
+from rlreco.app.run_tables import SNAPSHOT_CELL_COLUMNS
+from rlreco.app.simulate import policy_state_of, snapshot_stream
 from rlreco.app.visit_plan import (
     VisitPlan,
     VisitReport,

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rlreco.app.run_tables import load_counts, load_tables
 from rlreco.app.truth import (
     load_truth_tables,
     monthly_schedule,
@@ -47,16 +48,11 @@ from rlreco.engine.simulation import (
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.engine.warmup import Warmup, warm_up_simulation
-from rlreco.errors import ConfigError, SimulationError, SnapshotError
+from rlreco.errors import ConfigError, SimulationError
 from rlreco.io.parquet_tables import SCHEMAS, CellStream, use_system_allocator
 from rlreco.io.run_dir import RunDir
 from rlreco.io.visit_log import LogWriter, remove_log_parts_from
 from rlreco.schema import POLICY_PARAMS
-
-#: Snapshot columns the dense tables are rebuilt from.
-SNAPSHOT_CELL_COLUMNS = (
-    "state_id", "product_id", "product_code", "value", "reward", "count", "reco_count",
-)  # fmt: skip
 
 #: Visits per kernel call: progress and Ctrl-C are handled between calls.
 CHUNK = 250_000
@@ -78,8 +74,9 @@ class Run:
         """Open a run directory and load its state space and latest tables.
 
         ``check`` is called with the config and state space before the tables are allocated
-        (e.g. to refuse a state space too large for the memory limit). The snapshot is read
-        one row group at a time straight into the dense tables.
+        (e.g. to refuse a state space too large for the memory limit). The tables come from the
+        run's cache of them when it holds the snapshot, else from the snapshot, read one row
+        group at a time straight into the dense tables (:mod:`rlreco.app.run_tables`).
         """
         use_system_allocator()
         run_dir = RunDir.open(path)
@@ -87,26 +84,12 @@ class Run:
         space = StateSpace.from_columns(run_dir.read_space(), run_dir.fields)
         if check is not None:
             check(config, space)
-        tables = Tables.from_groups(run_dir.iter_snapshot(columns=SNAPSHOT_CELL_COLUMNS), space)
-        return cls(run_dir, config, space, tables)
+        return cls(run_dir, config, space, load_tables(run_dir, space))
 
     def history_count(self) -> np.ndarray:
-        """Historical counts: the initial snapshot's ``count`` table, read one row group at a
-        time (no second set of tables)."""
-        count = np.zeros((self.space.n_states, self.space.n_products), dtype=np.int64)
-        n_p = self.space.n_products
-        for group in self.run_dir.iter_snapshot("initial", ("state_id", "product_id", "count")):
-            state = group["state_id"].astype(np.int64)
-            product = group["product_id"].astype(np.int64)
-            if state.size and (
-                state.min() < 0
-                or state.max() >= self.space.n_states
-                or product.min() < 0
-                or product.max() >= n_p
-            ):
-                raise SnapshotError("initial snapshot: state_id or product_id out of range")
-            count[state, product] = group["count"]
-        return count
+        """Historical counts: the initial snapshot's ``count`` table (no second set of tables
+        when the cache holds the initial snapshot)."""
+        return load_counts(self.run_dir, self.space)
 
     def metrics_frame(self) -> pd.DataFrame | None:
         """Stored per-block metric sums, or None before the first simulation."""

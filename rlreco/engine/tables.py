@@ -22,6 +22,16 @@ from rlreco.engine.state_space import StateSpace
 from rlreco.errors import SnapshotError
 from rlreco.schema import CELL_DTYPE
 
+#: Arrays of :meth:`Tables.known_cells` and their dtypes.
+KNOWN_CELL_DTYPES = {
+    "cell": np.dtype(np.int64),
+    "value": np.dtype(np.float64),
+    "reward": np.dtype(np.float64),
+    "count": np.dtype(np.int64),
+    "reco_count": np.dtype(np.int64),
+}
+KNOWN_CELL_ARRAYS = tuple(KNOWN_CELL_DTYPES)
+
 #: Most cells per group of :meth:`Tables.iter_columns` (a snapshot's Parquet row group).
 GROUP_CELLS = 1 << 15
 
@@ -113,6 +123,34 @@ class Tables:
         """Deep copy."""
         return Tables(self.value, self.cells.copy())
 
+    @classmethod
+    def _adopt(cls, padded: np.ndarray, cells: np.ndarray, n_products: int) -> Tables:
+        """Tables over ``padded`` (the kernels' layout, its padding already ``-inf``) and
+        ``cells`` themselves, without the copy of ``Tables(value, cells)``."""
+        tables = cls.__new__(cls)
+        tables.padded = padded
+        tables.value = padded[:, :n_products]
+        tables.cells = cells
+        return tables
+
+    def restore_rows(self, source: Tables, rows: np.ndarray) -> None:
+        """Copy the rows ``rows`` (sorted, distinct state ids) of ``source``, a table of the same
+        shape, into these tables, padding included: one copy per run of consecutive rows."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return
+        if rows.size == self.padded.shape[0]:  # every row: one copy of each array
+            np.copyto(self.padded, source.padded)
+            np.copyto(self.cells, source.cells)
+            return
+        # starts and ends of the runs of consecutive rows
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        starts = rows[np.concatenate(([0], breaks))]
+        ends = rows[np.concatenate((breaks - 1, [rows.size - 1]))] + 1
+        for first, last in zip(starts.tolist(), ends.tolist(), strict=True):
+            np.copyto(self.padded[first:last], source.padded[first:last])
+            np.copyto(self.cells[first:last], source.cells[first:last])
+
     def equals(self, other: Tables) -> bool:
         """Bit-identical comparison (NaN-free; -inf compares equal)."""
         return bool(
@@ -124,9 +162,46 @@ class Tables:
     @classmethod
     def empty(cls, n_states: int, n_products: int) -> Tables:
         """All cells unknown, zero counts."""
-        value = np.full((n_states, n_products), -np.inf)
+        padded = aligned_empty((n_states, padded_width(n_products)), np.float64)
+        padded.fill(-np.inf)
         cells = np.zeros((n_states, n_products), dtype=CELL_DTYPE)
-        return cls(value, cells)
+        return cls._adopt(padded, cells, n_products)
+
+    def known_cells(self) -> dict[str, np.ndarray]:
+        """The known cells as flat arrays in (state, product) order: ``cell`` (int64, ``state *
+        n_products + product``), ``value``, ``reward``, ``count`` and ``reco_count``; what
+        :meth:`from_known_cells` rebuilds the tables from."""
+        n_products = self.value.shape[1]
+        cell = np.flatnonzero(np.isfinite(self.value))
+        flat = self.cells.reshape(-1)[cell]
+        state, product = np.divmod(cell, n_products)
+        return {
+            "cell": cell.astype(np.int64),
+            "value": self.padded.reshape(-1)[state * self.padded.shape[1] + product],
+            **{name: flat[name].copy() for name in ("reward", "count", "reco_count")},
+        }
+
+    @classmethod
+    def from_known_cells(
+        cls, known: Mapping[str, np.ndarray], n_states: int, n_products: int
+    ) -> Tables:
+        """Rebuild tables from :meth:`known_cells`, checked: cells strictly increasing and in
+        range, values finite, every array of one length and of its dtype.
+
+        Raises
+        ------
+        SnapshotError
+            Arrays that :meth:`known_cells` could not have given.
+        """
+        check_known_cells(known, n_states, n_products)
+        cell = known["cell"]
+        tables = cls.empty(n_states, n_products)
+        state, product = np.divmod(cell, n_products)
+        tables.padded.reshape(-1)[state * tables.padded.shape[1] + product] = known["value"]
+        flat = tables.cells.reshape(-1)
+        for name in ("reward", "count", "reco_count"):
+            flat[name][cell] = known[name]
+        return tables
 
     def to_columns(self, space: StateSpace) -> dict[str, np.ndarray]:
         """Long-form columns, one row per known cell in (state, product) order.
@@ -237,6 +312,29 @@ class Tables:
         self.cells["reward"][state, product] = np.asarray(columns["reward"], dtype=np.float64)
         self.cells["count"][state, product] = np.asarray(columns["count"], dtype=np.int64)
         self.cells["reco_count"][state, product] = np.asarray(columns["reco_count"], dtype=np.int64)
+
+
+def check_known_cells(known: Mapping[str, np.ndarray], n_states: int, n_products: int) -> None:
+    """Check arrays of :meth:`Tables.known_cells` for tables of shape (n_states, n_products):
+    one value of its dtype per cell in every array, cells strictly increasing and in range,
+    values finite.
+
+    Raises
+    ------
+    SnapshotError
+        Arrays that :meth:`Tables.known_cells` could not have given.
+    """
+    cell = known["cell"]
+    n = cell.shape[0] if cell.ndim == 1 else -1
+    for name in KNOWN_CELL_ARRAYS:
+        array = known[name]
+        if array.shape != (n,) or array.dtype != KNOWN_CELL_DTYPES[name]:
+            dtype = KNOWN_CELL_DTYPES[name]
+            raise SnapshotError(f"known cells: {name!r} is not one {dtype} per cell")
+    if n and (cell[0] < 0 or cell[-1] >= n_states * n_products or np.any(cell[1:] <= cell[:-1])):
+        raise SnapshotError("known cells: cell ids not increasing within the tables")
+    if not np.all(np.isfinite(known["value"])):
+        raise SnapshotError("known cells: a value is not finite")
 
 
 def build_initial_tables(

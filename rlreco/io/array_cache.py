@@ -19,11 +19,12 @@ import contextlib
 import hashlib
 import json
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from rlreco.io.atomic_files import atomic_path
 
@@ -43,18 +44,47 @@ def read_arrays(
     inputs: Mapping[str, Any],
     expected: Mapping[str, tuple[tuple[int, ...], np.dtype[Any]]],
 ) -> dict[str, np.ndarray] | None:
-    """The cached arrays named in ``expected``, each of its shape and dtype there, or None
-    (absent, unreadable, or of other shapes or dtypes)."""
+    """The cached arrays named in ``expected``, each of its shape (-1: a dimension of any
+    length) and dtype there, or None (absent, unreadable, damaged, or of other shapes or
+    dtypes). The arrays are read whole, their checksums checked (a damaged entry is None)."""
     path = cache_path(run_path, name, inputs)
+    arrays = {}
     try:
-        with np.load(path, allow_pickle=False) as stored:
-            arrays = {key: stored[key] for key in expected}
+        with zipfile.ZipFile(path) as archive:
+            for key, (shape, dtype) in expected.items():
+                with archive.open(f"{key}.npy") as member:
+                    array = _read_member(member, shape, dtype)
+                if array is None:
+                    return None
+                arrays[key] = array
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None
-    for key, (shape, dtype) in expected.items():
-        if arrays[key].shape != shape or arrays[key].dtype != dtype:
-            return None
     return arrays
+
+
+def _read_member(
+    member: IO[bytes], shape: tuple[int, ...], dtype: np.dtype[Any]
+) -> np.ndarray | None:
+    """One ``.npy`` member of an entry, read into a new array in one piece (its zip checksum is
+    checked once the last byte is read), or None if not of ``shape`` (-1: any length) and
+    ``dtype``."""
+    version = npy_format.read_magic(member)
+    if version == (1, 0):
+        found, fortran_order, found_dtype = npy_format.read_array_header_1_0(member)
+    else:
+        found, fortran_order, found_dtype = npy_format.read_array_header_2_0(member)
+    if (
+        fortran_order
+        or found_dtype != dtype
+        or len(found) != len(shape)
+        or any(want not in (-1, got) for want, got in zip(shape, found, strict=True))
+    ):
+        return None
+    array = np.empty(found, dtype=dtype)
+    view = array.reshape(-1).view(np.uint8)
+    if member.readinto(view) != view.size or member.read(1):
+        return None
+    return array
 
 
 def write_arrays(
@@ -64,3 +94,13 @@ def write_arrays(
     path = cache_path(run_path, name, inputs)
     with contextlib.suppress(OSError), atomic_path(path) as tmp, tmp.open("wb") as stream:
         np.savez(stream, allow_pickle=False, **arrays)
+
+
+def remove_others(run_path: Path, name: str, kept: Iterable[Mapping[str, Any]]) -> None:
+    """Remove the stored arrays ``name`` of inputs other than ``kept`` (nothing happens where
+    the run directory cannot be written)."""
+    keep = {cache_path(run_path, name, inputs).name for inputs in kept}
+    with contextlib.suppress(OSError):
+        for path in (run_path / CACHE_DIR).glob(f"{name}-*.npz"):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
