@@ -225,6 +225,14 @@ class Simulator:
         names = POLICY_STATE.get(self.params.policy, ())
         return {name: getattr(self._learner, name).copy() for name in names}
 
+    @property
+    def shown_per_state(self) -> np.ndarray:
+        """Recommendations shown per state: the tables' ``reco_count`` summed over products, as
+        of the end of the last :meth:`run` (a copy), int64 (n_states,). A visit changes its own
+        state's row of the tables only, and adds its slate size here: the rows a run changed
+        are those whose count moved."""
+        return self._learner.state_shown.copy()
+
     def metrics_frame(self) -> pd.DataFrame:
         """Per-block metrics so far: raw sums and derived rates (see :data:`METRIC_COLUMNS`).
 
