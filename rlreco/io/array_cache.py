@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
+import struct
 import zipfile
+import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -29,6 +32,8 @@ from numpy.lib import format as npy_format
 from rlreco.io.atomic_files import atomic_path
 
 CACHE_DIR = "cache"
+#: A zip member's local header before its name and extra field (as :mod:`zipfile` reads it).
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
 
 
 def cache_path(run_path: Path, name: str, inputs: Mapping[str, Any]) -> Path:
@@ -50,29 +55,37 @@ def read_arrays(
     path = cache_path(run_path, name, inputs)
     arrays = {}
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(path) as archive, path.open("rb") as raw:
             for key, (shape, dtype) in expected.items():
-                with archive.open(f"{key}.npy") as member:
-                    array = _read_member(member, shape, dtype)
+                array = _read_member(archive, raw, f"{key}.npy", shape, dtype)
                 if array is None:
                     return None
                 arrays[key] = array
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+    except (OSError, KeyError, ValueError, EOFError, struct.error, zipfile.BadZipFile):
         return None
     return arrays
 
 
 def _read_member(
-    member: IO[bytes], shape: tuple[int, ...], dtype: np.dtype[Any]
+    archive: zipfile.ZipFile,
+    raw: io.BufferedReader,
+    name: str,
+    shape: tuple[int, ...],
+    dtype: np.dtype[Any],
 ) -> np.ndarray | None:
-    """One ``.npy`` member of an entry, read into a new array in one piece (its zip checksum is
-    checked once the last byte is read), or None if not of ``shape`` (-1: any length) and
-    ``dtype``."""
-    version = npy_format.read_magic(member)
-    if version == (1, 0):
-        found, fortran_order, found_dtype = npy_format.read_array_header_1_0(member)
-    else:
-        found, fortran_order, found_dtype = npy_format.read_array_header_2_0(member)
+    """One ``.npy`` member of an entry read straight from the file into a new array, or None:
+    not stored uncompressed, not of ``shape`` (-1: any length) and ``dtype``, or not of the
+    zip checksum the entry records for it."""
+    info = archive.getinfo(name)
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with archive.open(info) as member:
+        version = npy_format.read_magic(member)
+        if version == (1, 0):
+            found, fortran_order, found_dtype = npy_format.read_array_header_1_0(member)
+        else:
+            found, fortran_order, found_dtype = npy_format.read_array_header_2_0(member)
+        header_size = member.tell()
     if (
         fortran_order
         or found_dtype != dtype
@@ -81,8 +94,19 @@ def _read_member(
     ):
         return None
     array = np.empty(found, dtype=dtype)
-    view = array.reshape(-1).view(np.uint8)
-    if member.readinto(view) != view.size or member.read(1):
+    data = array.reshape(-1).view(np.uint8)
+    if info.file_size != header_size + data.size:
+        return None
+    # the member's bytes follow its local header (fixed part, then name and extra field)
+    raw.seek(info.header_offset)
+    local = raw.read(_LOCAL_HEADER.size)
+    name_size, extra_size = _LOCAL_HEADER.unpack(local)[-2:]
+    raw.seek(info.header_offset + _LOCAL_HEADER.size + name_size + extra_size)
+    header = raw.read(header_size)
+    if (
+        raw.readinto(data.data) != data.size
+        or zlib.crc32(data.data, zlib.crc32(header)) != info.CRC
+    ):
         return None
     return array
 
