@@ -208,33 +208,38 @@ def test_the_cell_buffer_is_the_starting_tables_again_after_every_cell(
     _, loaded = sweep_cells.LoadedRun.read(run.path)
     pristine = loaded.tables.copy()
     setting = Setting(policy, param, 3, "popularity", "popularity")
+    with loaded.cell_tables() as cell:
+        buffer = cell.tables
+    assert buffer is loaded.tables  # the loaded tables are the first buffer
     for visits in (3, 40, 2000):  # a few states, most, all
         task = sweep_cells.CellTask("k", setting, 0, 1, visits, 10)
-        with loaded.cell_tables() as cell:
-            buffer = cell.tables
-        assert buffer.equals(pristine)
         sweep_cells.simulate_cell(loaded, task)
         assert loaded._spare is buffer  # the same buffer, restored
         assert buffer.equals(pristine)
         assert loaded.tables.equals(pristine)
 
 
-def test_restore_rows_copies_exactly_the_rows_asked() -> None:
+def test_reset_rows_makes_exactly_the_rows_asked_those_of_the_known_cells() -> None:
     rng = np.random.default_rng(1)
     source = Tables.empty(9, 13)
-    source.value[:] = rng.normal(size=(9, 13))
-    source.cells["count"][:] = rng.integers(0, 5, (9, 13))
+    known_cells = rng.random((9, 13)) < 0.4
+    source.value[known_cells] = rng.normal(size=known_cells.sum())
+    source.cells["count"][known_cells] = rng.integers(1, 5, known_cells.sum())
+    source.cells["reco_count"][known_cells] = rng.integers(0, 5, known_cells.sum())
+    source.cells["reward"][known_cells] = rng.normal(size=known_cells.sum())
+    known = source.known_cells()
     target = source.copy()
-    target.value[:] = 0.0
+    target.value[:] = 0.0  # every cell known, other numbers
     target.cells["count"][:] = -1
+    target.cells["reward"][:] = 7.0
     rows = np.array([0, 1, 2, 5, 7, 8])
-    target.restore_rows(source, rows)
+    target.reset_rows(known, rows)
     for s in range(9):
         same = s in rows.tolist()
         assert np.array_equal(target.value[s], source.value[s]) == same
-        assert np.array_equal(target.cells[s], source.cells[s]) == same
+        assert (target.cells[s].tobytes() == source.cells[s].tobytes()) == same
     assert np.all(target.padded[:, 13:] == -np.inf)
-    target.restore_rows(source, np.arange(9))
+    target.reset_rows(known, np.arange(9))
     assert target.equals(source)
 
 

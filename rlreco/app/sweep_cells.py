@@ -1,10 +1,10 @@
-"""One cell of a sweep: a setting's replicate simulated from a copy of the run's tables.
+"""One cell of a sweep: a setting's replicate simulated from the run's starting tables.
 
 A local sweep loads the run once (:func:`load_run`), loads the visit loops
 (:func:`start_warm_up`, in a thread meanwhile) and builds the grid's response models once
 (:meth:`LoadedRun.build_responses`; ``popularity`` is stored in the run directory for the next
-sweep), and copies the tables per cell into a reused buffer; its forked workers inherit all of
-it. Spawned and Dask workers build the same once per process
+sweep), and runs its cells on the loaded tables, resetting the rows each cell changed; its
+forked workers inherit all of it. Spawned and Dask workers build the same once per process
 (:func:`load_run`, :func:`load_payload`). The simulator and its kernels (numba) are imported
 where a run is loaded.
 """
@@ -163,6 +163,9 @@ class LoadedRun:
     """A run's state space, starting tables and configuration, built once per process,
     with the response models its cells have used (built once per model and slate size).
 
+    The tables are the starting tables whenever no cell of this process runs on them
+    (:meth:`cell_tables`).
+
     Parameters
     ----------
     payload : RunPayload
@@ -171,9 +174,8 @@ class LoadedRun:
     def __init__(self, payload: RunPayload) -> None:
         space = StateSpace.from_columns(payload.space)
         tables = Tables.from_columns(payload.snapshot, space)
-        if payload.history is None:
-            history_count = tables.count.copy()
-        else:
+        history_count = None
+        if payload.history is not None:
             history_count = np.zeros(tables.shape, dtype=np.int64)
             h = payload.history
             history_count[h["state_id"], h["product_id"]] = h["count"]
@@ -189,12 +191,8 @@ class LoadedRun:
 
         run = Run.load(path)  # simulate's loader
         manifest = run.run_dir.manifest
-        # the loaded tables never change (cells run on copies): the initial snapshot's counts
-        # are read where they are, not copied
         history_count = (
-            run.tables.count
-            if manifest["snapshot"] == manifest["initial_snapshot"]
-            else run.history_count()
+            None if manifest["snapshot"] == manifest["initial_snapshot"] else run.history_count()
         )
         loaded = cls.__new__(cls)
         weights = _holdout_weights(run.run_dir)
@@ -212,19 +210,23 @@ class LoadedRun:
         space: StateSpace,
         tables: Tables,
         config: RunConfig,
-        history_count: np.ndarray,
+        history_count: np.ndarray | None,
         state_weights: dict[str, np.ndarray],
     ) -> None:
         self.space = space
         self.tables = tables
         self.config = config
-        self.history_count = history_count
+        # the starting tables' known cells: what a cell's buffer is reset from
+        self._known = tables.known_cells()
+        # None: the starting tables' counts (built from the known cells on first use)
+        self._history_count = history_count
         self._responses: dict[tuple[str, int], Response] = {}
         self._state_weights = state_weights
         # run directory and run inputs of the stored popularity models (None: not stored)
         self._cache: tuple[Path, dict[str, Any]] | None = None
-        # a buffer for the next cell's tables, when no cell of this process is using it
-        self._spare: Tables | None = None
+        # the buffer of the next cell's tables, when no cell of this process is using it: the
+        # loaded tables themselves (see cell_tables)
+        self._spare: Tables | None = tables
         self._spare_lock = threading.Lock()
         # what every cell's simulator starts from in shown_per_state (see changed_rows)
         self._shown_per_state = tables.reco_count.sum(axis=1)
@@ -242,34 +244,48 @@ class LoadedRun:
             with contextlib.suppress(Exception):
                 self.response(params)
 
+    @property
+    def history_count(self) -> np.ndarray:
+        """Historical counts (the initial snapshot's ``count``), int64 (n_states, n_products):
+        what the ``popularity`` model derives from."""
+        if self._history_count is None:
+            count = np.zeros(self.tables.shape, dtype=np.int64)
+            count.reshape(-1)[self._known["cell"]] = self._known["count"]
+            self._history_count = count
+        return self._history_count
+
     def reserve_tables(self) -> None:
-        """Allocate the buffer of :meth:`cell_tables` now, in this process (its pages fault in
-        while the visit loops load, rather than in the first cell)."""
+        """Have the buffer of :meth:`cell_tables` ready in this process (the loaded tables are
+        the first; this makes one only after a cell of another thread took it)."""
+        with self._spare_lock:
+            if self._spare is not None:
+                return
         with self.cell_tables() as cell:
             cell.changed = np.zeros(0, dtype=np.int64)
 
     @contextlib.contextmanager
     def cell_tables(self) -> Iterator[CellTables]:
-        """A copy of the run's starting tables for one cell to change.
+        """The run's starting tables for one cell to change.
 
-        The copy goes into a buffer this process reuses from cell to cell: a new copy would
-        fault in its pages again at every cell (about 75 MB, a tenth of a second, on the UCI
-        data). When the cell is done the buffer is made the starting tables again: the rows the
-        cell says it changed (:attr:`CellTables.changed`; a cell of a thousand visits changes a
-        few hundred states at most), else every row. Cells running at once in threads (a Dask
-        worker) get their own copies.
+        They are a buffer this process reuses from cell to cell, the loaded tables themselves
+        at first (and in every worker forked from this process): a new copy would fault in its
+        pages again at every cell (about 75 MB, a tenth of a second, on the UCI data). When the
+        cell is done, the buffer's rows that the cell says it changed
+        (:attr:`CellTables.changed`; a cell of a thousand visits changes a few hundred states
+        at most), else all of them, are reset from the starting tables' known cells: between
+        cells, :attr:`tables` are the starting tables. Cells running at once in threads (a Dask
+        worker) get their own buffers.
         """
         with self._spare_lock:
             tables, self._spare = self._spare, None
         if tables is None:
-            tables = self.tables.copy()
+            tables = Tables.from_known_cells(self._known, *self.tables.shape)
         cell = CellTables(tables)
         try:
             yield cell
         finally:
-            # the padding columns are copied too: they stay -inf, as the kernels need
             rows = np.arange(tables.shape[0]) if cell.changed is None else cell.changed
-            tables.restore_rows(self.tables, rows)
+            tables.reset_rows(self._known, rows)
             with self._spare_lock:
                 self._spare = tables
 

@@ -133,23 +133,32 @@ class Tables:
         tables.cells = cells
         return tables
 
-    def restore_rows(self, source: Tables, rows: np.ndarray) -> None:
-        """Copy the rows ``rows`` (sorted, distinct state ids) of ``source``, a table of the same
-        shape, into these tables, padding included: one copy per run of consecutive rows."""
+    def reset_rows(self, known: Mapping[str, np.ndarray], rows: np.ndarray) -> None:
+        """Make the rows ``rows`` (sorted, distinct state ids) those of the tables that
+        :meth:`known_cells` gave ``known`` (checked by :func:`check_known_cells`), padding
+        included: each run of consecutive rows is cleared, then its known cells written."""
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size == 0:
             return
-        if rows.size == self.padded.shape[0]:  # every row: one copy of each array
-            np.copyto(self.padded, source.padded)
-            np.copyto(self.cells, source.cells)
-            return
+        n_products = self.value.shape[1]
+        width = self.padded.shape[1]
+        cell = known["cell"]
         # starts and ends of the runs of consecutive rows
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1
         starts = rows[np.concatenate(([0], breaks))]
         ends = rows[np.concatenate((breaks - 1, [rows.size - 1]))] + 1
-        for first, last in zip(starts.tolist(), ends.tolist(), strict=True):
-            np.copyto(self.padded[first:last], source.padded[first:last])
-            np.copyto(self.cells[first:last], source.cells[first:last])
+        padded = self.padded.reshape(-1)
+        flat = self.cells.reshape(-1)
+        lows = np.searchsorted(cell, starts * n_products).tolist()
+        highs = np.searchsorted(cell, ends * n_products).tolist()
+        for first, last, low, high in zip(starts.tolist(), ends.tolist(), lows, highs, strict=True):
+            self.padded[first:last] = -np.inf
+            self.cells[first:last].view(np.uint8).fill(0)
+            ids = cell[low:high]
+            state, product = np.divmod(ids, n_products)
+            padded[state * width + product] = known["value"][low:high]
+            for name in ("reward", "count", "reco_count"):
+                flat[name][ids] = known[name][low:high]
 
     def equals(self, other: Tables) -> bool:
         """Bit-identical comparison (NaN-free; -inf compares equal)."""
