@@ -45,6 +45,19 @@ def load_tables(run_dir: RunDir, space: StateSpace, which: str = "latest") -> Ta
     Raises
     ------
     SnapshotError
+        The snapshot cannot be read or does not fit the state space.
+    """
+    return load_known_tables(run_dir, space, which)[0]
+
+
+def load_known_tables(
+    run_dir: RunDir, space: StateSpace, which: str = "latest"
+) -> tuple[Tables, dict[str, np.ndarray]]:
+    """:func:`load_tables` and the tables' :meth:`~rlreco.engine.tables.Tables.known_cells`.
+
+    Raises
+    ------
+    SnapshotError
         The snapshot cannot be read or does not fit the state space (from the snapshot
         itself: the cache only ever holds a snapshot that could).
     """
@@ -52,10 +65,11 @@ def load_tables(run_dir: RunDir, space: StateSpace, which: str = "latest") -> Ta
     known = _read_known(run_dir.path, inputs)
     if known is not None:
         with contextlib.suppress(SnapshotError):  # checked there: damaged, read the snapshot
-            return Tables.from_known_cells(known, space.n_states, space.n_products)
+            return Tables.from_known_cells(known, space.n_states, space.n_products), known
     tables = Tables.from_groups(run_dir.iter_snapshot(which, SNAPSHOT_CELL_COLUMNS), space)
-    _store(run_dir, inputs, tables.known_cells())
-    return tables
+    known = tables.known_cells()
+    _store(run_dir, inputs, known)
+    return tables, known
 
 
 def load_counts(run_dir: RunDir, space: StateSpace, which: str = "initial") -> np.ndarray:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rlreco.app.run_tables import load_counts, load_tables
+from rlreco.app.run_tables import load_counts, load_known_tables
 from rlreco.app.truth import (
     load_truth_tables,
     monthly_schedule,
@@ -66,6 +66,8 @@ class Run:
     config: RunConfig
     space: StateSpace
     tables: Tables
+    #: the loaded tables' known cells (:meth:`Tables.known_cells`), as loaded
+    known: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def load(
@@ -84,7 +86,8 @@ class Run:
         space = StateSpace.from_columns(run_dir.read_space(), run_dir.fields)
         if check is not None:
             check(config, space)
-        return cls(run_dir, config, space, load_tables(run_dir, space))
+        tables, known = load_known_tables(run_dir, space)
+        return cls(run_dir, config, space, tables, known)
 
     def history_count(self) -> np.ndarray:
         """Historical counts: the initial snapshot's ``count`` table (no second set of tables

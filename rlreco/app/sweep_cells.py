@@ -196,7 +196,7 @@ class LoadedRun:
         )
         loaded = cls.__new__(cls)
         weights = _holdout_weights(run.run_dir)
-        loaded._setup(run.space, run.tables, run.config, history_count, weights)
+        loaded._setup(run.space, run.tables, run.config, history_count, weights, run.known)
         # what the popularity model is computed from besides the parameters: the run's space
         # and initial counts, fixed for a run id
         loaded._cache = (
@@ -212,12 +212,13 @@ class LoadedRun:
         config: RunConfig,
         history_count: np.ndarray | None,
         state_weights: dict[str, np.ndarray],
+        known: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.space = space
         self.tables = tables
         self.config = config
         # the starting tables' known cells: what a cell's buffer is reset from
-        self._known = tables.known_cells()
+        self._known = tables.known_cells() if known is None else known
         # None: the starting tables' counts (built from the known cells on first use)
         self._history_count = history_count
         self._responses: dict[tuple[str, int], Response] = {}

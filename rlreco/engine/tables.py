@@ -181,12 +181,14 @@ class Tables:
         n_products + product``), ``value``, ``reward``, ``count`` and ``reco_count``; what
         :meth:`from_known_cells` rebuilds the tables from."""
         n_products = self.value.shape[1]
-        cell = np.flatnonzero(np.isfinite(self.value))
+        # found in the padded layout (contiguous; its padding is -inf, never known)
+        at = np.flatnonzero(np.isfinite(self.padded))
+        state, product = np.divmod(at, self.padded.shape[1])
+        cell = state * n_products + product
         flat = self.cells.reshape(-1)[cell]
-        state, product = np.divmod(cell, n_products)
         return {
-            "cell": cell.astype(np.int64),
-            "value": self.padded.reshape(-1)[state * self.padded.shape[1] + product],
+            "cell": cell,
+            "value": self.padded.reshape(-1)[at],
             **{name: flat[name].copy() for name in ("reward", "count", "reco_count")},
         }
 
