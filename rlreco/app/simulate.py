@@ -71,7 +71,11 @@ class Run:
 
     @classmethod
     def load(
-        cls, path: str | Path, *, check: Callable[[RunConfig, StateSpace], None] | None = None
+        cls,
+        path: str | Path,
+        *,
+        check: Callable[[RunConfig, StateSpace], None] | None = None,
+        keep_known: bool = False,
     ) -> Run:
         """Open a run directory and load its state space and latest tables.
 
@@ -79,6 +83,7 @@ class Run:
         (e.g. to refuse a state space too large for the memory limit). The tables come from the
         run's cache of them when it holds the snapshot, else from the snapshot, read one row
         group at a time straight into the dense tables (:mod:`rlreco.app.run_tables`).
+        ``keep_known`` keeps the tables' known cells as loaded (:attr:`known`; otherwise None).
         """
         use_system_allocator()
         run_dir = RunDir.open(path)
@@ -87,7 +92,7 @@ class Run:
         if check is not None:
             check(config, space)
         tables, known = load_known_tables(run_dir, space)
-        return cls(run_dir, config, space, tables, known)
+        return cls(run_dir, config, space, tables, known if keep_known else None)
 
     def history_count(self) -> np.ndarray:
         """Historical counts: the initial snapshot's ``count`` table (no second set of tables

@@ -189,7 +189,7 @@ class LoadedRun:
         its :func:`run_token`."""
         from rlreco.app.simulate import Run
 
-        run = Run.load(path)  # simulate's loader
+        run = Run.load(path, keep_known=True)  # simulate's loader
         manifest = run.run_dir.manifest
         history_count = (
             None if manifest["snapshot"] == manifest["initial_snapshot"] else run.history_count()
