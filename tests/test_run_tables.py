@@ -49,7 +49,9 @@ def test_tables_come_back_from_the_cache_bit_for_bit(
     run = synthetic_run(tmp_path / "run", seed=3)
     expected = parquet_tables(run)
     assert entries(run) == []
-    first = Run.load(run.path)  # reads the snapshot, stores the known cells
+    assert Run.load(run.path).tables.equals(expected)
+    assert entries(run) == []  # a plain load (simulate's, evaluate's) only reads the cache
+    first = Run.load(run.path, store=True)  # reads the snapshot, stores the known cells
     assert first.tables.equals(expected)
     assert len(entries(run)) == 1
     snapshot_unread(monkeypatch)
@@ -121,10 +123,10 @@ def test_a_damaged_entry_is_never_used_and_is_replaced(
 ) -> None:
     run = synthetic_run(tmp_path / "run", seed=4)
     expected = parquet_tables(run)
-    Run.load(run.path)
+    Run.load(run.path, store=True)
     (entry,) = entries(run)
     damage(entry)
-    assert Run.load(run.path).tables.equals(expected)
+    assert Run.load(run.path, store=True).tables.equals(expected)
     # stored again, whole: the next load reads it
     inputs = run_tables.cache_inputs(run, "latest")
     assert inputs is not None
@@ -138,18 +140,23 @@ def test_a_damaged_entry_is_never_used_and_is_replaced(
 def test_a_new_snapshot_is_a_new_entry_and_old_entries_go(tmp_path: Path) -> None:
     run = synthetic_run(tmp_path / "run", seed=5)
     initial = parquet_tables(run)
-    Run.load(run.path)
-    simulate_run(run.path, 300, response="popularity")
+    Run.load(run.path, store=True)
+    before = sorted(p.name for p in entries(run))
+    simulate_run(run.path, 300, response="popularity")  # reads the entry, stores none
+    assert sorted(p.name for p in entries(run)) == before
     run = RunDir.open(run.path)
     latest = parquet_tables(run)
     assert not latest.equals(initial)
-    assert Run.load(run.path).tables.equals(latest)  # not the initial snapshot's entry
+    assert Run.load(run.path, store=True).tables.equals(latest)  # not the initial's entry
     loaded = Run.load(run.path)
+    assert loaded.tables.equals(latest)
     assert loaded.history_count().tobytes() == initial.count.tobytes()
     assert len(entries(run)) == 2  # latest and initial
     simulate_run(run.path, 200)
     run = RunDir.open(run.path)
-    assert Run.load(run.path).tables.equals(parquet_tables(run))
+    _, swept = sweep_cells.LoadedRun.read(run.path)  # a sweep stores what it loads
+    assert swept.tables.equals(parquet_tables(run))
+    assert swept.history_count.tobytes() == initial.count.tobytes()
     names = {p.name for p in entries(run)}
     assert len(names) == 2  # the previous latest snapshot's entry is gone
     for which in ("latest", "initial"):
@@ -162,14 +169,14 @@ def test_a_run_that_cannot_store_its_tables_still_loads(tmp_path: Path) -> None:
     run = synthetic_run(tmp_path / "run", seed=6)
     (run.path / array_cache.CACHE_DIR).write_text("not a folder")
     expected = parquet_tables(run)
-    assert Run.load(run.path).tables.equals(expected)
-    assert Run.load(run.path).tables.equals(expected)
+    assert Run.load(run.path, store=True).tables.equals(expected)
+    assert sweep_cells.LoadedRun.read(run.path)[1].tables.equals(expected)
     assert (run.path / array_cache.CACHE_DIR).read_text() == "not a folder"
 
 
 def test_a_corrupt_snapshot_is_reported_with_or_without_an_entry(tmp_path: Path) -> None:
     run = synthetic_run(tmp_path / "run", seed=7)
-    Run.load(run.path)
+    Run.load(run.path, store=True)
     snapshot = run.path / run.manifest["snapshot"]
     snapshot.write_bytes(b"not parquet")  # another content: another key, no entry
     with pytest.raises(SnapshotError, match="corrupt or not a Parquet file"):

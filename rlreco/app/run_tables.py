@@ -10,8 +10,10 @@ space files the checks read: a changed file is a new key, so an entry is never s
 loads read them back (zip checksums checked), check them again
 (:func:`~rlreco.engine.tables.check_known_cells`) and scatter them into the tables: the same
 tables, bit for bit. A missing, damaged or unwritable entry means the snapshot is read, as
-without the cache. At most two entries are kept per run: the latest snapshot's and the
-initial one's (the historical counts of the ``popularity`` response).
+without the cache. Sweeps store entries; ``simulate`` and ``evaluate`` only read them (the
+snapshot ``simulate`` loads is the one it replaces). At most two entries are kept per run: the
+latest snapshot's and the initial one's (the historical counts of the ``popularity``
+response).
 """
 
 from __future__ import annotations
@@ -39,19 +41,23 @@ SNAPSHOT_CELL_COLUMNS = (
 SNAPSHOT_KEYS = {"latest": "snapshot", "initial": "initial_snapshot"}
 
 
-def load_tables(run_dir: RunDir, space: StateSpace, which: str = "latest") -> Tables:
-    """The tables of the latest (or ``"initial"``) snapshot, from the cache when it holds them.
+def load_tables(
+    run_dir: RunDir, space: StateSpace, which: str = "latest", *, store: bool = False
+) -> Tables:
+    """The tables of the latest (or ``"initial"``) snapshot, from the cache when it holds them;
+    with ``store``, they are stored there when it does not (a loader whose run goes on to
+    replace the snapshot, such as ``simulate``, leaves the run directory as it is).
 
     Raises
     ------
     SnapshotError
         The snapshot cannot be read or does not fit the state space.
     """
-    return load_known_tables(run_dir, space, which)[0]
+    return load_known_tables(run_dir, space, which, store=store)[0]
 
 
 def load_known_tables(
-    run_dir: RunDir, space: StateSpace, which: str = "latest"
+    run_dir: RunDir, space: StateSpace, which: str = "latest", *, store: bool = False
 ) -> tuple[Tables, dict[str, np.ndarray]]:
     """:func:`load_tables` and the tables' :meth:`~rlreco.engine.tables.Tables.known_cells`.
 
@@ -68,13 +74,17 @@ def load_known_tables(
             return Tables.from_known_cells(known, space.n_states, space.n_products), known
     tables = Tables.from_groups(run_dir.iter_snapshot(which, SNAPSHOT_CELL_COLUMNS), space)
     known = tables.known_cells()
-    _store(run_dir, inputs, known)
+    if store:
+        _store(run_dir, inputs, known)
     return tables, known
 
 
-def load_counts(run_dir: RunDir, space: StateSpace, which: str = "initial") -> np.ndarray:
+def load_counts(
+    run_dir: RunDir, space: StateSpace, which: str = "initial", *, store: bool = False
+) -> np.ndarray:
     """The ``count`` table of a snapshot (default the initial one: the historical counts),
-    int64 (n_states, n_products), from the cache when it holds the snapshot."""
+    int64 (n_states, n_products), from the cache when it holds the snapshot (``store``: as
+    for :func:`load_tables`)."""
     inputs = cache_inputs(run_dir, which)
     known = _read_known(run_dir.path, inputs)
     try:
@@ -82,7 +92,7 @@ def load_counts(run_dir: RunDir, space: StateSpace, which: str = "initial") -> n
             raise SnapshotError("not stored")
         check_known_cells(known, space.n_states, space.n_products)
     except SnapshotError:  # not stored or damaged: read the snapshot
-        return load_tables(run_dir, space, which).count.copy()
+        return load_tables(run_dir, space, which, store=store).count.copy()
     count = np.zeros((space.n_states, space.n_products), dtype=np.int64)
     count.reshape(-1)[known["cell"]] = known["count"]
     return count

@@ -76,6 +76,7 @@ class Run:
         *,
         check: Callable[[RunConfig, StateSpace], None] | None = None,
         keep_known: bool = False,
+        store: bool = False,
     ) -> Run:
         """Open a run directory and load its state space and latest tables.
 
@@ -83,7 +84,8 @@ class Run:
         (e.g. to refuse a state space too large for the memory limit). The tables come from the
         run's cache of them when it holds the snapshot, else from the snapshot, read one row
         group at a time straight into the dense tables (:mod:`rlreco.app.run_tables`).
-        ``keep_known`` keeps the tables' known cells as loaded (:attr:`known`; otherwise None).
+        ``keep_known`` keeps the tables' known cells as loaded (:attr:`known`; otherwise None);
+        ``store`` stores them in the cache when it does not hold them.
         """
         use_system_allocator()
         run_dir = RunDir.open(path)
@@ -91,7 +93,7 @@ class Run:
         space = StateSpace.from_columns(run_dir.read_space(), run_dir.fields)
         if check is not None:
             check(config, space)
-        tables, known = load_known_tables(run_dir, space)
+        tables, known = load_known_tables(run_dir, space, store=store)
         return cls(run_dir, config, space, tables, known if keep_known else None)
 
     def history_count(self) -> np.ndarray:

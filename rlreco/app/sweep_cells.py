@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from rlreco.app.run_tables import load_counts
 from rlreco.app.sweep_grid import Setting
 from rlreco.app.truth import load_truth_tables
 from rlreco.config import RunConfig, config_from_dict, is_schedule, parse_schedule
@@ -189,10 +190,13 @@ class LoadedRun:
         its :func:`run_token`."""
         from rlreco.app.simulate import Run
 
-        run = Run.load(path, keep_known=True)  # simulate's loader
+        # simulate's loader; the run's tables stored for the next sweep
+        run = Run.load(path, keep_known=True, store=True)
         manifest = run.run_dir.manifest
         history_count = (
-            None if manifest["snapshot"] == manifest["initial_snapshot"] else run.history_count()
+            None
+            if manifest["snapshot"] == manifest["initial_snapshot"]
+            else load_counts(run.run_dir, run.space, store=True)
         )
         loaded = cls.__new__(cls)
         weights = _holdout_weights(run.run_dir)
