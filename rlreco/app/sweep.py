@@ -48,6 +48,7 @@ from rlreco.app.sweep_cells import (
     start_warm_up,
 )
 from rlreco.app.sweep_execution import (
+    CollectorPause,
     ProgressCallback,
     SweepProgress,
     can_fork,
@@ -280,6 +281,31 @@ def run_sweep(
     spec.validate()
     if workers is not None:
         check_int("workers", workers, 1)
+    collector = CollectorPause()  # until the cells start (the plot process inherits it)
+    try:
+        return _prepare_and_run(
+            run_dir, spec, out, start=start, workers=workers, scheduler=scheduler,
+            progress=progress, force=force, plots=plots, collector=collector,
+        )  # fmt: skip
+    finally:
+        collector.restore()
+
+
+def _prepare_and_run(
+    run_dir: str | Path,
+    spec: SweepSpec,
+    out: str | Path,
+    *,
+    start: float,
+    workers: int | None,
+    scheduler: str | None,
+    progress: ProgressCallback | None,
+    force: bool,
+    plots: bool,
+    collector: CollectorPause,
+) -> SweepResult:
+    """:func:`run_sweep` once its arguments are checked: open the run and the sweep directory,
+    start the plot process, run."""
     run = RunDir.open(run_dir)
     config = config_from_dict(run.manifest["config"], source=f"{run.path}/manifest.json")
     settings = grid_settings(run, spec, config)
@@ -289,15 +315,16 @@ def run_sweep(
     tasks = sweep_tasks(spec, settings, base)
     todo = [t for t in tasks if not sweep.finished(t.key)]
     n_workers = min(workers or default_workers(), len(todo))
-    # as many figures at once as local workers were asked for
-    plot_processes = (workers or default_workers()) if scheduler is None else 1
+    # figures drawn at once: as many as cores (this process only waits for them), or one for a
+    # cluster's sweep
+    plot_processes = default_workers() if scheduler is None else 1
     # forked first, while this process has no thread: it imports matplotlib meanwhile
     plotter = PlotProcess.start(plot_processes) if plots else None
     try:
         return _run(
             run, spec, settings, sweep, tasks, todo, start=start, n_workers=n_workers,
             scheduler=scheduler, progress=progress, plots=plots, plotter=plotter,
-            plot_processes=plot_processes,
+            plot_processes=plot_processes, collector=collector,
         )  # fmt: skip
     finally:
         if plotter is not None:
@@ -319,6 +346,7 @@ def _run(
     plots: bool,
     plotter: PlotProcess | None,
     plot_processes: int,
+    collector: CollectorPause,
 ) -> SweepResult:
     """:func:`run_sweep` once its directory is ready: run the cells, write the outputs."""
     skipped = len(tasks) - len(todo)
@@ -337,6 +365,7 @@ def _run(
                     loaded.reserve_tables()  # forked workers make their own
             finally:
                 loading.join()
+            collector.release()  # before forking: workers share the frozen objects' pages
             if n_workers > 1:
                 pool = fork_pool(loaded, n_workers)
         else:
@@ -366,6 +395,7 @@ def _run(
                 )
             )
 
+    collector.release()
     try:
         report(None)
         if todo:
