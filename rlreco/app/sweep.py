@@ -61,7 +61,7 @@ from rlreco.app.sweep_execution import (
     stop_pool,
 )
 from rlreco.app.sweep_grid import RESPONSE_NAMES, Setting, SweepSpec, check_int
-from rlreco.app.sweep_plots import PlotProcess, draw_figures
+from rlreco.app.sweep_plots import Figures, PlotProcess, draw_figures
 from rlreco.app.truth import monthly_schedule, resolve_response, response_spec, schedule_starts
 from rlreco.config import RunConfig, config_from_dict, format_schedule, is_schedule, parse_schedule
 from rlreco.engine.state_space import StateSpace
@@ -437,22 +437,26 @@ def _run(
         if pool is not None:
             stop_pool(pool)
     results = _combine(sweep, tasks)
-    # wall times vary from run to run: results.parquet holds only numbers that do not, so a
-    # resumed sweep's file is byte for byte an uninterrupted one's (times: cells/*.parquet)
-    sweep.write_results(results.drop(columns="cell_seconds"))
     replicates = (
         replicate_metrics(results)
         if len(results)
         else pd.DataFrame(columns=[*SETTING_COLUMNS, "replicate", *SUMMARY_METRICS])
     )
     summary = summarise(replicates, [(s.label, s.columns()) for s in settings])
-    best = best_settings(summary, replicates)
-    verdict = verdicts(summary, replicates)
-    written: list[Path] = []
+    figures: Figures | None = None
     if plots and len(results):
         switches = {s.response: schedule_starts(s.response)[1:] for s in settings}
         figures = (learning_curves(results), summary, sweep.plots_dir, switches)
-        if plotter is None or not plotter.draw(figures):
+        if plotter is not None:
+            plotter.send(figures)  # drawn while this process writes the rest
+    # wall times vary from run to run: results.parquet holds only numbers that do not, so a
+    # resumed sweep's file is byte for byte an uninterrupted one's (times: cells/*.parquet)
+    sweep.write_results(results.drop(columns="cell_seconds"))
+    best = best_settings(summary, replicates)
+    verdict = verdicts(summary, replicates)
+    written: list[Path] = []
+    if figures is not None:
+        if plotter is None or not plotter.drawn():
             if plotting.is_alive():
                 plotting.join()  # no thread left: figures can be drawn in forked processes
             # drawn here (again, if the plot process failed: its error is raised here)

@@ -57,6 +57,9 @@ class PlotProcess:
     def __init__(self, pid: int, pipe: int) -> None:
         self.pid = pid
         self._pipe: int | None = pipe
+        self._sent = False
+        self._running = True
+        self._code = 1
 
     @classmethod
     def start(cls, processes: int) -> PlotProcess | None:
@@ -74,29 +77,42 @@ class PlotProcess:
         os.close(read)
         return cls(pid, write)
 
-    def draw(self, figures: Figures) -> bool:
-        """Send the figures and wait until they are written; False if the process failed (or
-        died), and then nothing is left running."""
+    def send(self, figures: Figures) -> None:
+        """Send the figures and return: they are drawn while the sweep writes its other
+        outputs (:meth:`drawn` waits for them)."""
         pipe, self._pipe = self._pipe, None
         if pipe is None:
-            return False
+            return
+        self._sent = True
         try:
             with open(pipe, "wb") as stream:
                 pickle.dump(figures, stream, protocol=pickle.HIGHEST_PROTOCOL)
         except OSError:  # the process is gone (BrokenPipeError)
             pass
-        return self._wait() == 0
+
+    def drawn(self) -> bool:
+        """Wait until the figures sent are written; False if none were sent or the process
+        failed (or died). Nothing is left running either way."""
+        self.close()
+        return self._sent and self._code == 0
+
+    def draw(self, figures: Figures) -> bool:
+        """:meth:`send` the figures and wait until they are written (:meth:`drawn`)."""
+        if self._pipe is None:
+            return False
+        self.send(figures)
+        return self.drawn()
 
     def close(self) -> None:
-        """End the process without figures (the sweep failed or was interrupted)."""
+        """End the process: without figures if none were sent (the sweep failed or was
+        interrupted: it reads the end of the pipe and exits), else once they are drawn."""
         pipe, self._pipe = self._pipe, None
         if pipe is not None:
-            os.close(pipe)  # the process reads the end of the pipe and exits
-            self._wait()
-
-    def _wait(self) -> int:
-        _, status = os.waitpid(self.pid, 0)
-        return os.waitstatus_to_exitcode(status)
+            os.close(pipe)
+        if self._running:
+            self._running = False
+            _, status = os.waitpid(self.pid, 0)
+            self._code = os.waitstatus_to_exitcode(status)
 
 
 def _serve(pipe: int, processes: int) -> None:  # pragma: no cover - runs in the forked process
