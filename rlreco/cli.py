@@ -433,9 +433,9 @@ def main() -> None:
         app()
     finally:
         # Exiting, the interpreter collects garbage over every object several times as it
-        # clears the modules: after numba's registries are loaded (~150,000 objects) that took
-        # longer than a small sweep's cells. The command's outputs are written and closed by
-        # now; what is left is freed with the process, so the collector is told to skip it.
+        # clears the modules: once numba's registries are loaded, over well over a hundred
+        # thousand objects, none of them garbage. The command's outputs are written and closed
+        # by now; what is left is freed with the process, so the collector is told to skip it.
         gc.freeze()
 
 

@@ -121,8 +121,8 @@ class CollectorPause:
 
     Importing numba, pandas and matplotlib and loading the run create a few hundred thousand
     objects that live as long as the process, and almost no garbage: every full collection on the
-    way traverses all of them for nothing (a tenth of a second and more each, several per sweep),
-    and one in a forked worker would also copy the pages of every object it touches. This is the
+    way (several per sweep) traverses all of them for nothing, and one in a forked worker would
+    also copy the pages of every object it touches. This is the
     pattern :func:`gc.freeze` documents for processes that fork: collector off early, freeze
     before forking. :meth:`restore` puts the collector back as it was for the caller.
     """

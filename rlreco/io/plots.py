@@ -20,6 +20,7 @@ nothing here does statistics.
 from __future__ import annotations
 
 import functools
+import io
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -162,8 +163,6 @@ def warm_up_drawing() -> None:
     process about to draw does ahead of the data: the fonts, glyph and text caches, the
     Agg renderer and the PNG writer are loaded when the real figures come."""
     load_matplotlib()
-    import io
-
     fig = _figure(1, 1.0, 1.5)
     ax = fig.add_subplot(1, 1, 1)
     x = np.arange(3, dtype=float)
