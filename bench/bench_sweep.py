@@ -14,6 +14,11 @@ shell on a grid whose cells take no time (8 cells x 1,000 visits, plots on): int
 imports, loading the run, the visit loops and the response model, starting the workers, the
 summary and the plots. Its CPU time (this process's children, all workers included) is stored
 next to it: on a shared machine it varies less than the wall time.
+
+The scaling through the command line (:func:`bench_sweep_cli_scaling`) is the Sweeps issue's
+target as a user measures it: ``rlreco sweep`` of 4 epsilons x 2 replicates x 2,000,000 visits
+(``popularity``, plots on) with 1 and 2 workers, wall time from the shell, fixed cost included;
+the speed-up and both CPU times are stored in ``extra_info``.
 """
 
 from __future__ import annotations
@@ -110,4 +115,40 @@ def bench_sweep_fixed_cost(
         print(
             f"\nfixed cost of a sweep (8 cells x 1,000 visits, min of 3): 1 worker "
             f"{_fixed[1]:.2f} s, 2 workers {_fixed[2]:.2f} s (CPU {min(cpu):.2f} s)"
+        )
+
+
+#: the Sweeps issue's scaling grid: 8 cells of about a second each
+SCALING = ["--epsilons", "0,0.05,0.1,0.2", "--replicates", "2", "--visits", "2000000",
+           "--response", "popularity"]  # fmt: skip
+_scaling: dict[int, float] = {}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def bench_sweep_cli_scaling(
+    benchmark: BenchmarkFixture, retail_run: Path, tmp_path: Path, workers: int
+) -> None:
+    command = [sys.executable, "-m", "rlreco.cli", "sweep", str(retail_run), "--out",
+               str(tmp_path / "out"), "--workers", str(workers), *SCALING]  # fmt: skip
+    cpu: list[float] = []
+
+    def sweep() -> None:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(command, check=True, capture_output=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+
+    def fresh() -> None:
+        shutil.rmtree(tmp_path / "out", ignore_errors=True)
+
+    benchmark.pedantic(sweep, setup=fresh, rounds=1, iterations=1)
+    assert len(list((tmp_path / "out" / "cells").glob("*.parquet"))) == 8
+    _scaling[workers] = benchmark.stats.stats.min
+    benchmark.extra_info["cpu_seconds"] = cpu[0]
+    if workers == 2 and 1 in _scaling:
+        speedup = _scaling[1] / _scaling[2]
+        benchmark.extra_info["speedup_vs_1_worker"] = speedup
+        print(
+            f"\nrlreco sweep 4 x 2 x 2,000,000 visits: 1 worker {_scaling[1]:.2f} s, "
+            f"2 workers {_scaling[2]:.2f} s, speed-up {speedup:.2f}x"
         )

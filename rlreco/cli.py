@@ -5,6 +5,7 @@ Results are shown by :mod:`rlreco.app.report`; nothing else happens here.
 
 from __future__ import annotations
 
+import gc
 import sys
 import traceback
 from collections.abc import Callable
@@ -428,7 +429,14 @@ def recommend(
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    finally:
+        # Exiting, the interpreter collects garbage over every object several times as it
+        # clears the modules: once numba's registries are loaded, over well over a hundred
+        # thousand objects, none of them garbage. The command's outputs are written and closed
+        # by now; what is left is freed with the process, so the collector is told to skip it.
+        gc.freeze()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,23 @@ def test_bad_grid_is_one_line_exit_2(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0]
     assert not (tmp_path / "sw").exists()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["sweep", "no-such-run", "--out", "x"]])
+def test_the_command_leaves_its_objects_to_the_exit_uncollected(
+    argv: list[str], tmp_path: Path
+) -> None:
+    # the exit's collections over every object cost more than a small sweep's cells: main
+    # freezes them last, whether the command succeeds or fails
+    script = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
+        "from rlreco.cli import main\n"
+        f"sys.argv = ['rlreco', *{argv!r}]\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert done.stdout.rstrip().endswith("frozen True")
+    assert done.returncode == (0 if argv == ["--help"] else 2)

@@ -4,6 +4,7 @@ models stored in the run directory."""
 
 from __future__ import annotations
 
+import gc
 import os
 import resource
 import sys
@@ -20,6 +21,7 @@ from rlreco.app import report, sweep, sweep_cells, sweep_execution, sweep_plots
 from rlreco.app.sweep import run_sweep
 from rlreco.engine.response import build_response
 from rlreco.engine.simulation_params import SimulationParams
+from rlreco.engine.sweep_statistics import learning_curves
 from rlreco.io import array_cache
 from rlreco.io.parquet_tables import reused_heap, use_system_allocator
 
@@ -198,3 +200,69 @@ def test_a_plot_process_ends_when_the_sweep_sends_nothing(monkeypatch: pytest.Mo
     with pytest.raises(ChildProcessError):
         os.waitpid(plotter.pid, 0)
     assert not plotter.draw((pd.DataFrame(), pd.DataFrame(), Path("."), {}))
+
+
+def test_a_warmed_up_plot_process_writes_the_figures_drawn_here_byte_for_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sweep_execution, "can_fork", lambda: True)  # as above
+    monkeypatch.setattr(sweep_plots, "can_fork", lambda: True)
+    real_warm_up = sweep_plots.warm_up_drawing
+    warmed = tmp_path / "warmed"
+    warmed.mkdir()
+
+    def warm_up() -> None:
+        real_warm_up()  # raises if any artist of the throwaway figure is drawn wrong
+        (warmed / str(os.getpid())).touch()
+
+    monkeypatch.setattr(sweep_plots, "warm_up_drawing", warm_up)
+    warm_up()  # here too: a failure in the plot process would only show as a redraw here
+    run = synthetic_run(tmp_path / "run", seed=6)
+    spec = small_spec(epsilons=(0.0, 0.2, 1.0), replicates=2)
+    result = run_sweep(run.path, spec, tmp_path / "out", workers=1)
+    pids = {int(p.name) for p in warmed.iterdir()}
+    assert len(pids) == 2 and os.getpid() in pids  # the plot process warmed up too
+    figures = (learning_curves(result.results), result.summary, tmp_path / "here", {})
+    (tmp_path / "here").mkdir()
+    drawn_here = sweep_plots.draw_figures(figures, 1)
+    assert [p.name for p in drawn_here] == [p.name for p in result.plots]
+    assert sorted(p.name for p in (tmp_path / "out" / "plots").iterdir()) == sorted(
+        p.name for p in drawn_here
+    )
+    for theirs, ours in zip(result.plots, drawn_here, strict=True):
+        assert theirs.read_bytes() == ours.read_bytes()
+
+
+def test_the_collector_skips_the_start_of_a_sweep_and_is_restored_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sweep_execution, "can_fork", lambda: True)  # as above
+    monkeypatch.setattr(sweep_plots, "can_fork", lambda: True)
+    run = synthetic_run(tmp_path / "run", seed=6)
+    seen: list[tuple[bool, int]] = []
+
+    def progress(update: sweep_execution.SweepProgress) -> None:
+        seen.append((gc.isenabled(), gc.get_freeze_count()))
+
+    gc.unfreeze()  # whatever an earlier test left: a collector as in any fresh process
+    assert gc.isenabled()
+    for workers, out in ((1, "inline"), (2, "forked")):
+        run_sweep(run.path, small_spec(replicates=1), tmp_path / out, workers=workers,
+                  progress=progress, plots=False)  # fmt: skip
+        # while the cells ran: collecting, over what the start built only
+        assert all(enabled and frozen > 0 for enabled, frozen in seen)
+        assert gc.isenabled() and gc.get_freeze_count() == 0
+        seen.clear()
+    gc.disable()  # a caller's choice stays
+    try:
+        run_sweep(run.path, small_spec(replicates=1), tmp_path / "off", workers=1, plots=False)
+        assert not gc.isenabled() and gc.get_freeze_count() == 0
+    finally:
+        gc.enable()
+    gc.freeze()  # and so do objects a caller froze
+    try:
+        frozen = gc.get_freeze_count()
+        run_sweep(run.path, small_spec(replicates=1), tmp_path / "frozen", workers=1, plots=False)
+        assert gc.get_freeze_count() >= frozen and gc.isenabled()
+    finally:
+        gc.unfreeze()

@@ -48,6 +48,7 @@ from rlreco.app.sweep_cells import (
     start_warm_up,
 )
 from rlreco.app.sweep_execution import (
+    CollectorPause,
     ProgressCallback,
     SweepProgress,
     can_fork,
@@ -60,7 +61,7 @@ from rlreco.app.sweep_execution import (
     stop_pool,
 )
 from rlreco.app.sweep_grid import RESPONSE_NAMES, Setting, SweepSpec, check_int
-from rlreco.app.sweep_plots import PlotProcess, draw_figures
+from rlreco.app.sweep_plots import Figures, PlotProcess, draw_figures
 from rlreco.app.truth import monthly_schedule, resolve_response, response_spec, schedule_starts
 from rlreco.config import RunConfig, config_from_dict, format_schedule, is_schedule, parse_schedule
 from rlreco.engine.state_space import StateSpace
@@ -280,6 +281,31 @@ def run_sweep(
     spec.validate()
     if workers is not None:
         check_int("workers", workers, 1)
+    collector = CollectorPause()  # until the cells start (the plot process inherits it)
+    try:
+        return _prepare_and_run(
+            run_dir, spec, out, start=start, workers=workers, scheduler=scheduler,
+            progress=progress, force=force, plots=plots, collector=collector,
+        )  # fmt: skip
+    finally:
+        collector.restore()
+
+
+def _prepare_and_run(
+    run_dir: str | Path,
+    spec: SweepSpec,
+    out: str | Path,
+    *,
+    start: float,
+    workers: int | None,
+    scheduler: str | None,
+    progress: ProgressCallback | None,
+    force: bool,
+    plots: bool,
+    collector: CollectorPause,
+) -> SweepResult:
+    """:func:`run_sweep` once its arguments are checked: open the run and the sweep directory,
+    start the plot process, run."""
     run = RunDir.open(run_dir)
     config = config_from_dict(run.manifest["config"], source=f"{run.path}/manifest.json")
     settings = grid_settings(run, spec, config)
@@ -289,15 +315,16 @@ def run_sweep(
     tasks = sweep_tasks(spec, settings, base)
     todo = [t for t in tasks if not sweep.finished(t.key)]
     n_workers = min(workers or default_workers(), len(todo))
-    # as many figures at once as local workers were asked for
-    plot_processes = (workers or default_workers()) if scheduler is None else 1
+    # figures drawn at once: as many as cores (this process only waits for them), or one for a
+    # cluster's sweep
+    plot_processes = default_workers() if scheduler is None else 1
     # forked first, while this process has no thread: it imports matplotlib meanwhile
     plotter = PlotProcess.start(plot_processes) if plots else None
     try:
         return _run(
             run, spec, settings, sweep, tasks, todo, start=start, n_workers=n_workers,
             scheduler=scheduler, progress=progress, plots=plots, plotter=plotter,
-            plot_processes=plot_processes,
+            plot_processes=plot_processes, collector=collector,
         )  # fmt: skip
     finally:
         if plotter is not None:
@@ -319,6 +346,7 @@ def _run(
     plots: bool,
     plotter: PlotProcess | None,
     plot_processes: int,
+    collector: CollectorPause,
 ) -> SweepResult:
     """:func:`run_sweep` once its directory is ready: run the cells, write the outputs."""
     skipped = len(tasks) - len(todo)
@@ -333,10 +361,9 @@ def _run(
             try:
                 loaded = load_run(run.path, run_token(run.manifest))
                 loaded.build_responses(todo)
-                if n_workers == 1:
-                    loaded.reserve_tables()  # forked workers make their own
             finally:
                 loading.join()
+            collector.release()  # before forking: workers share the frozen objects' pages
             if n_workers > 1:
                 pool = fork_pool(loaded, n_workers)
         else:
@@ -366,6 +393,7 @@ def _run(
                 )
             )
 
+    collector.release()
     try:
         report(None)
         if todo:
@@ -407,22 +435,26 @@ def _run(
         if pool is not None:
             stop_pool(pool)
     results = _combine(sweep, tasks)
-    # wall times vary from run to run: results.parquet holds only numbers that do not, so a
-    # resumed sweep's file is byte for byte an uninterrupted one's (times: cells/*.parquet)
-    sweep.write_results(results.drop(columns="cell_seconds"))
     replicates = (
         replicate_metrics(results)
         if len(results)
         else pd.DataFrame(columns=[*SETTING_COLUMNS, "replicate", *SUMMARY_METRICS])
     )
     summary = summarise(replicates, [(s.label, s.columns()) for s in settings])
-    best = best_settings(summary, replicates)
-    verdict = verdicts(summary, replicates)
-    written: list[Path] = []
+    figures: Figures | None = None
     if plots and len(results):
         switches = {s.response: schedule_starts(s.response)[1:] for s in settings}
         figures = (learning_curves(results), summary, sweep.plots_dir, switches)
-        if plotter is None or not plotter.draw(figures):
+        if plotter is not None:
+            plotter.send(figures)  # drawn while this process writes the rest
+    # wall times vary from run to run: results.parquet holds only numbers that do not, so a
+    # resumed sweep's file is byte for byte an uninterrupted one's (times: cells/*.parquet)
+    sweep.write_results(results.drop(columns="cell_seconds"))
+    best = best_settings(summary, replicates)
+    verdict = verdicts(summary, replicates)
+    written: list[Path] = []
+    if figures is not None:
+        if plotter is None or not plotter.drawn():
             if plotting.is_alive():
                 plotting.join()  # no thread left: figures can be drawn in forked processes
             # drawn here (again, if the plot process failed: its error is raised here)

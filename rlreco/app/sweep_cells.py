@@ -259,15 +259,6 @@ class LoadedRun:
             self._history_count = count
         return self._history_count
 
-    def reserve_tables(self) -> None:
-        """Have the buffer of :meth:`cell_tables` ready in this process (the loaded tables are
-        the first; this makes one only after a cell of another thread took it)."""
-        with self._spare_lock:
-            if self._spare is not None:
-                return
-        with self.cell_tables() as cell:
-            cell.changed = np.zeros(0, dtype=np.int64)
-
     @contextlib.contextmanager
     def cell_tables(self) -> Iterator[CellTables]:
         """The run's starting tables for one cell to change.

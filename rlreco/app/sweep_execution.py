@@ -21,6 +21,7 @@ forked from it (:func:`call_forked`).
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -112,6 +113,40 @@ class CellError:
 
 #: a finished cell: its task and either its outcome or its error
 Completed = tuple[CellTask, CellOutcome | None, CellError | None]
+
+
+class CollectorPause:
+    """The cyclic garbage collector paused while a sweep starts, then told to skip what the start
+    built (:func:`gc.freeze`), for the sweep's duration.
+
+    Importing numba, pandas and matplotlib and loading the run create a few hundred thousand
+    objects that live as long as the process, and almost no garbage: every full collection on the
+    way (several per sweep) traverses all of them for nothing, and one in a forked worker would
+    also copy the pages of every object it touches. This is the
+    pattern :func:`gc.freeze` documents for processes that fork: collector off early, freeze
+    before forking. :meth:`restore` puts the collector back as it was for the caller.
+    """
+
+    def __init__(self) -> None:
+        self._enabled = gc.isenabled()
+        # objects someone else froze stay theirs: only a pause that froze nothing unfreezes
+        self._owns_freeze = gc.get_freeze_count() == 0
+        self._paused = True
+        gc.disable()
+
+    def release(self) -> None:
+        """End the pause (the cells start): freeze what exists, collect from then on."""
+        if self._paused:
+            self._paused = False
+            gc.freeze()
+            if self._enabled:
+                gc.enable()
+
+    def restore(self) -> None:
+        """The collector as it was before the pause (what was frozen goes back to collection)."""
+        self.release()
+        if self._owns_freeze:
+            gc.unfreeze()
 
 
 def default_workers() -> int:

@@ -20,6 +20,7 @@ nothing here does statistics.
 from __future__ import annotations
 
 import functools
+import io
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -155,6 +156,34 @@ def _legend(fig: Figure, axes: list[Axes], title: str = "setting") -> None:
             fontsize="small",
             title=title,
         )
+
+
+def warm_up_drawing() -> None:
+    """Draw and discard a small figure with every kind of artist the sweep's figures use, as a
+    process about to draw does ahead of the data: the fonts, glyph and text caches, the
+    Agg renderer and the PNG writer are loaded when the real figures come."""
+    load_matplotlib()
+    fig = _figure(1, 1.0, 1.5)
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(3, dtype=float)
+    ax.plot(x, x, color=_colors(1)[0], label="eps-greedy ε=0.1 α=1/n", lw=1.3)
+    ax.fill_between(x, x - 0.5, x + 0.5, alpha=0.18, lw=0)
+    ax.errorbar(x, x, yerr=np.full((2, 3), 0.1), marker="o", capsize=3, label="n=10")
+    ax.axhline(1.0, ls="--", lw=1.2)
+    ax.axhspan(0.5, 1.5, alpha=0.15, lw=0)
+    ax.axvline(1.0, color="0.35", ls=":", lw=1.2)
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3))
+    ax.set_xticks(x, [f"{v:g}" for v in x])
+    ax.set_title("Reward per visit (per block of visits)")
+    ax.set_xlabel("visits simulated")
+    ax.set_ylabel("mean reward per visit (reward units)")
+    ax.grid(alpha=0.3)
+    fig.suptitle("Learning curves, response model 'popularity' (mean and 95% CI over replicates)")
+    _legend(fig, [ax])
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    fig.savefig(io.BytesIO(), format="png", dpi=_DPI, pil_kwargs={"compress_level": 1})
 
 
 def plot_learning_curves(
