@@ -37,7 +37,6 @@ from rlreco.engine.kernels.candidate_cache import (
     find_top_cached_nb,
     refresh_cache_nb,
 )
-from rlreco.engine.kernels.candidate_reserve import RESERVE_HEAD
 from rlreco.engine.kernels.jit import jit
 from rlreco.engine.kernels.topn import depth_of_width_nb, new_index, repair_index_nb
 from rlreco.engine.simulation import Simulator
@@ -80,9 +79,8 @@ def replay_visits_nb(
         0.0: the sample average; else the constant step.
     cache_floor, cache_size, cache_items
         The candidate caches (all invalid at the start).
-    counts : ndarray of int64, shape (3,)
-        Output: rebuilds, the products they listed (members and reserve), and refills of the
-        members from the reserve.
+    counts : ndarray of int64, shape (2,)
+        Output: rebuilds, and the members they found.
     """
     depth = depth_of_width_nb(index.shape[1])
     top_value = np.empty(SLATE + 1)
@@ -93,17 +91,13 @@ def replay_visits_nb(
     for v in range(states.shape[0]):
         state = states[v]
         size = cache_size[state]
-        dry = size < SLATE and not (size >= 0 and cache_floor[state] == -np.inf)
-        # members and reserve together too few: a rebuild from the tree, else a refill
-        rebuilt = dry and (size < 0 or size + cache_items[state, RESERVE_HEAD] < SLATE)
+        rebuilt = size < SLATE and not (size >= 0 and cache_floor[state] == -np.inf)
         find_top_cached_nb(
             value, index, state, depth, SLATE, top_value, top_product, frontier,
             cache_floor, cache_size, cache_items,
         )  # fmt: skip
         counts[0] += rebuilt
-        listed = max(cache_size[state], 0) + cache_items[state, RESERVE_HEAD]
-        counts[1] += listed if rebuilt and cache_size[state] >= 0 else 0
-        counts[2] += dry and not rebuilt
+        counts[1] += max(cache_size[state], 0) if rebuilt else 0
         for i in range(SLATE):
             product = products[v * SLATE + i]
             slate[i] = product
@@ -156,7 +150,7 @@ def replay(window: dict[str, np.ndarray], step: float) -> tuple[float, np.ndarra
     """Thread CPU seconds of one replay of a window, and its counts."""
     value = window["value"].copy()
     n_states = value.shape[0]
-    counts = np.zeros(3, dtype=np.int64)
+    counts = np.zeros(2, dtype=np.int64)
     args = (
         value,
         window["reco_count"].copy(),
@@ -183,8 +177,7 @@ def main(rounds: int) -> None:
             print(
                 f"{case} {name}: {best / visits * 1e9:,.0f} ns/visit, "
                 f"{counts[0] / visits:.3f} rebuilds/visit, "
-                f"{counts[1] / max(counts[0], 1):.1f} listed/rebuild, "
-                f"{counts[2] / visits:.3f} refills/visit"
+                f"{counts[1] / max(counts[0], 1):.1f} members/rebuild"
             )
 
 
