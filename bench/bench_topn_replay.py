@@ -20,7 +20,24 @@ the run (shown members move a few ranks instead of staying put). Under a constan
 member drops by a tenth of its distance to the reward: during the decay of the history values,
 far below any floor a 64-slot cache can hold, so the cache is emptied every ~3.5 visits there.
 
-Run: ``python bench/bench_topn_replay.py [ROUNDS]``.
+Why a deeper or two-tier cache does not close the gap (``python bench/bench_topn_replay.py band``,
+:func:`band_sizes`): for a shown member to stay listed after one step of 0.1 with reward 0, a
+structure listing every known product above a floor must reach down to 0.9 x the 10th best. Per
+state (median) that is 55 products at the start, 232 after 50k visits, 319 after 150k, 349 after
+300k (the decay of the history values: every product shown so far sits in one band ~10% wide),
+and 147-168 late (1M, 2M). A rebuild lists ~35. Tried and reverted: an unranked reserve behind
+the ranked cache (every known product between a deeper floor and the cache's, with its value;
+rebuilds collect ~100 products, rank the best 40 and keep the rest there; a dry cache is refilled
+from it before the tree is read; members that drop move to it). Step 0.1 rebuilds fell from
+0.300 to 0.101 per visit early (0.057 -> 0.026 late), but 0.209 refills per visit came with them
+(0.038 late), and each rebuild and refill cost more. Same sitting, alternating processes, two
+pairs: ``1/n`` early 610/555 -> 752/824 ns, late 402/380 -> 439/467; step 0.1 early 1,116/937
+-> 1,176/1,255, late 688/651 -> 752/778. A reserve of 384 with ~130 listed per rebuild: no
+better (step early 1,262, late 822). Listing the ~350 products recycling needs would make each
+rebuild several times dearer. A plain tree query per visit (no cache) costs as much as the cached
+step-0.1 query early (1,227 vs 1,201 ns) and more late (1,147 vs 797 ns).
+
+Run: ``python bench/bench_topn_replay.py [ROUNDS]`` (or ``band``).
 """
 
 from __future__ import annotations
@@ -169,6 +186,40 @@ def replay(window: dict[str, np.ndarray], step: float) -> tuple[float, np.ndarra
     return time.thread_time() - start, counts
 
 
+#: Visits after which :func:`band_sizes` looks at the learner's values.
+BAND_CHECKPOINTS = (0, 50_000, 150_000, 300_000, 1_000_000, 2_000_000)
+
+
+def band_sizes(step: float = 0.1) -> None:
+    """What a cache must list for a shown member to stay listed after one constant step.
+
+    A shown top member with reward 0 drops to ``(1 - step)`` times its value; for it to stay in
+    a structure that lists every known product above a floor (and so to be served again without
+    reading the tree), the floor must be below that: the structure must hold every product at or
+    above ``(1 - step)`` times the 10th best. Printed: that count per state (median and
+    quartiles) at each checkpoint of the ``constant-step`` case.
+    """
+    space, initial = synthetic_space()
+    params, response = truth_case(space, initial, "constant-step", 3_000_000)
+    simulator = Simulator(space, initial.copy(), params, seed=1, response=response)
+    done = 0
+    for at in BAND_CHECKPOINTS:
+        simulator.run(at - done, chunk=1_000_000)
+        done = at
+        sizes = []
+        for row in simulator.tables.padded:
+            known = np.sort(row[row != -np.inf])[::-1]
+            if known.size >= SLATE:
+                tenth = known[SLATE - 1]
+                floor = (1 - step) * tenth if tenth > 0 else (1 + step) * tenth
+                sizes.append(np.count_nonzero(known >= floor))
+        q1, median, q3 = np.percentile(sizes, [25, 50, 75])
+        print(
+            f"visit {at:>9,}: products >= {1 - step:.1f} x the 10th best per state: "
+            f"median {median:.0f} (quartiles {q1:.0f}-{q3:.0f})"
+        )
+
+
 def main(rounds: int) -> None:
     for case, step in (("popularity", 0.0), ("constant-step", 0.1)):
         for (name, _, visits), window in zip(WINDOWS, record(case), strict=True):
@@ -182,4 +233,7 @@ def main(rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    if sys.argv[1:2] == ["band"]:
+        band_sizes()
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
