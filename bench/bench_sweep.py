@@ -83,6 +83,28 @@ def bench_sweep_workers(
         )
 
 
+def time_cli_sweep(
+    benchmark: BenchmarkFixture, run: Path, out: Path, workers: int, grid: list[str], rounds: int
+) -> list[float]:
+    """Time ``rlreco sweep RUN --out OUT --workers W GRID`` from a subprocess, ``rounds`` times,
+    each from an empty sweep directory; return the CPU seconds of each round."""
+    command = [sys.executable, "-m", "rlreco.cli", "sweep", str(run), "--out", str(out),
+               "--workers", str(workers), *grid]  # fmt: skip
+    cpu: list[float] = []
+
+    def sweep() -> None:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(command, check=True, capture_output=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+
+    def fresh() -> None:  # every round runs the whole grid
+        shutil.rmtree(out, ignore_errors=True)
+
+    benchmark.pedantic(sweep, setup=fresh, rounds=rounds, iterations=1)
+    return cpu
+
+
 #: a grid of cells that take no time: what is left is the sweep's fixed cost
 TINY = ["--epsilons", "0,0.05,0.1,0.2", "--replicates", "2", "--visits", "1000",
         "--response", "popularity"]  # fmt: skip
@@ -93,20 +115,7 @@ _fixed: dict[int, float] = {}
 def bench_sweep_fixed_cost(
     benchmark: BenchmarkFixture, retail_run: Path, tmp_path: Path, workers: int
 ) -> None:
-    command = [sys.executable, "-m", "rlreco.cli", "sweep", str(retail_run), "--out",
-               str(tmp_path / "out"), "--workers", str(workers), *TINY]  # fmt: skip
-    cpu: list[float] = []
-
-    def sweep() -> None:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run(command, check=True, capture_output=True)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-
-    def fresh() -> None:  # every round runs the whole grid
-        shutil.rmtree(tmp_path / "out", ignore_errors=True)
-
-    benchmark.pedantic(sweep, setup=fresh, rounds=3, iterations=1)
+    cpu = time_cli_sweep(benchmark, retail_run, tmp_path / "out", workers, TINY, rounds=3)
     assert len(list((tmp_path / "out" / "plots").glob("*.png"))) == 2
     _fixed[workers] = benchmark.stats.stats.min
     benchmark.extra_info["cpu_seconds_min"] = min(cpu)
@@ -128,20 +137,7 @@ _scaling: dict[int, float] = {}
 def bench_sweep_cli_scaling(
     benchmark: BenchmarkFixture, retail_run: Path, tmp_path: Path, workers: int
 ) -> None:
-    command = [sys.executable, "-m", "rlreco.cli", "sweep", str(retail_run), "--out",
-               str(tmp_path / "out"), "--workers", str(workers), *SCALING]  # fmt: skip
-    cpu: list[float] = []
-
-    def sweep() -> None:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run(command, check=True, capture_output=True)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-
-    def fresh() -> None:
-        shutil.rmtree(tmp_path / "out", ignore_errors=True)
-
-    benchmark.pedantic(sweep, setup=fresh, rounds=1, iterations=1)
+    cpu = time_cli_sweep(benchmark, retail_run, tmp_path / "out", workers, SCALING, rounds=1)
     assert len(list((tmp_path / "out" / "cells").glob("*.parquet"))) == 8
     _scaling[workers] = benchmark.stats.stats.min
     benchmark.extra_info["cpu_seconds"] = cpu[0]

@@ -199,7 +199,8 @@ def test_a_plot_process_ends_when_the_sweep_sends_nothing(monkeypatch: pytest.Mo
     plotter.close()  # reaped: waitpid would fail on a second wait
     with pytest.raises(ChildProcessError):
         os.waitpid(plotter.pid, 0)
-    assert not plotter.draw((pd.DataFrame(), pd.DataFrame(), Path("."), {}))
+    plotter.send((pd.DataFrame(), pd.DataFrame(), Path("."), {}))  # nothing to send to
+    assert not plotter.drawn()
 
 
 def test_a_warmed_up_plot_process_writes_the_figures_drawn_here_byte_for_byte(

@@ -41,25 +41,13 @@ SNAPSHOT_CELL_COLUMNS = (
 SNAPSHOT_KEYS = {"latest": "snapshot", "initial": "initial_snapshot"}
 
 
-def load_tables(
-    run_dir: RunDir, space: StateSpace, which: str = "latest", *, store: bool = False
-) -> Tables:
-    """The tables of the latest (or ``"initial"``) snapshot, from the cache when it holds them;
-    with ``store``, they are stored there when it does not (a loader whose run goes on to
-    replace the snapshot, such as ``simulate``, leaves the run directory as it is).
-
-    Raises
-    ------
-    SnapshotError
-        The snapshot cannot be read or does not fit the state space.
-    """
-    return load_known_tables(run_dir, space, which, store=store)[0]
-
-
 def load_known_tables(
     run_dir: RunDir, space: StateSpace, which: str = "latest", *, store: bool = False
 ) -> tuple[Tables, dict[str, np.ndarray]]:
-    """:func:`load_tables` and the tables' :meth:`~rlreco.engine.tables.Tables.known_cells`.
+    """The tables of the latest (or ``"initial"``) snapshot, from the cache when it holds them,
+    and their :meth:`~rlreco.engine.tables.Tables.known_cells`; with ``store``, they are stored
+    there when it does not (a loader whose run goes on to replace the snapshot, such as
+    ``simulate``, leaves the run directory as it is).
 
     Raises
     ------
@@ -84,7 +72,7 @@ def load_counts(
 ) -> np.ndarray:
     """The ``count`` table of a snapshot (default the initial one: the historical counts),
     int64 (n_states, n_products), from the cache when it holds the snapshot (``store``: as
-    for :func:`load_tables`)."""
+    for :func:`load_known_tables`)."""
     inputs = cache_inputs(run_dir, which)
     known = _read_known(run_dir.path, inputs)
     try:
@@ -92,7 +80,7 @@ def load_counts(
             raise SnapshotError("not stored")
         check_known_cells(known, space.n_states, space.n_products)
     except SnapshotError:  # not stored or damaged: read the snapshot
-        return load_tables(run_dir, space, which, store=store).count.copy()
+        return load_known_tables(run_dir, space, which, store=store)[0].count.copy()
     count = np.zeros((space.n_states, space.n_products), dtype=np.int64)
     count.reshape(-1)[known["cell"]] = known["count"]
     return count

@@ -13,7 +13,6 @@ resumed.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import threading
 import time
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rlreco.app.options import usable_cores
 from rlreco.app.run_tables import load_counts, load_known_tables
 from rlreco.app.truth import (
     load_truth_tables,
@@ -388,13 +388,6 @@ class LogFlusher:
         self._pending = None
         if self._thread is not None:
             self._thread.shutdown(wait=True)
-
-
-def usable_cores() -> int:
-    """CPUs this process may run on (its affinity where the system has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def policy_changes(

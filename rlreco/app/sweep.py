@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rlreco.app.options import usable_cores
 from rlreco.app.sweep_cells import (
     CellOutcome,
     CellTask,
@@ -52,7 +53,6 @@ from rlreco.app.sweep_execution import (
     ProgressCallback,
     SweepProgress,
     can_fork,
-    default_workers,
     fork_pool,
     run_dask,
     run_inline,
@@ -314,10 +314,10 @@ def _prepare_and_run(
     sweep = SweepDir.prepare(out, base, {"run_dir": str(run.path), **spec.to_dict()}, force=force)
     tasks = sweep_tasks(spec, settings, base)
     todo = [t for t in tasks if not sweep.finished(t.key)]
-    n_workers = min(workers or default_workers(), len(todo))
+    n_workers = min(workers or usable_cores(), len(todo))
     # figures drawn at once: as many as cores (this process only waits for them), or one for a
     # cluster's sweep
-    plot_processes = default_workers() if scheduler is None else 1
+    plot_processes = usable_cores() if scheduler is None else 1
     # forked first, while this process has no thread: it imports matplotlib meanwhile
     plotter = PlotProcess.start(plot_processes) if plots else None
     try:

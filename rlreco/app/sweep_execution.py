@@ -149,14 +149,6 @@ class CollectorPause:
             gc.unfreeze()
 
 
-def default_workers() -> int:
-    """Cores available to this process."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def _attempt(loaded: LoadedRun, task: CellTask) -> Completed:
     """Simulate one cell; an exception becomes the cell's error (the other cells go on)."""
     try:

@@ -96,13 +96,6 @@ class PlotProcess:
         self.close()
         return self._sent and self._code == 0
 
-    def draw(self, figures: Figures) -> bool:
-        """:meth:`send` the figures and wait until they are written (:meth:`drawn`)."""
-        if self._pipe is None:
-            return False
-        self.send(figures)
-        return self.drawn()
-
     def close(self) -> None:
         """End the process: without figures if none were sent (the sweep failed or was
         interrupted: it reads the end of the pipe and exits), else once they are drawn."""

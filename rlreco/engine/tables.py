@@ -31,6 +31,8 @@ KNOWN_CELL_DTYPES = {
     "reco_count": np.dtype(np.int64),
 }
 KNOWN_CELL_ARRAYS = tuple(KNOWN_CELL_DTYPES)
+#: The numbers of a cell record (:data:`~rlreco.schema.CELL_DTYPE`) among them.
+CELL_NUMBERS = ("reward", "count", "reco_count")
 
 #: Most cells per group of :meth:`Tables.iter_columns` (a snapshot's Parquet row group).
 GROUP_CELLS = 1 << 15
@@ -141,24 +143,26 @@ class Tables:
         if rows.size == 0:
             return
         n_products = self.value.shape[1]
-        width = self.padded.shape[1]
         cell = known["cell"]
         # starts and ends of the runs of consecutive rows
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1
         starts = rows[np.concatenate(([0], breaks))]
         ends = rows[np.concatenate((breaks - 1, [rows.size - 1]))] + 1
-        padded = self.padded.reshape(-1)
-        flat = self.cells.reshape(-1)
         lows = np.searchsorted(cell, starts * n_products).tolist()
         highs = np.searchsorted(cell, ends * n_products).tolist()
         for first, last, low, high in zip(starts.tolist(), ends.tolist(), lows, highs, strict=True):
             self.padded[first:last] = -np.inf
             self.cells[first:last].view(np.uint8).fill(0)
-            ids = cell[low:high]
-            state, product = np.divmod(ids, n_products)
-            padded[state * width + product] = known["value"][low:high]
-            for name in ("reward", "count", "reco_count"):
-                flat[name][ids] = known[name][low:high]
+            self._write_known(known, slice(low, high))
+
+    def _write_known(self, known: Mapping[str, np.ndarray], part: slice) -> None:
+        """Write the known cells ``part`` of ``known`` (:meth:`known_cells`) into the tables."""
+        ids = known["cell"][part]
+        state, product = np.divmod(ids, self.value.shape[1])
+        self.padded.reshape(-1)[state * self.padded.shape[1] + product] = known["value"][part]
+        flat = self.cells.reshape(-1)
+        for name in CELL_NUMBERS:
+            flat[name][ids] = known[name][part]
 
     def equals(self, other: Tables) -> bool:
         """Bit-identical comparison (NaN-free; -inf compares equal)."""
@@ -189,7 +193,7 @@ class Tables:
         return {
             "cell": cell,
             "value": self.padded.reshape(-1)[at],
-            **{name: flat[name].copy() for name in ("reward", "count", "reco_count")},
+            **{name: flat[name].copy() for name in CELL_NUMBERS},
         }
 
     @classmethod
@@ -205,13 +209,8 @@ class Tables:
             Arrays that :meth:`known_cells` could not have given.
         """
         check_known_cells(known, n_states, n_products)
-        cell = known["cell"]
         tables = cls.empty(n_states, n_products)
-        state, product = np.divmod(cell, n_products)
-        tables.padded.reshape(-1)[state * tables.padded.shape[1] + product] = known["value"]
-        flat = tables.cells.reshape(-1)
-        for name in ("reward", "count", "reco_count"):
-            flat[name][cell] = known[name]
+        tables._write_known(known, slice(None))
         return tables
 
     def to_columns(self, space: StateSpace) -> dict[str, np.ndarray]:
