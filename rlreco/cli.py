@@ -5,6 +5,13 @@ Results are shown by :mod:`rlreco.app.report`; nothing else happens here.
 
 from __future__ import annotations
 
+import os
+
+# No command does linear algebra worth a thread: numpy's OpenBLAS, loaded with numpy below,
+# would start one per core that spins about 0.1 s of CPU for nothing, on a machine whose other
+# cores the command's own processes use (the sweep's workers and plots). A user's setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import gc
 import sys
 import traceback

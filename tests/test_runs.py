@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -275,3 +276,38 @@ def test_cli_reports_kernel_compilation_apart_from_the_visits(
     assert result.exit_code == 0, result.output
     assert "compiling kernels, first run only: 12.3 s" in result.stderr
     assert json.loads(result.stdout)["episodes"] == 1000  # stdout stays one JSON object
+
+
+def _fresh_python(script: str, **env: str) -> list[str]:
+    """Lines a fresh interpreter prints running ``script`` (this tree first on its path)."""
+    import os
+    import subprocess
+
+    root = str(Path(__file__).resolve().parent.parent)
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    environ.update(PYTHONPATH=root, **env)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environ, check=True
+    )
+    return proc.stdout.split()
+
+
+def test_kernels_load_without_numba_probing_scipy_blas() -> None:
+    """The warm-up sets up numba's typing without importing scipy.linalg (numba's BLAS probe);
+    kernels run, and scipy.linalg and a jitted np.dot work afterwards."""
+    pytest.importorskip("scipy")
+    script = (
+        "import sys, numpy as np, numba\n"
+        "from rlreco.engine.warmup import warm_up_simulation\n"
+        "warm_up_simulation()\n"
+        "print('scipy.linalg' in sys.modules)\n"
+        "import scipy.linalg\n"
+        "print(numba.njit(lambda a: np.dot(a, a))(np.arange(3.0)))\n"
+    )
+    assert _fresh_python(script) == ["False", "5.0"]
+
+
+def test_the_command_line_keeps_blas_to_one_thread_unless_told() -> None:
+    script = "import os, rlreco.cli\nprint(os.environ['OPENBLAS_NUM_THREADS'])\n"
+    assert _fresh_python(script) == ["1"]
+    assert _fresh_python(script, OPENBLAS_NUM_THREADS="3") == ["3"]

@@ -12,9 +12,15 @@ only those the caller names, so a run pays for the policies it uses.
 
 from __future__ import annotations
 
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -61,6 +67,43 @@ def cache_misses(kernels: tuple[Any, ...] | None = None) -> int:
     return total
 
 
+class _NoScipyLinalg(importlib.abc.MetaPathFinder):
+    """An import finder that makes ``scipy.linalg`` unimportable, for the thread that made it
+    only (another thread importing it meanwhile is not affected)."""
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if threading.get_ident() == self.thread and fullname.split(".")[:2] == ["scipy", "linalg"]:
+            raise ModuleNotFoundError(f"{fullname}: not imported while numba loads", name=fullname)
+        return None
+
+
+def load_numba_typing() -> None:
+    """Import numba's NumPy array typing (``numba.np.arraymath``) without its BLAS probe.
+
+    Numba imports that module when it sets up its typing registries, at a process's first
+    compile or cache load, and on the way probes for a BLAS by importing ``scipy.linalg``
+    wherever scipy is installed: 0.15 s of CPU (and an OpenBLAS thread that spins on the
+    other core), on the critical path of every command that runs a kernel. The probe only
+    decides whether jitted ``np.correlate`` and ``np.convolve`` call BLAS, which no kernel does;
+    a kernel using ``np.dot`` or ``np.linalg`` still imports scipy when it is compiled. So the
+    import is made here with ``scipy.linalg`` out of reach of this thread. Nothing happens if
+    numba set up its registries already.
+    """
+    if "numba.np.arraymath" in sys.modules:
+        return
+    finder = _NoScipyLinalg()
+    sys.meta_path.insert(0, finder)
+    try:
+        importlib.import_module("numba.np.arraymath")
+    finally:
+        sys.meta_path.remove(finder)
+
+
 def tiny_run() -> tuple[StateSpace, Tables]:
     """A two-state, three-product run with one known cell per state."""
     space = StateSpace.from_grid(
@@ -85,6 +128,7 @@ def warm_up_simulation(
     (with a visit log if ``logging``; every response model and state sampling share them), with
     a few visits on :func:`tiny_run`."""
     start = time.perf_counter()
+    load_numba_typing()
     # loops built below add their misses to the count (from zero)
     before = cache_misses()
     for policy in dict.fromkeys(policies):
