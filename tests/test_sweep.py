@@ -632,3 +632,26 @@ def test_sweep_resumes_after_kill_9_of_the_sweep(
     assert len(list((out / "cells").glob("*.parquet"))) < 9
     subprocess.run(sweep_command(run_dir, out, 1), check=True, capture_output=True, env=ENV)
     assert (out / "results.parquet").read_bytes() == uninterrupted
+
+
+def test_intervals_stay_within_the_range_of_their_metric() -> None:
+    """Two replicates far apart: the t-interval of a speed, a rate or a regret would reach
+    below zero (or a rate above one); it is cut there, the mean and unbounded metrics are not."""
+    settings = [Setting("eps-greedy", e, 10, "popularity", "popularity") for e in (0.0, 0.1)]
+    frame = replicate_frame({0.0: [0.05, 0.95], 0.1: [0.45, 0.5, 0.55]})
+    frame["reward_per_visit"] -= 0.5
+    summary = sweep_statistics.summarise(frame, [(x.label, x.columns()) for x in settings])
+    wide = summary.iloc[0]
+    for metric in ("visits_per_second", "click_rate", "explored_share", "regret"):
+        assert wide[f"{metric}_low"] == 0.0 and wide[f"{metric}_mean"] == pytest.approx(0.5)
+    for metric in ("click_rate", "buy_rate", "explored_share"):
+        assert wide[f"{metric}_high"] == 1.0
+    assert wide["visits_per_second_high"] > 1.0
+    half = statistics.t_quantile(0.975, 1.0) * 0.45  # sd 0.45 * sqrt(2), over sqrt(2)
+    assert wide["reward_per_visit_low"] == pytest.approx(-half)  # unbounded: not cut
+    narrow = summary.iloc[1]
+    assert 0.0 < narrow["click_rate_low"] < 0.5 < narrow["click_rate_high"] < 1.0
+    one = sweep_statistics.summarise(
+        frame[frame["replicate"] == 0], [(settings[0].label, settings[0].columns())]
+    )
+    assert math.isnan(one.iloc[0]["visits_per_second_low"])  # one replicate: no interval

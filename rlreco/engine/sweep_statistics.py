@@ -43,6 +43,16 @@ BEST_DIRECTION: dict[str, bool] = {
     "buy_rate": True,
     "regret": False,
 }
+#: metric -> the range its values can take, where it is bounded: a t-interval (symmetric) around
+#: the mean of a few replicates can reach past it (a negative speed), and is cut to it
+METRIC_RANGE: dict[str, tuple[float, float]] = {
+    "click_rate": (0.0, 1.0),
+    "buy_rate": (0.0, 1.0),
+    "explored_share": (0.0, 1.0),
+    "regret": (0.0, math.inf),
+    "regret_per_visit": (0.0, math.inf),
+    "visits_per_second": (0.0, math.inf),
+}
 #: share of the last blocks that "final" metrics average over
 FINAL_SHARE = 0.1
 LEVEL = 0.95
@@ -86,7 +96,8 @@ def replicate_metrics(results: pd.DataFrame) -> pd.DataFrame:
 def summarise(
     replicates: pd.DataFrame, settings: Sequence[tuple[str, Mapping[str, Any]]]
 ) -> pd.DataFrame:
-    """Mean and 95% t-interval of every summary metric per setting, in grid order.
+    """Mean and 95% t-interval of every summary metric per setting, in grid order, each
+    interval cut to the range its metric can take (:data:`METRIC_RANGE`).
 
     Parameters
     ----------
@@ -106,9 +117,11 @@ def summarise(
         row: dict[str, Any] = {"label": label, **cols, "replicates": len(mine)}
         for metric in SUMMARY_METRICS:
             ci = t_interval(mine[metric].to_numpy(dtype=float), LEVEL)
+            bottom, top = METRIC_RANGE.get(metric, (-math.inf, math.inf))
             row[f"{metric}_mean"] = ci.mean
-            row[f"{metric}_low"] = ci.low
-            row[f"{metric}_high"] = ci.high
+            # a NaN bound (fewer than two replicates) compares false and stays NaN
+            row[f"{metric}_low"] = bottom if ci.low < bottom else ci.low
+            row[f"{metric}_high"] = top if ci.high > top else ci.high
         rows.append(row)
     return pd.DataFrame(rows)
 
