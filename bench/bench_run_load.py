@@ -21,32 +21,19 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from rlreco.app.sweep_cells import LoadedRun
-from rlreco.config import DEFAULT_DATA, RunConfig
 from rlreco.io.array_cache import CACHE_DIR
 
 _seconds: dict[str, float] = {}
 
 
-@pytest.fixture(scope="module")
-def retail_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run directory prepared from the embedded data."""
-    if not Path(DEFAULT_DATA).is_file():
-        pytest.skip(f"embedded data not found at {DEFAULT_DATA}")
-    from rlreco.app.prepare import prepare
-
-    out = tmp_path_factory.mktemp("bench_run_load") / "run"
-    prepare(RunConfig(), out=out)
-    return out
-
-
 @pytest.mark.parametrize("cache", ["none", "cached"])
-def bench_load_run(benchmark: BenchmarkFixture, retail_run: Path, cache: str) -> None:
+def bench_load_run(benchmark: BenchmarkFixture, embedded_run: Path, cache: str) -> None:
     def drop() -> None:
         if cache == "none":
-            shutil.rmtree(retail_run / CACHE_DIR, ignore_errors=True)
+            shutil.rmtree(embedded_run / CACHE_DIR, ignore_errors=True)
 
-    LoadedRun.read(retail_run)  # the entry stored; imports and page cache warm
-    benchmark.pedantic(lambda: LoadedRun.read(retail_run), setup=drop, rounds=5, iterations=1)
+    LoadedRun.read(embedded_run)  # the entry stored; imports and page cache warm
+    benchmark.pedantic(lambda: LoadedRun.read(embedded_run), setup=drop, rounds=5, iterations=1)
     _seconds[cache] = benchmark.stats.stats.min
     if "none" in _seconds and "cached" in _seconds:
         ratio = _seconds["cached"] / _seconds["none"]
@@ -58,8 +45,8 @@ def bench_load_run(benchmark: BenchmarkFixture, retail_run: Path, cache: str) ->
 
 
 @pytest.mark.parametrize("undo", ["copy", "reset"])
-def bench_cell_reset(benchmark: BenchmarkFixture, retail_run: Path, undo: str) -> None:
-    _, loaded = LoadedRun.read(retail_run)
+def bench_cell_reset(benchmark: BenchmarkFixture, embedded_run: Path, undo: str) -> None:
+    _, loaded = LoadedRun.read(embedded_run)
     space = loaded.space
     rng = np.random.default_rng(0)
     # the states of a 1,000-visit cell under the run's (empirical) state weights

@@ -34,7 +34,6 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from rlreco.app.sweep import SweepResult, run_sweep
 from rlreco.app.sweep_grid import SweepSpec
-from rlreco.config import DEFAULT_DATA, RunConfig
 
 SPEC = SweepSpec(
     epsilons=(0.0, 0.01, 0.05, 0.1, 0.2, 0.5),
@@ -47,17 +46,15 @@ _seconds: dict[int, float] = {}
 
 
 @pytest.fixture(scope="module")
-def retail_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run directory prepared from the embedded data."""
-    if not Path(DEFAULT_DATA).is_file():
-        pytest.skip(f"embedded data not found at {DEFAULT_DATA}")
-    from rlreco.app.prepare import prepare
-
-    out = tmp_path_factory.mktemp("bench_sweep") / "run"
-    prepare(RunConfig(), out=out)
-    # warm the numba cache so that no compile lands in either timing
-    run_sweep(out, SweepSpec(epsilons=(0.1,), replicates=1, episodes=1_000), out.parent / "warm")
-    return out
+def retail_run(embedded_run: Path) -> Path:
+    """The embedded data's run, with the numba cache warm so that no compile lands in a timing."""
+    run_sweep(
+        embedded_run,
+        SweepSpec(epsilons=(0.1,), replicates=1, episodes=1_000),
+        embedded_run.parent / "warm",
+        force=True,
+    )
+    return embedded_run
 
 
 @pytest.mark.parametrize("workers", [1, 2])
