@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from helpers import small_spec, synthetic_run
 
-from rlreco.app import run_tables, sweep_cells
+from rlreco.app import run_tables, sweep_cells, sweep_execution
 from rlreco.app.simulate import Run, simulate_run
 from rlreco.app.sweep import run_sweep
 from rlreco.app.sweep_grid import Setting
@@ -224,6 +224,45 @@ def test_the_cell_buffer_is_the_starting_tables_again_after_every_cell(
         assert loaded._spare is buffer  # the same buffer, restored
         assert buffer.equals(pristine)
         assert loaded.tables.equals(pristine)
+
+
+def first_cell_in_worker(task: sweep_cells.CellTask) -> tuple[bool, bool, dict[str, bytes]]:
+    """In a forked pool worker: run a cell, and say whether the buffer it changed shares memory
+    with the loaded tables, and whether those are still the starting tables."""
+    loaded = sweep_execution._WORKER_RUN[0]
+    assert isinstance(loaded, sweep_cells.LoadedRun)
+    outcome = sweep_cells.simulate_cell(loaded, task)
+    buffer = loaded._spare
+    assert buffer is not None
+    shared = any(
+        np.shares_memory(mine, theirs)
+        for mine in (buffer.padded, buffer.cells)
+        for theirs in (loaded.tables.padded, loaded.tables.cells)
+    )
+    metrics = {name: array.tobytes() for name, array in outcome.metrics.items()}
+    return shared, loaded.tables.equals(loaded.tables.copy()), metrics
+
+
+def test_a_forked_worker_changes_a_buffer_of_its_own_with_the_same_results(
+    tmp_path: Path,
+) -> None:
+    run = synthetic_run(tmp_path / "run", seed=8)
+    _, loaded = sweep_cells.LoadedRun.read(run.path)
+    pristine = loaded.tables.copy()
+    task = sweep_cells.CellTask(
+        "k", Setting("eps-greedy", 0.3, 3, "popularity", "popularity"), 0, 1, 500, 10
+    )
+    loaded.build_responses([task])
+    pool = sweep_execution.fork_pool(loaded, 1)
+    try:
+        shared, unchanged, metrics = pool.submit(first_cell_in_worker, task).result()
+    finally:
+        sweep_execution.stop_pool(pool)
+    assert not shared and unchanged
+    assert loaded._spare is loaded.tables  # this process's first cell still uses them
+    here = sweep_cells.simulate_cell(loaded, task)
+    assert metrics == {name: array.tobytes() for name, array in here.metrics.items()}
+    assert loaded.tables.equals(pristine)
 
 
 def test_reset_rows_makes_exactly_the_rows_asked_those_of_the_known_cells() -> None:

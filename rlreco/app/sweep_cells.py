@@ -264,9 +264,9 @@ class LoadedRun:
         """The run's starting tables for one cell to change.
 
         They are a buffer this process reuses from cell to cell, the loaded tables themselves
-        at first (and in every worker forked from this process): a new copy would fault in its
-        pages again at every cell (about 75 MB, a tenth of a second, on the UCI data). When the
-        cell is done, the buffer's rows that the cell says it changed
+        at first (a worker forked from this process builds its own: :meth:`use_own_buffer`): a
+        new copy would fault in its pages again at every cell (about 75 MB, a tenth of a second,
+        on the UCI data). When the cell is done, the buffer's rows that the cell says it changed
         (:attr:`CellTables.changed`; a cell of a thousand visits changes a few hundred states
         at most), else all of them, are reset from the starting tables' known cells: between
         cells, :attr:`tables` are the starting tables. Cells running at once in threads (a Dask
@@ -284,6 +284,22 @@ class LoadedRun:
             tables.reset_rows(self._known, rows)
             with self._spare_lock:
                 self._spare = tables
+
+    def use_own_buffer(self) -> None:
+        """Let this process's next cell build a buffer of its own rather than change the loaded
+        tables (see :meth:`cell_tables`): what a worker forked from the process that loaded the
+        run does first.
+
+        The loaded tables are then shared copy-on-write with that process, in transparent huge
+        pages (numpy asks for them for large arrays): a cell's first write to a page copies it,
+        splitting the huge page it sits in into 4 KiB pages, and the cells then run a few per
+        cent slower on every page they touch, cell after cell. A fresh buffer (the starting
+        tables again, built from the known cells) is in the worker's own huge pages, and
+        gives the same results bit for bit.
+        """
+        with self._spare_lock:
+            if self._spare is self.tables:
+                self._spare = None
 
     def changed_rows(self, shown_per_state: np.ndarray) -> np.ndarray:
         """The states whose rows a cell changed, from its simulator's
