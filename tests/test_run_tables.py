@@ -17,6 +17,7 @@ from rlreco.app import run_tables, sweep_cells, sweep_execution
 from rlreco.app.simulate import Run, simulate_run
 from rlreco.app.sweep import run_sweep
 from rlreco.app.sweep_grid import Setting
+from rlreco.engine.kernels.topn import new_index
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables, check_known_cells
 from rlreco.errors import SnapshotError
@@ -215,15 +216,19 @@ def test_the_cell_buffer_is_the_starting_tables_again_after_every_cell(
     _, loaded = sweep_cells.LoadedRun.read(run.path)
     pristine = loaded.tables.copy()
     setting = Setting(policy, param, 3, "popularity", "popularity")
+    index = new_index(pristine.padded)
     with loaded.cell_tables() as cell:
-        buffer = cell.tables
+        buffer, buffer_index = cell.tables, cell.index
     assert buffer is loaded.tables  # the loaded tables are the first buffer
     for visits in (3, 40, 2000):  # a few states, most, all
         task = sweep_cells.CellTask("k", setting, 0, 1, visits, 10)
         sweep_cells.simulate_cell(loaded, task)
-        assert loaded._spare is buffer  # the same buffer, restored
+        assert loaded._spare is not None
+        assert loaded._spare[0] is buffer  # the same buffer, restored
+        assert loaded._spare[1] is buffer_index
         assert buffer.equals(pristine)
         assert loaded.tables.equals(pristine)
+        assert buffer_index.tobytes() == index.tobytes()
 
 
 def first_cell_in_worker(task: sweep_cells.CellTask) -> tuple[bool, bool, dict[str, bytes]]:
@@ -232,8 +237,8 @@ def first_cell_in_worker(task: sweep_cells.CellTask) -> tuple[bool, bool, dict[s
     loaded = sweep_execution._WORKER_RUN[0]
     assert isinstance(loaded, sweep_cells.LoadedRun)
     outcome = sweep_cells.simulate_cell(loaded, task)
-    buffer = loaded._spare
-    assert buffer is not None
+    assert loaded._spare is not None
+    buffer = loaded._spare[0]
     shared = any(
         np.shares_memory(mine, theirs)
         for mine in (buffer.padded, buffer.cells)
@@ -259,7 +264,7 @@ def test_a_forked_worker_changes_a_buffer_of_its_own_with_the_same_results(
     finally:
         sweep_execution.stop_pool(pool)
     assert not shared and unchanged
-    assert loaded._spare is loaded.tables  # this process's first cell still uses them
+    assert loaded._spare is not None and loaded._spare[0] is loaded.tables  # still this one's
     here = sweep_cells.simulate_cell(loaded, task)
     assert metrics == {name: array.tobytes() for name, array in here.metrics.items()}
     assert loaded.tables.equals(pristine)
@@ -278,15 +283,18 @@ def test_reset_rows_makes_exactly_the_rows_asked_those_of_the_known_cells() -> N
     target.value[:] = 0.0  # every cell known, other numbers
     target.cells["count"][:] = -1
     target.cells["reward"][:] = 7.0
+    target.padded[:, 13:] = 1.0  # and the padding too
     rows = np.array([0, 1, 2, 5, 7, 8])
     target.reset_rows(known, rows)
     for s in range(9):
         same = s in rows.tolist()
-        assert np.array_equal(target.value[s], source.value[s]) == same
+        assert (target.padded[s].tobytes() == source.padded[s].tobytes()) == same
         assert (target.cells[s].tobytes() == source.cells[s].tobytes()) == same
-    assert np.all(target.padded[:, 13:] == -np.inf)
-    target.reset_rows(known, np.arange(9))
+    target.reset_rows(known, np.array([4, 3, 6]))  # in any order
     assert target.equals(source)
+    assert target.padded.tobytes() == source.padded.tobytes()
+    with pytest.raises(IndexError, match=r"a row outside 0\.\.8"):
+        target.reset_rows(known, np.array([3, 9]))
 
 
 # ---- sweeps ----------------------------------------------------------------------------------
