@@ -303,11 +303,12 @@ class LoadedRun:
         try:
             yield cell
         finally:
-            from rlreco.engine.kernels.table_rows import copy_rows_nb
-
             rows = np.arange(tables.shape[0]) if cell.changed is None else cell.changed
             tables.reset_rows(self._known, rows)
-            copy_rows_nb(self._index, index, rows)
+            # run by run of consecutive rows: no temporary copy of the rows
+            breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+            for run in np.split(rows, breaks):
+                index[run[0] : run[-1] + 1] = self._index[run[0] : run[-1] + 1]
             with self._spare_lock:
                 self._spare = buffer
 

@@ -61,17 +61,3 @@ def reset_rows_nb(
             record["count"] = count[k]
             record["reco_count"] = reco_count[k]
 
-
-@jit()
-def copy_rows_nb(source: np.ndarray, target: np.ndarray, rows: np.ndarray) -> None:
-    """Copy rows of one array into another of its shape, without a temporary.
-
-    Parameters
-    ----------
-    source : ndarray of float64, shape (S, W)
-    target : ndarray of float64, shape (S, W)
-        Output: rows ``rows`` become those of ``source``.
-    rows : ndarray of int64, shape (m,)
-    """
-    for i in range(rows.shape[0]):
-        target[rows[i], :] = source[rows[i], :]
