@@ -19,7 +19,7 @@ from rlreco.app.sweep import run_sweep
 from rlreco.app.sweep_grid import Setting
 from rlreco.engine.kernels.topn import new_index
 from rlreco.engine.state_space import StateSpace
-from rlreco.engine.tables import Tables, check_known_cells
+from rlreco.engine.tables import Tables, check_known_cells, copy_rows
 from rlreco.errors import SnapshotError
 from rlreco.io import array_cache
 from rlreco.io.run_dir import RunDir
@@ -295,6 +295,18 @@ def test_reset_rows_makes_exactly_the_rows_asked_those_of_the_known_cells() -> N
     assert target.padded.tobytes() == source.padded.tobytes()
     with pytest.raises(IndexError, match=r"a row outside 0\.\.8"):
         target.reset_rows(known, np.array([3, 9]))
+
+
+def test_copy_rows_copies_exactly_the_rows_asked() -> None:
+    source = np.arange(40.0).reshape(10, 4)
+    target = np.zeros((10, 4))
+    rows = np.array([0, 1, 2, 4, 7, 8, 9])  # three runs of consecutive rows
+    copy_rows(source, target, rows)
+    for s in range(10):
+        assert np.array_equal(target[s], source[s] if s in rows.tolist() else np.zeros(4))
+    copy_rows(source, target, np.zeros(0, dtype=np.int64))  # nothing to copy
+    copy_rows(source, target, np.array([3, 5, 6]))
+    assert np.array_equal(target, source)
 
 
 # ---- sweeps ----------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from rlreco.engine.response import (
 from rlreco.engine.simulation_params import SimulationParams
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.sweep_statistics import METRIC_COLUMNS
-from rlreco.engine.tables import Tables
+from rlreco.engine.tables import Tables, copy_rows
 from rlreco.errors import SimulationError, SnapshotError
 from rlreco.io.array_cache import read_arrays, write_arrays
 from rlreco.io.parquet_tables import reused_heap
@@ -305,10 +305,7 @@ class LoadedRun:
         finally:
             rows = np.arange(tables.shape[0]) if cell.changed is None else cell.changed
             tables.reset_rows(self._known, rows)
-            # run by run of consecutive rows: no temporary copy of the rows
-            breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-            for run in np.split(rows, breaks):
-                index[run[0] : run[-1] + 1] = self._index[run[0] : run[-1] + 1]
+            copy_rows(self._index, index, rows)
             with self._spare_lock:
                 self._spare = buffer
 

@@ -321,6 +321,19 @@ class Tables:
         self.cells["reco_count"][state, product] = np.asarray(columns["reco_count"], dtype=np.int64)
 
 
+def copy_rows(source: np.ndarray, target: np.ndarray, rows: np.ndarray) -> None:
+    """Copy rows ``rows`` (sorted, distinct) of ``source`` into ``target`` (same shape), run by
+    run of consecutive rows: no temporary copy of the rows, as fancy indexing would make."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size == 0:
+        return
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = rows[np.concatenate(([0], breaks))].tolist()
+    ends = (rows[np.concatenate((breaks - 1, [rows.size - 1]))] + 1).tolist()
+    for first, last in zip(starts, ends, strict=True):
+        target[first:last] = source[first:last]
+
+
 def check_known_cells(known: Mapping[str, np.ndarray], n_states: int, n_products: int) -> None:
     """Check arrays of :meth:`Tables.known_cells` for tables of shape (n_states, n_products):
     one value of its dtype per cell in every array, cells strictly increasing and in range,

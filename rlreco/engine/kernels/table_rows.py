@@ -60,4 +60,3 @@ def reset_rows_nb(
             record["reward"] = reward[k]
             record["count"] = count[k]
             record["reco_count"] = reco_count[k]
-
