@@ -3,10 +3,10 @@
 A local sweep loads the run once (:func:`load_run`), loads the visit loops
 (:func:`start_warm_up`, in a thread meanwhile) and builds the grid's response models once
 (:meth:`LoadedRun.build_responses`; ``popularity`` is stored in the run directory for the next
-sweep), and runs its cells on the loaded tables, resetting the rows each cell changed; its
-forked workers inherit all of it. Spawned and Dask workers build the same once per process
-(:func:`load_run`, :func:`load_payload`). The simulator and its kernels (numba) are imported
-where a run is loaded.
+sweep), and runs its cells on the loaded tables and their top-n index, resetting the rows each
+cell changed; its forked workers inherit all of it (and change buffers of their own). Spawned
+and Dask workers build the same once per process (:func:`load_run`, :func:`load_payload`).
+The simulator and its kernels (numba) are imported where a run is loaded.
 """
 
 from __future__ import annotations
