@@ -13,12 +13,13 @@ import pandas as pd
 import pytest
 from helpers import small_spec, synthetic_run
 
-from rlreco.app import run_tables, sweep_cells
+from rlreco.app import run_tables, sweep_cells, sweep_execution
 from rlreco.app.simulate import Run, simulate_run
 from rlreco.app.sweep import run_sweep
 from rlreco.app.sweep_grid import Setting
+from rlreco.engine.kernels.topn import new_index
 from rlreco.engine.state_space import StateSpace
-from rlreco.engine.tables import Tables, check_known_cells
+from rlreco.engine.tables import Tables, check_known_cells, copy_rows
 from rlreco.errors import SnapshotError
 from rlreco.io import array_cache
 from rlreco.io.run_dir import RunDir
@@ -215,15 +216,58 @@ def test_the_cell_buffer_is_the_starting_tables_again_after_every_cell(
     _, loaded = sweep_cells.LoadedRun.read(run.path)
     pristine = loaded.tables.copy()
     setting = Setting(policy, param, 3, "popularity", "popularity")
+    index = new_index(pristine.padded)
     with loaded.cell_tables() as cell:
-        buffer = cell.tables
+        buffer, buffer_index = cell.tables, cell.index
     assert buffer is loaded.tables  # the loaded tables are the first buffer
     for visits in (3, 40, 2000):  # a few states, most, all
         task = sweep_cells.CellTask("k", setting, 0, 1, visits, 10)
         sweep_cells.simulate_cell(loaded, task)
-        assert loaded._spare is buffer  # the same buffer, restored
+        assert loaded._spare is not None
+        assert loaded._spare[0] is buffer  # the same buffer, restored
+        assert loaded._spare[1] is buffer_index
         assert buffer.equals(pristine)
         assert loaded.tables.equals(pristine)
+        assert buffer_index.tobytes() == index.tobytes()
+
+
+def first_cell_in_worker(task: sweep_cells.CellTask) -> tuple[bool, bool, dict[str, bytes]]:
+    """In a forked pool worker: run a cell, and say whether the buffer it changed shares memory
+    with the loaded tables, and whether those are still the starting tables."""
+    loaded = sweep_execution._WORKER_RUN[0]
+    assert isinstance(loaded, sweep_cells.LoadedRun)
+    outcome = sweep_cells.simulate_cell(loaded, task)
+    assert loaded._spare is not None
+    buffer = loaded._spare[0]
+    shared = any(
+        np.shares_memory(mine, theirs)
+        for mine in (buffer.padded, buffer.cells)
+        for theirs in (loaded.tables.padded, loaded.tables.cells)
+    )
+    metrics = {name: array.tobytes() for name, array in outcome.metrics.items()}
+    return shared, loaded.tables.equals(loaded.tables.copy()), metrics
+
+
+def test_a_forked_worker_changes_a_buffer_of_its_own_with_the_same_results(
+    tmp_path: Path,
+) -> None:
+    run = synthetic_run(tmp_path / "run", seed=8)
+    _, loaded = sweep_cells.LoadedRun.read(run.path)
+    pristine = loaded.tables.copy()
+    task = sweep_cells.CellTask(
+        "k", Setting("eps-greedy", 0.3, 3, "popularity", "popularity"), 0, 1, 500, 10
+    )
+    loaded.build_responses([task])
+    pool = sweep_execution.fork_pool(loaded, 1)
+    try:
+        shared, unchanged, metrics = pool.submit(first_cell_in_worker, task).result()
+    finally:
+        sweep_execution.stop_pool(pool)
+    assert not shared and unchanged
+    assert loaded._spare is not None and loaded._spare[0] is loaded.tables  # still this one's
+    here = sweep_cells.simulate_cell(loaded, task)
+    assert metrics == {name: array.tobytes() for name, array in here.metrics.items()}
+    assert loaded.tables.equals(pristine)
 
 
 def test_reset_rows_makes_exactly_the_rows_asked_those_of_the_known_cells() -> None:
@@ -239,15 +283,30 @@ def test_reset_rows_makes_exactly_the_rows_asked_those_of_the_known_cells() -> N
     target.value[:] = 0.0  # every cell known, other numbers
     target.cells["count"][:] = -1
     target.cells["reward"][:] = 7.0
+    target.padded[:, 13:] = 1.0  # and the padding too
     rows = np.array([0, 1, 2, 5, 7, 8])
     target.reset_rows(known, rows)
     for s in range(9):
         same = s in rows.tolist()
-        assert np.array_equal(target.value[s], source.value[s]) == same
+        assert (target.padded[s].tobytes() == source.padded[s].tobytes()) == same
         assert (target.cells[s].tobytes() == source.cells[s].tobytes()) == same
-    assert np.all(target.padded[:, 13:] == -np.inf)
-    target.reset_rows(known, np.arange(9))
+    target.reset_rows(known, np.array([4, 3, 6]))  # in any order
     assert target.equals(source)
+    assert target.padded.tobytes() == source.padded.tobytes()
+    with pytest.raises(IndexError, match=r"a row outside 0\.\.8"):
+        target.reset_rows(known, np.array([3, 9]))
+
+
+def test_copy_rows_copies_exactly_the_rows_asked() -> None:
+    source = np.arange(40.0).reshape(10, 4)
+    target = np.zeros((10, 4))
+    rows = np.array([0, 1, 2, 4, 7, 8, 9])  # three runs of consecutive rows
+    copy_rows(source, target, rows)
+    for s in range(10):
+        assert np.array_equal(target[s], source[s] if s in rows.tolist() else np.zeros(4))
+    copy_rows(source, target, np.zeros(0, dtype=np.int64))  # nothing to copy
+    copy_rows(source, target, np.array([3, 5, 6]))
+    assert np.array_equal(target, source)
 
 
 # ---- sweeps ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from naive import synthetic_world
 
 from rlreco.app.truth import load_truth_tables
 from rlreco.config import SEED_BUY_PROBS, SEED_CLICK_PROBS
+from rlreco.engine.kernels.topn import new_index
 from rlreco.engine.response import (
     build_response,
     expected_reward,
@@ -21,6 +22,7 @@ from rlreco.engine.response import (
 )
 from rlreco.engine.simulation import (
     METRIC_COLUMNS,
+    METRIC_SUMS,
     SimulationParams,
     SimulationSummary,
     Simulator,
@@ -166,6 +168,51 @@ def test_scan_search_gives_the_same_run() -> None:
         runs.append(sim)
     assert runs[0].tables.equals(runs[1].tables)
     assert metrics_equal(runs[0].metrics_frame(), runs[1].metrics_frame())
+
+
+@pytest.mark.parametrize("policy", ["eps-greedy", "ucb1"])
+def test_a_kept_index_and_shown_counts_give_the_same_runs(policy: str) -> None:
+    space, initial = synthetic_world()
+    p = params(policy=policy, response="popularity")
+    warm = Simulator(space, initial.copy(), p, seed=8)
+    warm.run(1_500)  # starting tables with recommendations already counted
+    start = warm.tables
+    runs = []
+    for given in (False, True):
+        tables = start.copy()
+        index = new_index(tables.padded)
+        kept = {"index": index, "shown_per_state": tables.reco_count.sum(axis=1)} if given else {}
+        sim = Simulator(space, tables, p, seed=3, **kept)
+        sim.run(2_000)
+        if given and policy == "eps-greedy":  # updated in place with the tables (the
+            # other policies neither read nor keep it)
+            assert index.tobytes() == new_index(tables.padded).tobytes()
+        tables.value[:, 0] = 9.5  # edited between calls: the next call derives all afresh
+        sim.run(1_000)
+        runs.append(sim)
+    assert runs[0].tables.equals(runs[1].tables)
+    assert metrics_equal(runs[0].metrics_frame(), runs[1].metrics_frame())
+    sums = runs[1].metric_sums()
+    assert tuple(sums) == METRIC_SUMS
+    frame = runs[1].metrics_frame()
+    assert all(sums[name].tobytes() == frame[name].to_numpy().tobytes() for name in METRIC_SUMS)
+
+
+@pytest.mark.parametrize(
+    ("name", "wrong"),
+    [
+        ("index", np.zeros((3, 4))),
+        ("index", np.zeros((40, 9), dtype=np.float32)),
+        ("shown_per_state", np.zeros(3, dtype=np.int64)),
+        ("shown_per_state", np.zeros(40)),
+    ],
+)
+def test_a_kept_array_of_another_shape_or_type_is_refused(name: str, wrong: np.ndarray) -> None:
+    space, tables = synthetic_world()
+    if name == "index":  # the right number of states, whatever the width
+        wrong = np.zeros((space.n_states, *wrong.shape[1:]), dtype=wrong.dtype)
+    with pytest.raises(SimulationError, match=f"^{name}: shape .* expected a C-contiguous"):
+        Simulator(space, tables, params(), **{name: wrong})
 
 
 def test_metrics_frame_and_summary() -> None:

@@ -3,10 +3,10 @@
 A local sweep loads the run once (:func:`load_run`), loads the visit loops
 (:func:`start_warm_up`, in a thread meanwhile) and builds the grid's response models once
 (:meth:`LoadedRun.build_responses`; ``popularity`` is stored in the run directory for the next
-sweep), and runs its cells on the loaded tables, resetting the rows each cell changed; its
-forked workers inherit all of it. Spawned and Dask workers build the same once per process
-(:func:`load_run`, :func:`load_payload`). The simulator and its kernels (numba) are imported
-where a run is loaded.
+sweep), and runs its cells on the loaded tables and their top-n index, resetting the rows each
+cell changed; its forked workers inherit all of it (and change buffers of their own). Spawned
+and Dask workers build the same once per process (:func:`load_run`, :func:`load_payload`).
+The simulator and its kernels (numba) are imported where a run is loaded.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from rlreco.engine.response import (
 from rlreco.engine.simulation_params import SimulationParams
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.sweep_statistics import METRIC_COLUMNS
-from rlreco.engine.tables import Tables
+from rlreco.engine.tables import Tables, copy_rows
 from rlreco.errors import SimulationError, SnapshotError
 from rlreco.io.array_cache import read_arrays, write_arrays
 from rlreco.io.parquet_tables import reused_heap
@@ -145,18 +145,26 @@ class CellOutcome:
 
 @dataclass
 class CellTables:
-    """A cell's copy of the run's starting tables (:meth:`LoadedRun.cell_tables`).
+    """A cell's copy of the run's starting tables and of their top-n index
+    (:meth:`LoadedRun.cell_tables`).
 
     Attributes
     ----------
     tables : Tables
         The copy, the cell's to change.
+    index : ndarray of float64, shape (n_states, index_width(W))
+        The top-n index of the copy (64-byte aligned), the cell's to change with it
+        (:class:`~rlreco.engine.simulation.Simulator`'s ``index``).
+    shown_per_state : ndarray of int64, shape (n_states,)
+        The copy's recommendation counts summed per state (read only).
     changed : ndarray of int64 or None
         Sorted ids of the only states whose rows the cell changed, set by the cell once its
         visits are done; None (a cell that failed): any row may have changed.
     """
 
     tables: Tables
+    index: np.ndarray
+    shown_per_state: np.ndarray
     changed: np.ndarray | None = None
 
 
@@ -229,12 +237,24 @@ class LoadedRun:
         self._state_weights = state_weights
         # run directory and run inputs of the stored popularity models (None: not stored)
         self._cache: tuple[Path, dict[str, Any]] | None = None
-        # the buffer of the next cell's tables, when no cell of this process is using it: the
-        # loaded tables themselves (see cell_tables)
-        self._spare: Tables | None = tables
-        self._spare_lock = threading.Lock()
-        # what every cell's simulator starts from in shown_per_state (see changed_rows)
+        from rlreco.engine.kernels.topn import new_index
+
+        # the starting tables' top-n index, which a cell's buffer index is reset from, and
+        # their counts, which every cell's simulator starts from (see changed_rows)
+        self._index = new_index(tables.padded)
         self._shown_per_state = tables.reco_count.sum(axis=1)
+        # the buffer of the next cell's tables and index, when no cell of this process is
+        # using it: the loaded tables themselves at first (see cell_tables)
+        self._spare: tuple[Tables, np.ndarray] | None = (tables, self._index_copy())
+        self._spare_lock = threading.Lock()
+
+    def _index_copy(self) -> np.ndarray:
+        """A new copy of the starting tables' top-n index, 64-byte aligned like it."""
+        from rlreco.engine.kernels.records import aligned_empty
+
+        index = aligned_empty(self._index.shape, np.float64)
+        index[...] = self._index
+        return index
 
     def build_responses(self, tasks: list[CellTask]) -> None:
         """Build (or read, see :meth:`response`) the response model of every task's parameters,
@@ -261,29 +281,49 @@ class LoadedRun:
 
     @contextlib.contextmanager
     def cell_tables(self) -> Iterator[CellTables]:
-        """The run's starting tables for one cell to change.
+        """The run's starting tables and their top-n index, for one cell to change.
 
         They are a buffer this process reuses from cell to cell, the loaded tables themselves
-        at first (and in every worker forked from this process): a new copy would fault in its
-        pages again at every cell (about 75 MB, a tenth of a second, on the UCI data). When the
-        cell is done, the buffer's rows that the cell says it changed
-        (:attr:`CellTables.changed`; a cell of a thousand visits changes a few hundred states
-        at most), else all of them, are reset from the starting tables' known cells: between
-        cells, :attr:`tables` are the starting tables. Cells running at once in threads (a Dask
-        worker) get their own buffers.
+        at first (a worker forked from this process builds its own: :meth:`use_own_buffer`): a
+        new copy would fault in its pages again at every cell (about 75 MB, a tenth of a second,
+        on the UCI data). When the cell is done, the buffer's rows that the cell says it changed
+        (:attr:`CellTables.changed`; a cell of a thousand visits changes most states, a few
+        cells in each), else all of them, are reset from the starting tables' known cells, and
+        the same rows of the index copied from the starting tables' index: between cells,
+        :attr:`tables` are the starting tables, and the buffer's index theirs (as
+        :func:`~rlreco.engine.kernels.topn.build_index_nb` makes it: no cell builds one). Cells
+        running at once in threads (a Dask worker) get their own buffers.
         """
         with self._spare_lock:
-            tables, self._spare = self._spare, None
-        if tables is None:
-            tables = Tables.from_known_cells(self._known, *self.tables.shape)
-        cell = CellTables(tables)
+            buffer, self._spare = self._spare, None
+        if buffer is None:
+            buffer = (Tables.from_known_cells(self._known, *self.tables.shape), self._index_copy())
+        tables, index = buffer
+        cell = CellTables(tables, index, self._shown_per_state)
         try:
             yield cell
         finally:
             rows = np.arange(tables.shape[0]) if cell.changed is None else cell.changed
             tables.reset_rows(self._known, rows)
+            copy_rows(self._index, index, rows)
             with self._spare_lock:
-                self._spare = tables
+                self._spare = buffer
+
+    def use_own_buffer(self) -> None:
+        """Let this process's next cell build a buffer of its own rather than change the loaded
+        tables (see :meth:`cell_tables`): what a worker forked from the process that loaded the
+        run does first.
+
+        The loaded tables are then shared copy-on-write with that process, in transparent huge
+        pages (numpy asks for them for large arrays): a cell's first write to a page copies it,
+        splitting the huge page it sits in into 4 KiB pages, and the cells then run a few per
+        cent slower on every page they touch, cell after cell. A fresh buffer (the starting
+        tables again, built from the known cells) is in the worker's own huge pages, and
+        gives the same results bit for bit.
+        """
+        with self._spare_lock:
+            if self._spare is not None and self._spare[0] is self.tables:
+                self._spare = None
 
     def changed_rows(self, shown_per_state: np.ndarray) -> np.ndarray:
         """The states whose rows a cell changed, from its simulator's
@@ -453,11 +493,13 @@ def simulate_cell(loaded: LoadedRun, task: CellTask) -> CellOutcome:
             stream=task.stream,
             response=loaded.response(params),
             phase_weights=loaded.phase_weights(task),
+            index=cell.index,
+            shown_per_state=cell.shown_per_state,
         )
         summary = simulator.run(task.episodes)
         cell.changed = loaded.changed_rows(simulator.shown_per_state)
-        frame = simulator.metrics_frame()
-    metrics = {name: frame[name].to_numpy() for name in METRIC_COLUMNS}
+    sums = simulator.metric_sums()
+    metrics = {name: sums[name] for name in METRIC_COLUMNS}
     return CellOutcome(task.key, metrics, summary.seconds)
 
 

@@ -184,6 +184,15 @@ def _guard_worker(parent: int) -> None:
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
+def _init_forked_worker(parent: int) -> None:
+    """Start a forked pool worker: :func:`_guard_worker`, and a cell buffer of its own
+    (:meth:`LoadedRun.use_own_buffer`: the loaded tables stay the parent's pages)."""
+    _guard_worker(parent)
+    loaded = _WORKER_RUN[0] if _WORKER_RUN else None
+    if isinstance(loaded, LoadedRun):
+        loaded.use_own_buffer()
+
+
 def _init_worker(run_path: str, token: str, parent: int, policies: tuple[str, ...]) -> None:
     """Load the run in a spawned pool worker, once, from the run directory itself.
 
@@ -220,12 +229,13 @@ def can_fork() -> bool:
 
 def fork_pool(loaded: LoadedRun, workers: int) -> ProcessPoolExecutor:
     """Fork ``workers`` processes from this one, each with ``loaded`` (prepared: see
-    :meth:`LoadedRun.build_responses`) as the run its cells use."""
+    :meth:`LoadedRun.build_responses`) as the run its cells use, changing a buffer of its own
+    (:func:`_init_forked_worker`)."""
     _WORKER_RUN[:] = [loaded]
     pool = ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("fork"),
-        initializer=_guard_worker,
+        initializer=_init_forked_worker,
         initargs=(os.getpid(),),
     )
     with warnings.catch_warnings():

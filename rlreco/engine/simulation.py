@@ -2,7 +2,8 @@
 
 :class:`Simulator` owns the random stream, the per-block metrics, the per-state policy state
 and the kernels' derived arrays of one run (the top-n index and its candidate caches, the
-recommendations per state; rebuilt from the tables at every :meth:`Simulator.run`), and
+recommendations per state; rebuilt from the tables at every :meth:`Simulator.run`, unless a
+caller that keeps the index and the counts gives them for the first), and
 advances the run's :class:`~rlreco.engine.tables.Tables` in place, chunk by chunk (the kernels
 work on :attr:`Tables.padded <rlreco.engine.tables.Tables.padded>` directly). Persistence is
 the caller's: :attr:`Simulator.rng_state`, :meth:`Simulator.metrics_frame`,
@@ -112,6 +113,16 @@ class Simulator:
         Under ``empirical`` sampling, the state weights of each phase of the response (a
         schedule of held-out truths, each speaking for its own states); default
         ``space.state_weight`` in every phase.
+    index : ndarray of float64, shape (n_states, index_width(W)), optional
+        The top-n index of ``tables.padded`` as they are now
+        (:func:`~rlreco.engine.kernels.topn.build_index_nb`; 64-byte aligned), kept by a caller
+        that runs many simulations from the same tables (a sweep's cells): under ``tree``
+        search the simulator uses it, and its first :meth:`run` does not build one (under
+        ``scan`` search it is not used). The greedy policies update it in place with the
+        tables; the others neither read nor change it.
+    shown_per_state : ndarray of int64, shape (n_states,), optional
+        ``tables.reco_count`` summed over products as they are now: the first :meth:`run`
+        starts from it instead of summing the tables.
 
     Raises
     ------
@@ -139,6 +150,8 @@ class Simulator:
         truth_tables: Mapping[str, pd.DataFrame] | None = None,
         policy_state: Mapping[str, np.ndarray] | None = None,
         phase_weights: np.ndarray | None = None,
+        index: np.ndarray | None = None,
+        shown_per_state: np.ndarray | None = None,
     ) -> None:
         self.space = space
         self.tables = tables
@@ -175,10 +188,18 @@ class Simulator:
         )
         width = tables.padded.shape[1]
         tree = params.search == "tree"
-        # the index is 64-byte aligned: a group of 8 sibling maxima is one line
+        index_shape = (n_states, index_width(width) if tree else 0)
+        # what the first run need not derive from the tables (see run)
+        self._index_built = tree and index is not None
+        self._shown_start = shown_per_state
+        if not tree or index is None:
+            # 64-byte aligned: a group of 8 sibling maxima is one line
+            index = aligned_empty(index_shape, np.float64)
+        _check_given(index, index_shape, np.float64, "index")
+        _check_given(shown_per_state, (n_states,), np.int64, "shown_per_state")
         self._learner = Learner(
             tables.padded,
-            aligned_empty((n_states, index_width(width) if tree else 0), np.float64),
+            index,
             index_depth(width) if tree else 1,
             tables.cells,
             np.zeros(n_states),
@@ -233,6 +254,11 @@ class Simulator:
         are those whose count moved."""
         return self._learner.state_shown.copy()
 
+    def metric_sums(self) -> dict[str, np.ndarray]:
+        """Per-block metric sums so far, by name (:data:`METRIC_SUMS`; copies): the raw columns
+        of :meth:`metrics_frame`."""
+        return {name: self._blocks[name].copy() for name in METRIC_SUMS}
+
     def metrics_frame(self) -> pd.DataFrame:
         """Per-block metrics so far: raw sums and derived rates (see :data:`METRIC_COLUMNS`).
 
@@ -246,8 +272,8 @@ class Simulator:
                 "first_visit": np.arange(blocks.size, dtype=np.int64) * self.params.metrics_block,
             }
         )
-        for name in METRIC_SUMS:
-            frame[name] = blocks[name].copy()
+        for name, column in self.metric_sums().items():
+            frame[name] = column
         with np.errstate(invalid="ignore", divide="ignore"):
             frame["mean_reward"] = blocks["reward_sum"] / blocks["visits"]
             frame["click_rate"] = blocks["clicks"] / blocks["slots"]
@@ -292,11 +318,14 @@ class Simulator:
         learner = self._learner
         if learner.value is not self.tables.padded or learner.cells is not self.tables.cells:
             raise SimulationError("the simulator's tables were replaced; build a new Simulator")
-        # the tables may have been edited since the last call: derive everything afresh
-        if self.params.search == "tree":
+        # the tables may have been edited since the last call: derive everything afresh (but
+        # what the caller gave for the first call)
+        if self.params.search == "tree" and not self._index_built:
             build_index_nb(learner.value, learner.tree)
+        self._index_built = False
         learner.cache_size[:] = -1
-        learner.state_shown[:] = self.tables.reco_count.sum(axis=1)
+        shown, self._shown_start = self._shown_start, None
+        learner.state_shown[:] = self.tables.reco_count.sum(axis=1) if shown is None else shown
         learner = self._learner = learner._replace(
             policy=new_policy_state(
                 self._policy.code,
@@ -380,3 +409,14 @@ class Simulator:
             self._rng.bit_generator.state = dict(rng_state)
         except (KeyError, TypeError, ValueError) as exc:
             raise SnapshotError(f"rng_state: not the state of a PCG64 generator ({exc})") from None
+
+
+def _check_given(array: np.ndarray | None, shape: tuple[int, ...], dtype: type, name: str) -> None:
+    """One line when an array given to the :class:`Simulator` cannot be what it says it is."""
+    if array is not None and (
+        array.shape != shape or array.dtype != dtype or not array.flags.c_contiguous
+    ):
+        raise SimulationError(
+            f"{name}: shape {array.shape} {array.dtype}, expected a C-contiguous {shape} "
+            f"{np.dtype(dtype)}"
+        )

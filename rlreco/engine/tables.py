@@ -136,24 +136,21 @@ class Tables:
         return tables
 
     def reset_rows(self, known: Mapping[str, np.ndarray], rows: np.ndarray) -> None:
-        """Make the rows ``rows`` (sorted, distinct state ids) those of the tables that
+        """Make the rows ``rows`` (distinct state ids) those of the tables that
         :meth:`known_cells` gave ``known`` (checked by :func:`check_known_cells`), padding
-        included: each run of consecutive rows is cleared, then its known cells written."""
-        rows = np.asarray(rows, dtype=np.int64)
+        included: each row is rewritten whole, in one pass
+        (:func:`~rlreco.engine.kernels.table_rows.reset_rows_nb`)."""
+        # imported here: building and reading tables needs no compiled kernel
+        from rlreco.engine.kernels.table_rows import reset_rows_nb
+
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
         if rows.size == 0:
             return
-        n_products = self.value.shape[1]
-        cell = known["cell"]
-        # starts and ends of the runs of consecutive rows
-        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-        starts = rows[np.concatenate(([0], breaks))]
-        ends = rows[np.concatenate((breaks - 1, [rows.size - 1]))] + 1
-        lows = np.searchsorted(cell, starts * n_products).tolist()
-        highs = np.searchsorted(cell, ends * n_products).tolist()
-        for first, last, low, high in zip(starts.tolist(), ends.tolist(), lows, highs, strict=True):
-            self.padded[first:last] = -np.inf
-            self.cells[first:last].view(np.uint8).fill(0)
-            self._write_known(known, slice(low, high))
+        n_states = self.value.shape[0]
+        if rows.min() < 0 or rows.max() >= n_states:
+            raise IndexError(f"reset_rows: a row outside 0..{n_states - 1}")
+        arrays = (np.ascontiguousarray(known[name]) for name in KNOWN_CELL_ARRAYS)
+        reset_rows_nb(self.padded, self.cells, rows, *arrays)
 
     def _write_known(self, known: Mapping[str, np.ndarray], part: slice) -> None:
         """Write the known cells ``part`` of ``known`` (:meth:`known_cells`) into the tables."""
@@ -322,6 +319,19 @@ class Tables:
         self.cells["reward"][state, product] = np.asarray(columns["reward"], dtype=np.float64)
         self.cells["count"][state, product] = np.asarray(columns["count"], dtype=np.int64)
         self.cells["reco_count"][state, product] = np.asarray(columns["reco_count"], dtype=np.int64)
+
+
+def copy_rows(source: np.ndarray, target: np.ndarray, rows: np.ndarray) -> None:
+    """Copy rows ``rows`` (sorted, distinct) of ``source`` into ``target`` (same shape), run by
+    run of consecutive rows: no temporary copy of the rows, as fancy indexing would make."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size == 0:
+        return
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = rows[np.concatenate(([0], breaks))].tolist()
+    ends = (rows[np.concatenate((breaks - 1, [rows.size - 1]))] + 1).tolist()
+    for first, last in zip(starts, ends, strict=True):
+        target[first:last] = source[first:last]
 
 
 def check_known_cells(known: Mapping[str, np.ndarray], n_states: int, n_products: int) -> None:
