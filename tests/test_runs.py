@@ -311,3 +311,16 @@ def test_the_command_line_keeps_blas_to_one_thread_unless_told() -> None:
     script = "import os, rlreco.cli\nprint(os.environ['OPENBLAS_NUM_THREADS'])\n"
     assert _fresh_python(script) == ["1"]
     assert _fresh_python(script, OPENBLAS_NUM_THREADS="3") == ["3"]
+
+
+def test_a_sweep_warm_up_loads_the_cell_reset_kernel_too() -> None:
+    """The kernel that resets a cell's tables loads (or compiles) in the sweep's warm-up, with
+    the visit loops, not in the first cell's timing."""
+    script = (
+        "from rlreco.engine.kernels.table_rows import reset_rows_nb as k\n"
+        "from rlreco.app.sweep_cells import warm_up\n"
+        "print(len(k.signatures))\n"
+        "warm_up(('eps-greedy',))\n"
+        "print(len(k.signatures))\n"
+    )
+    assert _fresh_python(script) == ["0", "1"]

@@ -508,12 +508,15 @@ _WARM: set[str] = set()
 
 
 def warm_up(policies: tuple[str, ...]) -> None:
-    """Load (or compile) the visit loops of ``policies`` not loaded yet in this process."""
+    """Load (or compile) the visit loops of ``policies`` not loaded yet in this process, and
+    with the first of them the kernel that resets a cell's tables."""
     new = tuple(p for p in dict.fromkeys(policies) if p not in _WARM)
     if new:
-        from rlreco.engine.warmup import warm_up_simulation
+        from rlreco.engine.warmup import warm_up_cell_reset, warm_up_simulation
 
         warm_up_simulation(new)
+        if not _WARM:
+            warm_up_cell_reset()
         _WARM.update(new)
 
 

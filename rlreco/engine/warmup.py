@@ -138,5 +138,12 @@ def warm_up_simulation(
     return Warmup(time.perf_counter() - start, cache_misses() > before)
 
 
+def warm_up_cell_reset() -> None:
+    """Compile, or load from numba's cache, the kernel that resets a sweep cell's tables
+    between cells (:meth:`~rlreco.engine.tables.Tables.reset_rows`), on :func:`tiny_run`."""
+    _, tables = tiny_run()
+    tables.reset_rows(tables.known_cells(), np.arange(1))
+
+
 def _ignore(records: np.ndarray) -> None:
     """A visit log that keeps nothing (the warm-up's)."""
