@@ -54,7 +54,7 @@ def bench_cell_reset(benchmark: BenchmarkFixture, embedded_run: Path, undo: str)
     rows = np.unique(rng.choice(space.n_states, 1_000, p=weight))
     pristine = loaded.tables.copy()
     known = pristine.known_cells()
-    with loaded.cell_tables() as cell:
+    with loaded.buffers.cell_tables() as cell:
         tables = cell.tables
 
         def copy() -> None:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from helpers import small_spec, synthetic_run
 
-from rlreco.app import run_tables, sweep_cells, sweep_execution
+from rlreco.app import cell_buffers, run_tables, sweep_cells, sweep_execution
 from rlreco.app.simulate import Run, simulate_run
 from rlreco.app.sweep import run_sweep
 from rlreco.app.sweep_grid import Setting
@@ -217,15 +217,15 @@ def test_the_cell_buffer_is_the_starting_tables_again_after_every_cell(
     pristine = loaded.tables.copy()
     setting = Setting(policy, param, 3, "popularity", "popularity")
     index = new_index(pristine.padded)
-    with loaded.cell_tables() as cell:
+    with loaded.buffers.cell_tables() as cell:
         buffer, buffer_index = cell.tables, cell.index
     assert buffer is loaded.tables  # the loaded tables are the first buffer
     for visits in (3, 40, 2000):  # a few states, most, all
         task = sweep_cells.CellTask("k", setting, 0, 1, visits, 10)
         sweep_cells.simulate_cell(loaded, task)
-        assert loaded._spare is not None
-        assert loaded._spare[0] is buffer  # the same buffer, restored
-        assert loaded._spare[1] is buffer_index
+        assert loaded.buffers._spare is not None
+        assert loaded.buffers._spare[0] is buffer  # the same buffer, restored
+        assert loaded.buffers._spare[1] is buffer_index
         assert buffer.equals(pristine)
         assert loaded.tables.equals(pristine)
         assert buffer_index.tobytes() == index.tobytes()
@@ -237,8 +237,8 @@ def first_cell_in_worker(task: sweep_cells.CellTask) -> tuple[bool, bool, dict[s
     loaded = sweep_execution._WORKER_RUN[0]
     assert isinstance(loaded, sweep_cells.LoadedRun)
     outcome = sweep_cells.simulate_cell(loaded, task)
-    assert loaded._spare is not None
-    buffer = loaded._spare[0]
+    assert loaded.buffers._spare is not None
+    buffer = loaded.buffers._spare[0]
     shared = any(
         np.shares_memory(mine, theirs)
         for mine in (buffer.padded, buffer.cells)
@@ -264,10 +264,63 @@ def test_a_forked_worker_changes_a_buffer_of_its_own_with_the_same_results(
     finally:
         sweep_execution.stop_pool(pool)
     assert not shared and unchanged
-    assert loaded._spare is not None and loaded._spare[0] is loaded.tables  # still this one's
+    assert (
+        loaded.buffers._spare is not None and loaded.buffers._spare[0] is loaded.tables
+    )  # still this one's
     here = sweep_cells.simulate_cell(loaded, task)
     assert metrics == {name: array.tobytes() for name, array in here.metrics.items()}
     assert loaded.tables.equals(pristine)
+
+
+def test_shown_per_state_from_the_known_cells_is_the_row_sums_of_the_tables() -> None:
+    rng = np.random.default_rng(3)
+    tables = Tables.empty(7, 11)
+    known_cells = rng.random((7, 11)) < 0.3
+    known_cells[2] = False  # a state with no known cell
+    tables.value[known_cells] = rng.normal(size=known_cells.sum())
+    tables.cells["reco_count"][known_cells] = rng.integers(0, 2**40, known_cells.sum())
+    sums = cell_buffers.shown_per_state(tables.known_cells(), 7, 11)
+    assert sums.dtype == np.int64 and sums[2] == 0
+    np.testing.assert_array_equal(sums, tables.reco_count.sum(axis=1))
+
+
+def cells_in_worker(task: sweep_cells.CellTask) -> tuple[bool, dict[str, bytes]]:
+    """In a forked pool worker: run a cell twice, and say whether the process had loaded
+    tables besides its buffer at any point (with the metrics of the second cell)."""
+    loaded = sweep_execution._WORKER_RUN[0]
+    assert isinstance(loaded, sweep_cells.LoadedRun)
+    had_tables = loaded.buffers._loaded is not None
+    sweep_cells.simulate_cell(loaded, task)
+    outcome = sweep_cells.simulate_cell(loaded, task)
+    had_tables |= loaded.buffers._loaded is not None
+    return had_tables, {name: array.tobytes() for name, array in outcome.metrics.items()}
+
+
+def test_a_run_loaded_for_workers_skips_the_dense_tables_with_the_same_results(
+    tmp_path: Path,
+) -> None:
+    """``dense=False`` (a sweep process that forks its workers): with the run's cache, no dense
+    tables in the loading process; each worker builds its buffer from the known cells, and the
+    cells, the counts and the tables built on demand are those of a dense load."""
+    run = synthetic_run(tmp_path / "run", seed=8)
+    _, dense = sweep_cells.LoadedRun.read(run.path)  # stores the known cells
+    _, light = sweep_cells.LoadedRun.read(run.path, dense=False)
+    assert light.buffers._loaded is None and light.buffers._spare is None
+    np.testing.assert_array_equal(light.buffers.shown_per_state, dense.buffers.shown_per_state)
+    np.testing.assert_array_equal(light.history_count, dense.history_count)
+    task = sweep_cells.CellTask(
+        "k", Setting("eps-greedy", 0.3, 3, "popularity", "popularity"), 0, 1, 500, 10
+    )
+    light.build_responses([task])
+    pool = sweep_execution.fork_pool(light, 1)
+    try:
+        had_tables, metrics = pool.submit(cells_in_worker, task).result()
+    finally:
+        sweep_execution.stop_pool(pool)
+    assert not had_tables and light.buffers._loaded is None
+    here = sweep_cells.simulate_cell(dense, task)
+    assert metrics == {name: array.tobytes() for name, array in here.metrics.items()}
+    assert light.tables.equals(dense.tables)  # built on demand
 
 
 def test_reset_rows_makes_exactly_the_rows_asked_those_of_the_known_cells() -> None:

@@ -55,11 +55,25 @@ def load_known_tables(
         The snapshot cannot be read or does not fit the state space (from the snapshot
         itself: the cache only ever holds a snapshot that could).
     """
+    tables, known = load_known_cells(run_dir, space, which, store=store)
+    if tables is None:
+        tables = Tables.from_known_cells(known, space.n_states, space.n_products)
+    return tables, known
+
+
+def load_known_cells(
+    run_dir: RunDir, space: StateSpace, which: str = "latest", *, store: bool = False
+) -> tuple[Tables | None, dict[str, np.ndarray]]:
+    """:func:`load_known_tables` without building the dense tables where the cache holds the
+    known cells (checked): ``(None, known)``; else the tables read from the snapshot, and
+    their known cells.
+    """
     inputs = cache_inputs(run_dir, which)
     known = _read_known(run_dir.path, inputs)
     if known is not None:
         with contextlib.suppress(SnapshotError):  # checked there: damaged, read the snapshot
-            return Tables.from_known_cells(known, space.n_states, space.n_products), known
+            check_known_cells(known, space.n_states, space.n_products)
+            return None, known
     tables = Tables.from_groups(run_dir.iter_snapshot(which, SNAPSHOT_CELL_COLUMNS), space)
     known = tables.known_cells()
     if store:

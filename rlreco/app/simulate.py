@@ -78,23 +78,32 @@ class Run:
         keep_known: bool = False,
         store: bool = False,
     ) -> Run:
-        """Open a run directory and load its state space and latest tables.
+        """Open a run directory (:meth:`open`) and load its state space and latest tables.
 
-        ``check`` is called with the config and state space before the tables are allocated
-        (e.g. to refuse a state space too large for the memory limit). The tables come from the
-        run's cache of them when it holds the snapshot, else from the snapshot, read one row
-        group at a time straight into the dense tables (:mod:`rlreco.app.run_tables`).
-        ``keep_known`` keeps the tables' known cells as loaded (:attr:`known`; otherwise None);
-        ``store`` stores them in the cache when it does not hold them.
+        The tables come from the run's cache of them when it holds the snapshot, else from the
+        snapshot, read one row group at a time straight into the dense tables
+        (:mod:`rlreco.app.run_tables`). ``keep_known`` keeps the tables' known cells as loaded
+        (:attr:`known`; otherwise None); ``store`` stores them in the cache when it does not
+        hold them.
         """
+        run_dir, config, space = cls.open(path, check=check)
+        tables, known = load_known_tables(run_dir, space, store=store)
+        return cls(run_dir, config, space, tables, known if keep_known else None)
+
+    @staticmethod
+    def open(
+        path: str | Path, *, check: Callable[[RunConfig, StateSpace], None] | None = None
+    ) -> tuple[RunDir, RunConfig, StateSpace]:
+        """A run directory with its configuration and state space, before any table is read;
+        ``check`` is called with the config and state space (e.g. to refuse a state space too
+        large for the memory limit before the tables are allocated)."""
         use_system_allocator()
         run_dir = RunDir.open(path)
         config = config_from_dict(run_dir.manifest["config"], source=f"{path}/manifest.json")
         space = StateSpace.from_columns(run_dir.read_space(), run_dir.fields)
         if check is not None:
             check(config, space)
-        tables, known = load_known_tables(run_dir, space, store=store)
-        return cls(run_dir, config, space, tables, known if keep_known else None)
+        return run_dir, config, space
 
     def history_count(self) -> np.ndarray:
         """Historical counts: the initial snapshot's ``count`` table (no second set of tables

@@ -356,10 +356,11 @@ def _run(
         if n_workers == 1 or can_fork():
             # the run, its visit loops and response models once, here; forked workers share
             # them. The loops load in a thread while this one reads the run and builds the
-            # models (I/O and numpy, mostly without the GIL)
+            # models (I/O and numpy, mostly without the GIL). Forked workers build their own
+            # tables (cell_buffers): this process then needs only the known cells
             loading = start_warm_up(todo)
             try:
-                loaded = load_run(run.path, run_token(run.manifest))
+                loaded = load_run(run.path, run_token(run.manifest), dense=n_workers == 1)
                 loaded.build_responses(todo)
             finally:
                 loading.join()

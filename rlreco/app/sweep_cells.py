@@ -14,14 +14,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from rlreco.app.run_tables import load_counts
+from rlreco.app.cell_buffers import CellBuffers
+from rlreco.app.run_tables import load_counts, load_known_cells
 from rlreco.app.sweep_grid import Setting
 from rlreco.app.truth import load_truth_tables
 from rlreco.config import RunConfig, config_from_dict, is_schedule, parse_schedule
@@ -35,7 +35,7 @@ from rlreco.engine.response import (
 from rlreco.engine.simulation_params import SimulationParams
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.sweep_statistics import METRIC_COLUMNS
-from rlreco.engine.tables import Tables, copy_rows
+from rlreco.engine.tables import Tables
 from rlreco.errors import SimulationError, SnapshotError
 from rlreco.io.array_cache import read_arrays, write_arrays
 from rlreco.io.parquet_tables import reused_heap
@@ -143,37 +143,12 @@ class CellOutcome:
     seconds: float
 
 
-@dataclass
-class CellTables:
-    """A cell's copy of the run's starting tables and of their top-n index
-    (:meth:`LoadedRun.cell_tables`).
-
-    Attributes
-    ----------
-    tables : Tables
-        The copy, the cell's to change.
-    index : ndarray of float64, shape (n_states, index_width(W))
-        The top-n index of the copy (64-byte aligned), the cell's to change with it
-        (:class:`~rlreco.engine.simulation.Simulator`'s ``index``).
-    shown_per_state : ndarray of int64, shape (n_states,)
-        The copy's recommendation counts summed per state (read only).
-    changed : ndarray of int64 or None
-        Sorted ids of the only states whose rows the cell changed, set by the cell once its
-        visits are done; None (a cell that failed): any row may have changed.
-    """
-
-    tables: Tables
-    index: np.ndarray
-    shown_per_state: np.ndarray
-    changed: np.ndarray | None = None
-
-
 class LoadedRun:
     """A run's state space, starting tables and configuration, built once per process,
     with the response models its cells have used (built once per model and slate size).
 
-    The tables are the starting tables whenever no cell of this process runs on them
-    (:meth:`cell_tables`).
+    Its cells run on :attr:`buffers` (:class:`~rlreco.app.cell_buffers.CellBuffers`): the
+    loaded tables are the starting tables whenever no cell of this process runs on them.
 
     Parameters
     ----------
@@ -192,27 +167,34 @@ class LoadedRun:
         self._setup(space, tables, config, history_count, payload.state_weights)
 
     @classmethod
-    def read(cls, path: str | Path) -> tuple[str, LoadedRun]:
+    def read(cls, path: str | Path, *, dense: bool = True) -> tuple[str, LoadedRun]:
         """Load a run straight from its directory, one snapshot row group at a time (what a
         pool worker does; the same tables as ``LoadedRun(RunPayload.read(run_dir))``), with
-        its :func:`run_token`."""
+        its :func:`run_token`; the run's tables are stored for the next sweep.
+
+        ``dense=False`` skips the dense tables where the run's cache holds their known cells:
+        what a process that forks workers for the cells does (each builds its own buffer,
+        :mod:`rlreco.app.cell_buffers`); :attr:`tables` builds them on first use.
+        """
         from rlreco.app.simulate import Run
 
-        # simulate's loader; the run's tables stored for the next sweep
-        run = Run.load(path, keep_known=True, store=True)
-        manifest = run.run_dir.manifest
+        run_dir, config, space = Run.open(path)
+        tables, known = load_known_cells(run_dir, space, store=True)
+        if tables is None and dense:
+            tables = Tables.from_known_cells(known, space.n_states, space.n_products)
+        manifest = run_dir.manifest
         history_count = (
             None
             if manifest["snapshot"] == manifest["initial_snapshot"]
-            else load_counts(run.run_dir, run.space, store=True)
+            else load_counts(run_dir, space, store=True)
         )
         loaded = cls.__new__(cls)
-        weights = _holdout_weights(run.run_dir)
-        loaded._setup(run.space, run.tables, run.config, history_count, weights, run.known)
+        weights = _holdout_weights(run_dir)
+        loaded._setup(space, tables, config, history_count, weights, known)
         # what the popularity model is computed from besides the parameters: the run's space
         # and initial counts, fixed for a run id
         loaded._cache = (
-            run.run_dir.path,
+            run_dir.path,
             {"run_id": manifest["run_id"], "initial_snapshot": manifest["initial_snapshot"]},
         )
         return run_token(manifest), loaded
@@ -220,41 +202,30 @@ class LoadedRun:
     def _setup(
         self,
         space: StateSpace,
-        tables: Tables,
+        tables: Tables | None,
         config: RunConfig,
         history_count: np.ndarray | None,
         state_weights: dict[str, np.ndarray],
         known: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.space = space
-        self.tables = tables
         self.config = config
-        # the starting tables' known cells: what a cell's buffer is reset from
-        self._known = tables.known_cells() if known is None else known
+        if known is None:
+            known = cast(Tables, tables).known_cells()
+        # the buffers this process's cells change, reset from the starting tables' known cells
+        self.buffers = CellBuffers(known, (space.n_states, space.n_products), tables)
         # None: the starting tables' counts (built from the known cells on first use)
         self._history_count = history_count
         self._responses: dict[tuple[str, int], Response] = {}
         self._state_weights = state_weights
         # run directory and run inputs of the stored popularity models (None: not stored)
         self._cache: tuple[Path, dict[str, Any]] | None = None
-        from rlreco.engine.kernels.topn import new_index
 
-        # the starting tables' top-n index, which a cell's buffer index is reset from, and
-        # their counts, which every cell's simulator starts from (see changed_rows)
-        self._index = new_index(tables.padded)
-        self._shown_per_state = tables.reco_count.sum(axis=1)
-        # the buffer of the next cell's tables and index, when no cell of this process is
-        # using it: the loaded tables themselves at first (see cell_tables)
-        self._spare: tuple[Tables, np.ndarray] | None = (tables, self._index_copy())
-        self._spare_lock = threading.Lock()
-
-    def _index_copy(self) -> np.ndarray:
-        """A new copy of the starting tables' top-n index, 64-byte aligned like it."""
-        from rlreco.engine.kernels.records import aligned_empty
-
-        index = aligned_empty(self._index.shape, np.float64)
-        index[...] = self._index
-        return index
+    @property
+    def tables(self) -> Tables:
+        """The run's starting tables (built from the known cells on first use by a process that
+        loaded without them; the starting tables whenever no cell of this process runs)."""
+        return self.buffers.loaded
 
     def build_responses(self, tasks: list[CellTask]) -> None:
         """Build (or read, see :meth:`response`) the response model of every task's parameters,
@@ -274,61 +245,11 @@ class LoadedRun:
         """Historical counts (the initial snapshot's ``count``), int64 (n_states, n_products):
         what the ``popularity`` model derives from."""
         if self._history_count is None:
-            count = np.zeros(self.tables.shape, dtype=np.int64)
-            count.reshape(-1)[self._known["cell"]] = self._known["count"]
+            count = np.zeros(self.buffers.shape, dtype=np.int64)
+            known = self.buffers.known
+            count.reshape(-1)[known["cell"]] = known["count"]
             self._history_count = count
         return self._history_count
-
-    @contextlib.contextmanager
-    def cell_tables(self) -> Iterator[CellTables]:
-        """The run's starting tables and their top-n index, for one cell to change.
-
-        They are a buffer this process reuses from cell to cell, the loaded tables themselves
-        at first (a worker forked from this process builds its own: :meth:`use_own_buffer`): a
-        new copy would fault in its pages again at every cell (about 75 MB, a tenth of a second,
-        on the UCI data). When the cell is done, the buffer's rows that the cell says it changed
-        (:attr:`CellTables.changed`; a cell of a thousand visits changes most states, a few
-        cells in each), else all of them, are reset from the starting tables' known cells, and
-        the same rows of the index copied from the starting tables' index: between cells,
-        :attr:`tables` are the starting tables, and the buffer's index theirs (as
-        :func:`~rlreco.engine.kernels.topn.build_index_nb` makes it: no cell builds one). Cells
-        running at once in threads (a Dask worker) get their own buffers.
-        """
-        with self._spare_lock:
-            buffer, self._spare = self._spare, None
-        if buffer is None:
-            buffer = (Tables.from_known_cells(self._known, *self.tables.shape), self._index_copy())
-        tables, index = buffer
-        cell = CellTables(tables, index, self._shown_per_state)
-        try:
-            yield cell
-        finally:
-            rows = np.arange(tables.shape[0]) if cell.changed is None else cell.changed
-            tables.reset_rows(self._known, rows)
-            copy_rows(self._index, index, rows)
-            with self._spare_lock:
-                self._spare = buffer
-
-    def use_own_buffer(self) -> None:
-        """Let this process's next cell build a buffer of its own rather than change the loaded
-        tables (see :meth:`cell_tables`): what a worker forked from the process that loaded the
-        run does first.
-
-        The loaded tables are then shared copy-on-write with that process, in transparent huge
-        pages (numpy asks for them for large arrays): a cell's first write to a page copies it,
-        splitting the huge page it sits in into 4 KiB pages, and the cells then run a few per
-        cent slower on every page they touch, cell after cell. A fresh buffer (the starting
-        tables again, built from the known cells) is in the worker's own huge pages, and
-        gives the same results bit for bit.
-        """
-        with self._spare_lock:
-            if self._spare is not None and self._spare[0] is self.tables:
-                self._spare = None
-
-    def changed_rows(self, shown_per_state: np.ndarray) -> np.ndarray:
-        """The states whose rows a cell changed, from its simulator's
-        :attr:`~rlreco.engine.simulation.Simulator.shown_per_state` at the end of its run."""
-        return np.flatnonzero(shown_per_state != self._shown_per_state)
 
     def params(self, task: CellTask) -> SimulationParams:
         """Simulation parameters of a cell: the run's configuration with the cell's setting."""
@@ -405,7 +326,7 @@ class LoadedRun:
         return self._cache[0], {
             **self._cache[1],
             "version": POPULARITY_VERSION,
-            "shape": list(self.tables.shape),
+            "shape": list(self.buffers.shape),
             "slate_size": int(params.slate_size),
             "rewards": [float(r).hex() for r in params.rewards],
             "click_probs": [float(p).hex() for p in params.click_probs],
@@ -420,7 +341,7 @@ class LoadedRun:
             return None
         run_path, inputs = stored
         expected = {
-            "truth": (self.tables.shape, np.dtype(TRUTH_DTYPE)),
+            "truth": (self.buffers.shape, np.dtype(TRUTH_DTYPE)),
             "best_mu": ((self.space.n_states,), np.dtype(np.float64)),
         }
         arrays = read_arrays(run_path, "popularity", inputs, expected)
@@ -458,13 +379,15 @@ def load_payload(payload: RunPayload) -> LoadedRun:
     return loaded
 
 
-def load_run(path: str | Path, token: str) -> LoadedRun:
+def load_run(path: str | Path, token: str, *, dense: bool = True) -> LoadedRun:
     """:func:`load_payload` straight from the run directory (one snapshot row group at a time,
-    no payload of columns in between: what the sweep process does when it runs the cells)."""
+    no payload of columns in between: what the sweep process does when it runs the cells);
+    ``dense`` as in :meth:`LoadedRun.read`. The run stays loaded for the next sweep of this
+    process."""
     with _LOADED_LOCK:
         loaded = _LOADED.get(token)
         if loaded is None:
-            found, loaded = LoadedRun.read(path)
+            found, loaded = LoadedRun.read(path, dense=dense)
             if found != token:
                 raise SnapshotError(f"{path}: the run directory changed while the sweep started")
             _LOADED.clear()
@@ -484,7 +407,7 @@ def simulate_cell(loaded: LoadedRun, task: CellTask) -> CellOutcome:
 
     params = loaded.params(task)
     warm_up((params.policy,))
-    with loaded.cell_tables() as cell:
+    with loaded.buffers.cell_tables() as cell:
         simulator = Simulator(
             loaded.sampling_space(task),
             cell.tables,
@@ -497,7 +420,7 @@ def simulate_cell(loaded: LoadedRun, task: CellTask) -> CellOutcome:
             shown_per_state=cell.shown_per_state,
         )
         summary = simulator.run(task.episodes)
-        cell.changed = loaded.changed_rows(simulator.shown_per_state)
+        cell.changed = loaded.buffers.changed_rows(simulator.shown_per_state)
     sums = simulator.metric_sums()
     metrics = {name: sums[name] for name in METRIC_COLUMNS}
     return CellOutcome(task.key, metrics, summary.seconds)

@@ -186,11 +186,12 @@ def _guard_worker(parent: int) -> None:
 
 def _init_forked_worker(parent: int) -> None:
     """Start a forked pool worker: :func:`_guard_worker`, and a cell buffer of its own
-    (:meth:`LoadedRun.use_own_buffer`: the loaded tables stay the parent's pages)."""
+    (:meth:`~rlreco.app.cell_buffers.CellBuffers.use_own_buffer`: the loaded tables stay the
+    parent's pages)."""
     _guard_worker(parent)
     loaded = _WORKER_RUN[0] if _WORKER_RUN else None
     if isinstance(loaded, LoadedRun):
-        loaded.use_own_buffer()
+        loaded.buffers.use_own_buffer()
 
 
 def _init_worker(run_path: str, token: str, parent: int, policies: tuple[str, ...]) -> None:
@@ -339,6 +340,12 @@ def stop_pool(pool: ProcessPoolExecutor) -> None:
         process.terminate()
     for process in workers:
         process.join()
+    # and the pool's manager thread: left running, it could close its wake-up pipe while the
+    # interpreter's exit handler writes to it (Python 3.11: a traceback after the sweep's one
+    # line when a worker died)
+    manager = getattr(pool, "_executor_manager_thread", None)
+    if manager is not None:
+        manager.join(timeout=10)
 
 
 def run_dask(payload: RunPayload, tasks: list[CellTask], address: str) -> Iterator[Completed]:
