@@ -8,7 +8,6 @@ with a one-line :class:`~rlreco.errors.ConfigError` naming the option.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -189,11 +188,3 @@ def visit_response(
     if respond is None:
         respond = "given" if clicked_codes or bought_codes else "simulate"
     return respond, clicked_codes, bought_codes
-
-
-def usable_cores() -> int:
-    """CPUs this process may run on (its affinity where the system has one): the default of
-    ``--workers``, and whether a log part can be written beside the kernel."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rlreco.app.options import usable_cores
+from rlreco.app.cores import usable_cores
 from rlreco.app.run_tables import load_counts, load_known_tables
 from rlreco.app.truth import (
     load_truth_tables,

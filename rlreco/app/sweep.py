@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rlreco.app.options import usable_cores
+from rlreco.app.cores import usable_cores
 from rlreco.app.sweep_cells import (
     CellOutcome,
     CellTask,
