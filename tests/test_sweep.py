@@ -24,7 +24,7 @@ from rlreco.config import RunConfig
 from rlreco.engine import statistics, sweep_statistics
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
-from rlreco.errors import ConfigError, DataError, SimulationError
+from rlreco.errors import ConfigError, DataError, SimulationError, SnapshotError
 from rlreco.io.run_dir import RunDir
 
 
@@ -655,3 +655,26 @@ def test_intervals_stay_within_the_range_of_their_metric() -> None:
         frame[frame["replicate"] == 0], [(settings[0].label, settings[0].columns())]
     )
     assert math.isnan(one.iloc[0]["visits_per_second_low"])  # one replicate: no interval
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_sweep_that_cannot_load_its_run_leaves_no_directory_it_made(
+    tmp_path: Path, workers: int
+) -> None:
+    """A corrupt snapshot is found when the run loads, after the sweep directory is prepared:
+    one error, and the directory this call made is gone; an existing sweep's is kept."""
+    run = synthetic_run(tmp_path / "run", seed=5)
+    spec = small_spec(epsilons=(0.1,), replicates=1)
+    kept = tmp_path / "kept"
+    run_sweep(run.path, spec, kept, workers=1, plots=False)
+    (kept / "results.parquet").unlink()
+    cell = next((kept / "cells").glob("*.parquet"))
+    cell.rename(cell.with_suffix(".keep"))  # one cell left to run: the run is loaded again
+    snapshot = run.path / run.manifest["snapshot"]
+    snapshot.write_bytes(snapshot.read_bytes()[:300])
+    sweep_cells._LOADED.clear()  # as in a new process: this one kept the run it loaded
+    for out in (tmp_path / "new", kept):
+        with pytest.raises(SnapshotError, match="corrupt or not a Parquet file"):
+            run_sweep(run.path, spec, out, workers=workers, plots=False)
+    assert not (tmp_path / "new").exists()
+    assert (kept / "sweep.json").is_file() and cell.with_suffix(".keep").is_file()

@@ -76,7 +76,7 @@ from rlreco.engine.sweep_statistics import (
     verdicts,
 )
 from rlreco.engine.truth_table import truth_from_frame
-from rlreco.errors import ConfigError
+from rlreco.errors import ConfigError, RlrecoError
 from rlreco.io.plots import load_matplotlib, sweep_figure_paths
 from rlreco.io.run_dir import RunDir
 from rlreco.io.sweep_dir import SweepDir
@@ -326,6 +326,11 @@ def _prepare_and_run(
             scheduler=scheduler, progress=progress, plots=plots, plotter=plotter,
             plot_processes=plot_processes, collector=collector,
         )  # fmt: skip
+    except RlrecoError:
+        # bad input met before any cell (a corrupt snapshot, a truth that does not fit): no
+        # sweep directory left behind by this call
+        sweep.discard_if_unused()
+        raise
     finally:
         if plotter is not None:
             plotter.close()

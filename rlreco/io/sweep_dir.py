@@ -85,9 +85,17 @@ class SweepDir:
     Use :meth:`prepare` to open or create one.
     """
 
-    def __init__(self, path: Path, base: dict[str, Any]) -> None:
+    def __init__(self, path: Path, base: dict[str, Any], created: bool = False) -> None:
         self.path = path
         self.base = base
+        #: whether :meth:`prepare` made the directory (absent, or wiped with ``force``)
+        self.created = created
+
+    def discard_if_unused(self) -> None:
+        """Remove the directory if :meth:`prepare` made it and no cell has been written
+        (finished or failed): what a sweep that fails before its first cell leaves behind."""
+        if self.created and not any((self.path / "cells").iterdir()):
+            shutil.rmtree(self.path, ignore_errors=True)
 
     @classmethod
     def prepare(
@@ -117,12 +125,14 @@ class SweepDir:
         wanted: dict[str, Any] = json.loads(json.dumps(dict(base)))  # tuples become lists
         if path.exists() and not path.is_dir():
             raise ConfigError(f"{path}: exists and is not a directory; choose another --out")
+        created = not path.exists()
         if path.is_dir() and any(path.iterdir()):
             found = cls._read_base(sweep_file)
             if found != wanted:
                 if not force:
                     raise ConfigError(cls._mismatch(path, found, wanted))
                 shutil.rmtree(path)
+                created = True  # wiped: made again below
             else:
                 cls.check(path, wanted)  # before anything is written
         (path / "cells").mkdir(parents=True, exist_ok=True)
@@ -130,7 +140,7 @@ class SweepDir:
             sweep_file,
             {"schema_version": SWEEP_SCHEMA_VERSION, "base": wanted, "grid": dict(grid)},
         )
-        return cls(path, wanted)
+        return cls(path, wanted, created)
 
     @classmethod
     def check(cls, path: str | Path, base: Mapping[str, Any]) -> None:
