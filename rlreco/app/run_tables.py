@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from rlreco.engine.state_space import StateSpace
-from rlreco.engine.tables import KNOWN_CELL_DTYPES, Tables, check_known_cells
+from rlreco.engine.tables import KNOWN_CELL_DTYPES, Tables, check_known_cells, known_counts
 from rlreco.errors import SnapshotError
 from rlreco.io.array_cache import read_arrays, remove_others, write_arrays
 from rlreco.io.run_dir import RunDir, file_sha256
@@ -87,17 +87,10 @@ def load_counts(
     """The ``count`` table of a snapshot (default the initial one: the historical counts),
     int64 (n_states, n_products), from the cache when it holds the snapshot (``store``: as
     for :func:`load_known_tables`)."""
-    inputs = cache_inputs(run_dir, which)
-    known = _read_known(run_dir.path, inputs)
-    try:
-        if known is None:
-            raise SnapshotError("not stored")
-        check_known_cells(known, space.n_states, space.n_products)
-    except SnapshotError:  # not stored or damaged: read the snapshot
-        return load_known_tables(run_dir, space, which, store=store)[0].count.copy()
-    count = np.zeros((space.n_states, space.n_products), dtype=np.int64)
-    count.reshape(-1)[known["cell"]] = known["count"]
-    return count
+    tables, known = load_known_cells(run_dir, space, which, store=store)
+    if tables is not None:
+        return tables.count.copy()
+    return known_counts(known, space.n_states, space.n_products)
 
 
 def cache_inputs(run_dir: RunDir, which: str) -> dict[str, Any] | None:

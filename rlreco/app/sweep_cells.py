@@ -35,7 +35,7 @@ from rlreco.engine.response import (
 from rlreco.engine.simulation_params import SimulationParams
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.sweep_statistics import METRIC_COLUMNS
-from rlreco.engine.tables import Tables
+from rlreco.engine.tables import Tables, known_counts
 from rlreco.errors import SimulationError, SnapshotError
 from rlreco.io.array_cache import read_arrays, write_arrays
 from rlreco.io.parquet_tables import reused_heap
@@ -245,10 +245,7 @@ class LoadedRun:
         """Historical counts (the initial snapshot's ``count``), int64 (n_states, n_products):
         what the ``popularity`` model derives from."""
         if self._history_count is None:
-            count = np.zeros(self.buffers.shape, dtype=np.int64)
-            known = self.buffers.known
-            count.reshape(-1)[known["cell"]] = known["count"]
-            self._history_count = count
+            self._history_count = known_counts(self.buffers.known, *self.buffers.shape)
         return self._history_count
 
     def params(self, task: CellTask) -> SimulationParams:

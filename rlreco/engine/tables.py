@@ -334,6 +334,14 @@ def copy_rows(source: np.ndarray, target: np.ndarray, rows: np.ndarray) -> None:
         target[first:last] = source[first:last]
 
 
+def known_counts(known: Mapping[str, np.ndarray], n_states: int, n_products: int) -> np.ndarray:
+    """The ``count`` table, int64 (n_states, n_products), of the tables that
+    :meth:`Tables.known_cells` gave ``known``, without the rest of them."""
+    count = np.zeros((n_states, n_products), dtype=np.int64)
+    count.reshape(-1)[known["cell"]] = known["count"]
+    return count
+
+
 def check_known_cells(known: Mapping[str, np.ndarray], n_states: int, n_products: int) -> None:
     """Check arrays of :meth:`Tables.known_cells` for tables of shape (n_states, n_products):
     one value of its dtype per cell in every array, cells strictly increasing and in range,
