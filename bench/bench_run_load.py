@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
+from ratios import paired_ratio
 
 from rlreco.app.sweep_cells import LoadedRun
 from rlreco.io.array_cache import CACHE_DIR
@@ -34,10 +35,8 @@ def bench_load_run(benchmark: BenchmarkFixture, embedded_run: Path, cache: str) 
 
     LoadedRun.read(embedded_run)  # the entry stored; imports and page cache warm
     benchmark.pedantic(lambda: LoadedRun.read(embedded_run), setup=drop, rounds=5, iterations=1)
-    _seconds[cache] = benchmark.stats.stats.min
-    if "none" in _seconds and "cached" in _seconds:
-        ratio = _seconds["cached"] / _seconds["none"]
-        benchmark.extra_info["vs_no_cache"] = ratio
+    ratio = paired_ratio(benchmark, _seconds, cache, "cached", "none", "vs_no_cache")
+    if ratio is not None:
         print(
             f"\nLoadedRun.read (min of 5): no cache {_seconds['none']:.3f} s, "
             f"cached {_seconds['cached']:.3f} s ({ratio:.2f}x)"
@@ -67,10 +66,8 @@ def bench_cell_reset(benchmark: BenchmarkFixture, embedded_run: Path, undo: str)
         benchmark.pedantic(copy if undo == "copy" else reset, rounds=20, iterations=1)
         cell.changed = rows
     assert loaded.tables.equals(pristine)
-    _seconds[undo] = benchmark.stats.stats.min
-    if "copy" in _seconds and "reset" in _seconds:
-        ratio = _seconds["reset"] / _seconds["copy"]
-        benchmark.extra_info["vs_copy"] = ratio
+    ratio = paired_ratio(benchmark, _seconds, undo, "reset", "copy", "vs_copy")
+    if ratio is not None:
         print(
             f"\na 1,000-visit cell's tables made the starting tables again ({rows.size} of "
             f"{space.n_states} states, min of 20): full copy {_seconds['copy'] * 1e3:.1f} ms, "

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
+from ratios import paired_ratio
 
 from rlreco.app.sweep import SweepResult, run_sweep
 from rlreco.app.sweep_grid import SweepSpec
@@ -105,7 +106,7 @@ def time_cli_sweep(
 #: a grid of cells that take no time: what is left is the sweep's fixed cost
 TINY = ["--epsilons", "0,0.05,0.1,0.2", "--replicates", "2", "--visits", "1000",
         "--response", "popularity"]  # fmt: skip
-_fixed: dict[int, float] = {}
+_fixed: dict[str, float] = {}
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -114,20 +115,18 @@ def bench_sweep_fixed_cost(
 ) -> None:
     cpu = time_cli_sweep(benchmark, retail_run, tmp_path / "out", workers, TINY, rounds=3)
     assert len(list((tmp_path / "out" / "plots").glob("*.png"))) == 2
-    _fixed[workers] = benchmark.stats.stats.min
     benchmark.extra_info["cpu_seconds_min"] = min(cpu)
-    if workers == 2 and 1 in _fixed:
-        benchmark.extra_info["vs_1_worker"] = _fixed[2] / _fixed[1]
+    if paired_ratio(benchmark, _fixed, f"{workers}", "2", "1", "vs_1_worker") is not None:
         print(
             f"\nfixed cost of a sweep (8 cells x 1,000 visits, min of 3): 1 worker "
-            f"{_fixed[1]:.2f} s, 2 workers {_fixed[2]:.2f} s (CPU {min(cpu):.2f} s)"
+            f"{_fixed['1']:.2f} s, 2 workers {_fixed['2']:.2f} s (CPU {min(cpu):.2f} s)"
         )
 
 
 #: the Sweeps issue's scaling grid: 8 cells of about a second each
 SCALING = ["--epsilons", "0,0.05,0.1,0.2", "--replicates", "2", "--visits", "2000000",
            "--response", "popularity"]  # fmt: skip
-_scaling: dict[int, float] = {}
+_scaling: dict[str, float] = {}
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -136,12 +135,10 @@ def bench_sweep_cli_scaling(
 ) -> None:
     cpu = time_cli_sweep(benchmark, retail_run, tmp_path / "out", workers, SCALING, rounds=1)
     assert len(list((tmp_path / "out" / "cells").glob("*.parquet"))) == 8
-    _scaling[workers] = benchmark.stats.stats.min
     benchmark.extra_info["cpu_seconds"] = cpu[0]
-    if workers == 2 and 1 in _scaling:
-        speedup = _scaling[1] / _scaling[2]
-        benchmark.extra_info["speedup_vs_1_worker"] = speedup
+    speedup = paired_ratio(benchmark, _scaling, f"{workers}", "1", "2", "speedup_vs_1_worker")
+    if speedup is not None:
         print(
-            f"\nrlreco sweep 4 x 2 x 2,000,000 visits: 1 worker {_scaling[1]:.2f} s, "
-            f"2 workers {_scaling[2]:.2f} s, speed-up {speedup:.2f}x"
+            f"\nrlreco sweep 4 x 2 x 2,000,000 visits: 1 worker {_scaling['1']:.2f} s, "
+            f"2 workers {_scaling['2']:.2f} s, speed-up {speedup:.2f}x"
         )
