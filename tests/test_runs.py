@@ -324,3 +324,45 @@ def test_a_sweep_warm_up_loads_the_cell_reset_kernel_too() -> None:
         "print(len(k.signatures))\n"
     )
     assert _fresh_python(script) == ["0", "1"]
+
+
+def test_cells_and_simulate_compile_nothing_after_the_warm_up(tmp_path: Path) -> None:
+    """A run prepared with a holdout (its visits drawn by held-out state weights), a
+    single-phase response and an empirical sampling: once a command's warm-up has loaded the
+    kernels, neither sweep cells nor ``simulate`` add a compiled variant of any of them (a new
+    argument type, such as a read-only array, would compile the loop again inside the timed
+    visits, in every worker)."""
+    from helpers import write_transactions
+
+    write_transactions(tmp_path / "tx.csv", n_rows=4000)  # catalogues for slates of 10
+    run = tmp_path / "run"
+    args = ["prepare", "--data", str(tmp_path / "tx.csv"), "--out", str(run)]
+    result = CliRunner().invoke(app, [*args, "--holdout", "customers:0.3"])
+    assert result.exit_code == 0, result.output
+    script = (
+        "from typer.testing import CliRunner\n"
+        "from rlreco.app.sweep import run_sweep\n"
+        "from rlreco.app.sweep_cells import warm_up\n"
+        "from rlreco.app.sweep_grid import SweepSpec\n"
+        "from rlreco.cli import app\n"
+        "from rlreco.engine.kernels.table_rows import reset_rows_nb\n"
+        "from rlreco.engine.kernels.visit_loop import loop_kernels\n"
+        "from rlreco.engine.warmup import SIMULATION_KERNELS\n"
+        "def variants():\n"
+        "    kernels = (*SIMULATION_KERNELS, reset_rows_nb, *loop_kernels())\n"
+        "    return sum(len(k.signatures) for k in kernels)\n"
+        "warm_up(('eps-greedy',))\n"
+        "print(variants())\n"
+        f"spec = SweepSpec(epsilons=(0.0, 0.1), replicates=1, episodes=300, seed=1, blocks=2,\n"
+        "    responses=('holdout', 'popularity', 'seed'))\n"
+        f"run_sweep({str(run)!r}, spec, {str(tmp_path / 'sweep')!r}, workers=1, plots=False)\n"
+        "print(variants())\n"
+        "for sampling in ('empirical', 'uniform'):\n"
+        f"    args = ['simulate', {str(run)!r}, '-n', '300', '--state-sampling', sampling]\n"
+        "    result = CliRunner().invoke(app, [*args, '--json'])\n"
+        "    assert result.exit_code == 0, result.output\n"
+        "    print(variants())\n"
+    )
+    before, *after = (int(n) for n in _fresh_python(script))
+    assert before > 0
+    assert after == [before] * 3  # after the cells, simulate, simulate with uniform sampling

@@ -70,7 +70,9 @@ def phase_cdf(
         return np.empty((n_phases, 0))
     if phase_weights is None:
         weight = np.asarray(space.state_weight, dtype=np.float64)
-        return np.ascontiguousarray(np.broadcast_to(np.cumsum(weight), (n_phases, weight.size)))
+        # a writable copy per phase: a read-only array (a broadcast view is one) is another
+        # argument type to numba, and would compile the visit loop a second time
+        return np.repeat(np.cumsum(weight)[np.newaxis, :], n_phases, axis=0)
     weights = np.asarray(phase_weights, dtype=np.float64)
     if weights.shape != (n_phases, space.n_states):
         raise SimulationError(
