@@ -84,3 +84,29 @@ def test_the_command_leaves_its_objects_to_the_exit_uncollected(
     )
     assert done.stdout.rstrip().endswith("frozen True")
     assert done.returncode == (0 if argv == ["--help"] else 2)
+
+
+def test_sweep_reports_kernel_compilation_apart_from_the_cells(
+    base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep whose warm-up compiled the visit loops (a machine's first run) says so on stderr,
+    as ``simulate`` does; a sweep that found them compiled says nothing."""
+    from rlreco.app import sweep_cells
+    from rlreco.engine import warmup
+
+    def argv(out: str) -> list[str]:
+        return ["sweep", str(base), "--out", str(tmp_path / out), "--epsilons", "0",
+                "--replicates", "1", "--visits", "500", "--workers", "1", "--no-plots",
+                "--json"]  # fmt: skip
+
+    result = runner.invoke(app, argv("warm"))
+    assert result.exit_code == 0, result.output
+    assert "compiling kernels" not in result.stderr
+    monkeypatch.setattr(sweep_cells, "_WARM", set())  # as in a fresh process
+    monkeypatch.setattr(
+        warmup, "warm_up_simulation", lambda *a, **k: warmup.Warmup(12.34, compiled=True)
+    )
+    result = runner.invoke(app, argv("first"))
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip().splitlines() == ["compiling kernels, first run only: 12.3 s"]
+    assert json.loads(result.stdout)["cells_run"] == 1  # stdout stays one JSON object

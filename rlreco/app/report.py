@@ -234,6 +234,8 @@ def show_simulation(summary: Any, run_dir: Any, *, as_json: bool) -> None:
 
 def show_sweep(result: Any, *, as_json: bool) -> None:
     """``rlreco sweep``: mean [95% CI] per setting, best settings, failures and plot files."""
+    if result.warmup is not None:
+        show_warmup(result.warmup)
     if as_json:
         print_json({**result.document(), "seconds": result.seconds, "out": str(result.out)})
         return

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -82,6 +82,9 @@ from rlreco.io.run_dir import RunDir
 from rlreco.io.sweep_dir import SweepDir
 from rlreco.io.truth import read_truth_table
 
+if TYPE_CHECKING:
+    from rlreco.engine.warmup import Warmup  # numba: imported where the cells run
+
 __all__ = ["SweepProgress", "SweepResult", "SweepSpec", "run_cell", "run_sweep"]
 
 
@@ -111,6 +114,9 @@ class SweepResult:
         Wall time of this call.
     plots : list of Path
         PNG files written.
+    warmup : Warmup or None
+        Loading the visit loops before the cells, in this process (None where workers loaded
+        them: spawned processes, a Dask cluster); ``compiled`` on a machine's first run.
     """
 
     out: Path
@@ -124,6 +130,7 @@ class SweepResult:
     cells_skipped: int
     seconds: float
     plots: list[Path]
+    warmup: Warmup | None = None
 
     def to_json(self) -> list[dict[str, Any]]:
         """One JSON-compatible object per setting: setting values, ``replicates``, and
@@ -357,6 +364,7 @@ def _run(
     skipped = len(tasks) - len(todo)
     pool: ProcessPoolExecutor | None = None
     loaded: LoadedRun | None = None
+    warmup: Warmup | None = None
     if todo and scheduler is None:
         if n_workers == 1 or can_fork():
             # the run, its visit loops and response models once, here; forked workers share
@@ -368,7 +376,7 @@ def _run(
                 loaded = load_run(run.path, run_token(run.manifest), dense=n_workers == 1)
                 loaded.build_responses(todo)
             finally:
-                loading.join()
+                warmup = loading.join()
             collector.release()  # before forking: workers share the frozen objects' pages
             if n_workers > 1:
                 pool = fork_pool(loaded, n_workers)
@@ -481,6 +489,7 @@ def _run(
         cells_skipped=skipped,
         seconds=time.perf_counter() - start,
         plots=written,
+        warmup=warmup,
     )
     sweep.write_summary(summary, result.document())
     return result

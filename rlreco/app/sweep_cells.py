@@ -16,7 +16,7 @@ import dataclasses
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -41,6 +41,9 @@ from rlreco.io.array_cache import read_arrays, write_arrays
 from rlreco.io.parquet_tables import reused_heap
 from rlreco.io.run_dir import RunDir
 from rlreco.schema import TRUTH_DTYPE
+
+if TYPE_CHECKING:
+    from rlreco.engine.warmup import Warmup
 
 #: snapshot columns :meth:`Tables.from_columns` reads
 PAYLOAD_SNAPSHOT_COLUMNS = (
@@ -427,20 +430,42 @@ def simulate_cell(loaded: LoadedRun, task: CellTask) -> CellOutcome:
 _WARM: set[str] = set()
 
 
-def warm_up(policies: tuple[str, ...]) -> None:
+def warm_up(policies: tuple[str, ...]) -> Warmup | None:
     """Load (or compile) the visit loops of ``policies`` not loaded yet in this process, and
-    with the first of them the kernel that resets a cell's tables."""
+    with the first of them the kernel that resets a cell's tables; None if all were loaded."""
     new = tuple(p for p in dict.fromkeys(policies) if p not in _WARM)
-    if new:
-        from rlreco.engine.warmup import warm_up_cell_reset, warm_up_simulation
+    if not new:
+        return None
+    from rlreco.engine.warmup import warm_up_cell_reset, warm_up_simulation
 
-        warm_up_simulation(new)
-        if not _WARM:
-            warm_up_cell_reset()
-        _WARM.update(new)
+    outcome = warm_up_simulation(new)
+    if not _WARM:
+        outcome += warm_up_cell_reset()
+    _WARM.update(new)
+    return outcome
 
 
-def start_warm_up(tasks: list[CellTask]) -> threading.Thread:
+class WarmUpThread:
+    """The visit loops of a sweep's policies loading in a thread (:func:`start_warm_up`)."""
+
+    def __init__(self, policies: tuple[str, ...]) -> None:
+        self.outcome: Warmup | None = None
+        self._thread = threading.Thread(
+            target=self._load, args=(policies,), name="rlreco-warm-up", daemon=True
+        )
+        self._thread.start()
+
+    def _load(self, policies: tuple[str, ...]) -> None:
+        with contextlib.suppress(Exception):  # left for the cells to meet again
+            self.outcome = warm_up(policies)
+
+    def join(self) -> Warmup | None:
+        """Wait for the loading; what it did (None if it loaded nothing new, or failed)."""
+        self._thread.join()
+        return self.outcome
+
+
+def start_warm_up(tasks: list[CellTask]) -> WarmUpThread:
     """Load the visit loops of the tasks' policies in a thread (numba's loading holds the GIL
     for much of it, reading the run and building response models do not); join it before
     forking. A failure is left for the cells to meet again.
@@ -448,12 +473,4 @@ def start_warm_up(tasks: list[CellTask]) -> threading.Thread:
     # imported by the calling thread, not both: the reader of the run imports the same modules
     import rlreco.engine.warmup  # noqa: F401
 
-    policies = tuple(dict.fromkeys(t.setting.policy for t in tasks))
-
-    def load() -> None:
-        with contextlib.suppress(Exception):
-            warm_up(policies)
-
-    thread = threading.Thread(target=load, name="rlreco-warm-up", daemon=True)
-    thread.start()
-    return thread
+    return WarmUpThread(tuple(dict.fromkeys(t.setting.policy for t in tasks)))

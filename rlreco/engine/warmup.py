@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from rlreco.engine.kernels.sum_tree import build_softmax_nb
+from rlreco.engine.kernels.table_rows import reset_rows_nb
 from rlreco.engine.kernels.topn import build_index_nb
 from rlreco.engine.kernels.untried_set import build_untried_nb
 from rlreco.engine.kernels.visit_loop import loop_kernels
@@ -52,6 +53,10 @@ class Warmup:
 
     seconds: float
     compiled: bool
+
+    def __add__(self, other: Warmup) -> Warmup:
+        """Two warm-ups one after the other."""
+        return Warmup(self.seconds + other.seconds, self.compiled or other.compiled)
 
 
 def cache_misses(kernels: tuple[Any, ...] | None = None) -> int:
@@ -138,11 +143,14 @@ def warm_up_simulation(
     return Warmup(time.perf_counter() - start, cache_misses() > before)
 
 
-def warm_up_cell_reset() -> None:
+def warm_up_cell_reset() -> Warmup:
     """Compile, or load from numba's cache, the kernel that resets a sweep cell's tables
     between cells (:meth:`~rlreco.engine.tables.Tables.reset_rows`), on :func:`tiny_run`."""
+    start = time.perf_counter()
+    before = cache_misses((reset_rows_nb,))
     _, tables = tiny_run()
     tables.reset_rows(tables.known_cells(), np.arange(1))
+    return Warmup(time.perf_counter() - start, cache_misses((reset_rows_nb,)) > before)
 
 
 def _ignore(records: np.ndarray) -> None:
