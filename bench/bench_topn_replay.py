@@ -20,6 +20,14 @@ the run (shown members move a few ranks instead of staying put). Under a constan
 member drops by a tenth of its distance to the reward: during the decay of the history values,
 far below any floor a 64-slot cache can hold, so the cache is emptied every ~3.5 visits there.
 
+What a rebuild costs without misses (``python bench/bench_topn_replay.py warm 6``: each rebuild
+done a second time at once, its lines now in the CPU cache; 2026-11-30, one core): 0.95-1.34 us
+early in the run (three runs), against about 1.3 us per extra rebuild of step 0.1 over ``1/n``
+in the same window (886 - 567 ns per visit for 0.304 - 0.062 rebuilds): the misses are a minor
+part, the rebuild's own work most of it. Its parts (``parts``: each state's rebuild repeated in
+place on the benchmark's initial tables): deep floor 0.11 us, tree descent and collection
+0.37 us, ranking the ~34 members into the cache 0.37 us, 0.94 us in all.
+
 Why a deeper or two-tier cache does not close the gap (``python bench/bench_topn_replay.py band``,
 :func:`band_sizes`): for a shown member to stay listed after one step of 0.1 with reward 0, a
 structure listing every known product above a floor must reach down to 0.9 x the 10th best. Per
@@ -37,7 +45,8 @@ better (step early 1,262, late 822). Listing the ~350 products recycling needs w
 rebuild several times dearer. A plain tree query per visit (no cache) costs as much as the cached
 step-0.1 query early (1,227 vs 1,201 ns) and more late (1,147 vs 797 ns).
 
-Run: ``python bench/bench_topn_replay.py [ROUNDS]`` (or ``band``).
+Run: ``python bench/bench_topn_replay.py [ROUNDS]`` (or ``band``, ``warm [ROUNDS]``,
+``parts [ROUNDS]``).
 """
 
 from __future__ import annotations
@@ -51,11 +60,19 @@ import numpy as np
 
 from rlreco.engine.kernels.candidate_cache import (
     CACHE_CAPACITY,
+    FLOOR_NODES,
+    find_deep_floor_nb,
     find_top_cached_nb,
+    rank_into_cache_nb,
     refresh_cache_nb,
 )
 from rlreco.engine.kernels.jit import jit
-from rlreco.engine.kernels.topn import depth_of_width_nb, new_index, repair_index_nb
+from rlreco.engine.kernels.topn import (
+    collect_above_nb,
+    depth_of_width_nb,
+    new_index,
+    repair_index_nb,
+)
 from rlreco.engine.simulation import Simulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -79,6 +96,7 @@ def replay_visits_nb(
     cache_size: np.ndarray,
     cache_items: np.ndarray,
     counts: np.ndarray,
+    again: bool,
 ) -> None:
     """Query, update, repair and refresh for each recorded visit (benchmark helper).
 
@@ -98,6 +116,9 @@ def replay_visits_nb(
         The candidate caches (all invalid at the start).
     counts : ndarray of int64, shape (2,)
         Output: rebuilds, and the members they found.
+    again : bool
+        Rebuild each rebuilt cache a second time at once, with the lines it reads now in the
+        CPU cache: the extra time is what a rebuild costs without misses.
     """
     depth = depth_of_width_nb(index.shape[1])
     top_value = np.empty(SLATE + 1)
@@ -113,6 +134,12 @@ def replay_visits_nb(
             value, index, state, depth, SLATE, top_value, top_product, frontier,
             cache_floor, cache_size, cache_items,
         )  # fmt: skip
+        if rebuilt and again:
+            cache_size[state] = -1
+            find_top_cached_nb(
+                value, index, state, depth, SLATE, top_value, top_product, frontier,
+                cache_floor, cache_size, cache_items,
+            )  # fmt: skip
         counts[0] += rebuilt
         counts[1] += max(cache_size[state], 0) if rebuilt else 0
         for i in range(SLATE):
@@ -163,8 +190,11 @@ def copy_into(parts: list[np.ndarray]) -> Callable[[np.ndarray], None]:
     return lambda records: parts.append(records.copy())
 
 
-def replay(window: dict[str, np.ndarray], step: float) -> tuple[float, np.ndarray]:
-    """Thread CPU seconds of one replay of a window, and its counts."""
+def replay(
+    window: dict[str, np.ndarray], step: float, again: bool = False
+) -> tuple[float, np.ndarray]:
+    """Thread CPU seconds of one replay of a window, and its counts (``again``: see
+    :func:`replay_visits_nb`)."""
     value = window["value"].copy()
     n_states = value.shape[0]
     counts = np.zeros(2, dtype=np.int64)
@@ -180,6 +210,7 @@ def replay(window: dict[str, np.ndarray], step: float) -> tuple[float, np.ndarra
         np.full(n_states, -1, dtype=np.int64),
         np.zeros((n_states, CACHE_CAPACITY), dtype=np.int64),
         counts,
+        again,
     )
     start = time.thread_time()
     replay_visits_nb(*args)
@@ -220,20 +251,97 @@ def band_sizes(step: float = 0.1) -> None:
         )
 
 
-def main(rounds: int) -> None:
+#: the parts :func:`rebuild_parts_nb` times
+PARTS = ("whole rebuild", "deep floor", "tree descent and collection", "ranking into the cache")
+
+
+@jit()
+def rebuild_parts_nb(value: np.ndarray, index: np.ndarray, repeats: int, part: int) -> int:
+    """Rebuild every state's cache ``repeats`` times in a row (its lines in the CPU cache after
+    the first), whole or one part of it (index into :data:`PARTS`); returns a checksum.
+
+    Parameters
+    ----------
+    value : ndarray of float64, shape (S, W)
+    index : ndarray of float64, shape (S, index_width(W))
+    repeats : int
+    part : int
+    """
+    depth = depth_of_width_nb(index.shape[1])
+    n_states = value.shape[0]
+    top_value = np.empty(SLATE + 1)
+    top_product = np.empty(SLATE + 1, dtype=np.int64)
+    frontier = np.empty((3, max(1 << (3 * depth), CACHE_CAPACITY)), dtype=np.int64)
+    cache_floor = np.zeros(n_states)
+    cache_size = np.full(n_states, -1, dtype=np.int64)
+    cache_items = np.zeros((n_states, CACHE_CAPACITY), dtype=np.int64)
+    nodes = max(FLOOR_NODES, SLATE)
+    total = 0
+    for state in range(n_states):
+        floor = find_deep_floor_nb(value, index, state, depth, nodes)
+        kept = collect_above_nb(value, index, state, depth, floor, frontier)
+        for _ in range(repeats):
+            if part == 0:
+                cache_size[state] = -1
+                total += find_top_cached_nb(
+                    value, index, state, depth, SLATE, top_value, top_product, frontier,
+                    cache_floor, cache_size, cache_items,
+                )  # fmt: skip
+            elif part == 1:
+                total += find_deep_floor_nb(value, index, state, depth, nodes) > 0.0
+            elif part == 2:
+                total += collect_above_nb(value, index, state, depth, floor, frontier)
+            else:
+                total += rank_into_cache_nb(value, state, frontier, depth & 1, kept, cache_items)
+    return total
+
+
+def rebuild_parts(rounds: int, repeats: int = 200) -> None:
+    """Print what each part of a rebuild costs with its lines in the CPU cache, on the
+    benchmark's initial tables (best of ``rounds``, thread CPU time)."""
+    _, initial = synthetic_space()
+    value = initial.padded.copy()
+    index = new_index(value)
+    for part, name in enumerate(PARTS):
+        rebuild_parts_nb(value, index, 2, part)  # compiles
+        best = np.inf
+        for _ in range(rounds):
+            start = time.thread_time()
+            rebuild_parts_nb(value, index, repeats, part)
+            best = min(best, time.thread_time() - start)
+        print(f"{name}: {best / (repeats * value.shape[0]) * 1e9:,.0f} ns per state")
+
+
+def main(rounds: int, warm: bool = False) -> None:
+    """Print each case's and window's replay figures; with ``warm``, also what a rebuild costs
+    when its lines are already in the CPU cache (each rebuild done twice, rounds alternating)."""
     for case, step in (("popularity", 0.0), ("constant-step", 0.1)):
         for (name, _, visits), window in zip(WINDOWS, record(case), strict=True):
             _, counts = replay(window, step)  # compiles on the first call
-            best = min(replay(window, step)[0] for _ in range(rounds))
-            print(
+            if warm:
+                replay(window, step, again=True)
+            once, twice = [], []
+            for _ in range(rounds):
+                once.append(replay(window, step)[0])
+                if warm:
+                    twice.append(replay(window, step, again=True)[0])
+            best = min(once)
+            line = (
                 f"{case} {name}: {best / visits * 1e9:,.0f} ns/visit, "
                 f"{counts[0] / visits:.3f} rebuilds/visit, "
                 f"{counts[1] / max(counts[0], 1):.1f} members/rebuild"
             )
+            if warm and counts[0]:
+                line += f", warm rebuild {(min(twice) - best) / counts[0] * 1e9:,.0f} ns"
+            print(line)
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["band"]:
         band_sizes()
+    elif sys.argv[1:2] == ["parts"]:
+        rebuild_parts(int(sys.argv[2]) if len(sys.argv) > 2 else 3)
+    elif sys.argv[1:2] == ["warm"]:
+        main(int(sys.argv[2]) if len(sys.argv) > 2 else 3, warm=True)
     else:
         main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
