@@ -353,7 +353,7 @@ def test_cells_and_simulate_compile_nothing_after_the_warm_up(tmp_path: Path) ->
         "    return sum(len(k.signatures) for k in kernels)\n"
         "warm_up(('eps-greedy',))\n"
         "print(variants())\n"
-        f"spec = SweepSpec(epsilons=(0.0, 0.1), replicates=1, episodes=300, seed=1, blocks=2,\n"
+        "spec = SweepSpec(epsilons=(0.0, 0.1), replicates=1, episodes=300, seed=1, blocks=2,\n"
         "    responses=('holdout', 'popularity', 'seed'))\n"
         f"run_sweep({str(run)!r}, spec, {str(tmp_path / 'sweep')!r}, workers=1, plots=False)\n"
         "print(variants())\n"
