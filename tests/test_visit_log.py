@@ -126,13 +126,20 @@ def test_evaluate_recovers_the_on_policy_value_from_a_uniform_log(tmp_path: Path
     assert rows["snips"]["reward_per_visit_low"] <= exact["reward_per_visit"]
 
 
-def test_recommend_log_on_a_run_directory(tmp_path: Path) -> None:
-    config = RunConfig().replace(**{"policy.slate_size": 3})
-    run = synthetic_run(tmp_path / "run", config=config)
+@pytest.mark.parametrize(
+    ("policy", "logged"), [("eps-greedy", "eps-greedy 0.1"), ("softmax", "softmax 0.5")]
+)
+def test_recommend_log_on_a_run_directory(tmp_path: Path, policy: str, logged: str) -> None:
+    changes = {"policy.slate_size": 3, "policy.name": policy}
+    if policy == "softmax":
+        changes["policy.param"] = 0.5
+    run = synthetic_run(tmp_path / "run", config=RunConfig().replace(**changes))
     for _ in range(2):
         result = runner.invoke(app, ["recommend", str(run.path), "--log", "--json"])
         assert result.exit_code == 0, result.output
     frame = log_frame(run.path)
+    # the log names the run's policy and parameter, as simulate --log does
+    assert read_visit_log(run.path / LOG_FOLDER).policy == logged
     assert frame["visit"].tolist() == [0, 0, 0, 1, 1, 1]
     assert frame["timestamp"].notna().all()
     assert (frame["timestamp"].dt.tz is not None) and frame["position"].tolist() == [0, 1, 2] * 2
@@ -165,6 +172,7 @@ def test_recommend_log_into_mongodb(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     report = json.loads(result.stdout)
     assert [d["product_code"] for d in docs] == [s["product_code"] for s in report["slate"]]
     assert all(0 < d["propensity"] <= 1 and d["timestamp"] is not None for d in docs)
+    assert {(d["policy"], d["param"]) for d in docs} == {("eps-greedy", 0.1)}
     # the same visit key again upserts the same documents
     assert runner.invoke(app, argv).exit_code == 0
     assert client["rlRecomendation"]["visit_log"].count_documents({}) == 3

@@ -216,8 +216,8 @@ def _visit_run_dir(
                 run_id=str(run.manifest["run_id"]),
                 state_names=space.state_ids,
                 product_codes=space.product_codes,
-                policy="eps-greedy",
-                param=plan.epsilon,
+                policy=plan.policy,
+                param=plan.param,
                 timestamp=np.full(plan.slate_size, np.datetime64(_now().replace(tzinfo=None))),
             )
         episodes += 1
@@ -288,8 +288,8 @@ def _visit_mongo(
                     run_id=stored_run or str(run.manifest["run_id"]),
                     state_names=space.state_ids,
                     product_codes=space.product_codes,
-                    policy="eps-greedy",
-                    param=plan.epsilon,
+                    policy=plan.policy,
+                    param=plan.param,
                     timestamp=_now(),
                 )
                 write_visit_log(client, documents, db=db, policy=policy)
