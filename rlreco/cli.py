@@ -430,6 +430,7 @@ def recommend(
     visited = run_visit(
         run_dir, uri=uri, db=db, layout=layout, run_id=run_id, state=state, respond=mode,
         clicked=clicked_codes, bought=bought_codes, visit=visit, timeout_ms=timeout_ms, log=log,
+        on_warmup=report.show_warmup,
     )  # fmt: skip
     report.show_visit(visited, as_json=as_json)
 

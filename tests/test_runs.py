@@ -366,3 +366,49 @@ def test_cells_and_simulate_compile_nothing_after_the_warm_up(tmp_path: Path) ->
     before, *after = (int(n) for n in _fresh_python(script))
     assert before > 0
     assert after == [before] * 3  # after the cells, simulate, simulate with uniform sampling
+
+
+def test_recommend_compiles_nothing_after_its_warm_up(tmp_path: Path) -> None:
+    """``recommend`` loads its kernels with a visit to a tiny run first (compile time reported
+    apart, and never inside a MongoDB transaction): the real visit, on a run directory of the
+    same policy, then adds no compiled variant (eps-greedy, and decaying with its visit counts)."""
+    from helpers import synthetic_run
+
+    runs = []
+    for policy in ("eps-greedy", "decaying"):
+        config = RunConfig().replace(**{"policy.slate_size": 3, "policy.name": policy})
+        runs.append(str(synthetic_run(tmp_path / policy, config=config).path))
+    script = (
+        "from rlreco.app.recommend import recommend\n"
+        "from rlreco.engine.warmup import ONLINE_KERNELS, SIMULATION_KERNELS, warm_up_online\n"
+        "def variants():\n"
+        "    return sum(len(k.signatures) for k in (*SIMULATION_KERNELS, *ONLINE_KERNELS))\n"
+        f"for policy, run in zip(('eps-greedy', 'decaying'), {runs!r}):\n"
+        "    warm_up_online(policy)\n"
+        "    before = variants()\n"
+        "    for respond in ('simulate', 'none'):\n"
+        "        recommend(run, respond=respond)\n"
+        "    print(before, variants())\n"
+    )
+    counts = [int(n) for n in _fresh_python(script)]
+    assert counts[0] > 0 and counts[0::2] == counts[1::2]
+
+
+def test_cli_recommend_reports_kernel_compilation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from helpers import synthetic_run
+
+    import rlreco.app.recommend as recommend_module
+    from rlreco.engine.warmup import Warmup
+
+    config = RunConfig().replace(**{"policy.slate_size": 3})
+    run = synthetic_run(tmp_path / "run", config=config)
+    runner = CliRunner()
+    result = runner.invoke(app, ["recommend", str(run.path), "--respond", "none", "--json"])
+    assert result.exit_code == 0 and "compiling kernels" not in result.stderr
+    monkeypatch.setattr(recommend_module, "warm_up_online", lambda *a: Warmup(12.34, True))
+    result = runner.invoke(app, ["recommend", str(run.path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip().splitlines() == ["compiling kernels, first run only: 12.3 s"]
+    assert json.loads(result.stdout)["episodes"] == 1  # stdout stays one JSON object

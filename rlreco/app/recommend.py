@@ -10,7 +10,7 @@ report): :mod:`rlreco.app.visit_plan`.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from rlreco.engine.response import count_cdf
 from rlreco.engine.simulation import POLICY_STATE, SimulationParams
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
+from rlreco.engine.warmup import Warmup, warm_up_online
 from rlreco.errors import SimulationError
 from rlreco.io.mongo import (
     DEFAULT_DB,
@@ -71,6 +72,7 @@ def recommend(
     timeout_ms: int = 5000,
     policy: RetryPolicy | None = None,
     log: bool = False,
+    on_warmup: Callable[[Warmup], None] | None = None,
 ) -> VisitReport:
     """One customer visit, as the original ``rlRecoMain.py`` does it, with the engine's kernels.
 
@@ -110,6 +112,10 @@ def recommend(
         snapshot commit (the visit index is the run's visit count before it); with ``uri``
         documents upserted into the ``visit_log`` collection once the state's update is
         committed, keyed by run id, the visit key and the slot.
+    on_warmup : callable, optional
+        Called with the :class:`~rlreco.engine.warmup.Warmup` that compiled (a machine's first
+        run) or loaded the visit's kernels, before the state is read: a MongoDB visit never
+        compiles inside its transaction.
 
     Returns
     -------
@@ -171,6 +177,9 @@ def recommend(
         bought=frozenset(bought),
         rng_state=rng.bit_generator.state,
     )
+    warmup = warm_up_online(plan.policy)
+    if on_warmup is not None:
+        on_warmup(warmup)
     if uri is None:
         return _visit_run_dir(run, config, plan, visit, log=log)
     return _visit_mongo(

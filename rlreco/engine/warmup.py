@@ -25,18 +25,27 @@ from typing import Any
 
 import numpy as np
 
+from rlreco.engine.kernels.feedback import play_slate_nb
+from rlreco.engine.kernels.policy import choose_slate_nb
+from rlreco.engine.kernels.propensity import slate_propensities_nb
+from rlreco.engine.kernels.records import PolicyParams, TopNSearch
 from rlreco.engine.kernels.sum_tree import build_softmax_nb
 from rlreco.engine.kernels.table_rows import reset_rows_nb
 from rlreco.engine.kernels.topn import build_index_nb
 from rlreco.engine.kernels.untried_set import build_untried_nb
 from rlreco.engine.kernels.visit_loop import loop_kernels
+from rlreco.engine.online import play_online_visit
 from rlreco.engine.simulation import SimulationParams, Simulator
+from rlreco.engine.simulation_params import POLICIES
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
-from rlreco.schema import DEFAULT_STATE_FIELDS
+from rlreco.schema import DEFAULT_POLICY_PARAM, DEFAULT_STATE_FIELDS
 
 #: the entry points, besides the visit loops, whose first call compiles (or loads) kernels
 SIMULATION_KERNELS: tuple[Any, ...] = (build_index_nb, build_untried_nb, build_softmax_nb)
+#: the kernels one online visit calls instead of a visit loop
+#: (:func:`~rlreco.engine.online.play_online_visit`)
+ONLINE_KERNELS: tuple[Any, ...] = (choose_slate_nb, slate_propensities_nb, play_slate_nb)
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,32 @@ def warm_up_simulation(
         params = SimulationParams(slate_size=2, metrics_block=2, policy=policy)
         Simulator(space, tables, params).run(4, chunk=2, log=_ignore if logging else None)
     return Warmup(time.perf_counter() - start, cache_misses() > before)
+
+
+def warm_up_online(policy: str = "eps-greedy") -> Warmup:
+    """Compile, or load from numba's cache, every kernel an online visit under ``policy``
+    (``rlreco recommend``) runs, with a visit to the first state of :func:`tiny_run`, whose
+    arrays have a real visit's types. Compiled, they take about half a minute: the online
+    visit calls the policy and feedback kernels one by one, not the fused visit loop."""
+    start = time.perf_counter()
+    load_numba_typing()
+    kernels = SIMULATION_KERNELS + ONLINE_KERNELS
+    before = cache_misses(kernels)
+    space, tables = tiny_run()
+    param = 0.1 if policy == "eps-greedy" else DEFAULT_POLICY_PARAM[policy]
+    play_online_visit(
+        np.random.default_rng(0),
+        space,
+        0,
+        tables.value[:1],
+        tables.cells[:1],
+        policy=PolicyParams(POLICIES[policy], param, 2, TopNSearch.tree, 0.0),
+        click_cdf=np.array([0.5, 0.5]),
+        buy_cdf=np.array([0.5, 0.5]),
+        rewards=(-1.0, 1.0, 2.0),
+        respond="simulate",
+    )
+    return Warmup(time.perf_counter() - start, cache_misses(kernels) > before)
 
 
 def warm_up_cell_reset() -> Warmup:
