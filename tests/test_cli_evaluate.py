@@ -233,3 +233,50 @@ def test_bad_grid_and_missing_propensities_exit_2(tmp_path: Path) -> None:
     doc = json.loads(result.stdout)
     assert {r["estimator"] for r in doc["settings"]} == {"replay"}
     assert len(doc["skipped"]) == 3
+
+
+def test_evaluation_compiles_nothing_after_its_warm_up(
+    logged_run: tuple[Path, np.ndarray],
+) -> None:
+    """``evaluate`` runs its estimators on a tiny log first (compile time reported apart): the
+    real estimates, on a real log and run, then add no compiled variant of their kernels."""
+    import os
+    import subprocess
+    import sys
+
+    path, _ = logged_run
+    script = (
+        "from rlreco.app.evaluate import ESTIMATOR_KERNELS, EvaluationSpec, evaluate_log\n"
+        "from rlreco.app.evaluate import warm_up_estimators\n"
+        "def variants():\n"
+        "    return sum(len(k.signatures) for k in ESTIMATOR_KERNELS)\n"
+        "spec = EvaluationSpec(epsilons=(0.0, 0.2))\n"
+        "warm_up_estimators(spec, ['replay', 'ips', 'snips', 'dr'], 1)\n"
+        "print(variants())\n"
+        f"result = evaluate_log({str(path / 'logs')!r}, {str(path)!r}, spec)\n"
+        "print(variants(), ','.join(sorted(set(result.summary['estimator']))))\n"
+    )
+    environ = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=environ
+    )
+    before, after, estimators = done.stdout.split()
+    assert int(before) == 7  # every estimator kernel, loaded or compiled by the warm-up
+    assert after == before and estimators == "dr,ips,replay,snips"
+
+
+def test_cli_evaluate_reports_kernel_compilation(
+    logged_run: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rlreco.app.evaluate as evaluate_module
+    from rlreco.engine.warmup import Warmup
+
+    path, _ = logged_run
+    argv = ["evaluate", str(path / "logs"), "--run", str(path), "--epsilons", "0.1", "--json"]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0 and "compiling kernels" not in result.stderr
+    monkeypatch.setattr(evaluate_module, "warm_up_estimators", lambda *a: Warmup(12.34, True))
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip().splitlines() == ["compiling kernels, first run only: 12.3 s"]
+    assert json.loads(result.stdout)["log"]["visits"] == 900  # stdout stays one JSON object

@@ -10,9 +10,11 @@ every file is written to a temporary name and renamed, and only after every chec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,10 +36,20 @@ from rlreco.engine.evaluation import (
     estimate_snips,
     importance_weights,
 )
+from rlreco.engine.kernels.estimators import (
+    accumulate_cells_nb,
+    correct_residuals_nb,
+    expect_slots_nb,
+    rank_top_nb,
+    replay_log_nb,
+    sum_weighted_nb,
+    weigh_slots_nb,
+)
 from rlreco.engine.replay import estimate_replay, uniform_acceptance
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.engine.target_slate import DR_MAX_SLATE, Catalogues
+from rlreco.engine.warmup import Warmup, cache_misses, tiny_run
 from rlreco.errors import ConfigError, DataError, shown
 from rlreco.io.atomic_files import atomic_path, write_json
 from rlreco.io.foreign_log import ColumnMap, read_foreign_log
@@ -122,6 +134,9 @@ class EvaluationResult:
     out : Path or None
     plots : list of Path
     seconds : float
+    warmup : Warmup or None
+        The estimators' first run, on a tiny log (:func:`warm_up_estimators`):
+        ``compiled`` when it compiled their kernels (a machine's first evaluation).
     """
 
     summary: pd.DataFrame
@@ -130,6 +145,7 @@ class EvaluationResult:
     out: Path | None = None
     plots: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    warmup: Warmup | None = None
 
     def rows(self) -> list[dict[str, Any]]:
         """JSON-compatible rows of the summary (NaN and inf become null)."""
@@ -274,6 +290,7 @@ def evaluate_run(
     seed = spec.seed if spec.seed is not None else run.config.simulation.seed
     # extreme (finite) rewards or propensities overflow to non-finite estimates (shown as
     # such, null in JSON), which is the arithmetic's answer rather than an error
+    warmup = warm_up_estimators(spec, estimators, seed)
     with np.errstate(over="ignore", invalid="ignore"):
         estimates = _estimate_grid(spec, visits, catalogues, tables, estimators, seed)
         acceptance = uniform_acceptance(visits, catalogues)
@@ -297,7 +314,42 @@ def evaluate_run(
         "reward_model": spec.reward_model,
         "seed": seed,
     }
-    return EvaluationResult(summary=summary, log=info, skipped=skipped)
+    return EvaluationResult(summary=summary, log=info, skipped=skipped, warmup=warmup)
+
+
+#: the estimators' compiled kernels (all that an evaluation compiles)
+ESTIMATOR_KERNELS = (
+    rank_top_nb,
+    weigh_slots_nb,
+    expect_slots_nb,
+    replay_log_nb,
+    sum_weighted_nb,
+    accumulate_cells_nb,
+    correct_residuals_nb,
+)
+
+
+def warm_up_estimators(spec: EvaluationSpec, estimators: list[str], seed: int) -> Warmup:
+    """Run the grid's estimators on a two-visit log of :func:`~rlreco.engine.warmup.tiny_run`,
+    whose arrays have a real log's and run's types, timed apart: a machine's first evaluation
+    compiles the estimators' kernels here, and the real estimates compile nothing more. A
+    failure is left for the real estimates to raise."""
+    start = time.perf_counter()
+    before = cache_misses(ESTIMATOR_KERNELS)
+    space, tables = tiny_run()
+    slots = np.zeros(4, dtype=LOG_DTYPE)
+    slots["visit"] = [0, 0, 1, 1]
+    slots["state"] = [0, 0, 1, 1]
+    slots["position"] = [0, 1, 0, 1]
+    slots["product"] = [0, 1, 2, 0]
+    slots["outcome"] = [1, 0, 2, 0]
+    slots["reward"] = [1.0, -1.0, 5.0, -1.0]
+    slots["propensity"] = 0.5
+    visits = LoggedVisits.from_slots(slots)
+    with np.errstate(all="ignore"), warnings.catch_warnings(), contextlib.suppress(Exception):
+        warnings.simplefilter("ignore")
+        _estimate_grid(spec, visits, Catalogues.of(space), tables, estimators, seed)
+    return Warmup(time.perf_counter() - start, cache_misses(ESTIMATOR_KERNELS) > before)
 
 
 def _estimate_grid(

@@ -448,6 +448,8 @@ def show_log_prepare(summary: Any, *, as_json: bool) -> None:
 
 def show_evaluation(result: Any, *, as_json: bool) -> None:
     """``rlreco evaluate``: estimate [95% CI] per estimator and target, diagnostics, files."""
+    if result.warmup is not None:
+        show_warmup(result.warmup)
     if as_json:
         print_json(result.document())
         return
