@@ -49,7 +49,7 @@ from rlreco.engine.replay import estimate_replay, uniform_acceptance
 from rlreco.engine.state_space import StateSpace
 from rlreco.engine.tables import Tables
 from rlreco.engine.target_slate import DR_MAX_SLATE, Catalogues
-from rlreco.engine.warmup import Warmup, cache_misses, tiny_run
+from rlreco.engine.warmup import Warmup, timed_first_use, tiny_run
 from rlreco.errors import ConfigError, DataError, shown
 from rlreco.io.atomic_files import atomic_path, write_json
 from rlreco.io.foreign_log import ColumnMap, read_foreign_log
@@ -288,9 +288,9 @@ def evaluate_run(
     )
     estimators, skipped = _applicable(spec, visits, str(log_path))
     seed = spec.seed if spec.seed is not None else run.config.simulation.seed
+    warmup = warm_up_estimators(spec, estimators, seed)
     # extreme (finite) rewards or propensities overflow to non-finite estimates (shown as
     # such, null in JSON), which is the arithmetic's answer rather than an error
-    warmup = warm_up_estimators(spec, estimators, seed)
     with np.errstate(over="ignore", invalid="ignore"):
         estimates = _estimate_grid(spec, visits, catalogues, tables, estimators, seed)
         acceptance = uniform_acceptance(visits, catalogues)
@@ -334,8 +334,6 @@ def warm_up_estimators(spec: EvaluationSpec, estimators: list[str], seed: int) -
     whose arrays have a real log's and run's types, timed apart: a machine's first evaluation
     compiles the estimators' kernels here, and the real estimates compile nothing more. A
     failure is left for the real estimates to raise."""
-    start = time.perf_counter()
-    before = cache_misses(ESTIMATOR_KERNELS)
     space, tables = tiny_run()
     slots = np.zeros(4, dtype=LOG_DTYPE)
     slots["visit"] = [0, 0, 1, 1]
@@ -346,10 +344,13 @@ def warm_up_estimators(spec: EvaluationSpec, estimators: list[str], seed: int) -
     slots["reward"] = [1.0, -1.0, 5.0, -1.0]
     slots["propensity"] = 0.5
     visits = LoggedVisits.from_slots(slots)
-    with np.errstate(all="ignore"), warnings.catch_warnings(), contextlib.suppress(Exception):
-        warnings.simplefilter("ignore")
-        _estimate_grid(spec, visits, Catalogues.of(space), tables, estimators, seed)
-    return Warmup(time.perf_counter() - start, cache_misses(ESTIMATOR_KERNELS) > before)
+
+    def use() -> None:
+        with np.errstate(all="ignore"), warnings.catch_warnings(), contextlib.suppress(Exception):
+            warnings.simplefilter("ignore")
+            _estimate_grid(spec, visits, Catalogues.of(space), tables, estimators, seed)
+
+    return timed_first_use(use, ESTIMATOR_KERNELS)
 
 
 def _estimate_grid(

@@ -18,7 +18,7 @@ import importlib.machinery
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -135,57 +135,64 @@ def tiny_run() -> tuple[StateSpace, Tables]:
     return space, tables
 
 
+def timed_first_use(use: Callable[[], object], kernels: tuple[Any, ...] | None = None) -> Warmup:
+    """Make a first use of kernels (``use``, after :func:`load_numba_typing`), timed, and say
+    whether it compiled any of ``kernels`` (as :func:`cache_misses`: the default counts the
+    visit loops built meanwhile too, from zero)."""
+    start = time.perf_counter()
+    load_numba_typing()
+    before = cache_misses(kernels)
+    use()
+    return Warmup(time.perf_counter() - start, cache_misses(kernels) > before)
+
+
 def warm_up_simulation(
     policies: Iterable[str] = ("eps-greedy",), *, logging: bool = False
 ) -> Warmup:
     """Compile, or load from numba's cache, every kernel a simulation under ``policies`` runs
     (with a visit log if ``logging``; every response model and state sampling share them), with
     a few visits on :func:`tiny_run`."""
-    start = time.perf_counter()
-    load_numba_typing()
-    # loops built below add their misses to the count (from zero)
-    before = cache_misses()
-    for policy in dict.fromkeys(policies):
-        space, tables = tiny_run()
-        params = SimulationParams(slate_size=2, metrics_block=2, policy=policy)
-        Simulator(space, tables, params).run(4, chunk=2, log=_ignore if logging else None)
-    return Warmup(time.perf_counter() - start, cache_misses() > before)
+
+    def use() -> None:
+        for policy in dict.fromkeys(policies):
+            space, tables = tiny_run()
+            params = SimulationParams(slate_size=2, metrics_block=2, policy=policy)
+            Simulator(space, tables, params).run(4, chunk=2, log=_ignore if logging else None)
+
+    return timed_first_use(use)
 
 
 def warm_up_online(policy: str = "eps-greedy") -> Warmup:
     """Compile, or load from numba's cache, every kernel an online visit under ``policy``
     (``rlreco recommend``) runs, with a visit to the first state of :func:`tiny_run`, whose
-    arrays have a real visit's types. Compiled, they take about half a minute: the online
+    arrays have a real visit's types. Compiled, they take 35-50 s here: the online
     visit calls the policy and feedback kernels one by one, not the fused visit loop."""
-    start = time.perf_counter()
-    load_numba_typing()
-    kernels = SIMULATION_KERNELS + ONLINE_KERNELS
-    before = cache_misses(kernels)
     space, tables = tiny_run()
     param = 0.1 if policy == "eps-greedy" else DEFAULT_POLICY_PARAM[policy]
-    play_online_visit(
-        np.random.default_rng(0),
-        space,
-        0,
-        tables.value[:1],
-        tables.cells[:1],
-        policy=PolicyParams(POLICIES[policy], param, 2, TopNSearch.tree, 0.0),
-        click_cdf=np.array([0.5, 0.5]),
-        buy_cdf=np.array([0.5, 0.5]),
-        rewards=(-1.0, 1.0, 2.0),
-        respond="simulate",
+    return timed_first_use(
+        lambda: play_online_visit(
+            np.random.default_rng(0),
+            space,
+            0,
+            tables.value[:1],
+            tables.cells[:1],
+            policy=PolicyParams(POLICIES[policy], param, 2, TopNSearch.tree, 0.0),
+            click_cdf=np.array([0.5, 0.5]),
+            buy_cdf=np.array([0.5, 0.5]),
+            rewards=(-1.0, 1.0, 2.0),
+            respond="simulate",
+        ),
+        SIMULATION_KERNELS + ONLINE_KERNELS,
     )
-    return Warmup(time.perf_counter() - start, cache_misses(kernels) > before)
 
 
 def warm_up_cell_reset() -> Warmup:
     """Compile, or load from numba's cache, the kernel that resets a sweep cell's tables
     between cells (:meth:`~rlreco.engine.tables.Tables.reset_rows`), on :func:`tiny_run`."""
-    start = time.perf_counter()
-    before = cache_misses((reset_rows_nb,))
     _, tables = tiny_run()
-    tables.reset_rows(tables.known_cells(), np.arange(1))
-    return Warmup(time.perf_counter() - start, cache_misses((reset_rows_nb,)) > before)
+    return timed_first_use(
+        lambda: tables.reset_rows(tables.known_cells(), np.arange(1)), (reset_rows_nb,)
+    )
 
 
 def _ignore(records: np.ndarray) -> None:
