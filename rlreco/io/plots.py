@@ -125,14 +125,19 @@ def _figure(panels: int, panel_width: float, height: float = 4.5) -> Figure:
     return fig
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def _write_png(fig: Figure, target: Path | io.BytesIO) -> None:
+    """Draw ``fig`` with Agg into a PNG (zlib level 1: a fraction of the default level's
+    encoding time, for files ~15% larger)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    # written under a temporary name and renamed: an interrupted sweep leaves no partial PNG.
-    # zlib level 1: a fraction of the default level's encoding time, for files ~15% larger
+    fig.savefig(target, format="png", dpi=_DPI, pil_kwargs={"compress_level": 1})
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    # written under a temporary name and renamed: an interrupted sweep leaves no partial PNG
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=_DPI, pil_kwargs={"compress_level": 1})
+        _write_png(fig, tmp)
     return path
 
 
@@ -180,10 +185,7 @@ def warm_up_drawing() -> None:
     ax.grid(alpha=0.3)
     fig.suptitle("Learning curves, response model 'popularity' (mean and 95% CI over replicates)")
     _legend(fig, [ax])
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    fig.savefig(io.BytesIO(), format="png", dpi=_DPI, pil_kwargs={"compress_level": 1})
+    _write_png(fig, io.BytesIO())
 
 
 def plot_learning_curves(
