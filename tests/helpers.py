@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -234,3 +237,14 @@ def write_transactions(path: Path, seed: int = 0, n_rows: int = 500) -> None:
             "Country": "United Kingdom",
         }
     ).to_csv(path, index=False)
+
+
+def fresh_python(script: str, **env: str) -> list[str]:
+    """Words a fresh interpreter prints running ``script`` (this tree first on its path)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    environ.update(PYTHONPATH=root, **env)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environ, check=True
+    )
+    return proc.stdout.split()

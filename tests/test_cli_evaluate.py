@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import fresh_python
 from naive_ope import log_visits, validation_world
 from typer.testing import CliRunner
 
@@ -240,10 +241,6 @@ def test_evaluation_compiles_nothing_after_its_warm_up(
 ) -> None:
     """``evaluate`` runs its estimators on a tiny log first (compile time reported apart): the
     real estimates, on a real log and run, then add no compiled variant of their kernels."""
-    import os
-    import subprocess
-    import sys
-
     path, _ = logged_run
     script = (
         "from rlreco.app.evaluate import ESTIMATOR_KERNELS, EvaluationSpec, evaluate_log\n"
@@ -256,11 +253,7 @@ def test_evaluation_compiles_nothing_after_its_warm_up(
         f"result = evaluate_log({str(path / 'logs')!r}, {str(path)!r}, spec)\n"
         "print(variants(), ','.join(sorted(set(result.summary['estimator']))))\n"
     )
-    environ = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=environ
-    )
-    before, after, estimators = done.stdout.split()
+    before, after, estimators = fresh_python(script)
     assert int(before) == 7  # every estimator kernel, loaded or compiled by the warm-up
     assert after == before and estimators == "dr,ips,replay,snips"
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import fresh_python
 from typer.testing import CliRunner
 
 from rlreco.app.prepare import prepare
@@ -278,20 +278,6 @@ def test_cli_reports_kernel_compilation_apart_from_the_visits(
     assert json.loads(result.stdout)["episodes"] == 1000  # stdout stays one JSON object
 
 
-def _fresh_python(script: str, **env: str) -> list[str]:
-    """Lines a fresh interpreter prints running ``script`` (this tree first on its path)."""
-    import os
-    import subprocess
-
-    root = str(Path(__file__).resolve().parent.parent)
-    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
-    environ.update(PYTHONPATH=root, **env)
-    proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=environ, check=True
-    )
-    return proc.stdout.split()
-
-
 def test_kernels_load_without_numba_probing_scipy_blas() -> None:
     """The warm-up sets up numba's typing without importing scipy.linalg (numba's BLAS probe);
     kernels run, and scipy.linalg and a jitted np.dot work afterwards."""
@@ -304,13 +290,13 @@ def test_kernels_load_without_numba_probing_scipy_blas() -> None:
         "import scipy.linalg\n"
         "print(numba.njit(lambda a: np.dot(a, a))(np.arange(3.0)))\n"
     )
-    assert _fresh_python(script) == ["False", "5.0"]
+    assert fresh_python(script) == ["False", "5.0"]
 
 
 def test_the_command_line_keeps_blas_to_one_thread_unless_told() -> None:
     script = "import os, rlreco.cli\nprint(os.environ['OPENBLAS_NUM_THREADS'])\n"
-    assert _fresh_python(script) == ["1"]
-    assert _fresh_python(script, OPENBLAS_NUM_THREADS="3") == ["3"]
+    assert fresh_python(script) == ["1"]
+    assert fresh_python(script, OPENBLAS_NUM_THREADS="3") == ["3"]
 
 
 def test_a_sweep_warm_up_loads_the_cell_reset_kernel_too() -> None:
@@ -323,7 +309,7 @@ def test_a_sweep_warm_up_loads_the_cell_reset_kernel_too() -> None:
         "warm_up(('eps-greedy',))\n"
         "print(len(k.signatures))\n"
     )
-    assert _fresh_python(script) == ["0", "1"]
+    assert fresh_python(script) == ["0", "1"]
 
 
 def test_cells_and_simulate_compile_nothing_after_the_warm_up(tmp_path: Path) -> None:
@@ -363,7 +349,7 @@ def test_cells_and_simulate_compile_nothing_after_the_warm_up(tmp_path: Path) ->
         "    assert result.exit_code == 0, result.output\n"
         "    print(variants())\n"
     )
-    before, *after = (int(n) for n in _fresh_python(script))
+    before, *after = (int(n) for n in fresh_python(script))
     assert before > 0
     assert after == [before] * 3  # after the cells, simulate, simulate with uniform sampling
 
@@ -390,7 +376,7 @@ def test_recommend_compiles_nothing_after_its_warm_up(tmp_path: Path) -> None:
         "        recommend(run, respond=respond)\n"
         "    print(before, variants())\n"
     )
-    counts = [int(n) for n in _fresh_python(script)]
+    counts = [int(n) for n in fresh_python(script)]
     assert counts[0] > 0 and counts[0::2] == counts[1::2]
 
 
